@@ -1,0 +1,108 @@
+// 2-D convolution as an implicit GEMM: y[n, co, p] = bias[co] + Σ_k W[co, k] · X[n, k, p] where
+// k = (ci, ky, kx) and p = (oy, ox); the im2col matrix X is never materialised. Each invocation
+// owns 4 output channels × 4 consecutive output pixels (register block), f32 accumulation.
+//
+// Defines: VEC4 (host checked K = Cin·kh·kw % 4 == 0: weights read four k at a time), BIAS.
+// Padding is zero padding on all sides; stride and padding are the same along H and W.
+
+struct Params {
+  cin: u32, h: u32, w: u32, cout: u32,
+  ho: u32, wo: u32, kh: u32, kw: u32,
+  stride: u32, pad: u32, k: u32, hw_out: u32,
+  x_bs: u32, y_bs: u32, _p0: u32, _p1: u32,
+}
+#uniform Params
+
+#tensor 1 x read        // [N, Cin, H, W] input
+#if VEC4
+#tensor 2 wt read vec4  // [Cout, Cin, kh, kw] = [Cout, K] row-major (PyTorch layout)
+#else
+#tensor 2 wt read       // [Cout, Cin, kh, kw] = [Cout, K] row-major (PyTorch layout)
+#endif
+#tensor 3 y write       // [N, Cout, Ho, Wo] output
+#if BIAS
+#tensor 4 bias read     // [Cout]
+#endif
+
+// Input values at kernel tap (ci, ky, kx) for the invocation's 4 pixels (zero outside).
+fn gather(xb: u32, ci: u32, ky: u32, kx: u32, iy0: vec4<i32>, ix0: vec4<i32>) -> vec4<f32> {
+  let iy = iy0 + vec4<i32>(i32(ky));
+  let ix = ix0 + vec4<i32>(i32(kx));
+  let hi = i32(p.h);
+  let wi = i32(p.w);
+  let ok = (iy >= vec4<i32>(0)) & (iy < vec4<i32>(hi)) & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(wi));
+  let cy = vec4<u32>(clamp(iy, vec4<i32>(0), vec4<i32>(hi - 1)));
+  let cx = vec4<u32>(clamp(ix, vec4<i32>(0), vec4<i32>(wi - 1)));
+  let base = xb + ci * p.h * p.w;
+  let v = vec4<f32>(x_ld(base + cy.x * p.w + cx.x), x_ld(base + cy.y * p.w + cx.y),
+                    x_ld(base + cy.z * p.w + cx.z), x_ld(base + cy.w * p.w + cx.w));
+  return select(vec4<f32>(0.0), v, ok);
+}
+
+@compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let p0 = gid.x * 4u;
+  let co0 = gid.y * 4u;
+  if (p0 >= p.hw_out || co0 >= p.cout) { return; }
+  let n = wid.z;
+  let xb = n * p.x_bs;
+  var iy0 = vec4<i32>(0);
+  var ix0 = vec4<i32>(0);
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    let pj = min(p0 + j, p.hw_out - 1u);
+    iy0[j] = i32((pj / p.wo) * p.stride) - i32(p.pad);
+    ix0[j] = i32((pj % p.wo) * p.stride) - i32(p.pad);
+  }
+  let clast = p.cout - 1u;
+  let wr0 = min(co0 + 0u, clast) * p.k;
+  let wr1 = min(co0 + 1u, clast) * p.k;
+  let wr2 = min(co0 + 2u, clast) * p.k;
+  let wr3 = min(co0 + 3u, clast) * p.k;
+  var acc0 = vec4<f32>(0.0);  // output channel co0 + 0, four pixels
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  var ci = 0u;
+  var ky = 0u;
+  var kx = 0u;
+#if VEC4
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let w0 = wt_ld4((wr0 + k) >> 2u);
+    let w1 = wt_ld4((wr1 + k) >> 2u);
+    let w2 = wt_ld4((wr2 + k) >> 2u);
+    let w3 = wt_ld4((wr3 + k) >> 2u);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let xv = gather(xb, ci, ky, kx, iy0, ix0);
+      acc0 += w0[j] * xv;
+      acc1 += w1[j] * xv;
+      acc2 += w2[j] * xv;
+      acc3 += w3[j] * xv;
+      kx = kx + 1u;
+      if (kx == p.kw) { kx = 0u; ky = ky + 1u; if (ky == p.kh) { ky = 0u; ci = ci + 1u; } }
+    }
+  }
+#else
+  for (var k = 0u; k < p.k; k = k + 1u) {
+    let xv = gather(xb, ci, ky, kx, iy0, ix0);
+    acc0 += wt_ld(wr0 + k) * xv;
+    acc1 += wt_ld(wr1 + k) * xv;
+    acc2 += wt_ld(wr2 + k) * xv;
+    acc3 += wt_ld(wr3 + k) * xv;
+    kx = kx + 1u;
+    if (kx == p.kw) { kx = 0u; ky = ky + 1u; if (ky == p.kh) { ky = 0u; ci = ci + 1u; } }
+  }
+#endif
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  let yb = n * p.y_bs;
+  for (var r = 0u; r < 4u; r = r + 1u) {
+    let co = co0 + r;
+    if (co >= p.cout) { break; }
+    var b = 0.0;
+#if BIAS
+    b = bias_ld(co);
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      if (p0 + j < p.hw_out) { y_st(yb + co * p.hw_out + p0 + j, accs[r][j] + b); }
+    }
+  }
+}

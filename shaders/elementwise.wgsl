@@ -1,0 +1,106 @@
+// Element-wise kernels: unary activations, broadcasting binary ops, in-place axpby.
+// One invocation per element; 1-D index spread over a 2-D grid (x * 65535 limit).
+// All arithmetic in f32; storage dtype per the kernel key.
+//
+// Defines: UNARY | BINARY | AXPBY (selects the entry's bindings),
+//   OP = 0 SiLU, 1 GELU (erf), 2 GELU (tanh), 3 clamp(lo, hi), 4 affine alpha*x+beta   (unary)
+//   OP = 0 add, 1 mul                                                                 (binary)
+//   INPLACE (unary: x is overwritten).
+
+struct Params {
+  n: u32,      // elements in this dispatch (a chunk of the tensor)
+  base: u32,   // index of the chunk's first element in the whole tensor (broadcasting)
+  inner: u32,  // binary: b index = ((base + i) / inner) % blen
+  blen: u32,   // binary: number of elements of b
+  alpha: f32,
+  beta: f32,
+  lo: f32,
+  hi: f32,
+}
+#uniform Params
+
+fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wid.y * nwg.x + wid.x) * ${WG}u + lid;
+}
+
+#if UNARY
+#if INPLACE
+#tensor 1 x rw        // [n] input, overwritten with the result (chunk of any shape)
+#else
+#tensor 1 x read      // [n] input (chunk of any shape)
+#tensor 2 y write     // [n] output, same shape as x
+#endif
+
+fn erf_approx(x: f32) -> f32 {
+  // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
+  let s = sign(x);
+  let a = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return s * (1.0 - poly * exp(-a * a));
+}
+
+fn apply(v: f32) -> f32 {
+#if OP_SILU
+  return v / (1.0 + exp(-v));
+#endif
+#if OP_GELU
+  return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
+#endif
+#if OP_GELU_TANH
+  let u = 0.79788456080286536 * (v + 0.044715 * v * v * v);
+  return 0.5 * v * (1.0 + tanh(clamp(u, -15.0, 15.0)));
+#endif
+#if OP_CLAMP
+  return clamp(v, p.lo, p.hi);
+#endif
+#if OP_AFFINE
+  return p.alpha * v + p.beta;
+#endif
+}
+
+@compute @workgroup_size(${WG})
+fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+#if INPLACE
+  x_st(i, apply(x_ld(i)));
+#else
+  y_st(i, apply(x_ld(i)));
+#endif
+}
+#endif
+
+#if BINARY
+#tensor 1 a read      // [n] left operand (chunk)
+#tensor 2 b read      // [blen] right operand, broadcast: b[((base+i)/inner) % blen]
+#tensor 3 out write   // [n] result, shape of a
+
+@compute @workgroup_size(${WG})
+fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+  let bi = ((p.base + i) / p.inner) % p.blen;
+#if OP_ADD
+  out_st(i, a_ld(i) + b_ld(bi));
+#endif
+#if OP_MUL
+  out_st(i, a_ld(i) * b_ld(bi));
+#endif
+}
+#endif
+
+#if AXPBY
+#tensor 1 x read      // [n] (chunk)
+#tensor 2 y rw        // [n] (chunk), y <- alpha * x + beta * y
+
+@compute @workgroup_size(${WG})
+fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+  y_st(i, p.alpha * x_ld(i) + p.beta * y_ld(i));
+}
+#endif

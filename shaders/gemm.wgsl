@@ -1,0 +1,121 @@
+// Batched GEMM: C[z] = alpha * A[z] · op(B[z]) (+ bias), f32 accumulation.
+// Register-blocked: each invocation owns a 4×4 block of C; no shared memory (on lavapipe this
+// beats shared-memory tiling). With VEC4 the K loop reads A (and B) four elements at a time.
+//
+// Defines: TRANS_B (B is [N, K], i.e. C = A·Bᵀ, as for nn.Linear weights and Q·Kᵀ),
+//   VEC4 (host checked K, lda, ldb, batch strides % 4 == 0, and N % 4 == 0 without TRANS_B),
+//   BIAS (adds bias[n]).
+// Batch z (workgroup z) splits as zo = z / batch_inner, zi = z % batch_inner; each operand's
+// offset is zo * s0 + zi * s1 (lets attention address heads inside [B, L, H·d] directly).
+
+struct Params {
+  m: u32, n: u32, k: u32, batch_inner: u32,
+  lda: u32, ldb: u32, ldc: u32, _pad0: u32,
+  a_s0: u32, a_s1: u32, b_s0: u32, b_s1: u32,
+  c_s0: u32, c_s1: u32, alpha: f32, _pad1: u32,
+}
+#uniform Params
+
+#if VEC4
+#tensor 1 a read vec4   // [batch.., M, lda] row-major, rows of K used
+#tensor 2 b read vec4   // TRANS_B: [batch.., N, ldb] ; else [batch.., K, ldb] (stride-0 batch = shared weights)
+#else
+#tensor 1 a read        // [batch.., M, lda] row-major
+#tensor 2 b read        // TRANS_B: [batch.., N, ldb] ; else [batch.., K, ldb]
+#endif
+#tensor 3 c write       // [batch.., M, ldc] row-major
+#if BIAS
+#tensor 4 bias read     // [N]
+#endif
+
+@compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n0 = gid.x * 4u;
+  let m0 = gid.y * 4u;
+  if (m0 >= p.m || n0 >= p.n) { return; }
+  let zo = wid.z / p.batch_inner;
+  let zi = wid.z % p.batch_inner;
+  let ab = zo * p.a_s0 + zi * p.a_s1;
+  let bb = zo * p.b_s0 + zi * p.b_s1;
+  let cb = zo * p.c_s0 + zi * p.c_s1;
+  let mlast = p.m - 1u;
+  let nlast = p.n - 1u;
+  // Row offsets of A (rows past M are clamped; their results are never stored).
+  let ar0 = ab + min(m0 + 0u, mlast) * p.lda;
+  let ar1 = ab + min(m0 + 1u, mlast) * p.lda;
+  let ar2 = ab + min(m0 + 2u, mlast) * p.lda;
+  let ar3 = ab + min(m0 + 3u, mlast) * p.lda;
+#if TRANS_B
+  let br0 = bb + min(n0 + 0u, nlast) * p.ldb;
+  let br1 = bb + min(n0 + 1u, nlast) * p.ldb;
+  let br2 = bb + min(n0 + 2u, nlast) * p.ldb;
+  let br3 = bb + min(n0 + 3u, nlast) * p.ldb;
+#else
+  let bc0 = min(n0 + 0u, nlast);
+  let bc1 = min(n0 + 1u, nlast);
+  let bc2 = min(n0 + 2u, nlast);
+  let bc3 = min(n0 + 3u, nlast);
+#endif
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+
+#if VEC4
+  for (var k = 0u; k < p.k; k = k + 4u) {
+    let a0 = a_ld4((ar0 + k) >> 2u);
+    let a1 = a_ld4((ar1 + k) >> 2u);
+    let a2 = a_ld4((ar2 + k) >> 2u);
+    let a3 = a_ld4((ar3 + k) >> 2u);
+#if TRANS_B
+    let b0 = b_ld4((br0 + k) >> 2u);
+    let b1 = b_ld4((br1 + k) >> 2u);
+    let b2 = b_ld4((br2 + k) >> 2u);
+    let b3 = b_ld4((br3 + k) >> 2u);
+    acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+    acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+    acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+    acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+#else
+    let row = bb + k * p.ldb + n0;
+    let b0 = b_ld4(row >> 2u);
+    let b1 = b_ld4((row + p.ldb) >> 2u);
+    let b2 = b_ld4((row + 2u * p.ldb) >> 2u);
+    let b3 = b_ld4((row + 3u * p.ldb) >> 2u);
+    acc0 += a0.x * b0 + a0.y * b1 + a0.z * b2 + a0.w * b3;
+    acc1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
+    acc2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
+    acc3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
+#endif
+  }
+#else
+  for (var k = 0u; k < p.k; k = k + 1u) {
+#if TRANS_B
+    let bv = vec4<f32>(b_ld(br0 + k), b_ld(br1 + k), b_ld(br2 + k), b_ld(br3 + k));
+#else
+    let row = bb + k * p.ldb;
+    let bv = vec4<f32>(b_ld(row + bc0), b_ld(row + bc1), b_ld(row + bc2), b_ld(row + bc3));
+#endif
+    acc0 += a_ld(ar0 + k) * bv;
+    acc1 += a_ld(ar1 + k) * bv;
+    acc2 += a_ld(ar2 + k) * bv;
+    acc3 += a_ld(ar3 + k) * bv;
+  }
+#endif
+
+  var add = vec4<f32>(0.0);
+#if BIAS
+  add = vec4<f32>(bias_ld(min(n0, nlast)), bias_ld(min(n0 + 1u, nlast)),
+                  bias_ld(min(n0 + 2u, nlast)), bias_ld(min(n0 + 3u, nlast)));
+#endif
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  for (var r = 0u; r < 4u; r = r + 1u) {
+    let m = m0 + r;
+    if (m >= p.m) { break; }
+    let v = p.alpha * accs[r] + add;
+    let crow = cb + m * p.ldc;
+    for (var c = 0u; c < 4u; c = c + 1u) {
+      if (n0 + c < p.n) { c_st(crow + n0 + c, v[c]); }
+    }
+  }
+}

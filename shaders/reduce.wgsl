@@ -1,0 +1,51 @@
+// Per-sample reductions over a flattened [N, L] view: sum, mean, L2 norm. One workgroup per
+// sample; each invocation sums a strided slice, then a tree reduction in workgroup memory.
+// The output is always f32 (an f16 sum could overflow). WG must be a power of two.
+//
+// Defines: OP_SUM | OP_MEAN | OP_L2.
+
+struct Params {
+  n: u32,   // samples
+  len: u32, // elements per sample
+  _p0: u32,
+  _p1: u32,
+}
+#uniform Params
+
+#tensor 1 x read       // [N, L] (any [N, ...] tensor, flattened per sample)
+#tensor 2 y write f32  // [N]
+
+var<workgroup> red: array<f32, ${WG}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let s = wid.y * nwg.x + wid.x;
+  if (s >= p.n) { return; }
+  let base = s * p.len;
+  var acc = 0.0;
+  for (var i = lid; i < p.len; i = i + ${WG}u) {
+    let v = x_ld(base + i);
+#if OP_L2
+    acc += v * v;
+#else
+    acc += v;
+#endif
+  }
+  red[lid] = acc;
+  workgroupBarrier();
+  for (var st = ${WG}u / 2u; st > 0u; st = st >> 1u) {
+    if (lid < st) { red[lid] = red[lid] + red[lid + st]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    var r = red[0];
+#if OP_MEAN
+    r = r / f32(p.len);
+#endif
+#if OP_L2
+    r = sqrt(r);
+#endif
+    y_st(s, r);
+  }
+}

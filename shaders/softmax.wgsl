@@ -1,0 +1,46 @@
+// Row softmax: y[r, :] = softmax(scale · x[r, :]). One workgroup per row: max, then the sum of
+// shifted exponentials, then the normalised write. f32 statistics. WG must be a power of two.
+
+struct Params {
+  rows: u32,
+  cols: u32,
+  scale: f32,
+  _p0: u32,
+}
+#uniform Params
+
+#tensor 1 x read    // [rows, cols] row-major (e.g. attention scores [B·heads·Lq, Lk])
+#tensor 2 y write   // [rows, cols]
+
+var<workgroup> red: array<f32, ${WG}>;
+
+fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = ${WG}u / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      red[lid] = select(red[lid] + red[lid + s], max(red[lid], red[lid + s]), is_max);
+    }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  var m = -3.4028235e38;
+  for (var i = lid; i < p.cols; i = i + ${WG}u) { m = max(m, p.scale * x_ld(base + i)); }
+  let mx = wg_reduce(m, lid, true);
+  var s = 0.0;
+  for (var i = lid; i < p.cols; i = i + ${WG}u) { s += exp(p.scale * x_ld(base + i) - mx); }
+  let inv = 1.0 / wg_reduce(s, lid, false);
+  for (var i = lid; i < p.cols; i = i + ${WG}u) {
+    y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
+  }
+}

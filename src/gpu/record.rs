@@ -1,0 +1,261 @@
+//! Command recording. Ops validate their arguments and append dispatches to a [`Recorder`];
+//! `finish` packs every dispatch's parameters into one uniform buffer and builds the bind
+//! groups once, giving a [`Recording`] that can be submitted any number of times. Replaying a
+//! recording creates no buffers and no pipelines; only parameters may be rewritten in place.
+
+use super::kernels::{Kernel, KernelKey};
+use super::pool::{Allocation, BufferKind};
+use super::shader::BindingKind;
+use super::Gpu;
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// A storage range bound to a kernel: a pooled buffer, byte offset and size.
+#[derive(Clone)]
+pub struct Binding {
+    pub alloc: Arc<Allocation>,
+    pub offset: u64,
+    pub size: u64,
+}
+
+struct Pending {
+    kernel: Arc<Kernel>,
+    storage: Vec<Binding>,
+    params: std::ops::Range<usize>,
+    groups: [u32; 3],
+}
+
+/// Collects dispatches; see the module doc.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    items: Vec<Pending>,
+    params: Vec<u8>,
+}
+
+const PARAM_ALIGN: usize = 256;
+
+impl<'g> Recorder<'g> {
+    pub(crate) fn new(gpu: &'g Gpu) -> Self {
+        Recorder {
+            gpu,
+            items: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+
+    /// The context being recorded for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of dispatches so far.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Appends one dispatch of kernel `key` with uniform `params` and storage bindings in
+    /// binding order (1, 2, ...). Returns the dispatch index (for [`Recording::set_params`]).
+    pub fn dispatch(
+        &mut self,
+        key: &KernelKey,
+        params: &[u8],
+        storage: Vec<Binding>,
+        groups: [u32; 3],
+    ) -> Result<usize> {
+        let kernel = self.gpu.kernels().get(self.gpu.device(), key)?;
+        let want = kernel
+            .bindings
+            .iter()
+            .filter(|b| b.kind != BindingKind::Uniform)
+            .count();
+        if want != storage.len() {
+            return Err(Error::Argument {
+                op: "dispatch",
+                arg: "bindings",
+                reason: format!(
+                    "kernel {} declares {want} storage bindings, {} given",
+                    key.label(),
+                    storage.len()
+                ),
+            });
+        }
+        let max = self.gpu.info().max_workgroups_per_dim;
+        for (axis, g) in groups.iter().enumerate() {
+            if *g > max {
+                return Err(Error::TooLarge {
+                    op: "dispatch",
+                    what: format!("{} workgroups along axis {axis}", key.label()),
+                    got: *g as u64,
+                    limit: max as u64,
+                });
+            }
+        }
+        check_aliasing(&kernel, &storage, key)?;
+        let start = self.params.len();
+        self.params.extend_from_slice(params);
+        let padded = params.len().max(16).div_ceil(16) * 16;
+        self.params.resize(start + padded, 0);
+        let range = start..start + padded;
+        let next = self.params.len().div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
+        self.params.resize(next, 0);
+        self.items.push(Pending {
+            kernel,
+            storage,
+            params: range,
+            groups,
+        });
+        Ok(self.items.len() - 1)
+    }
+
+    /// Builds the uniform buffer and bind groups.
+    pub fn finish(self) -> Result<Recording> {
+        let gpu = self.gpu;
+        let uniform = if self.params.is_empty() {
+            None
+        } else {
+            let u = gpu.pool().alloc(self.params.len() as u64, BufferKind::Uniform);
+            gpu.queue().write_buffer(u.buffer(), 0, &self.params);
+            Some(u)
+        };
+        let mut items = Vec::with_capacity(self.items.len());
+        let mut offsets = Vec::with_capacity(self.items.len());
+        let mut keep: Vec<Arc<Allocation>> = Vec::new();
+        for it in self.items {
+            let mut entries = Vec::new();
+            let mut storage = it.storage.iter();
+            for b in &it.kernel.bindings {
+                let res = match b.kind {
+                    BindingKind::Uniform => {
+                        let u = uniform.as_ref().expect("params recorded");
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: u.buffer(),
+                            offset: it.params.start as u64,
+                            size: std::num::NonZeroU64::new((it.params.end - it.params.start) as u64),
+                        })
+                    }
+                    _ => {
+                        let s = storage.next().expect("counted in dispatch");
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: s.alloc.buffer(),
+                            offset: s.offset,
+                            size: std::num::NonZeroU64::new(s.size),
+                        })
+                    }
+                };
+                entries.push(wgpu::BindGroupEntry {
+                    binding: b.binding,
+                    resource: res,
+                });
+            }
+            let bg = gpu.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &it.kernel.layout,
+                entries: &entries,
+            });
+            keep.extend(it.storage.iter().map(|s| s.alloc.clone()));
+            offsets.push(it.params.start as u64);
+            items.push((it.kernel, bg, it.groups));
+        }
+        Ok(Recording {
+            items,
+            uniform,
+            param_offsets: offsets,
+            _keep: keep,
+        })
+    }
+}
+
+/// A buffer range written by a dispatch must not overlap any other range of that dispatch
+/// (wgpu would reject the usage conflict; we report it with the kernel's binding names).
+fn check_aliasing(kernel: &Kernel, storage: &[Binding], key: &KernelKey) -> Result<()> {
+    let decls: Vec<_> = kernel
+        .bindings
+        .iter()
+        .filter(|b| b.kind != BindingKind::Uniform)
+        .collect();
+    for (i, a) in storage.iter().enumerate() {
+        if decls[i].kind != BindingKind::StorageReadWrite {
+            continue;
+        }
+        for (j, b) in storage.iter().enumerate() {
+            if i != j
+                && Arc::ptr_eq(&a.alloc, &b.alloc)
+                && a.offset < b.offset + b.size
+                && b.offset < a.offset + a.size
+            {
+                return Err(Error::Argument {
+                    op: "dispatch",
+                    arg: "bindings",
+                    reason: format!(
+                        "{}: output `{}` overlaps input `{}` in one buffer",
+                        key.label(),
+                        decls[i].name,
+                        decls[j].name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A finished batch of dispatches; see the module doc.
+pub struct Recording {
+    items: Vec<(Arc<Kernel>, wgpu::BindGroup, [u32; 3])>,
+    uniform: Option<Arc<Allocation>>,
+    param_offsets: Vec<u64>,
+    // Buffers stay alive (and out of the pool) while a recording may still use them.
+    _keep: Vec<Arc<Allocation>>,
+}
+
+impl Recording {
+    /// Number of dispatches.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Encodes every dispatch into one compute pass and submits it (does not wait).
+    pub fn submit(&self, gpu: &Gpu) {
+        let mut enc = gpu
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        self.encode(&mut enc);
+        gpu.queue().submit([enc.finish()]);
+    }
+
+    /// Encodes into a caller's encoder (to combine with copies or other recordings).
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("diffuse"),
+            timestamp_writes: None,
+        });
+        for (k, bg, g) in &self.items {
+            pass.set_pipeline(&k.pipeline);
+            pass.set_bind_group(0, bg, &[]);
+            pass.dispatch_workgroups(g[0], g[1], g[2]);
+        }
+    }
+
+    /// Rewrites the parameters of dispatch `index` (same size as recorded) before a replay.
+    pub fn set_params(&self, gpu: &Gpu, index: usize, params: &[u8]) -> Result<()> {
+        let (Some(u), Some(off)) = (&self.uniform, self.param_offsets.get(index)) else {
+            return Err(Error::Argument {
+                op: "set_params",
+                arg: "index",
+                reason: format!("no dispatch {index} in a recording of {}", self.items.len()),
+            });
+        };
+        gpu.queue().write_buffer(u.buffer(), *off, params);
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! diffuse — a GPU compute-shader engine that samples diffusion models, on wgpu.
+//!
+//! Floors, each using only the ones above it:
+//! 1. [`gpu`] — adapter and device, buffer pool, kernel cache, command recording;
+//!    [`tensor`] — GPU tensors on that floor.
+//! 2. [`ops`] — one launcher per WGSL kernel family in `shaders/`.
+//!
+//! [`reference`] holds plain-Rust f64 references of every kernel (tests and self-checks).
+//!
+//! ```no_run
+//! use diffuse::{Gpu, GpuOptions, Tensor, DType, ops};
+//! let gpu = Gpu::new(&GpuOptions::default())?;
+//! let x = Tensor::from_f32(&gpu, "x", &[2, 3], &[1., -2., 3., -4., 5., -6.], DType::F32)?;
+//! let y = Tensor::empty(&gpu, "y", &[2, 3], DType::F32)?;
+//! gpu.run(|rec| ops::elementwise::unary(rec, ops::elementwise::Unary::Silu, &x, &y))?;
+//! println!("{:?}", y.to_vec_f32(&gpu)?);
+//! # Ok::<(), diffuse::Error>(())
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+pub mod selfcheck;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuInfo, GpuOptions, Recorder, Recording};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,60 @@
+//! Channel concatenation of NCHW tensors (`shaders/concat.wgsl`): `torch.cat([a, b], dim=1)`.
+
+use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
+use crate::error::Result;
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    ca: u32,
+    cb: u32,
+    hw: u32,
+}
+
+fn key(dt: DType) -> KernelKey {
+    KernelKey::new("concat", "main", dt, [WG_1D, 1, 1])
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    vec![key(dt)]
+}
+
+/// y = cat([a, b], dim=1): a [N, Ca, H, W], b [N, Cb, H, W] → y [N, Ca + Cb, H, W].
+pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "concat_channels";
+    nonempty(OP, a)?;
+    nonempty(OP, b)?;
+    for t in [a, b, y] {
+        rank(OP, t, 4, "[N, C, H, W]")?;
+    }
+    same_dtype(OP, a, b)?;
+    same_dtype(OP, a, y)?;
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa[0] != sb[0] || sa[2..] != sb[2..] {
+        return Err(shape_err(
+            OP,
+            b,
+            format!("must match `{}` {:?} in every dim but channels", a.name(), sa),
+        ));
+    }
+    let want = [sa[0], sa[1] + sb[1], sa[2], sa[3]];
+    if y.shape() != want {
+        return Err(shape_err(OP, y, format!("expected {want:?}")));
+    }
+    let gpu = rec.gpu();
+    let p = Params {
+        n: u32_param(OP, "output elements", y.numel())?,
+        ca: sa[1] as u32,
+        cb: sb[1] as u32,
+        hw: (sa[2] * sa[3]) as u32,
+    };
+    let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![a.binding(gpu, OP)?, b.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    rec.dispatch(&key(a.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! 2-D convolution (`shaders/conv2d.wgsl`) as an implicit GEMM over PyTorch-layout weights
+//! [Cout, Cin, kh, kw]: square stride and zero padding, any kernel size.
+
+use super::{nonempty, rank, same_dtype, shape_err, u32_param};
+use crate::error::{Error, Result};
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// Workgroup shape; each invocation computes 4 output channels × 4 pixels.
+pub const WG: [u32; 3] = [8, 8, 1];
+
+/// Stride and padding (the same along H and W, as in diffusers' UNet convs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dArgs {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    k: u32,
+    hw_out: u32,
+    x_bs: u32,
+    y_bs: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+/// The kernel key for a variant.
+pub fn key(dt: DType, vec4: bool, bias: bool) -> KernelKey {
+    KernelKey::new("conv2d", "main", dt, WG)
+        .flag("VEC4", vec4)
+        .flag("BIAS", bias)
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    [(false, false), (false, true), (true, false), (true, true)]
+        .into_iter()
+        .map(|(v, b)| key(dt, v, b))
+        .collect()
+}
+
+/// Output spatial size of a convolution, or an error when the kernel does not fit.
+pub fn output_size(x: &Tensor, h: usize, w: usize, kh: usize, kw: usize, a: Conv2dArgs) -> Result<(usize, usize)> {
+    let (hp, wp) = (h + 2 * a.padding, w + 2 * a.padding);
+    if kh > hp || kw > wp {
+        return Err(shape_err(
+            "conv2d",
+            x,
+            format!("is smaller than the {kh}x{kw} kernel with padding {}", a.padding),
+        ));
+    }
+    Ok(((hp - kh) / a.stride + 1, (wp - kw) / a.stride + 1))
+}
+
+/// y = conv2d(x, weight) + bias. x [N, Cin, H, W], weight [Cout, Cin, kh, kw], bias [Cout],
+/// y [N, Cout, Ho, Wo] with Ho = (H + 2·pad − kh) / stride + 1.
+pub fn conv2d(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    args: Conv2dArgs,
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    nonempty(OP, x)?;
+    nonempty(OP, weight)?;
+    rank(OP, x, 4, "[N, C, H, W]")?;
+    rank(OP, weight, 4, "[Cout, Cin, kh, kw]")?;
+    rank(OP, y, 4, "[N, Cout, Ho, Wo]")?;
+    same_dtype(OP, x, weight)?;
+    same_dtype(OP, x, y)?;
+    if args.stride == 0 {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "stride",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let [n, cin, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let [cout, wcin, kh, kw] = [
+        weight.shape()[0],
+        weight.shape()[1],
+        weight.shape()[2],
+        weight.shape()[3],
+    ];
+    if wcin != cin {
+        return Err(shape_err(
+            OP,
+            weight,
+            format!("expects {wcin} input channels but `{}` has {cin}", x.name()),
+        ));
+    }
+    let (ho, wo) = output_size(x, h, w, kh, kw, args)?;
+    if y.shape() != [n, cout, ho, wo] {
+        return Err(shape_err(OP, y, format!("expected {:?}", [n, cout, ho, wo])));
+    }
+    if let Some(b) = bias {
+        same_dtype(OP, x, b)?;
+        if b.numel() != cout {
+            return Err(shape_err(OP, b, format!("expected [{cout}]")));
+        }
+    }
+    let k = cin * kh * kw;
+    let gpu = rec.gpu();
+    let p = Params {
+        cin: cin as u32,
+        h: h as u32,
+        w: w as u32,
+        cout: cout as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride: args.stride as u32,
+        pad: u32_param(OP, "padding", args.padding)?,
+        k: u32_param(OP, "Cin·kh·kw", k)?,
+        hw_out: u32_param(OP, "Ho·Wo", ho * wo)?,
+        x_bs: u32_param(OP, "Cin·H·W", cin * h * w)?,
+        y_bs: u32_param(OP, "Cout·Ho·Wo", cout * ho * wo)?,
+        _p0: 0,
+        _p1: 0,
+    };
+    let mut binds = vec![x.binding(gpu, OP)?, weight.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    if let Some(b) = bias {
+        binds.push(b.binding(gpu, OP)?);
+    }
+    let groups = [
+        u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
+        u32_param(OP, "channel tiles", cout.div_ceil(4 * WG[1] as usize))?,
+        u32_param(OP, "batch", n)?,
+    ];
+    rec.dispatch(&key(x.dtype(), k % 4 == 0, bias.is_some()), bytemuck::bytes_of(&p), binds, groups)?;
+    Ok(())
+}

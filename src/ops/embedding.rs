@@ -1,0 +1,94 @@
+//! Sinusoidal timestep embedding (`shaders/embedding.wgsl`), as diffusers'
+//! `get_timestep_embedding` (Ho et al., "Denoising Diffusion Probabilistic Models", 2020,
+//! after Vaswani et al.'s positional encoding).
+
+use super::{dtype_is, grid_1d, nonempty, rank, shape_err, u32_param, WG_1D};
+use crate::error::{Error, Result};
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// The embedding's options, named as in diffusers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimestepEmbedding {
+    /// Put cos before sin.
+    pub flip_sin_to_cos: bool,
+    /// `downscale_freq_shift` (diffusers' `freq_shift`).
+    pub downscale_freq_shift: f32,
+    /// Multiplier on the arguments.
+    pub scale: f32,
+    /// Longest period (10000 in diffusers).
+    pub max_period: f32,
+}
+
+impl Default for TimestepEmbedding {
+    fn default() -> Self {
+        TimestepEmbedding {
+            flip_sin_to_cos: false,
+            downscale_freq_shift: 1.0,
+            scale: 1.0,
+            max_period: 10000.0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    dim: u32,
+    half: u32,
+    flip: u32,
+    neg_log_max_period: f32,
+    shift: f32,
+    scale: f32,
+    _p: u32,
+}
+
+fn key(dt: DType) -> KernelKey {
+    KernelKey::new("embedding", "main", dt, [WG_1D, 1, 1])
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    vec![key(dt)]
+}
+
+/// y [N, dim] = embedding of the f32 timesteps t [N].
+pub fn timestep_embedding(rec: &mut Recorder<'_>, t: &Tensor, y: &Tensor, e: TimestepEmbedding) -> Result<()> {
+    const OP: &str = "timestep_embedding";
+    nonempty(OP, t)?;
+    rank(OP, t, 1, "[N] timesteps")?;
+    rank(OP, y, 2, "[N, dim]")?;
+    dtype_is(OP, t, DType::F32, "timesteps are f32 (fractional times must survive)")?;
+    if y.shape()[0] != t.shape()[0] {
+        return Err(shape_err(OP, y, format!("expected {} rows (one per timestep)", t.shape()[0])));
+    }
+    let dim = y.shape()[1];
+    let half = dim / 2;
+    if half == 0 || (half as f32 - e.downscale_freq_shift) == 0.0 {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "dim",
+            reason: format!(
+                "embedding width {dim} with downscale_freq_shift {} divides by zero",
+                e.downscale_freq_shift
+            ),
+        });
+    }
+    let gpu = rec.gpu();
+    let p = Params {
+        n: u32_param(OP, "output elements", y.numel())?,
+        dim: dim as u32,
+        half: half as u32,
+        flip: e.flip_sin_to_cos as u32,
+        neg_log_max_period: -(e.max_period as f64).ln() as f32,
+        shift: e.downscale_freq_shift,
+        scale: e.scale,
+        _p: 0,
+    };
+    let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![t.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    rec.dispatch(&key(y.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Batched GEMM (`shaders/gemm.wgsl`): C = alpha·A·op(B) (+ bias), register-blocked 4×4 per
+//! invocation, vec4 loads along K when the shapes allow, f32 accumulation.
+
+use super::{nonempty, same_dtype, shape_err, u32_param};
+use crate::error::{Error, Result};
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// Workgroup shape (invocations); each invocation computes a 4×4 block, so a workgroup covers
+/// a 32×32 tile of C.
+pub const WG: [u32; 3] = [8, 8, 1];
+
+/// A fully strided GEMM description (element units). Batch index z = zo·batch_inner + zi;
+/// operand offsets are zo·s0 + zi·s1.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmDesc {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub batch_inner: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub a_strides: [usize; 2],
+    pub b_strides: [usize; 2],
+    pub c_strides: [usize; 2],
+    /// B is stored [N, K] (C = A·Bᵀ).
+    pub trans_b: bool,
+    pub alpha: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_inner: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    _pad0: u32,
+    a_s0: u32,
+    a_s1: u32,
+    b_s0: u32,
+    b_s1: u32,
+    c_s0: u32,
+    c_s1: u32,
+    alpha: f32,
+    _pad1: u32,
+}
+
+/// The kernel key for a variant.
+pub fn key(dt: DType, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
+    KernelKey::new("gemm", "main", dt, WG)
+        .flag("TRANS_B", trans_b)
+        .flag("VEC4", vec4)
+        .flag("BIAS", bias)
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for t in [false, true] {
+        for v4 in [false, true] {
+            for b in [false, true] {
+                v.push(key(dt, t, v4, b));
+            }
+        }
+    }
+    v
+}
+
+impl GemmDesc {
+    /// Whether the vec4 kernel applies (every K-row start and, without TRANS_B, every B row
+    /// segment is 4-aligned).
+    pub fn vec4_ok(&self) -> bool {
+        let all4 = |v: &[usize]| v.iter().all(|x| x % 4 == 0);
+        all4(&[self.k, self.lda, self.ldb])
+            && all4(&self.a_strides)
+            && all4(&self.b_strides)
+            && (self.trans_b || self.n % 4 == 0)
+    }
+}
+
+/// Records `c = alpha·a·op(b) (+ bias)` for a strided description. Bounds of every operand
+/// are checked against its tensor.
+pub fn gemm(
+    rec: &mut Recorder<'_>,
+    d: &GemmDesc,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+) -> Result<()> {
+    const OP: &str = "gemm";
+    for t in [a, b, c] {
+        nonempty(OP, t)?;
+    }
+    same_dtype(OP, a, b)?;
+    same_dtype(OP, a, c)?;
+    if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 || d.batch_inner == 0 {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "m/n/k/batch",
+            reason: format!("zero-sized GEMM {d:?}"),
+        });
+    }
+    // Largest element index each operand touches, plus one.
+    let zo_max = (d.batch - 1) / d.batch_inner;
+    let zi_max = (d.batch - 1).min(d.batch_inner - 1);
+    let reach = |s: [usize; 2], rows: usize, ld: usize, cols: usize| {
+        zo_max * s[0] + zi_max * s[1] + (rows - 1) * ld + cols
+    };
+    let (brows, bcols) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
+    for (t, need) in [
+        (a, reach(d.a_strides, d.m, d.lda, d.k)),
+        (b, reach(d.b_strides, brows, d.ldb, bcols)),
+        (c, reach(d.c_strides, d.m, d.ldc, d.n)),
+    ] {
+        if need > t.numel() {
+            return Err(shape_err(
+                OP,
+                t,
+                format!("too small for the GEMM {d:?} (needs {need} elements)"),
+            ));
+        }
+    }
+    if let Some(bias) = bias {
+        same_dtype(OP, a, bias)?;
+        if bias.numel() != d.n {
+            return Err(shape_err(OP, bias, format!("expected [{}] (one per output column)", d.n)));
+        }
+    }
+    let gpu = rec.gpu();
+    let vec4 = d.vec4_ok();
+    let p = Params {
+        m: u32_param(OP, "M", d.m)?,
+        n: u32_param(OP, "N", d.n)?,
+        k: u32_param(OP, "K", d.k)?,
+        batch_inner: u32_param(OP, "batch_inner", d.batch_inner)?,
+        lda: u32_param(OP, "lda", d.lda)?,
+        ldb: u32_param(OP, "ldb", d.ldb)?,
+        ldc: u32_param(OP, "ldc", d.ldc)?,
+        _pad0: 0,
+        a_s0: u32_param(OP, "a stride", d.a_strides[0])?,
+        a_s1: u32_param(OP, "a stride", d.a_strides[1])?,
+        b_s0: u32_param(OP, "b stride", d.b_strides[0])?,
+        b_s1: u32_param(OP, "b stride", d.b_strides[1])?,
+        c_s0: u32_param(OP, "c stride", d.c_strides[0])?,
+        c_s1: u32_param(OP, "c stride", d.c_strides[1])?,
+        alpha: d.alpha,
+        _pad1: 0,
+    };
+    let mut binds = vec![a.binding(gpu, OP)?, b.binding(gpu, OP)?, c.binding(gpu, OP)?];
+    if let Some(bias) = bias {
+        binds.push(bias.binding(gpu, OP)?);
+    }
+    let groups = [
+        u32_param(OP, "N tiles", d.n.div_ceil(4 * WG[0] as usize))?,
+        u32_param(OP, "M tiles", d.m.div_ceil(4 * WG[1] as usize))?,
+        u32_param(OP, "batch", d.batch)?,
+    ];
+    rec.dispatch(&key(a.dtype(), d.trans_b, vec4, bias.is_some()), bytemuck::bytes_of(&p), binds, groups)?;
+    Ok(())
+}
+
+/// Batched matrix product of contiguous tensors: `a` [.., M, K] times `b` — [K, N] (or [N, K]
+/// with `trans_b`) shared by every batch, or [batch, K, N] / [batch, N, K] — into `c` [.., M, N].
+/// Leading dims of `a` and `c` are flattened into the batch.
+pub fn matmul(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    trans_b: bool,
+    alpha: f32,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    let ash = a.shape();
+    if ash.len() < 2 {
+        return Err(shape_err(OP, a, "expected at least [M, K]".into()));
+    }
+    let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+    let batch: usize = ash[..ash.len() - 2].iter().product();
+    let bsh = b.shape();
+    if bsh.len() < 2 {
+        return Err(shape_err(OP, b, "expected at least 2 dims".into()));
+    }
+    let (br, bc) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+    let bbatch: usize = bsh[..bsh.len() - 2].iter().product();
+    let (bk, n) = if trans_b { (bc, br) } else { (br, bc) };
+    if bk != k {
+        return Err(shape_err(
+            OP,
+            b,
+            format!("inner dimension {bk} does not match K = {k} of `{}` {:?}", a.name(), ash),
+        ));
+    }
+    if bbatch != 1 && bbatch != batch {
+        return Err(shape_err(OP, b, format!("batch {bbatch} does not match {batch} of `{}`", a.name())));
+    }
+    let mut want_c = ash[..ash.len() - 2].to_vec();
+    want_c.extend([m, n]);
+    if c.shape() != want_c.as_slice() {
+        return Err(shape_err(OP, c, format!("expected {want_c:?}")));
+    }
+    let d = GemmDesc {
+        m,
+        n,
+        k,
+        batch,
+        batch_inner: 1,
+        lda: k,
+        ldb: bc,
+        ldc: n,
+        a_strides: [m * k, 0],
+        b_strides: [if bbatch == 1 { 0 } else { br * bc }, 0],
+        c_strides: [m * n, 0],
+        trans_b,
+        alpha,
+    };
+    gemm(rec, &d, a, b, bias, c)
+}
+
+/// `nn.Linear`: y [.., out] = x [.., in] · Wᵀ + bias, with `w` [out, in] (PyTorch layout).
+pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
+    const OP: &str = "linear";
+    super::rank(OP, w, 2, "[out_features, in_features]")?;
+    let xs = x.shape();
+    let inf = *xs.last().unwrap_or(&0);
+    let rows = x.numel() / inf.max(1);
+    let x2 = x.reshape(&[rows, inf])?;
+    let mut want_y = xs.to_vec();
+    if let Some(l) = want_y.last_mut() {
+        *l = w.shape()[0];
+    }
+    if y.shape() != want_y.as_slice() {
+        return Err(shape_err(OP, y, format!("expected {want_y:?}")));
+    }
+    let y2 = y.reshape(&[rows, w.shape()[0]])?;
+    matmul(rec, &x2, w, bias, &y2, true, 1.0)
+}

@@ -1,0 +1,69 @@
+//! Per-sample reductions (`shaders/reduce.wgsl`): sum, mean and L2 norm of each sample of an
+//! [N, ...] tensor into an f32 [N] tensor (used by Langevin correctors and metrics).
+
+use super::{dtype_is, grid_1d, nonempty, shape_err, u32_param};
+use crate::error::Result;
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// Invocations per workgroup (one workgroup per sample).
+pub const WG: u32 = 256;
+
+/// Which reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    Sum,
+    Mean,
+    /// sqrt(Σ x²).
+    L2Norm,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    len: u32,
+    _p: [u32; 2],
+}
+
+fn key(dt: DType, op: Reduce) -> KernelKey {
+    KernelKey::new("reduce", "main", dt, [WG, 1, 1]).flag(
+        match op {
+            Reduce::Sum => "OP_SUM",
+            Reduce::Mean => "OP_MEAN",
+            Reduce::L2Norm => "OP_L2",
+        },
+        true,
+    )
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    [Reduce::Sum, Reduce::Mean, Reduce::L2Norm]
+        .into_iter()
+        .map(|o| key(dt, o))
+        .collect()
+}
+
+/// y[n] = reduction over x[n, ...]; y is f32 [N].
+pub fn reduce(rec: &mut Recorder<'_>, op: Reduce, x: &Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "reduce";
+    nonempty(OP, x)?;
+    dtype_is(OP, y, DType::F32, "reductions are written in f32")?;
+    let n = x.shape()[0];
+    if y.shape() != [n] {
+        return Err(shape_err(OP, y, format!("expected [{n}] (one value per sample of `{}`)", x.name())));
+    }
+    let len = x.numel() / n;
+    let gpu = rec.gpu();
+    let p = Params {
+        n: u32_param(OP, "samples", n)?,
+        len: u32_param(OP, "elements per sample", len)?,
+        _p: [0; 2],
+    };
+    let g = grid_1d(gpu, OP, n as u64)?;
+    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    rec.dispatch(&key(x.dtype(), op), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Nearest-neighbour upsampling and 2×2 average pooling over NCHW (`shaders/resample.wgsl`),
+//! as diffusers' `Upsample2D` (interpolate, nearest) and `Downsample2D` without conv.
+
+use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
+use crate::error::{Error, Result};
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    factor: u32,
+    ho: u32,
+    wo: u32,
+    _p: [u32; 2],
+}
+
+fn key(dt: DType, define: &str) -> KernelKey {
+    KernelKey::new("resample", "main", dt, [WG_1D, 1, 1]).flag(define, true)
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    vec![key(dt, "UPSAMPLE_NEAREST"), key(dt, "AVG_POOL")]
+}
+
+fn launch(rec: &mut Recorder<'_>, op: &'static str, define: &str, x: &Tensor, y: &Tensor, factor: usize) -> Result<()> {
+    let gpu = rec.gpu();
+    let (h, w) = (x.shape()[2], x.shape()[3]);
+    let (ho, wo) = (y.shape()[2], y.shape()[3]);
+    let p = Params {
+        n: u32_param(op, "output elements", y.numel())?,
+        h: h as u32,
+        w: w as u32,
+        factor: factor as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        _p: [0; 2],
+    };
+    let g = grid_1d(gpu, op, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![x.binding(gpu, op)?, y.binding(gpu, op)?];
+    rec.dispatch(&key(x.dtype(), define), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}
+
+fn check(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
+    nonempty(op, x)?;
+    rank(op, x, 4, "[N, C, H, W]")?;
+    rank(op, y, 4, "[N, C, Ho, Wo]")?;
+    same_dtype(op, x, y)
+}
+
+/// y[n, c, oy, ox] = x[n, c, oy / factor, ox / factor]; y is [N, C, H·factor, W·factor].
+pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, factor: usize) -> Result<()> {
+    const OP: &str = "upsample_nearest";
+    check(OP, x, y)?;
+    if factor == 0 {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "factor",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let s = x.shape();
+    let want = [s[0], s[1], s[2] * factor, s[3] * factor];
+    if y.shape() != want {
+        return Err(shape_err(OP, y, format!("expected {want:?}")));
+    }
+    launch(rec, OP, "UPSAMPLE_NEAREST", x, y, factor)
+}
+
+/// 2×2 average pooling with stride 2; x [N, C, H, W] with H, W even, y [N, C, H/2, W/2].
+pub fn avg_pool2x(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "avg_pool2x";
+    check(OP, x, y)?;
+    let s = x.shape();
+    if s[2] % 2 != 0 || s[3] % 2 != 0 {
+        return Err(shape_err(OP, x, "expected even H and W".into()));
+    }
+    let want = [s[0], s[1], s[2] / 2, s[3] / 2];
+    if y.shape() != want {
+        return Err(shape_err(OP, y, format!("expected {want:?}")));
+    }
+    launch(rec, OP, "AVG_POOL", x, y, 2)
+}

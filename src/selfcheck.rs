@@ -1,0 +1,406 @@
+//! Kernel checks against the f64 references of [`crate::reference`]: each function runs one
+//! kernel on random data of a given shape and dtype and compares it with the reference under
+//! the kernel's stated tolerance. The test suite drives them over random shapes;
+//! `diffuse info --self-check` runs a fixed battery on the user's adapter.
+//!
+//! Tolerances (|got − want| ≤ atol + rtol·|want|; inputs uniform in [−1, 1]; f16 references
+//! are computed from the f16-rounded inputs, and f16 outputs add one rounding, rtol 1.5e-3 —
+//! Vulkan lets f32→f16 conversion truncate, lavapipe does, so up to 1 ulp = 2⁻¹⁰ relative):
+//! element-wise 2e-6 abs/rel; GEMM and conv 1e-6 + 5e-7·K abs (K = reduction length);
+//! GroupNorm 2e-5; softmax 1e-6 + 1e-5 rel; upsampling and concat exact, pooling 1e-7 (f32); embedding
+//! 2e-6 + 3e-7·max|arg|; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
+//! the same Philox words.
+
+use crate::error::Result;
+use crate::ops::conv2d::Conv2dArgs;
+use crate::ops::elementwise::{Binary, Unary};
+use crate::ops::embedding::TimestepEmbedding;
+use crate::ops::gemm::GemmDesc;
+use crate::ops::reduce::Reduce;
+use crate::ops::{self, rng::Philox};
+use crate::reference::{self as r, compare, round_f16, Comparison};
+use crate::{DType, Gpu, Tensor};
+
+/// One check's outcome.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub cmp: Comparison,
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.cmp.ok
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<48} max|Δ| {:.2e}  worst [{}] got {:.6e} want {:.6e}  tol {:.1e}+{:.1e}·|y|  {}",
+            self.name,
+            self.cmp.max_abs,
+            self.cmp.worst,
+            self.cmp.got,
+            self.cmp.want,
+            self.atol,
+            self.rtol,
+            if self.cmp.ok { "ok" } else { "FAIL" }
+        )
+    }
+}
+
+/// SplitMix64: a tiny deterministic generator for test data.
+#[derive(Debug, Clone)]
+pub struct TestRng(pub u64);
+
+impl TestRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    }
+    /// Integer in [lo, hi].
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+    /// `n` values in [lo, hi), rounded to what `dt` stores.
+    pub fn values(&mut self, n: usize, lo: f64, hi: f64, dt: DType) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = self.uniform(lo, hi) as f32;
+                if dt == DType::F16 {
+                    round_f16(v)
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn out_rtol(dt: DType, f32_rtol: f64) -> f64 {
+    match dt {
+        DType::F32 => f32_rtol,
+        DType::F16 => f32_rtol.max(1.5e-3),
+    }
+}
+
+fn check(name: String, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Check {
+    Check {
+        cmp: compare(got, want, atol, rtol),
+        name,
+        atol,
+        rtol,
+    }
+}
+
+fn upload(gpu: &Gpu, name: &str, shape: &[usize], v: &[f32], dt: DType) -> Result<Tensor> {
+    Tensor::from_f32(gpu, name, shape, v, dt)
+}
+
+/// A unary op on `n` elements in [−4, 4] (`inplace` overwrites the input).
+pub fn unary(gpu: &Gpu, op: Unary, n: usize, dt: DType, inplace: bool, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(n, -4.0, 4.0, dt);
+    let x = upload(gpu, "x", &[n], &xv, dt)?;
+    let got = if inplace {
+        gpu.run(|rec| ops::elementwise::unary_inplace(rec, op, &x))?;
+        x.to_vec_f32(gpu)?
+    } else {
+        let y = Tensor::empty(gpu, "y", &[n], dt)?;
+        gpu.run(|rec| ops::elementwise::unary(rec, op, &x, &y))?;
+        y.to_vec_f32(gpu)?
+    };
+    let want: Vec<f64> = xv.iter().map(|&v| r::unary(op, v as f64)).collect();
+    Ok(check(format!("{op:?} n={n} {dt:?} inplace={inplace}"), &got, &want, 2e-6, out_rtol(dt, 2e-6)))
+}
+
+/// a ∘ b with b broadcast (shape `bshape`) over `ashape`.
+pub fn binary(gpu: &Gpu, op: Binary, ashape: &[usize], bshape: &[usize], dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let na: usize = ashape.iter().product();
+    let nb: usize = bshape.iter().product();
+    let (av, bv) = (rng.values(na, -1.0, 1.0, dt), rng.values(nb, -1.0, 1.0, dt));
+    let a = upload(gpu, "a", ashape, &av, dt)?;
+    let b = upload(gpu, "b", bshape, &bv, dt)?;
+    let y = Tensor::empty(gpu, "out", ashape, dt)?;
+    let (inner, blen) = ops::elementwise::broadcast_rule(&a, &b)?;
+    gpu.run(|rec| ops::elementwise::binary(rec, op, &a, &b, &y))?;
+    let want = r::binary(op, &widen(&av), &widen(&bv), inner, blen);
+    Ok(check(
+        format!("{op:?} {ashape:?} by {bshape:?} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-6,
+        out_rtol(dt, 2e-6),
+    ))
+}
+
+/// y ← alpha·x + beta·y.
+pub fn axpby(gpu: &Gpu, n: usize, alpha: f32, beta: f32, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let (xv, yv) = (rng.values(n, -1.0, 1.0, dt), rng.values(n, -1.0, 1.0, dt));
+    let x = upload(gpu, "x", &[n], &xv, dt)?;
+    let y = upload(gpu, "y", &[n], &yv, dt)?;
+    gpu.run(|rec| ops::elementwise::axpby(rec, alpha, &x, beta, &y))?;
+    let want: Vec<f64> = xv
+        .iter()
+        .zip(&yv)
+        .map(|(&a, &b)| alpha as f64 * a as f64 + beta as f64 * b as f64)
+        .collect();
+    Ok(check(format!("axpby n={n} {dt:?}"), &y.to_vec_f32(gpu)?, &want, 2e-6, out_rtol(dt, 2e-6)))
+}
+
+/// Contiguous batched matmul: a [batch, M, K] · b ([K, N] / [N, K], shared or batched).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    gpu: &Gpu,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_b: bool,
+    shared_b: bool,
+    bias: bool,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let bb = if shared_b { 1 } else { batch };
+    let av = rng.values(batch * m * k, -1.0, 1.0, dt);
+    let bv = rng.values(bb * k * n, -1.0, 1.0, dt);
+    let biasv = rng.values(n, -1.0, 1.0, dt);
+    let a = upload(gpu, "a", &[batch, m, k], &av, dt)?;
+    let bshape = match (shared_b, trans_b) {
+        (true, true) => vec![n, k],
+        (true, false) => vec![k, n],
+        (false, true) => vec![batch, n, k],
+        (false, false) => vec![batch, k, n],
+    };
+    let b = upload(gpu, "b", &bshape, &bv, dt)?;
+    let bias_t = upload(gpu, "bias", &[n], &biasv, dt)?;
+    let c = Tensor::empty(gpu, "c", &[batch, m, n], dt)?;
+    let alpha = 0.75;
+    gpu.run(|rec| ops::gemm::matmul(rec, &a, &b, bias.then_some(&bias_t), &c, trans_b, alpha))?;
+    let d = GemmDesc {
+        m,
+        n,
+        k,
+        batch,
+        batch_inner: 1,
+        lda: k,
+        ldb: if trans_b { k } else { n },
+        ldc: n,
+        a_strides: [m * k, 0],
+        b_strides: [if shared_b { 0 } else { k * n }, 0],
+        c_strides: [m * n, 0],
+        trans_b,
+        alpha,
+    };
+    let mut want = vec![0.0; batch * m * n];
+    let bw = widen(&biasv);
+    r::gemm(&d, &widen(&av), &widen(&bv), bias.then_some(bw.as_slice()), &mut want);
+    Ok(check(
+        format!(
+            "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {dt:?}",
+            d.vec4_ok()
+        ),
+        &c.to_vec_f32(gpu)?,
+        &want,
+        1e-6 + 5e-7 * k as f64,
+        out_rtol(dt, 0.0),
+    ))
+}
+
+/// conv2d on x [N, Cin, H, W] with a kh×kw kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    args: Conv2dArgs,
+    bias: bool,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let ws = [cout, xs[1], kh, kw];
+    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
+    let wv = rng.values(ws.iter().product(), -1.0, 1.0, dt);
+    let bv = rng.values(cout, -1.0, 1.0, dt);
+    let (want, ys) = r::conv2d(&widen(&xv), xs, &widen(&wv), ws, bias.then_some(widen(&bv).as_slice()), args);
+    let x = upload(gpu, "x", &xs, &xv, dt)?;
+    let w = upload(gpu, "weight", &ws, &wv, dt)?;
+    let b = upload(gpu, "bias", &[cout], &bv, dt)?;
+    let y = Tensor::empty(gpu, "y", &ys, dt)?;
+    gpu.run(|rec| ops::conv2d::conv2d(rec, &x, &w, bias.then_some(&b), &y, args))?;
+    let k = xs[1] * kh * kw;
+    Ok(check(
+        format!("conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} {dt:?}", args.stride, args.padding),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        1e-6 + 5e-7 * k as f64,
+        out_rtol(dt, 0.0),
+    ))
+}
+
+/// GroupNorm (+ SiLU) of x [N, C, H, W].
+pub fn group_norm(gpu: &Gpu, xs: [usize; 4], groups: usize, silu: bool, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let n: usize = xs.iter().product();
+    // An offset and scale per sample so mean and variance matter.
+    let xv = rng.values(n, -1.0, 1.0, dt);
+    let xv: Vec<f32> = xv.iter().map(|v| 3.0 * v + 0.5).map(|v| if dt == DType::F16 { round_f16(v) } else { v }).collect();
+    let gv = rng.values(xs[1], 0.5, 1.5, dt);
+    let bv = rng.values(xs[1], -0.5, 0.5, dt);
+    let x = upload(gpu, "x", &xs, &xv, dt)?;
+    let g = upload(gpu, "gamma", &[xs[1]], &gv, dt)?;
+    let b = upload(gpu, "beta", &[xs[1]], &bv, dt)?;
+    let y = Tensor::empty(gpu, "y", &xs, dt)?;
+    let eps = 1e-5;
+    gpu.run(|rec| ops::group_norm::group_norm(rec, &x, &g, &b, &y, groups, eps, silu))?;
+    let want = r::group_norm(&widen(&xv), xs[0], xs[1], xs[2] * xs[3], &widen(&gv), &widen(&bv), groups, eps as f64, silu);
+    Ok(check(
+        format!("group_norm {xs:?} G={groups} silu={silu} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-5,
+        out_rtol(dt, 2e-5),
+    ))
+}
+
+/// softmax(scale · x) over rows of `cols`.
+pub fn softmax(gpu: &Gpu, rows: usize, cols: usize, scale: f32, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(rows * cols, -4.0, 4.0, dt);
+    let x = upload(gpu, "x", &[rows, cols], &xv, dt)?;
+    let y = Tensor::empty(gpu, "y", &[rows, cols], dt)?;
+    gpu.run(|rec| ops::softmax::softmax(rec, &x, &y, scale))?;
+    let want = r::softmax(&widen(&xv), cols, scale as f64);
+    Ok(check(format!("softmax {rows}x{cols} {dt:?}"), &y.to_vec_f32(gpu)?, &want, 1e-6, out_rtol(dt, 1e-5)))
+}
+
+/// Nearest upsampling by `f` (when `up`) or 2×2 average pooling of x [N, C, H, W].
+pub fn resample(gpu: &Gpu, xs: [usize; 4], up: Option<usize>, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
+    let x = upload(gpu, "x", &xs, &xv, dt)?;
+    let planes = xs[0] * xs[1];
+    let (want, ys, name) = match up {
+        Some(f) => (
+            r::upsample_nearest(&widen(&xv), planes, xs[2], xs[3], f),
+            [xs[0], xs[1], xs[2] * f, xs[3] * f],
+            format!("upsample_nearest x{f}"),
+        ),
+        None => (
+            r::avg_pool2x(&widen(&xv), planes, xs[2], xs[3]),
+            [xs[0], xs[1], xs[2] / 2, xs[3] / 2],
+            "avg_pool2x".to_string(),
+        ),
+    };
+    let y = Tensor::empty(gpu, "y", &ys, dt)?;
+    gpu.run(|rec| match up {
+        Some(f) => ops::resample::upsample_nearest(rec, &x, &y, f),
+        None => ops::resample::avg_pool2x(rec, &x, &y),
+    })?;
+    let (atol, rtol) = if up.is_some() { (0.0, 0.0) } else { (1e-7, out_rtol(dt, 1e-6)) };
+    Ok(check(format!("{name} {xs:?} {dt:?}"), &y.to_vec_f32(gpu)?, &want, atol, rtol))
+}
+
+/// cat([a, b], dim=1).
+pub fn concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let av = rng.values(n * ca * h * w, -1.0, 1.0, dt);
+    let bv = rng.values(n * cb * h * w, -1.0, 1.0, dt);
+    let a = upload(gpu, "a", &[n, ca, h, w], &av, dt)?;
+    let b = upload(gpu, "b", &[n, cb, h, w], &bv, dt)?;
+    let y = Tensor::empty(gpu, "y", &[n, ca + cb, h, w], dt)?;
+    gpu.run(|rec| ops::concat::concat_channels(rec, &a, &b, &y))?;
+    let want = r::concat_channels(&widen(&av), &widen(&bv), n, ca, cb, h * w);
+    Ok(check(format!("concat [{n},{ca}+{cb},{h},{w}] {dt:?}"), &y.to_vec_f32(gpu)?, &want, 0.0, 0.0))
+}
+
+/// Timestep embedding of `n` timesteps in [0, t_max) into `dim` columns.
+pub fn embedding(gpu: &Gpu, n: usize, dim: usize, t_max: f64, e: TimestepEmbedding, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let tv = rng.values(n, 0.0, t_max, DType::F32);
+    let t = upload(gpu, "timesteps", &[n], &tv, DType::F32)?;
+    let y = Tensor::empty(gpu, "emb", &[n, dim], dt)?;
+    gpu.run(|rec| ops::embedding::timestep_embedding(rec, &t, &y, e))?;
+    let want = r::timestep_embedding(&widen(&tv), dim, e);
+    let max_arg = t_max * e.scale.abs() as f64;
+    Ok(check(
+        format!("embedding n={n} dim={dim} t<{t_max} flip={} {dt:?}", e.flip_sin_to_cos),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-6 + 3e-7 * max_arg,
+        out_rtol(dt, 0.0),
+    ))
+}
+
+/// Per-sample reduction of x [n, len].
+pub fn reduce(gpu: &Gpu, op: Reduce, n: usize, len: usize, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(n * len, -1.0, 1.0, dt);
+    let x = upload(gpu, "x", &[n, len], &xv, dt)?;
+    let y = Tensor::empty(gpu, "y", &[n], DType::F32)?;
+    gpu.run(|rec| ops::reduce::reduce(rec, op, &x, &y))?;
+    let want = r::reduce(op, &widen(&xv), n);
+    Ok(check(format!("{op:?} [{n},{len}] {dt:?}"), &y.to_vec_f32(gpu)?, &want, 1e-6 * len as f64, 1e-5))
+}
+
+/// Normal draws `offset .. offset + n` against the f64 Box–Muller of the same Philox words.
+pub fn rng_normal(gpu: &Gpu, n: usize, rng: Philox, offset: u64, dt: DType) -> Result<Check> {
+    let y = Tensor::empty(gpu, "noise", &[n], dt)?;
+    gpu.run(|rec| ops::rng::fill(rec, ops::rng::Distribution::Normal, rng, offset, &y))?;
+    let want: Vec<f64> = (0..n as u64)
+        .map(|i| r::philox_normal(rng.seed, rng.stream, offset.wrapping_add(i)))
+        .collect();
+    Ok(check(
+        format!("philox normal n={n} offset={offset} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-5,
+        out_rtol(dt, 1e-5),
+    ))
+}
+
+/// The fixed battery of `diffuse info --self-check`: every family in f32 and f16.
+pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    for dt in [DType::F32, DType::F16] {
+        out.push(unary(gpu, Unary::Silu, 1000, dt, false, 1)?);
+        out.push(unary(gpu, Unary::Gelu, 1000, dt, false, 2)?);
+        out.push(binary(gpu, Binary::Add, &[2, 8, 5, 5], &[8, 1, 1], dt, 3)?);
+        out.push(axpby(gpu, 777, 0.3, -1.2, dt, 4)?);
+        out.push(matmul(gpu, 2, 37, 45, 64, true, true, true, dt, 5)?);
+        out.push(matmul(gpu, 3, 20, 16, 33, false, false, false, dt, 6)?);
+        out.push(conv2d(gpu, [2, 8, 12, 12], 16, 3, 3, Conv2dArgs { stride: 1, padding: 1 }, true, dt, 7)?);
+        out.push(conv2d(gpu, [1, 3, 11, 11], 5, 3, 3, Conv2dArgs { stride: 2, padding: 1 }, true, dt, 8)?);
+        out.push(group_norm(gpu, [2, 16, 6, 6], 4, true, dt, 9)?);
+        out.push(softmax(gpu, 12, 77, 0.125, dt, 10)?);
+        out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
+        out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);
+        out.push(concat(gpu, 2, 3, 5, 4, 4, dt, 13)?);
+        out.push(embedding(gpu, 4, 32, 1000.0, TimestepEmbedding::default(), dt, 14)?);
+        out.push(reduce(gpu, Reduce::L2Norm, 3, 1000, dt, 15)?);
+        out.push(rng_normal(gpu, 4096, Philox { seed: 42, stream: 0 }, 0, dt)?);
+    }
+    Ok(out)
+}
