@@ -51,7 +51,9 @@ pub enum Error {
     },
 
     /// A dtype the op does not support.
-    #[error("{op}: tensor `{tensor}` has dtype {got:?}, which this op does not support ({reason})")]
+    #[error(
+        "{op}: tensor `{tensor}` has dtype {got:?}, which this op does not support ({reason})"
+    )]
     UnsupportedDType {
         op: &'static str,
         tensor: String,

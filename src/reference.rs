@@ -159,7 +159,10 @@ pub fn group_norm(
 pub fn softmax(x: &[f64], cols: usize, scale: f64) -> Vec<f64> {
     let mut y = Vec::with_capacity(x.len());
     for row in x.chunks(cols) {
-        let m = row.iter().map(|v| v * scale).fold(f64::NEG_INFINITY, f64::max);
+        let m = row
+            .iter()
+            .map(|v| v * scale)
+            .fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = row.iter().map(|v| (v * scale - m).exp()).collect();
         let s: f64 = e.iter().sum();
         y.extend(e.iter().map(|v| v / s));
@@ -195,7 +198,14 @@ pub fn avg_pool2x(x: &[f64], planes: usize, h: usize, w: usize) -> Vec<f64> {
 }
 
 /// cat([a, b], dim=1) for [N, Ca, HW] and [N, Cb, HW].
-pub fn concat_channels(a: &[f64], b: &[f64], n: usize, ca: usize, cb: usize, hw: usize) -> Vec<f64> {
+pub fn concat_channels(
+    a: &[f64],
+    b: &[f64],
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+) -> Vec<f64> {
     let mut y = Vec::with_capacity(a.len() + b.len());
     for i in 0..n {
         y.extend_from_slice(&a[i * ca * hw..(i + 1) * ca * hw]);
@@ -210,7 +220,9 @@ pub fn timestep_embedding(t: &[f64], dim: usize, e: TimestepEmbedding) -> Vec<f6
     let mut y = vec![0.0; t.len() * dim];
     for (r, &tv) in t.iter().enumerate() {
         for k in 0..half {
-            let freq = (-(e.max_period as f64).ln() * k as f64 / (half as f64 - e.downscale_freq_shift as f64)).exp();
+            let freq = (-(e.max_period as f64).ln() * k as f64
+                / (half as f64 - e.downscale_freq_shift as f64))
+                .exp();
             let arg = e.scale as f64 * tv * freq;
             let (first, second) = if e.flip_sin_to_cos {
                 (arg.cos(), arg.sin())
@@ -345,7 +357,11 @@ mod tests {
             (3.0, 0.9999779095030014),
             (-1.5, -0.9661051464753108),
         ] {
-            assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {} vs {want}", erf(x));
+            assert!(
+                (erf(x) - want).abs() < 1e-14,
+                "erf({x}) = {} vs {want}",
+                erf(x)
+            );
         }
     }
 
@@ -361,7 +377,10 @@ mod tests {
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }

@@ -126,11 +126,24 @@ pub fn unary(gpu: &Gpu, op: Unary, n: usize, dt: DType, inplace: bool, seed: u64
         y.to_vec_f32(gpu)?
     };
     let want: Vec<f64> = xv.iter().map(|&v| r::unary(op, v as f64)).collect();
-    Ok(check(format!("{op:?} n={n} {dt:?} inplace={inplace}"), &got, &want, 2e-6, out_rtol(dt, 2e-6)))
+    Ok(check(
+        format!("{op:?} n={n} {dt:?} inplace={inplace}"),
+        &got,
+        &want,
+        2e-6,
+        out_rtol(dt, 2e-6),
+    ))
 }
 
 /// a ∘ b with b broadcast (shape `bshape`) over `ashape`.
-pub fn binary(gpu: &Gpu, op: Binary, ashape: &[usize], bshape: &[usize], dt: DType, seed: u64) -> Result<Check> {
+pub fn binary(
+    gpu: &Gpu,
+    op: Binary,
+    ashape: &[usize],
+    bshape: &[usize],
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let na: usize = ashape.iter().product();
     let nb: usize = bshape.iter().product();
@@ -162,7 +175,13 @@ pub fn axpby(gpu: &Gpu, n: usize, alpha: f32, beta: f32, dt: DType, seed: u64) -
         .zip(&yv)
         .map(|(&a, &b)| alpha as f64 * a as f64 + beta as f64 * b as f64)
         .collect();
-    Ok(check(format!("axpby n={n} {dt:?}"), &y.to_vec_f32(gpu)?, &want, 2e-6, out_rtol(dt, 2e-6)))
+    Ok(check(
+        format!("axpby n={n} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-6,
+        out_rtol(dt, 2e-6),
+    ))
 }
 
 /// Contiguous batched matmul: a [batch, M, K] · b ([K, N] / [N, K], shared or batched).
@@ -213,7 +232,13 @@ pub fn matmul(
     };
     let mut want = vec![0.0; batch * m * n];
     let bw = widen(&biasv);
-    r::gemm(&d, &widen(&av), &widen(&bv), bias.then_some(bw.as_slice()), &mut want);
+    r::gemm(
+        &d,
+        &widen(&av),
+        &widen(&bv),
+        bias.then_some(bw.as_slice()),
+        &mut want,
+    );
     Ok(check(
         format!(
             "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {dt:?}",
@@ -244,7 +269,14 @@ pub fn conv2d(
     let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
     let wv = rng.values(ws.iter().product(), -1.0, 1.0, dt);
     let bv = rng.values(cout, -1.0, 1.0, dt);
-    let (want, ys) = r::conv2d(&widen(&xv), xs, &widen(&wv), ws, bias.then_some(widen(&bv).as_slice()), args);
+    let (want, ys) = r::conv2d(
+        &widen(&xv),
+        xs,
+        &widen(&wv),
+        ws,
+        bias.then_some(widen(&bv).as_slice()),
+        args,
+    );
     let x = upload(gpu, "x", &xs, &xv, dt)?;
     let w = upload(gpu, "weight", &ws, &wv, dt)?;
     let b = upload(gpu, "bias", &[cout], &bv, dt)?;
@@ -252,7 +284,10 @@ pub fn conv2d(
     gpu.run(|rec| ops::conv2d::conv2d(rec, &x, &w, bias.then_some(&b), &y, args))?;
     let k = xs[1] * kh * kw;
     Ok(check(
-        format!("conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} {dt:?}", args.stride, args.padding),
+        format!(
+            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} {dt:?}",
+            args.stride, args.padding
+        ),
         &y.to_vec_f32(gpu)?,
         &want,
         1e-6 + 5e-7 * k as f64,
@@ -261,12 +296,23 @@ pub fn conv2d(
 }
 
 /// GroupNorm (+ SiLU) of x [N, C, H, W].
-pub fn group_norm(gpu: &Gpu, xs: [usize; 4], groups: usize, silu: bool, dt: DType, seed: u64) -> Result<Check> {
+pub fn group_norm(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    groups: usize,
+    silu: bool,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let n: usize = xs.iter().product();
     // An offset and scale per sample so mean and variance matter.
     let xv = rng.values(n, -1.0, 1.0, dt);
-    let xv: Vec<f32> = xv.iter().map(|v| 3.0 * v + 0.5).map(|v| if dt == DType::F16 { round_f16(v) } else { v }).collect();
+    let xv: Vec<f32> = xv
+        .iter()
+        .map(|v| 3.0 * v + 0.5)
+        .map(|v| if dt == DType::F16 { round_f16(v) } else { v })
+        .collect();
     let gv = rng.values(xs[1], 0.5, 1.5, dt);
     let bv = rng.values(xs[1], -0.5, 0.5, dt);
     let x = upload(gpu, "x", &xs, &xv, dt)?;
@@ -275,7 +321,17 @@ pub fn group_norm(gpu: &Gpu, xs: [usize; 4], groups: usize, silu: bool, dt: DTyp
     let y = Tensor::empty(gpu, "y", &xs, dt)?;
     let eps = 1e-5;
     gpu.run(|rec| ops::group_norm::group_norm(rec, &x, &g, &b, &y, groups, eps, silu))?;
-    let want = r::group_norm(&widen(&xv), xs[0], xs[1], xs[2] * xs[3], &widen(&gv), &widen(&bv), groups, eps as f64, silu);
+    let want = r::group_norm(
+        &widen(&xv),
+        xs[0],
+        xs[1],
+        xs[2] * xs[3],
+        &widen(&gv),
+        &widen(&bv),
+        groups,
+        eps as f64,
+        silu,
+    );
     Ok(check(
         format!("group_norm {xs:?} G={groups} silu={silu} {dt:?}"),
         &y.to_vec_f32(gpu)?,
@@ -286,18 +342,37 @@ pub fn group_norm(gpu: &Gpu, xs: [usize; 4], groups: usize, silu: bool, dt: DTyp
 }
 
 /// softmax(scale · x) over rows of `cols`.
-pub fn softmax(gpu: &Gpu, rows: usize, cols: usize, scale: f32, dt: DType, seed: u64) -> Result<Check> {
+pub fn softmax(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let xv = rng.values(rows * cols, -4.0, 4.0, dt);
     let x = upload(gpu, "x", &[rows, cols], &xv, dt)?;
     let y = Tensor::empty(gpu, "y", &[rows, cols], dt)?;
     gpu.run(|rec| ops::softmax::softmax(rec, &x, &y, scale))?;
     let want = r::softmax(&widen(&xv), cols, scale as f64);
-    Ok(check(format!("softmax {rows}x{cols} {dt:?}"), &y.to_vec_f32(gpu)?, &want, 1e-6, out_rtol(dt, 1e-5)))
+    Ok(check(
+        format!("softmax {rows}x{cols} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        1e-6,
+        out_rtol(dt, 1e-5),
+    ))
 }
 
 /// Nearest upsampling by `f` (when `up`) or 2×2 average pooling of x [N, C, H, W].
-pub fn resample(gpu: &Gpu, xs: [usize; 4], up: Option<usize>, dt: DType, seed: u64) -> Result<Check> {
+pub fn resample(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    up: Option<usize>,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
     let x = upload(gpu, "x", &xs, &xv, dt)?;
@@ -319,12 +394,32 @@ pub fn resample(gpu: &Gpu, xs: [usize; 4], up: Option<usize>, dt: DType, seed: u
         Some(f) => ops::resample::upsample_nearest(rec, &x, &y, f),
         None => ops::resample::avg_pool2x(rec, &x, &y),
     })?;
-    let (atol, rtol) = if up.is_some() { (0.0, 0.0) } else { (1e-7, out_rtol(dt, 1e-6)) };
-    Ok(check(format!("{name} {xs:?} {dt:?}"), &y.to_vec_f32(gpu)?, &want, atol, rtol))
+    let (atol, rtol) = if up.is_some() {
+        (0.0, 0.0)
+    } else {
+        (1e-7, out_rtol(dt, 1e-6))
+    };
+    Ok(check(
+        format!("{name} {xs:?} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        atol,
+        rtol,
+    ))
 }
 
 /// cat([a, b], dim=1).
-pub fn concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, dt: DType, seed: u64) -> Result<Check> {
+#[allow(clippy::too_many_arguments)]
+pub fn concat(
+    gpu: &Gpu,
+    n: usize,
+    ca: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let av = rng.values(n * ca * h * w, -1.0, 1.0, dt);
     let bv = rng.values(n * cb * h * w, -1.0, 1.0, dt);
@@ -333,11 +428,25 @@ pub fn concat(gpu: &Gpu, n: usize, ca: usize, cb: usize, h: usize, w: usize, dt:
     let y = Tensor::empty(gpu, "y", &[n, ca + cb, h, w], dt)?;
     gpu.run(|rec| ops::concat::concat_channels(rec, &a, &b, &y))?;
     let want = r::concat_channels(&widen(&av), &widen(&bv), n, ca, cb, h * w);
-    Ok(check(format!("concat [{n},{ca}+{cb},{h},{w}] {dt:?}"), &y.to_vec_f32(gpu)?, &want, 0.0, 0.0))
+    Ok(check(
+        format!("concat [{n},{ca}+{cb},{h},{w}] {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        0.0,
+        0.0,
+    ))
 }
 
 /// Timestep embedding of `n` timesteps in [0, t_max) into `dim` columns.
-pub fn embedding(gpu: &Gpu, n: usize, dim: usize, t_max: f64, e: TimestepEmbedding, dt: DType, seed: u64) -> Result<Check> {
+pub fn embedding(
+    gpu: &Gpu,
+    n: usize,
+    dim: usize,
+    t_max: f64,
+    e: TimestepEmbedding,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let tv = rng.values(n, 0.0, t_max, DType::F32);
     let t = upload(gpu, "timesteps", &[n], &tv, DType::F32)?;
@@ -346,7 +455,10 @@ pub fn embedding(gpu: &Gpu, n: usize, dim: usize, t_max: f64, e: TimestepEmbeddi
     let want = r::timestep_embedding(&widen(&tv), dim, e);
     let max_arg = t_max * e.scale.abs() as f64;
     Ok(check(
-        format!("embedding n={n} dim={dim} t<{t_max} flip={} {dt:?}", e.flip_sin_to_cos),
+        format!(
+            "embedding n={n} dim={dim} t<{t_max} flip={} {dt:?}",
+            e.flip_sin_to_cos
+        ),
         &y.to_vec_f32(gpu)?,
         &want,
         2e-6 + 3e-7 * max_arg,
@@ -362,7 +474,13 @@ pub fn reduce(gpu: &Gpu, op: Reduce, n: usize, len: usize, dt: DType, seed: u64)
     let y = Tensor::empty(gpu, "y", &[n], DType::F32)?;
     gpu.run(|rec| ops::reduce::reduce(rec, op, &x, &y))?;
     let want = r::reduce(op, &widen(&xv), n);
-    Ok(check(format!("{op:?} [{n},{len}] {dt:?}"), &y.to_vec_f32(gpu)?, &want, 1e-6 * len as f64, 1e-5))
+    Ok(check(
+        format!("{op:?} [{n},{len}] {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        1e-6 * len as f64,
+        1e-5,
+    ))
 }
 
 /// Normal draws `offset .. offset + n` against the f64 Box–Muller of the same Philox words.
@@ -391,16 +509,59 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
         out.push(axpby(gpu, 777, 0.3, -1.2, dt, 4)?);
         out.push(matmul(gpu, 2, 37, 45, 64, true, true, true, dt, 5)?);
         out.push(matmul(gpu, 3, 20, 16, 33, false, false, false, dt, 6)?);
-        out.push(conv2d(gpu, [2, 8, 12, 12], 16, 3, 3, Conv2dArgs { stride: 1, padding: 1 }, true, dt, 7)?);
-        out.push(conv2d(gpu, [1, 3, 11, 11], 5, 3, 3, Conv2dArgs { stride: 2, padding: 1 }, true, dt, 8)?);
+        out.push(conv2d(
+            gpu,
+            [2, 8, 12, 12],
+            16,
+            3,
+            3,
+            Conv2dArgs {
+                stride: 1,
+                padding: 1,
+            },
+            true,
+            dt,
+            7,
+        )?);
+        out.push(conv2d(
+            gpu,
+            [1, 3, 11, 11],
+            5,
+            3,
+            3,
+            Conv2dArgs {
+                stride: 2,
+                padding: 1,
+            },
+            true,
+            dt,
+            8,
+        )?);
         out.push(group_norm(gpu, [2, 16, 6, 6], 4, true, dt, 9)?);
         out.push(softmax(gpu, 12, 77, 0.125, dt, 10)?);
         out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
         out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);
         out.push(concat(gpu, 2, 3, 5, 4, 4, dt, 13)?);
-        out.push(embedding(gpu, 4, 32, 1000.0, TimestepEmbedding::default(), dt, 14)?);
+        out.push(embedding(
+            gpu,
+            4,
+            32,
+            1000.0,
+            TimestepEmbedding::default(),
+            dt,
+            14,
+        )?);
         out.push(reduce(gpu, Reduce::L2Norm, 3, 1000, dt, 15)?);
-        out.push(rng_normal(gpu, 4096, Philox { seed: 42, stream: 0 }, 0, dt)?);
+        out.push(rng_normal(
+            gpu,
+            4096,
+            Philox {
+                seed: 42,
+                stream: 0,
+            },
+            0,
+            dt,
+        )?);
     }
     Ok(out)
 }

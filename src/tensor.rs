@@ -2,8 +2,8 @@
 //! errors quote. Upload and download convert between host f32/f16 and device storage.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Allocation, Binding, Gpu};
 use crate::gpu::pool::BufferKind;
+use crate::gpu::{Allocation, Binding, Gpu};
 use half::f16;
 use std::sync::Arc;
 
@@ -46,7 +46,11 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor(`{}` {:?} {:?})", self.name, self.shape, self.dtype)
+        write!(
+            f,
+            "Tensor(`{}` {:?} {:?})",
+            self.name, self.shape, self.dtype
+        )
     }
 }
 
@@ -82,7 +86,9 @@ impl Tensor {
             });
         }
         Ok(Tensor {
-            alloc: gpu.pool().alloc(storage_bytes(n, dtype), BufferKind::Storage),
+            alloc: gpu
+                .pool()
+                .alloc(storage_bytes(n, dtype), BufferKind::Storage),
             shape: shape.to_vec(),
             dtype,
             name: name.into(),
@@ -101,7 +107,13 @@ impl Tensor {
     }
 
     /// Uploads host f32 values, converting to `dtype`.
-    pub fn from_f32(gpu: &Gpu, name: &str, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor> {
+    pub fn from_f32(
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        dtype: DType,
+    ) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, dtype)?;
         t.write_f32(gpu, data)?;
         Ok(t)
@@ -143,12 +155,14 @@ impl Tensor {
     fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) {
         let whole = bytes.len() / 4 * 4;
         if whole > 0 {
-            gpu.queue().write_buffer(self.alloc.buffer(), 0, &bytes[..whole]);
+            gpu.queue()
+                .write_buffer(self.alloc.buffer(), 0, &bytes[..whole]);
         }
         if whole < bytes.len() {
             let mut tail = [0u8; 4];
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            gpu.queue().write_buffer(self.alloc.buffer(), whole as u64, &tail);
+            gpu.queue()
+                .write_buffer(self.alloc.buffer(), whole as u64, &tail);
         }
     }
 

@@ -5,7 +5,11 @@ use diffuse::{Gpu, GpuOptions};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "diffuse", version, about = "Sample diffusion models on any GPU (wgpu + WGSL)")]
+#[command(
+    name = "diffuse",
+    version,
+    about = "Sample diffusion models on any GPU (wgpu + WGSL)"
+)]
 struct Cli {
     /// Only use an adapter whose name contains this text (also: DIFFUSE_ADAPTER).
     #[arg(long, global = true)]

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 /// The WGSL families shipped in `shaders/`, compiled into the binary.
 pub const SHADERS: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
@@ -43,7 +46,12 @@ pub struct KernelKey {
 
 impl KernelKey {
     /// A key with no defines.
-    pub fn new(family: &'static str, entry: &'static str, dtype: DType, workgroup: [u32; 3]) -> Self {
+    pub fn new(
+        family: &'static str,
+        entry: &'static str,
+        dtype: DType,
+        workgroup: [u32; 3],
+    ) -> Self {
         KernelKey {
             family,
             entry,
@@ -74,7 +82,11 @@ impl KernelKey {
 
     /// A short human label, e.g. `gemm/main<f16,8x8x1,TRANS_B=1>`.
     pub fn label(&self) -> String {
-        let d: Vec<String> = self.defines.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let d: Vec<String> = self
+            .defines
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let w = self.workgroup;
         format!(
             "{}/{}<{:?},{}x{}x{}{}{}>",

@@ -1,10 +1,10 @@
 //! Floor 1: the headless GPU context. Adapter selection, device with the adapter's real limits,
 //! optional features, the buffer pool, the kernel cache and command recording.
 
+mod kernels;
 pub mod pool;
 mod record;
 pub mod shader;
-mod kernels;
 
 pub use kernels::{KernelCache, KernelKey};
 pub use pool::{Allocation, Pool, PoolStats};

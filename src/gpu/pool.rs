@@ -83,7 +83,9 @@ impl Drop for Allocation {
             home.bytes_in_use
                 .fetch_sub(self.capacity, Ordering::Relaxed);
             if let Ok(mut free) = home.free.lock() {
-                free.entry((self.kind, self.capacity)).or_default().push(buf);
+                free.entry((self.kind, self.capacity))
+                    .or_default()
+                    .push(buf);
             }
         }
     }
@@ -177,7 +179,20 @@ mod tests {
 
     #[test]
     fn size_classes_cover_requests_with_bounded_waste() {
-        for b in [1u64, 15, 16, 255, 256, 257, 4096, 4097, 5000, 1 << 20, (1 << 20) + 1, 3 << 27] {
+        for b in [
+            1u64,
+            15,
+            16,
+            255,
+            256,
+            257,
+            4096,
+            4097,
+            5000,
+            1 << 20,
+            (1 << 20) + 1,
+            3 << 27,
+        ] {
             let c = size_class(b);
             assert!(c >= b, "{b} -> {c}");
             assert!(c % 16 == 0, "{b} -> {c}");

@@ -118,7 +118,9 @@ impl<'g> Recorder<'g> {
         let uniform = if self.params.is_empty() {
             None
         } else {
-            let u = gpu.pool().alloc(self.params.len() as u64, BufferKind::Uniform);
+            let u = gpu
+                .pool()
+                .alloc(self.params.len() as u64, BufferKind::Uniform);
             gpu.queue().write_buffer(u.buffer(), 0, &self.params);
             Some(u)
         };
@@ -135,7 +137,9 @@ impl<'g> Recorder<'g> {
                         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: u.buffer(),
                             offset: it.params.start as u64,
-                            size: std::num::NonZeroU64::new((it.params.end - it.params.start) as u64),
+                            size: std::num::NonZeroU64::new(
+                                (it.params.end - it.params.start) as u64,
+                            ),
                         })
                     }
                     _ => {

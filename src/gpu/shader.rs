@@ -75,7 +75,12 @@ pub fn preprocess(
     // Stack of (this branch active, parent active, seen #else).
     let mut stack: Vec<(bool, bool, bool)> = Vec::new();
     let active = |stack: &Vec<(bool, bool, bool)>| stack.last().map(|s| s.0 && s.1).unwrap_or(true);
-    let truthy = |n: &str| defines.get(n).map(|v| v != "0" && v != "false").unwrap_or(false);
+    let truthy = |n: &str| {
+        defines
+            .get(n)
+            .map(|v| v != "0" && v != "false")
+            .unwrap_or(false)
+    };
 
     for (i, raw) in src.lines().enumerate() {
         let ln = i + 1;
@@ -130,7 +135,10 @@ pub fn preprocess(
                 "tensor" if active(&stack) => {
                     let (decl, is_f16) = tensor_decl(&args, dtype, f16).map_err(|r| err(ln, r))?;
                     if bindings.iter().any(|b| b.binding == decl.0.binding) {
-                        return Err(err(ln, format!("binding {} declared twice", decl.0.binding)));
+                        return Err(err(
+                            ln,
+                            format!("binding {} declared twice", decl.0.binding),
+                        ));
                     }
                     needs_f16 |= is_f16 && f16 == F16Mode::Native;
                     bindings.push(decl.0);
@@ -159,7 +167,10 @@ pub fn preprocess(
     Ok(Processed { source, bindings })
 }
 
-fn substitute(line: &str, defines: &BTreeMap<String, String>) -> std::result::Result<String, String> {
+fn substitute(
+    line: &str,
+    defines: &BTreeMap<String, String>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(pos) = rest.find("${") {
@@ -240,20 +251,40 @@ fn tensor_decl(
         }
         (DType::F32, _, true) => {
             writeln!(s, "{head}: array<vec4<f32>>;").ok();
-            writeln!(s, "fn {name}_ld4(i: u32) -> vec4<f32> {{ return {name}[i]; }}").ok();
-            writeln!(s, "fn {name}_ld(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}").ok();
+            writeln!(
+                s,
+                "fn {name}_ld4(i: u32) -> vec4<f32> {{ return {name}[i]; }}"
+            )
+            .ok();
+            writeln!(
+                s,
+                "fn {name}_ld(i: u32) -> f32 {{ return {name}[i >> 2u][i & 3u]; }}"
+            )
+            .ok();
         }
         (DType::F16, false, false) => {
             writeln!(s, "{head}: array<f16>;").ok();
-            writeln!(s, "fn {name}_ld(i: u32) -> f32 {{ return f32({name}[i]); }}").ok();
+            writeln!(
+                s,
+                "fn {name}_ld(i: u32) -> f32 {{ return f32({name}[i]); }}"
+            )
+            .ok();
             if access != Access::Read {
                 writeln!(s, "fn {name}_st(i: u32, v: f32) {{ {name}[i] = f16(v); }}").ok();
             }
         }
         (DType::F16, false, true) => {
             writeln!(s, "{head}: array<vec4<f16>>;").ok();
-            writeln!(s, "fn {name}_ld4(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[i]); }}").ok();
-            writeln!(s, "fn {name}_ld(i: u32) -> f32 {{ return f32({name}[i >> 2u][i & 3u]); }}").ok();
+            writeln!(
+                s,
+                "fn {name}_ld4(i: u32) -> vec4<f32> {{ return vec4<f32>({name}[i]); }}"
+            )
+            .ok();
+            writeln!(
+                s,
+                "fn {name}_ld(i: u32) -> f32 {{ return f32({name}[i >> 2u][i & 3u]); }}"
+            )
+            .ok();
         }
         (DType::F16, true, true) => {
             writeln!(s, "{head}: array<vec2<u32>>;").ok();
@@ -315,17 +346,31 @@ mod tests {
     use super::*;
 
     fn defs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn conditionals_and_substitution() {
         let src = "#if A\nx ${N}\n#else\ny\n#endif\n#ifndef B\nz\n#endif\n";
-        let p = preprocess("t", src, &defs(&[("A", "1"), ("N", "7")]), DType::F32, F16Mode::Native)
-            .unwrap();
+        let p = preprocess(
+            "t",
+            src,
+            &defs(&[("A", "1"), ("N", "7")]),
+            DType::F32,
+            F16Mode::Native,
+        )
+        .unwrap();
         assert_eq!(p.source, "x 7\nz\n");
-        let p = preprocess("t", src, &defs(&[("A", "0"), ("N", "7"), ("B", "")]), DType::F32, F16Mode::Native)
-            .unwrap();
+        let p = preprocess(
+            "t",
+            src,
+            &defs(&[("A", "0"), ("N", "7"), ("B", "")]),
+            DType::F32,
+            F16Mode::Native,
+        )
+        .unwrap();
         assert_eq!(p.source, "y\n");
     }
 
@@ -338,12 +383,25 @@ mod tests {
         assert!(e.to_string().contains("unterminated"), "{e}");
         let e = preprocess("k", "x ${NOPE}\n", &d, DType::F32, F16Mode::Native).unwrap_err();
         assert!(e.to_string().contains("NOPE"), "{e}");
-        let e = preprocess("k", "#tensor 1 x sideways\n", &d, DType::F32, F16Mode::Native).unwrap_err();
+        let e = preprocess(
+            "k",
+            "#tensor 1 x sideways\n",
+            &d,
+            DType::F32,
+            F16Mode::Native,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("sideways"), "{e}");
         let e = preprocess("k", "#frobnicate\n", &d, DType::F32, F16Mode::Native).unwrap_err();
         assert!(e.to_string().contains("#frobnicate"), "{e}");
-        let e = preprocess("k", "#tensor 1 x read\n#tensor 1 y read\n", &d, DType::F32, F16Mode::Native)
-            .unwrap_err();
+        let e = preprocess(
+            "k",
+            "#tensor 1 x read\n#tensor 1 y read\n",
+            &d,
+            DType::F32,
+            F16Mode::Native,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
     }
 

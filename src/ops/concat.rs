@@ -39,7 +39,11 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, y: &Tenso
         return Err(shape_err(
             OP,
             b,
-            format!("must match `{}` {:?} in every dim but channels", a.name(), sa),
+            format!(
+                "must match `{}` {:?} in every dim but channels",
+                a.name(),
+                sa
+            ),
         ));
     }
     let want = [sa[0], sa[1] + sb[1], sa[2], sa[3]];
@@ -54,7 +58,11 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, y: &Tenso
         hw: (sa[2] * sa[3]) as u32,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![a.binding(gpu, OP)?, b.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    let binds = vec![
+        a.binding(gpu, OP)?,
+        b.binding(gpu, OP)?,
+        y.binding(gpu, OP)?,
+    ];
     rec.dispatch(&key(a.dtype()), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }

@@ -54,13 +54,23 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
 }
 
 /// Output spatial size of a convolution, or an error when the kernel does not fit.
-pub fn output_size(x: &Tensor, h: usize, w: usize, kh: usize, kw: usize, a: Conv2dArgs) -> Result<(usize, usize)> {
+pub fn output_size(
+    x: &Tensor,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    a: Conv2dArgs,
+) -> Result<(usize, usize)> {
     let (hp, wp) = (h + 2 * a.padding, w + 2 * a.padding);
     if kh > hp || kw > wp {
         return Err(shape_err(
             "conv2d",
             x,
-            format!("is smaller than the {kh}x{kw} kernel with padding {}", a.padding),
+            format!(
+                "is smaller than the {kh}x{kw} kernel with padding {}",
+                a.padding
+            ),
         ));
     }
     Ok(((hp - kh) / a.stride + 1, (wp - kw) / a.stride + 1))
@@ -107,7 +117,11 @@ pub fn conv2d(
     }
     let (ho, wo) = output_size(x, h, w, kh, kw, args)?;
     if y.shape() != [n, cout, ho, wo] {
-        return Err(shape_err(OP, y, format!("expected {:?}", [n, cout, ho, wo])));
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {:?}", [n, cout, ho, wo]),
+        ));
     }
     if let Some(b) = bias {
         same_dtype(OP, x, b)?;
@@ -135,7 +149,11 @@ pub fn conv2d(
         _p0: 0,
         _p1: 0,
     };
-    let mut binds = vec![x.binding(gpu, OP)?, weight.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    let mut binds = vec![
+        x.binding(gpu, OP)?,
+        weight.binding(gpu, OP)?,
+        y.binding(gpu, OP)?,
+    ];
     if let Some(b) = bias {
         binds.push(b.binding(gpu, OP)?);
     }
@@ -144,6 +162,11 @@ pub fn conv2d(
         u32_param(OP, "channel tiles", cout.div_ceil(4 * WG[1] as usize))?,
         u32_param(OP, "batch", n)?,
     ];
-    rec.dispatch(&key(x.dtype(), k % 4 == 0, bias.is_some()), bytemuck::bytes_of(&p), binds, groups)?;
+    rec.dispatch(
+        &key(x.dtype(), k % 4 == 0, bias.is_some()),
+        bytemuck::bytes_of(&p),
+        binds,
+        groups,
+    )?;
     Ok(())
 }

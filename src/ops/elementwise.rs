@@ -70,7 +70,10 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         Unary::Gelu,
         Unary::GeluTanh,
         Unary::Clamp { lo: 0.0, hi: 0.0 },
-        Unary::Affine { alpha: 0.0, beta: 0.0 },
+        Unary::Affine {
+            alpha: 0.0,
+            beta: 0.0,
+        },
     ] {
         for inplace in [false, true] {
             v.push(unary_key(op, dt, inplace));
@@ -199,7 +202,13 @@ pub fn broadcast_rule(a: &Tensor, b: &Tensor) -> Result<(usize, usize)> {
 }
 
 /// out = a ∘ b with b broadcast per [`broadcast_rule`].
-pub fn binary(rec: &mut Recorder<'_>, op: Binary, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
+pub fn binary(
+    rec: &mut Recorder<'_>,
+    op: Binary,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
     const OP: &str = "binary";
     nonempty(OP, a)?;
     nonempty(OP, b)?;
@@ -211,13 +220,20 @@ pub fn binary(rec: &mut Recorder<'_>, op: Binary, a: &Tensor, b: &Tensor, out: &
         return Err(crate::error::Error::Argument {
             op: OP,
             arg: "out",
-            reason: format!("`{}` shares storage with an input; write to a separate tensor", out.name()),
+            reason: format!(
+                "`{}` shares storage with an input; write to a separate tensor",
+                out.name()
+            ),
         });
     }
     let gpu = rec.gpu();
     let k = binary_key(op, a.dtype());
     let bb = b.binding(gpu, OP)?;
-    for ((start, n, ab), (_, _, ob)) in a.chunk_bindings(gpu).into_iter().zip(out.chunk_bindings(gpu)) {
+    for ((start, n, ab), (_, _, ob)) in a
+        .chunk_bindings(gpu)
+        .into_iter()
+        .zip(out.chunk_bindings(gpu))
+    {
         let mut p = params(None, n, start);
         p.inner = inner as u32;
         p.blen = blen as u32;
@@ -235,11 +251,19 @@ pub fn axpby(rec: &mut Recorder<'_>, alpha: f32, x: &Tensor, beta: f32, y: &Tens
     same_shape(OP, x, y)?;
     if x.shares_storage(y) {
         // x is bound read-only and y read-write: one buffer cannot be both in a dispatch.
-        return unary_inplace(rec, Unary::Affine { alpha: alpha + beta, beta: 0.0 }, y);
+        return unary_inplace(
+            rec,
+            Unary::Affine {
+                alpha: alpha + beta,
+                beta: 0.0,
+            },
+            y,
+        );
     }
     let gpu = rec.gpu();
     let k = key("axpby", x.dtype()).flag("AXPBY", true);
-    for ((start, n, xb), (_, _, yb)) in x.chunk_bindings(gpu).into_iter().zip(y.chunk_bindings(gpu)) {
+    for ((start, n, xb), (_, _, yb)) in x.chunk_bindings(gpu).into_iter().zip(y.chunk_bindings(gpu))
+    {
         let mut p = params(None, n, start);
         p.alpha = alpha;
         p.beta = beta;

@@ -55,14 +55,28 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
 }
 
 /// y [N, dim] = embedding of the f32 timesteps t [N].
-pub fn timestep_embedding(rec: &mut Recorder<'_>, t: &Tensor, y: &Tensor, e: TimestepEmbedding) -> Result<()> {
+pub fn timestep_embedding(
+    rec: &mut Recorder<'_>,
+    t: &Tensor,
+    y: &Tensor,
+    e: TimestepEmbedding,
+) -> Result<()> {
     const OP: &str = "timestep_embedding";
     nonempty(OP, t)?;
     rank(OP, t, 1, "[N] timesteps")?;
     rank(OP, y, 2, "[N, dim]")?;
-    dtype_is(OP, t, DType::F32, "timesteps are f32 (fractional times must survive)")?;
+    dtype_is(
+        OP,
+        t,
+        DType::F32,
+        "timesteps are f32 (fractional times must survive)",
+    )?;
     if y.shape()[0] != t.shape()[0] {
-        return Err(shape_err(OP, y, format!("expected {} rows (one per timestep)", t.shape()[0])));
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {} rows (one per timestep)", t.shape()[0]),
+        ));
     }
     let dim = y.shape()[1];
     let half = dim / 2;

@@ -131,7 +131,11 @@ pub fn gemm(
     if let Some(bias) = bias {
         same_dtype(OP, a, bias)?;
         if bias.numel() != d.n {
-            return Err(shape_err(OP, bias, format!("expected [{}] (one per output column)", d.n)));
+            return Err(shape_err(
+                OP,
+                bias,
+                format!("expected [{}] (one per output column)", d.n),
+            ));
         }
     }
     let gpu = rec.gpu();
@@ -154,7 +158,11 @@ pub fn gemm(
         alpha: d.alpha,
         _pad1: 0,
     };
-    let mut binds = vec![a.binding(gpu, OP)?, b.binding(gpu, OP)?, c.binding(gpu, OP)?];
+    let mut binds = vec![
+        a.binding(gpu, OP)?,
+        b.binding(gpu, OP)?,
+        c.binding(gpu, OP)?,
+    ];
     if let Some(bias) = bias {
         binds.push(bias.binding(gpu, OP)?);
     }
@@ -163,7 +171,12 @@ pub fn gemm(
         u32_param(OP, "M tiles", d.m.div_ceil(4 * WG[1] as usize))?,
         u32_param(OP, "batch", d.batch)?,
     ];
-    rec.dispatch(&key(a.dtype(), d.trans_b, vec4, bias.is_some()), bytemuck::bytes_of(&p), binds, groups)?;
+    rec.dispatch(
+        &key(a.dtype(), d.trans_b, vec4, bias.is_some()),
+        bytemuck::bytes_of(&p),
+        binds,
+        groups,
+    )?;
     Ok(())
 }
 
@@ -197,11 +210,19 @@ pub fn matmul(
         return Err(shape_err(
             OP,
             b,
-            format!("inner dimension {bk} does not match K = {k} of `{}` {:?}", a.name(), ash),
+            format!(
+                "inner dimension {bk} does not match K = {k} of `{}` {:?}",
+                a.name(),
+                ash
+            ),
         ));
     }
     if bbatch != 1 && bbatch != batch {
-        return Err(shape_err(OP, b, format!("batch {bbatch} does not match {batch} of `{}`", a.name())));
+        return Err(shape_err(
+            OP,
+            b,
+            format!("batch {bbatch} does not match {batch} of `{}`", a.name()),
+        ));
     }
     let mut want_c = ash[..ash.len() - 2].to_vec();
     want_c.extend([m, n]);
@@ -227,7 +248,13 @@ pub fn matmul(
 }
 
 /// `nn.Linear`: y [.., out] = x [.., in] · Wᵀ + bias, with `w` [out, in] (PyTorch layout).
-pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
+pub fn linear(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
     const OP: &str = "linear";
     super::rank(OP, w, 2, "[out_features, in_features]")?;
     let xs = x.shape();

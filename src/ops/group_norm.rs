@@ -60,12 +60,19 @@ pub fn group_norm(
         return Err(Error::Argument {
             op: OP,
             arg: "num_groups",
-            reason: format!("{groups} groups do not divide the {c} channels of `{}`", x.name()),
+            reason: format!(
+                "{groups} groups do not divide the {c} channels of `{}`",
+                x.name()
+            ),
         });
     }
     for t in [gamma, beta] {
         if t.numel() != c {
-            return Err(shape_err(OP, t, format!("expected [{c}] (one per channel of `{}`)", x.name())));
+            return Err(shape_err(
+                OP,
+                t,
+                format!("expected [{c}] (one per channel of `{}`)", x.name()),
+            ));
         }
     }
     if !(eps.is_finite() && eps >= 0.0) {

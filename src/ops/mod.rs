@@ -85,7 +85,11 @@ pub(crate) fn same_shape(op: &'static str, want: &Tensor, got: &Tensor) -> Resul
             op,
             tensor: got.name().into(),
             got: got.shape().to_vec(),
-            expected: format!("expected {:?} (the shape of `{}`)", want.shape(), want.name()),
+            expected: format!(
+                "expected {:?} (the shape of `{}`)",
+                want.shape(),
+                want.name()
+            ),
         });
     }
     Ok(())

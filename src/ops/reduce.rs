@@ -53,7 +53,11 @@ pub fn reduce(rec: &mut Recorder<'_>, op: Reduce, x: &Tensor, y: &Tensor) -> Res
     dtype_is(OP, y, DType::F32, "reductions are written in f32")?;
     let n = x.shape()[0];
     if y.shape() != [n] {
-        return Err(shape_err(OP, y, format!("expected [{n}] (one value per sample of `{}`)", x.name())));
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected [{n}] (one value per sample of `{}`)", x.name()),
+        ));
     }
     let len = x.numel() / n;
     let gpu = rec.gpu();

@@ -28,7 +28,14 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
     vec![key(dt, "UPSAMPLE_NEAREST"), key(dt, "AVG_POOL")]
 }
 
-fn launch(rec: &mut Recorder<'_>, op: &'static str, define: &str, x: &Tensor, y: &Tensor, factor: usize) -> Result<()> {
+fn launch(
+    rec: &mut Recorder<'_>,
+    op: &'static str,
+    define: &str,
+    x: &Tensor,
+    y: &Tensor,
+    factor: usize,
+) -> Result<()> {
     let gpu = rec.gpu();
     let (h, w) = (x.shape()[2], x.shape()[3]);
     let (ho, wo) = (y.shape()[2], y.shape()[3]);
@@ -55,7 +62,12 @@ fn check(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
 }
 
 /// y[n, c, oy, ox] = x[n, c, oy / factor, ox / factor]; y is [N, C, H·factor, W·factor].
-pub fn upsample_nearest(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, factor: usize) -> Result<()> {
+pub fn upsample_nearest(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    factor: usize,
+) -> Result<()> {
     const OP: &str = "upsample_nearest";
     check(OP, x, y)?;
     if factor == 0 {

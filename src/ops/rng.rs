@@ -53,7 +53,10 @@ pub fn key(dt: DType, dist: Distribution, wg: u32) -> KernelKey {
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    let mut v = vec![key(dt, Distribution::Normal, WG_1D), key(dt, Distribution::Uniform, WG_1D)];
+    let mut v = vec![
+        key(dt, Distribution::Normal, WG_1D),
+        key(dt, Distribution::Uniform, WG_1D),
+    ];
     if dt == DType::F32 {
         v.push(key(dt, Distribution::Bits, WG_1D));
     }
@@ -61,7 +64,13 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
 }
 
 /// Fills `y` with draws number `offset .. offset + y.numel()` of generator `rng`.
-pub fn fill(rec: &mut Recorder<'_>, dist: Distribution, rng: Philox, offset: u64, y: &Tensor) -> Result<()> {
+pub fn fill(
+    rec: &mut Recorder<'_>,
+    dist: Distribution,
+    rng: Philox,
+    offset: u64,
+    y: &Tensor,
+) -> Result<()> {
     fill_with_workgroup(rec, dist, rng, offset, y, WG_1D)
 }
 

@@ -1,0 +1,336 @@
+//! Every kernel family against the f64 CPU reference over randomised shapes (odd channel
+//! counts, 1×1 spatial, sizes off the tile, batch > 1), in f32 and f16, with native f16 and
+//! with the packed-u32 fallback. Tolerances are stated in `diffuse::selfcheck`.
+
+mod common;
+
+use common::{assert_checks, gpus};
+use diffuse::ops::conv2d::Conv2dArgs;
+use diffuse::ops::elementwise::{Binary, Unary};
+use diffuse::ops::embedding::TimestepEmbedding;
+use diffuse::ops::reduce::Reduce;
+use diffuse::selfcheck::{self as sc, TestRng};
+use diffuse::DType;
+
+const DTYPES: [DType; 2] = [DType::F32, DType::F16];
+
+#[test]
+fn unary_ops() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(1);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for op in [
+                Unary::Silu,
+                Unary::Gelu,
+                Unary::GeluTanh,
+                Unary::Clamp { lo: -0.5, hi: 1.25 },
+                Unary::Affine {
+                    alpha: -1.5,
+                    beta: 0.25,
+                },
+            ] {
+                for (i, n) in [1usize, 3, 257, rng.range(2, 5000)].into_iter().enumerate() {
+                    checks.push(sc::unary(gpu, op, n, dt, i % 2 == 1, rng.next_u64()).unwrap());
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn binary_ops_broadcast() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(2);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for op in [Binary::Add, Binary::Mul] {
+                let (n, c, h, w) = (
+                    rng.range(1, 3),
+                    rng.range(1, 9),
+                    rng.range(1, 7),
+                    rng.range(1, 7),
+                );
+                let a = [n, c, h, w];
+                for b in [
+                    vec![n, c, h, w],
+                    vec![c, 1, 1],
+                    vec![n, c, 1, 1],
+                    vec![1],
+                    vec![h, w],
+                    vec![1, c, h, w],
+                ] {
+                    checks.push(sc::binary(gpu, op, &a, &b, dt, rng.next_u64()).unwrap());
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn axpby() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(3);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for n in [1usize, 5, rng.range(6, 9000)] {
+                checks.push(
+                    sc::axpby(
+                        gpu,
+                        n,
+                        rng.uniform(-2.0, 2.0) as f32,
+                        rng.uniform(-2.0, 2.0) as f32,
+                        dt,
+                        rng.next_u64(),
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn gemm_random_shapes() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(4);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            // Fixed awkward cases, then random ones (some with K % 4 == 0 for the vec4 path).
+            let mut cases = vec![
+                (1, 1, 1, 1),
+                (1, 1, 7, 4),
+                (2, 33, 31, 5),
+                (1, 64, 64, 64),
+                (3, 5, 36, 8),
+            ];
+            for _ in 0..6 {
+                let k = if rng.range(0, 1) == 0 {
+                    4 * rng.range(1, 20)
+                } else {
+                    rng.range(1, 70)
+                };
+                let n = if rng.range(0, 1) == 0 {
+                    4 * rng.range(1, 18)
+                } else {
+                    rng.range(1, 70)
+                };
+                cases.push((rng.range(1, 3), rng.range(1, 70), n, k));
+            }
+            for (i, (b, m, n, k)) in cases.into_iter().enumerate() {
+                let trans_b = i % 2 == 0;
+                let shared = (i / 2) % 2 == 0;
+                let bias = i % 3 == 0;
+                checks.push(
+                    sc::matmul(gpu, b, m, n, k, trans_b, shared, bias, dt, rng.next_u64()).unwrap(),
+                );
+                checks.push(
+                    sc::matmul(
+                        gpu,
+                        b,
+                        m,
+                        n,
+                        k,
+                        !trans_b,
+                        !shared,
+                        !bias,
+                        dt,
+                        rng.next_u64(),
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn conv2d_random_shapes() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(5);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            let mut cases: Vec<([usize; 4], usize, usize, usize, usize)> = vec![
+                ([1, 1, 1, 1], 1, 1, 1, 0),   // 1×1 spatial, 1×1 kernel
+                ([2, 3, 1, 1], 5, 3, 1, 1),   // 1×1 spatial, 3×3 kernel with padding
+                ([1, 4, 8, 8], 8, 3, 1, 1),   // K % 4 == 0 (vec4 weights)
+                ([2, 8, 9, 7], 12, 1, 1, 0),  // 1×1 conv
+                ([1, 5, 13, 11], 7, 3, 2, 1), // downsampling conv, odd sizes
+                ([3, 2, 6, 6], 3, 3, 2, 0),
+            ];
+            for _ in 0..4 {
+                let cin = rng.range(1, 9);
+                let k = [1, 3][rng.range(0, 1)];
+                let stride = rng.range(1, 2);
+                let pad = if k == 3 { rng.range(0, 1) } else { 0 };
+                let h = rng.range(k.max(1), 13);
+                let w = rng.range(k.max(1), 13);
+                cases.push((
+                    [rng.range(1, 2), cin, h, w],
+                    rng.range(1, 13),
+                    k,
+                    stride,
+                    pad,
+                ));
+            }
+            for (i, (xs, cout, k, stride, padding)) in cases.into_iter().enumerate() {
+                let args = Conv2dArgs { stride, padding };
+                checks.push(
+                    sc::conv2d(gpu, xs, cout, k, k, args, i % 2 == 0, dt, rng.next_u64()).unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn group_norm_random_shapes() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(6);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            let mut cases = vec![
+                ([1, 1, 1, 1], 1),
+                ([2, 6, 1, 1], 3),
+                ([1, 32, 16, 16], 32),
+                ([3, 9, 5, 3], 3),
+            ];
+            for _ in 0..3 {
+                let g = rng.range(1, 8);
+                cases.push((
+                    [
+                        rng.range(1, 3),
+                        g * rng.range(1, 4),
+                        rng.range(1, 9),
+                        rng.range(1, 9),
+                    ],
+                    g,
+                ));
+            }
+            for (i, (xs, g)) in cases.into_iter().enumerate() {
+                checks.push(sc::group_norm(gpu, xs, g, i % 2 == 1, dt, rng.next_u64()).unwrap());
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn softmax_random_shapes() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(7);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for (rows, cols) in [
+                (1, 1),
+                (3, 2),
+                (5, 257),
+                (rng.range(1, 40), rng.range(1, 700)),
+            ] {
+                checks.push(
+                    sc::softmax(
+                        gpu,
+                        rows,
+                        cols,
+                        rng.uniform(0.05, 2.0) as f32,
+                        dt,
+                        rng.next_u64(),
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn resample_and_concat() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(8);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for xs in [
+                [1, 1, 1, 1],
+                [2, 3, 5, 7],
+                [1, rng.range(1, 9), rng.range(1, 12), rng.range(1, 12)],
+            ] {
+                checks.push(sc::resample(gpu, xs, Some(2), dt, rng.next_u64()).unwrap());
+            }
+            checks.push(sc::resample(gpu, [1, 2, 3, 4], Some(3), dt, rng.next_u64()).unwrap());
+            for xs in [
+                [1, 1, 2, 2],
+                [2, 5, 6, 10],
+                [1, rng.range(1, 9), 2 * rng.range(1, 8), 2 * rng.range(1, 8)],
+            ] {
+                checks.push(sc::resample(gpu, xs, None, dt, rng.next_u64()).unwrap());
+            }
+            for (n, ca, cb, h, w) in [
+                (1, 1, 1, 1, 1),
+                (2, 3, 5, 4, 4),
+                (
+                    3,
+                    rng.range(1, 9),
+                    rng.range(1, 9),
+                    rng.range(1, 9),
+                    rng.range(1, 9),
+                ),
+            ] {
+                checks.push(sc::concat(gpu, n, ca, cb, h, w, dt, rng.next_u64()).unwrap());
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn timestep_embedding_variants() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(9);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for (dim, flip, shift, t_max) in [
+                (32, false, 1.0, 1000.0),
+                (33, true, 0.0, 1000.0),
+                (128, true, 0.0, 1.0),
+                (6, false, 1.0, 50.0),
+            ] {
+                let e = TimestepEmbedding {
+                    flip_sin_to_cos: flip,
+                    downscale_freq_shift: shift,
+                    ..Default::default()
+                };
+                checks.push(
+                    sc::embedding(gpu, rng.range(1, 5), dim, t_max, e, dt, rng.next_u64()).unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn reductions() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(10);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for op in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm] {
+                for (n, len) in [
+                    (1, 1),
+                    (3, 255),
+                    (2, 3 * 32 * 32),
+                    (rng.range(1, 4), rng.range(1, 70000)),
+                ] {
+                    checks.push(sc::reduce(gpu, op, n, len, dt, rng.next_u64()).unwrap());
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
