@@ -1,8 +1,8 @@
 // 2-D convolution as an implicit GEMM: y[n, co, p] = bias[co] + Σ_k W[co, k] · X[n, k, p] where
 // k = (ci, ky, kx) and p = (oy, ox); the im2col matrix X is never materialised. Each invocation
-// owns 4 output channels × 4 consecutive output pixels (register block), f32 accumulation.
+// owns CB (4 or 8) output channels × 4 consecutive output pixels (register block), f32 accumulation.
 //
-// Defines: VEC4 (host checked K = Cin·kh·kw % 4 == 0: weights read four k at a time), BIAS.
+// Defines: CB = 4 | 8 output channels per invocation (CB8 set when 8), VEC4 (host checked K = Cin·kh·kw % 4 == 0: weights read four k at a time), BIAS.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
 
 struct Params {
@@ -42,7 +42,7 @@ fn gather(xb: u32, ci: u32, ky: u32, kx: u32, iy0: vec4<i32>, ix0: vec4<i32>) ->
 @compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let p0 = gid.x * 4u;
-  let co0 = gid.y * 4u;
+  let co0 = gid.y * ${CB}u;
   if (p0 >= p.hw_out || co0 >= p.cout) { return; }
   let n = wid.z;
   let xb = n * p.x_bs;
@@ -58,10 +58,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let wr1 = min(co0 + 1u, clast) * p.k;
   let wr2 = min(co0 + 2u, clast) * p.k;
   let wr3 = min(co0 + 3u, clast) * p.k;
+#if CB8
+  let wr4 = min(co0 + 4u, clast) * p.k;
+#endif
+#if CB8
+  let wr5 = min(co0 + 5u, clast) * p.k;
+#endif
+#if CB8
+  let wr6 = min(co0 + 6u, clast) * p.k;
+#endif
+#if CB8
+  let wr7 = min(co0 + 7u, clast) * p.k;
+#endif
   var acc0 = vec4<f32>(0.0);  // output channel co0 + 0, four pixels
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
+#if CB8
+  var acc4 = vec4<f32>(0.0);
+#endif
+#if CB8
+  var acc5 = vec4<f32>(0.0);
+#endif
+#if CB8
+  var acc6 = vec4<f32>(0.0);
+#endif
+#if CB8
+  var acc7 = vec4<f32>(0.0);
+#endif
   var ci = 0u;
   var ky = 0u;
   var kx = 0u;
@@ -71,12 +95,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let w1 = wt_ld4((wr1 + k) >> 2u);
     let w2 = wt_ld4((wr2 + k) >> 2u);
     let w3 = wt_ld4((wr3 + k) >> 2u);
+#if CB8
+    let w4 = wt_ld4((wr4 + k) >> 2u);
+#endif
+#if CB8
+    let w5 = wt_ld4((wr5 + k) >> 2u);
+#endif
+#if CB8
+    let w6 = wt_ld4((wr6 + k) >> 2u);
+#endif
+#if CB8
+    let w7 = wt_ld4((wr7 + k) >> 2u);
+#endif
     for (var j = 0u; j < 4u; j = j + 1u) {
       let xv = gather(xb, ci, ky, kx, iy0, ix0);
       acc0 += w0[j] * xv;
       acc1 += w1[j] * xv;
       acc2 += w2[j] * xv;
       acc3 += w3[j] * xv;
+#if CB8
+      acc4 += w4[j] * xv;
+#endif
+#if CB8
+      acc5 += w5[j] * xv;
+#endif
+#if CB8
+      acc6 += w6[j] * xv;
+#endif
+#if CB8
+      acc7 += w7[j] * xv;
+#endif
       kx = kx + 1u;
       if (kx == p.kw) { kx = 0u; ky = ky + 1u; if (ky == p.kh) { ky = 0u; ci = ci + 1u; } }
     }
@@ -88,13 +136,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     acc1 += wt_ld(wr1 + k) * xv;
     acc2 += wt_ld(wr2 + k) * xv;
     acc3 += wt_ld(wr3 + k) * xv;
+#if CB8
+    acc4 += wt_ld(wr4 + k) * xv;
+#endif
+#if CB8
+    acc5 += wt_ld(wr5 + k) * xv;
+#endif
+#if CB8
+    acc6 += wt_ld(wr6 + k) * xv;
+#endif
+#if CB8
+    acc7 += wt_ld(wr7 + k) * xv;
+#endif
     kx = kx + 1u;
     if (kx == p.kw) { kx = 0u; ky = ky + 1u; if (ky == p.kh) { ky = 0u; ci = ci + 1u; } }
   }
 #endif
+#if CB8
+  let accs = array<vec4<f32>, 8>(acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+#else
   let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+#endif
   let yb = n * p.y_bs;
-  for (var r = 0u; r < 4u; r = r + 1u) {
+  for (var r = 0u; r < ${CB}u; r = r + 1u) {
     let co = co0 + r;
     if (co >= p.cout) { break; }
     var b = 0.0;

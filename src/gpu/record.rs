@@ -124,6 +124,9 @@ impl<'g> Recorder<'g> {
             gpu.queue().write_buffer(u.buffer(), 0, &self.params);
             Some(u)
         };
+        // wgpu reports invalid bindings through an error scope; turn them into errors instead
+        // of the default handler's panic.
+        let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
         let mut items = Vec::with_capacity(self.items.len());
         let mut offsets = Vec::with_capacity(self.items.len());
         let mut keep: Vec<Arc<Allocation>> = Vec::new();
@@ -164,6 +167,13 @@ impl<'g> Recorder<'g> {
             keep.extend(it.storage.iter().map(|s| s.alloc.clone()));
             offsets.push(it.params.start as u64);
             items.push((it.kernel, bg, it.groups));
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Argument {
+                op: "finish",
+                arg: "bindings",
+                reason: e.to_string(),
+            });
         }
         Ok(Recording {
             items,

@@ -7,8 +7,18 @@ use crate::gpu::{KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
-/// Workgroup shape; each invocation computes 4 output channels × 4 pixels.
+/// Workgroup shape; each invocation computes [`cout_block`] output channels × 4 pixels.
 pub const WG: [u32; 3] = [8, 8, 1];
+
+/// Output channels per invocation (register-block rows) by dtype. Measured on lavapipe
+/// (Mesa 25, 2 cores): f32 runs best with 4 (55 % of the GEMM rate vs 43 % with 8), f16 with 8
+/// (63 % vs 54 %); see benches/README.md.
+pub fn cout_block(dt: DType) -> usize {
+    match dt {
+        DType::F32 => 4,
+        DType::F16 => 8,
+    }
+}
 
 /// Stride and padding (the same along H and W, as in diffusers' UNet convs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +50,10 @@ struct Params {
 
 /// The kernel key for a variant.
 pub fn key(dt: DType, vec4: bool, bias: bool) -> KernelKey {
+    let cb = cout_block(dt);
     KernelKey::new("conv2d", "main", dt, WG)
+        .define("CB", cb)
+        .flag("CB8", cb == 8)
         .flag("VEC4", vec4)
         .flag("BIAS", bias)
 }
@@ -159,7 +172,7 @@ pub fn conv2d(
     }
     let groups = [
         u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
-        u32_param(OP, "channel tiles", cout.div_ceil(4 * WG[1] as usize))?,
+        u32_param(OP, "channel tiles", cout.div_ceil(cout_block(x.dtype()) * WG[1] as usize))?,
         u32_param(OP, "batch", n)?,
     ];
     rec.dispatch(
