@@ -93,8 +93,8 @@ pub fn conv2d(
 ) -> (Vec<f64>, [usize; 4]) {
     let [n, cin, h, wd] = xs;
     let [cout, _, kh, kw] = ws;
-    let ho = (h + 2 * a.padding - kh) / a.stride + 1;
-    let wo = (wd + 2 * a.padding - kw) / a.stride + 1;
+    let ho = (h + 2 * a.padding + a.extra_end - kh) / a.stride + 1;
+    let wo = (wd + 2 * a.padding + a.extra_end - kw) / a.stride + 1;
     let mut y = vec![0.0; n * cout * ho * wo];
     for b in 0..n {
         for co in 0..cout {
@@ -231,6 +231,39 @@ pub fn timestep_embedding(t: &[f64], dim: usize, e: TimestepEmbedding) -> Vec<f6
             };
             y[r * dim + k] = first;
             y[r * dim + half + k] = second;
+        }
+    }
+    y
+}
+
+/// Gaussian Fourier features [N, 2·half].
+pub fn fourier_projection(t: &[f64], w: &[f64], log: bool, flip: bool) -> Vec<f64> {
+    let half = w.len();
+    let mut y = vec![0.0; t.len() * 2 * half];
+    for (r, &tv) in t.iter().enumerate() {
+        let tv = if log { tv.ln() } else { tv };
+        for (k, &wk) in w.iter().enumerate() {
+            let a = tv * wk * 2.0 * std::f64::consts::PI;
+            let (first, second) = if flip {
+                (a.cos(), a.sin())
+            } else {
+                (a.sin(), a.cos())
+            };
+            y[r * 2 * half + k] = first;
+            y[r * 2 * half + half + k] = second;
+        }
+    }
+    y
+}
+
+/// Batched transpose [B, R, C] → [B, C, R].
+pub fn transpose(x: &[f64], b: usize, rows: usize, cols: usize) -> Vec<f64> {
+    let mut y = vec![0.0; x.len()];
+    for bi in 0..b {
+        for r in 0..rows {
+            for c in 0..cols {
+                y[(bi * cols + c) * rows + r] = x[(bi * rows + r) * cols + c];
+            }
         }
     }
     y

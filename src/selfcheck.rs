@@ -8,7 +8,7 @@
 //! Vulkan lets f32→f16 conversion truncate, lavapipe does, so up to 1 ulp = 2⁻¹⁰ relative):
 //! element-wise 2e-6 abs/rel; GEMM and conv 1e-6 + 5e-7·K abs (K = reduction length);
 //! GroupNorm 2e-5; softmax 1e-6 + 1e-5 rel; upsampling and concat exact, pooling 1e-7 (f32); embedding
-//! 2e-6 + 3e-7·max|arg|; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
+//! and Fourier features 2e-6 + 3e-7·max|arg|; lookup and transpose exact; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
 //! the same Philox words.
 
 use crate::error::Result;
@@ -466,6 +466,85 @@ pub fn embedding(
     ))
 }
 
+/// Gaussian Fourier features of `n` noise levels in (0.002, 80) with `half` frequencies ~ 16·N(0,1).
+pub fn fourier(
+    gpu: &Gpu,
+    n: usize,
+    half: usize,
+    log: bool,
+    flip: bool,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let tv = rng.values(n, 0.002, 80.0, DType::F32);
+    let wv = rng.values(half, -32.0, 32.0, dt);
+    let t = upload(gpu, "sigmas", &[n], &tv, DType::F32)?;
+    let w = upload(gpu, "time_proj.weight", &[half], &wv, dt)?;
+    let y = Tensor::empty(gpu, "emb", &[n, 2 * half], dt)?;
+    gpu.run(|rec| ops::embedding::fourier_projection(rec, &t, &w, &y, log, flip))?;
+    let want = r::fourier_projection(&widen(&tv), &widen(&wv), log, flip);
+    // |arg| ≤ 2π·32·max(|ln t|, t): f32 rounding of the argument dominates.
+    let max_arg = 2.0 * std::f64::consts::PI * 32.0 * if log { 6.3 } else { 80.0 };
+    Ok(check(
+        format!("fourier n={n} half={half} log={log} flip={flip} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-6 + 3e-7 * max_arg,
+        out_rtol(dt, 0.0),
+    ))
+}
+
+/// Class-embedding lookup of `n` labels in a [rows, dim] table.
+pub fn lookup(gpu: &Gpu, n: usize, rows: usize, dim: usize, dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let labels: Vec<f32> = (0..n).map(|_| rng.range(0, rows - 1) as f32).collect();
+    let tab = rng.values(rows * dim, -1.0, 1.0, dt);
+    let l = upload(gpu, "class_labels", &[n], &labels, DType::F32)?;
+    let t = upload(gpu, "class_embedding.weight", &[rows, dim], &tab, dt)?;
+    let y = Tensor::empty(gpu, "class_emb", &[n, dim], dt)?;
+    gpu.run(|rec| ops::embedding::embedding_lookup(rec, &l, &t, &y))?;
+    let want: Vec<f64> = labels
+        .iter()
+        .flat_map(|&c| {
+            tab[c as usize * dim..(c as usize + 1) * dim]
+                .iter()
+                .map(|&v| v as f64)
+        })
+        .collect();
+    Ok(check(
+        format!("lookup n={n} rows={rows} dim={dim} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        0.0,
+        0.0,
+    ))
+}
+
+/// Batched transpose of x [b, rows, cols].
+pub fn transpose(
+    gpu: &Gpu,
+    b: usize,
+    rows: usize,
+    cols: usize,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(b * rows * cols, -1.0, 1.0, dt);
+    let x = upload(gpu, "x", &[b, rows, cols], &xv, dt)?;
+    let y = Tensor::empty(gpu, "y", &[b, cols, rows], dt)?;
+    gpu.run(|rec| ops::transpose::transpose(rec, &x, &y, b, rows, cols))?;
+    let want = r::transpose(&widen(&xv), b, rows, cols);
+    Ok(check(
+        format!("transpose [{b},{rows},{cols}] {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        0.0,
+        0.0,
+    ))
+}
+
 /// Per-sample reduction of x [n, len].
 pub fn reduce(gpu: &Gpu, op: Reduce, n: usize, len: usize, dt: DType, seed: u64) -> Result<Check> {
     let mut rng = TestRng(seed);
@@ -518,6 +597,7 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             Conv2dArgs {
                 stride: 1,
                 padding: 1,
+                extra_end: 0,
             },
             true,
             dt,
@@ -532,6 +612,7 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             Conv2dArgs {
                 stride: 2,
                 padding: 1,
+                extra_end: 0,
             },
             true,
             dt,
@@ -552,6 +633,9 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             14,
         )?);
         out.push(reduce(gpu, Reduce::L2Norm, 3, 1000, dt, 15)?);
+        out.push(fourier(gpu, 3, 16, true, false, dt, 16)?);
+        out.push(lookup(gpu, 5, 10, 24, dt, 17)?);
+        out.push(transpose(gpu, 2, 9, 13, dt, 18)?);
         out.push(rng_normal(
             gpu,
             4096,

@@ -50,7 +50,7 @@ fn tensors_larger_than_one_binding_are_split() {
 
 #[test]
 fn replay_allocates_nothing_and_compiles_nothing() {
-    let g = gpu();
+    let g = &common::private_gpu();
     let x = Tensor::from_f32(g, "x", &[4, 8, 16, 16], &vec![0.5; 4 * 8 * 256], DType::F32).unwrap();
     let w = Tensor::from_f32(g, "w", &[8, 8, 3, 3], &vec![0.01; 8 * 72], DType::F32).unwrap();
     let gamma = Tensor::from_f32(g, "gamma", &[8], &[1.0; 8], DType::F32).unwrap();
@@ -69,6 +69,7 @@ fn replay_allocates_nothing_and_compiles_nothing() {
         Conv2dArgs {
             stride: 1,
             padding: 1,
+            extra_end: 0,
         },
     )
     .unwrap();
@@ -107,7 +108,7 @@ fn replay_allocates_nothing_and_compiles_nothing() {
 
 #[test]
 fn freed_tensors_are_reused_by_the_pool() {
-    let g = gpu();
+    let g = &common::private_gpu();
     let run_step = || {
         let t = Tensor::empty(g, "tmp", &[3, 5, 7, 11], DType::F16).unwrap();
         let u = Tensor::empty(g, "tmp2", &[3, 5, 7, 11], DType::F16).unwrap();
@@ -188,6 +189,7 @@ fn bad_arguments_return_errors_naming_the_tensors() {
                 Conv2dArgs {
                     stride: 1,
                     padding: 1,
+                    extra_end: 0,
                 },
             )
         })
@@ -206,6 +208,7 @@ fn bad_arguments_return_errors_naming_the_tensors() {
                 Conv2dArgs {
                     stride: 1,
                     padding: 1,
+                    extra_end: 0,
                 },
             )
         })
@@ -223,6 +226,7 @@ fn bad_arguments_return_errors_naming_the_tensors() {
                 Conv2dArgs {
                     stride: 1,
                     padding: 0,
+                    extra_end: 0,
                 },
             )
         })

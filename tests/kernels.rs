@@ -177,8 +177,37 @@ fn conv2d_random_shapes() {
                     pad,
                 ));
             }
+            // diffusers' Downsample2D(padding=0): pad (0, 1, 0, 1), 3×3 stride 2.
+            let extra = [
+                rng.range(1, 2),
+                rng.range(1, 8),
+                2 * rng.range(1, 6),
+                2 * rng.range(1, 6),
+            ];
+            checks.push(
+                sc::conv2d(
+                    gpu,
+                    extra,
+                    rng.range(1, 9),
+                    3,
+                    3,
+                    Conv2dArgs {
+                        stride: 2,
+                        padding: 0,
+                        extra_end: 1,
+                    },
+                    true,
+                    dt,
+                    rng.next_u64(),
+                )
+                .unwrap(),
+            );
             for (i, (xs, cout, k, stride, padding)) in cases.into_iter().enumerate() {
-                let args = Conv2dArgs { stride, padding };
+                let args = Conv2dArgs {
+                    stride,
+                    padding,
+                    extra_end: 0,
+                };
                 checks.push(
                     sc::conv2d(gpu, xs, cout, k, k, args, i % 2 == 0, dt, rng.next_u64()).unwrap(),
                 );
@@ -329,6 +358,50 @@ fn reductions() {
                 ] {
                     checks.push(sc::reduce(gpu, op, n, len, dt, rng.next_u64()).unwrap());
                 }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn fourier_lookup_transpose() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(11);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for (log, flip) in [(true, false), (false, true)] {
+                checks.push(
+                    sc::fourier(
+                        gpu,
+                        rng.range(1, 5),
+                        rng.range(1, 40),
+                        log,
+                        flip,
+                        dt,
+                        rng.next_u64(),
+                    )
+                    .unwrap(),
+                );
+            }
+            checks.push(sc::lookup(gpu, 1, 1, 1, dt, rng.next_u64()).unwrap());
+            checks.push(
+                sc::lookup(
+                    gpu,
+                    rng.range(1, 9),
+                    rng.range(2, 11),
+                    rng.range(1, 70),
+                    dt,
+                    rng.next_u64(),
+                )
+                .unwrap(),
+            );
+            for (b, r, c) in [
+                (1, 1, 1),
+                (2, 64, 16),
+                (rng.range(1, 3), rng.range(1, 50), rng.range(1, 50)),
+            ] {
+                checks.push(sc::transpose(gpu, b, r, c, dt, rng.next_u64()).unwrap());
             }
         }
     }

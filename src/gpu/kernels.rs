@@ -19,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("resample", include_str!("../../shaders/resample.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
+    ("transpose", include_str!("../../shaders/transpose.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),

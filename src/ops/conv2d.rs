@@ -21,10 +21,14 @@ pub fn cout_block(dt: DType) -> usize {
 }
 
 /// Stride and padding (the same along H and W, as in diffusers' UNet convs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Conv2dArgs {
     pub stride: usize,
+    /// Zero padding before the first row/column and after the last.
     pub padding: usize,
+    /// Additional zero padding after the last row/column only (diffusers' `Downsample2D` with
+    /// `padding=0` pads (0, 1, 0, 1) before a stride-2 conv).
+    pub extra_end: usize,
 }
 
 #[repr(C)]
@@ -75,7 +79,10 @@ pub fn output_size(
     kw: usize,
     a: Conv2dArgs,
 ) -> Result<(usize, usize)> {
-    let (hp, wp) = (h + 2 * a.padding, w + 2 * a.padding);
+    let (hp, wp) = (
+        h + 2 * a.padding + a.extra_end,
+        w + 2 * a.padding + a.extra_end,
+    );
     if kh > hp || kw > wp {
         return Err(shape_err(
             "conv2d",
@@ -172,7 +179,11 @@ pub fn conv2d(
     }
     let groups = [
         u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
-        u32_param(OP, "channel tiles", cout.div_ceil(cout_block(x.dtype()) * WG[1] as usize))?,
+        u32_param(
+            OP,
+            "channel tiles",
+            cout.div_ceil(cout_block(x.dtype()) * WG[1] as usize),
+        )?,
         u32_param(OP, "batch", n)?,
     ];
     rec.dispatch(

@@ -49,9 +49,22 @@ fn key(dt: DType) -> KernelKey {
     KernelKey::new("embedding", "main", dt, [WG_1D, 1, 1])
 }
 
+fn fourier_key(dt: DType, log: bool) -> KernelKey {
+    key(dt).flag("FOURIER", true).flag("LOG", log)
+}
+
+fn lookup_key(dt: DType) -> KernelKey {
+    key(dt).flag("LOOKUP", true)
+}
+
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt)]
+    vec![
+        key(dt),
+        fourier_key(dt, false),
+        fourier_key(dt, true),
+        lookup_key(dt),
+    ]
 }
 
 /// y [N, dim] = embedding of the f32 timesteps t [N].
@@ -104,5 +117,99 @@ pub fn timestep_embedding(
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
     let binds = vec![t.binding(gpu, OP)?, y.binding(gpu, OP)?];
     rec.dispatch(&key(y.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}
+
+/// Gaussian Fourier features (diffusers `GaussianFourierProjection`): y [N, 2·half] =
+/// [sin(2π·t'·w), cos(2π·t'·w)] (cos first with `flip_sin_to_cos`), t' = ln t when `log`.
+/// t is f32 [N], w [half].
+pub fn fourier_projection(
+    rec: &mut Recorder<'_>,
+    t: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    log: bool,
+    flip_sin_to_cos: bool,
+) -> Result<()> {
+    const OP: &str = "fourier_projection";
+    nonempty(OP, t)?;
+    rank(OP, t, 1, "[N] noise levels")?;
+    rank(OP, y, 2, "[N, 2·embedding_size]")?;
+    dtype_is(OP, t, DType::F32, "noise levels are f32")?;
+    super::same_dtype(OP, y, w)?;
+    let half = w.numel();
+    if y.shape() != [t.shape()[0], 2 * half] {
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {:?}", [t.shape()[0], 2 * half]),
+        ));
+    }
+    let gpu = rec.gpu();
+    let p = Params {
+        n: u32_param(OP, "output elements", y.numel())?,
+        dim: (2 * half) as u32,
+        half: half as u32,
+        flip: flip_sin_to_cos as u32,
+        neg_log_max_period: 0.0,
+        shift: 0.0,
+        scale: 1.0,
+        _p: 0,
+    };
+    let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![
+        t.binding(gpu, OP)?,
+        y.binding(gpu, OP)?,
+        w.binding(gpu, OP)?,
+    ];
+    rec.dispatch(
+        &fourier_key(y.dtype(), log),
+        bytemuck::bytes_of(&p),
+        binds,
+        g,
+    )?;
+    Ok(())
+}
+
+/// Class embedding (`nn.Embedding`): y[n, :] = table[label[n], :]. `labels` is f32 [N] holding
+/// small integers; the caller validates them against the table's rows before writing.
+pub fn embedding_lookup(
+    rec: &mut Recorder<'_>,
+    labels: &Tensor,
+    table: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    const OP: &str = "embedding_lookup";
+    nonempty(OP, labels)?;
+    rank(OP, labels, 1, "[N] class labels")?;
+    rank(OP, table, 2, "[num_embeddings, dim]")?;
+    dtype_is(OP, labels, DType::F32, "labels are stored as f32 integers")?;
+    super::same_dtype(OP, table, y)?;
+    let dim = table.shape()[1];
+    if y.shape() != [labels.shape()[0], dim] {
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {:?}", [labels.shape()[0], dim]),
+        ));
+    }
+    let gpu = rec.gpu();
+    let p = Params {
+        n: u32_param(OP, "output elements", y.numel())?,
+        dim: dim as u32,
+        half: 0,
+        flip: 0,
+        neg_log_max_period: 0.0,
+        shift: 0.0,
+        scale: 0.0,
+        _p: 0,
+    };
+    let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![
+        labels.binding(gpu, OP)?,
+        table.binding(gpu, OP)?,
+        y.binding(gpu, OP)?,
+    ];
+    rec.dispatch(&lookup_key(y.dtype()), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }

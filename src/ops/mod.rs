@@ -12,6 +12,7 @@ pub mod reduce;
 pub mod resample;
 pub mod rng;
 pub mod softmax;
+pub mod transpose;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
@@ -34,6 +35,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(embedding::variants(dt));
         v.extend(reduce::variants(dt));
         v.extend(rng::variants(dt));
+        v.extend(transpose::variants(dt));
     }
     v
 }

@@ -37,6 +37,11 @@ fn open(opts: GpuOptions) -> Gpu {
     gpu
 }
 
+/// A context of the test's own (counters of a shared context move with other tests' work).
+pub fn private_gpu() -> Gpu {
+    open(GpuOptions::default())
+}
+
 /// The default context (native f16 where the adapter has SHADER_F16).
 pub fn gpu() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
