@@ -11,6 +11,8 @@ use diffuse::{DType, Gpu, GpuOptions, Recorder, Tensor};
 use std::time::Instant;
 
 const REPS: usize = 8;
+
+type RecordFn<'a> = Box<dyn Fn(&mut Recorder<'_>) -> diffuse::Result<()> + 'a>;
 const TRIES: usize = 5;
 
 fn time_op(gpu: &Gpu, f: &dyn Fn(&mut Recorder<'_>) -> diffuse::Result<()>) -> f64 {
@@ -131,11 +133,7 @@ fn main() {
         let beta = rand_tensor(&gpu, "beta", &[128], dt);
         let half = rand_tensor(&gpu, "half", &[8, 64, 64, 64], dt);
         let up_in = rand_tensor(&gpu, "up_in", &[8, 128, 32, 32], dt);
-        let mem: Vec<(
-            &str,
-            f64,
-            Box<dyn Fn(&mut Recorder<'_>) -> diffuse::Result<()>>,
-        )> = vec![
+        let mem: Vec<(&str, f64, RecordFn)> = vec![
             (
                 "silu",
                 2.0,

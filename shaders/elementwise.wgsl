@@ -2,10 +2,14 @@
 // One invocation per element; 1-D index spread over a 2-D grid (x * 65535 limit).
 // All arithmetic in f32; storage dtype per the kernel key.
 //
-// Defines: UNARY | BINARY | AXPBY (selects the entry's bindings),
+// Defines: UNARY | BINARY | AXPBY | MODULATE (selects the entry's bindings),
 //   OP = 0 SiLU, 1 GELU (erf), 2 GELU (tanh), 3 clamp(lo, hi), 4 affine alpha*x+beta   (unary)
 //   OP = 0 add, 1 mul                                                                 (binary)
 //   INPLACE (unary: x is overwritten).
+// SAMPLE_DIV: x[i] ← x[i] / t[(base + i) / inner] in place, t f32 [N] (per-sample divide, e.g.
+//   UNet2DModel's Fourier output ÷ noise level).
+// MODULATE: out = a · (1 + t[n, c]) + t[n, C + c] for a [N, C, inner] and t [N, 2C] (diffusers'
+//   ResnetBlock2D with time_embedding_norm="scale_shift"); C = blen.
 
 struct Params {
   n: u32,      // elements in this dispatch (a chunk of the tensor)
@@ -102,5 +106,36 @@ fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let i = flat_index(wid, nwg, lid);
   if (i >= p.n) { return; }
   y_st(i, p.alpha * x_ld(i) + p.beta * y_ld(i));
+}
+#endif
+
+#if MODULATE
+#tensor 1 a read      // [N, C, inner] (chunk)
+#tensor 2 t read      // [N, 2C]: scale then shift per sample
+#tensor 3 out write   // [N, C, inner] (chunk)
+
+@compute @workgroup_size(${WG})
+fn modulate(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+  let nc = (p.base + i) / p.inner;   // n * C + c
+  let n = nc / p.blen;
+  let c = nc % p.blen;
+  let row = n * 2u * p.blen;
+  out_st(i, a_ld(i) * (1.0 + t_ld(row + c)) + t_ld(row + p.blen + c));
+}
+#endif
+
+#if SAMPLE_DIV
+#tensor 1 x rw        // [N, ...] (chunk), divided in place
+#tensor 2 t read f32  // [N] per-sample divisors
+
+@compute @workgroup_size(${WG})
+fn sample_div(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wid, nwg, lid);
+  if (i >= p.n) { return; }
+  x_st(i, x_ld(i) / t_ld((p.base + i) / p.inner));
 }
 #endif

@@ -95,6 +95,48 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file could not be read or is not what it claims to be (corrupt, truncated, bad JSON).
+    #[error("{file}: {reason}")]
+    Load { file: String, reason: String },
+
+    /// A tensor the model needs is not in the checkpoint (or input file).
+    #[error("{file}: missing tensor `{tensor}`")]
+    MissingTensor { file: String, tensor: String },
+
+    /// A checkpoint tensor's shape disagrees with the config.
+    #[error("{file}: tensor `{tensor}` has shape {got:?}, the config implies {want:?}")]
+    TensorShape {
+        file: String,
+        tensor: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+
+    /// A checkpoint tensor's dtype is not supported.
+    #[error("{file}: tensor `{tensor}` has dtype {got}, supported are F32, F16 and BF16{extra}")]
+    TensorDType {
+        file: String,
+        tensor: String,
+        got: String,
+        extra: String,
+    },
+
+    /// The checkpoint holds tensors the config does not account for (a config/weights mismatch).
+    #[error("{file}: {count} tensor(s) not used by the config, e.g. `{first}`")]
+    UnexpectedTensors {
+        file: String,
+        count: usize,
+        first: String,
+    },
+
+    /// A config field is missing, malformed or not supported.
+    #[error("{file}: config field `{field}`: {reason}")]
+    Config {
+        file: String,
+        field: String,
+        reason: String,
+    },
+
     /// Mapping a buffer for readback failed or the device was lost.
     #[error("GPU readback of `{tensor}` failed: {reason}")]
     Readback { tensor: String, reason: String },

@@ -19,6 +19,8 @@
 
 pub mod error;
 pub mod gpu;
+pub mod load;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod selfcheck;

@@ -163,6 +163,31 @@ pub fn binary(
     ))
 }
 
+/// a · (1 + scale) + shift with [scale | shift] = t [N, 2C].
+pub fn modulate(gpu: &Gpu, xs: [usize; 4], dt: DType, seed: u64) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let (n, c, hw) = (xs[0], xs[1], xs[2] * xs[3]);
+    let av = rng.values(n * c * hw, -1.0, 1.0, dt);
+    let tv = rng.values(n * 2 * c, -1.0, 1.0, dt);
+    let a = upload(gpu, "h", &xs, &av, dt)?;
+    let t = upload(gpu, "temb", &[n, 2 * c], &tv, dt)?;
+    let y = Tensor::empty(gpu, "out", &xs, dt)?;
+    gpu.run(|rec| ops::elementwise::modulate(rec, &a, &t, &y))?;
+    let want: Vec<f64> = (0..av.len())
+        .map(|i| {
+            let (nn, cc) = (i / (c * hw), (i / hw) % c);
+            av[i] as f64 * (1.0 + tv[nn * 2 * c + cc] as f64) + tv[nn * 2 * c + c + cc] as f64
+        })
+        .collect();
+    Ok(check(
+        format!("modulate {xs:?} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        2e-6,
+        out_rtol(dt, 2e-6),
+    ))
+}
+
 /// y ← alpha·x + beta·y.
 pub fn axpby(gpu: &Gpu, n: usize, alpha: f32, beta: f32, dt: DType, seed: u64) -> Result<Check> {
     let mut rng = TestRng(seed);

@@ -95,6 +95,55 @@ impl Tensor {
         })
     }
 
+    /// Bytes of storage a tensor of this shape and dtype needs.
+    pub fn bytes_for(shape: &[usize], dtype: DType) -> u64 {
+        storage_bytes(shape.iter().product(), dtype)
+    }
+
+    /// A tensor over an existing pooled buffer (activation planning); errors when it does not fit.
+    pub fn from_allocation(
+        gpu: &Gpu,
+        alloc: Arc<Allocation>,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Err(Error::Empty {
+                op: "allocate",
+                tensor: name.into(),
+                shape: shape.to_vec(),
+            });
+        }
+        let need = storage_bytes(n, dtype);
+        if need > alloc.capacity() {
+            return Err(Error::TooLarge {
+                op: "allocate",
+                what: format!("tensor `{name}` {shape:?} for the given buffer"),
+                got: need,
+                limit: alloc.capacity(),
+            });
+        }
+        let _ = gpu;
+        Ok(Tensor {
+            alloc,
+            shape: shape.to_vec(),
+            dtype,
+            name: name.into(),
+        })
+    }
+
+    /// The pooled buffer behind the tensor.
+    pub fn allocation(&self) -> Arc<Allocation> {
+        self.alloc.clone()
+    }
+
+    /// Capacity of the underlying buffer in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.alloc.capacity()
+    }
+
     /// A tensor filled with zeros.
     pub fn zeros(gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, dtype)?;

@@ -94,6 +94,30 @@ fn axpby() {
 }
 
 #[test]
+fn modulate_scale_shift() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(12);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for xs in [
+                [1, 1, 1, 1],
+                [2, 3, 5, 7],
+                [
+                    rng.range(1, 3),
+                    rng.range(1, 9),
+                    rng.range(1, 9),
+                    rng.range(1, 9),
+                ],
+            ] {
+                checks.push(sc::modulate(gpu, xs, dt, rng.next_u64()).unwrap());
+            }
+        }
+    }
+    checks.push(sc::modulate(common::gpu_small_bindings(), [2, 6, 17, 19], DType::F32, 5).unwrap());
+    assert_checks(&checks);
+}
+
+#[test]
 fn gemm_random_shapes() {
     let mut checks = Vec::new();
     let mut rng = TestRng(4);

@@ -83,6 +83,8 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         v.push(binary_key(op, dt));
     }
     v.push(key("axpby", dt).flag("AXPBY", true));
+    v.push(key("modulate", dt).flag("MODULATE", true));
+    v.push(key("sample_div", dt).flag("SAMPLE_DIV", true));
     v
 }
 
@@ -269,6 +271,76 @@ pub fn axpby(rec: &mut Recorder<'_>, alpha: f32, x: &Tensor, beta: f32, y: &Tens
         p.beta = beta;
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
         rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb, yb], g)?;
+    }
+    Ok(())
+}
+
+/// out = a · (1 + scale) + shift with `t` = [scale | shift] of shape [N, 2C] and a, out
+/// [N, C, ...] (diffusers' `scale_shift` time-embedding norm).
+pub fn modulate(rec: &mut Recorder<'_>, a: &Tensor, t: &Tensor, out: &Tensor) -> Result<()> {
+    const OP: &str = "modulate";
+    nonempty(OP, a)?;
+    same_dtype(OP, a, t)?;
+    same_dtype(OP, a, out)?;
+    same_shape(OP, a, out)?;
+    if a.shape().len() < 2 {
+        return Err(shape_err(OP, a, "expected [N, C, ...]".into()));
+    }
+    let (n, c) = (a.shape()[0], a.shape()[1]);
+    if t.shape() != [n, 2 * c] {
+        return Err(shape_err(
+            OP,
+            t,
+            format!("expected [{n}, {}] (scale and shift per channel)", 2 * c),
+        ));
+    }
+    if out.shares_storage(a) || out.shares_storage(t) {
+        return Err(crate::error::Error::Argument {
+            op: OP,
+            arg: "out",
+            reason: format!("`{}` shares storage with an input", out.name()),
+        });
+    }
+    let inner = a.numel() / (n * c);
+    let gpu = rec.gpu();
+    let k = key("modulate", a.dtype()).flag("MODULATE", true);
+    let tb = t.binding(gpu, OP)?;
+    for ((start, cnt, ab), (_, _, ob)) in a
+        .chunk_bindings(gpu)
+        .into_iter()
+        .zip(out.chunk_bindings(gpu))
+    {
+        let mut p = params(None, cnt, start);
+        p.inner = inner as u32;
+        p.blen = c as u32;
+        let g = grid_1d(gpu, OP, (cnt as u64).div_ceil(WG_1D as u64))?;
+        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![ab, tb.clone(), ob], g)?;
+    }
+    Ok(())
+}
+
+/// x[n, ...] ← x[n, ...] / t[n] in place, with t f32 [N].
+pub fn divide_per_sample(rec: &mut Recorder<'_>, x: &Tensor, t: &Tensor) -> Result<()> {
+    const OP: &str = "divide_per_sample";
+    nonempty(OP, x)?;
+    super::dtype_is(OP, t, DType::F32, "per-sample divisors are f32")?;
+    let n = x.shape()[0];
+    if t.shape() != [n] {
+        return Err(shape_err(
+            OP,
+            t,
+            format!("expected [{n}] (one divisor per sample of `{}`)", x.name()),
+        ));
+    }
+    let inner = x.numel() / n;
+    let gpu = rec.gpu();
+    let k = key("sample_div", x.dtype()).flag("SAMPLE_DIV", true);
+    let tb = t.binding(gpu, OP)?;
+    for (start, cnt, xb) in x.chunk_bindings(gpu) {
+        let mut p = params(None, cnt, start);
+        p.inner = inner as u32;
+        let g = grid_1d(gpu, OP, (cnt as u64).div_ceil(WG_1D as u64))?;
+        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb, tb.clone()], g)?;
     }
     Ok(())
 }

@@ -1,0 +1,448 @@
+//! `config.json` of diffusers' `UNet2DModel`, field names and defaults as in diffusers
+//! (`models/unets/unet_2d.py`). Unknown fields, unsupported values and unsupported block types
+//! are errors naming the field: a checkpoint we cannot run exactly is refused, never run wrong.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// Down block types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownBlock {
+    DownBlock2D,
+    AttnDownBlock2D,
+}
+
+/// Up block types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpBlock {
+    UpBlock2D,
+    AttnUpBlock2D,
+}
+
+/// `time_embedding_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeEmbeddingType {
+    /// Sinusoidal `Timesteps`.
+    Positional,
+    /// `GaussianFourierProjection(scale=16)`, log of the noise level; the output is divided by
+    /// the noise level.
+    Fourier,
+}
+
+/// `class_embed_type` with `num_class_embeds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassEmbedding {
+    /// `nn.Embedding(num_class_embeds, time_embed_dim)` (class_embed_type None).
+    Lookup { num_class_embeds: usize },
+    /// `TimestepEmbedding` of the time projection of the label (class_embed_type "timestep").
+    Timestep,
+}
+
+/// How the resampling in a block is done (`downsample_type` / `upsample_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    /// Strided conv (down) or nearest ×2 then conv (up).
+    Conv,
+    /// A ResnetBlock2D with down=True / up=True (average pool / nearest inside the block).
+    Resnet,
+}
+
+/// The parsed config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UNet2DConfig {
+    pub sample_size: Option<(usize, usize)>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub center_input_sample: bool,
+    pub time_embedding_type: TimeEmbeddingType,
+    pub time_embedding_dim: Option<usize>,
+    pub freq_shift: f64,
+    pub flip_sin_to_cos: bool,
+    pub down_block_types: Vec<DownBlock>,
+    /// `None` when `mid_block_type` is null.
+    pub mid_block: bool,
+    pub up_block_types: Vec<UpBlock>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub mid_block_scale_factor: f64,
+    pub downsample_padding: usize,
+    pub downsample_type: Resample,
+    pub upsample_type: Resample,
+    pub attention_head_dim: Option<usize>,
+    pub norm_num_groups: usize,
+    pub attn_norm_num_groups: Option<usize>,
+    pub norm_eps: f64,
+    /// `resnet_time_scale_shift == "scale_shift"`.
+    pub scale_shift: bool,
+    pub add_attention: bool,
+    pub class_embedding: Option<ClassEmbedding>,
+}
+
+struct Fields<'a> {
+    file: String,
+    obj: &'a serde_json::Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
+        Error::Config {
+            file: self.file.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.obj.get(k).filter(|v| !v.is_null())
+    }
+    fn usize(&self, k: &str, default: usize) -> Result<usize> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}"))),
+        }
+    }
+    fn opt_usize(&self, k: &str) -> Result<Option<usize>> {
+        self.get(k).map(|_| self.usize(k, 0)).transpose()
+    }
+    fn f64(&self, k: &str, default: f64) -> Result<f64> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.err(k, format!("expected a number, got {v}"))),
+        }
+    }
+    fn bool(&self, k: &str, default: bool) -> Result<bool> {
+        match self.get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(k, format!("expected true/false, got {v}"))),
+        }
+    }
+    fn str(&self, k: &str, default: &str) -> Result<String> {
+        match self.get(k) {
+            None => Ok(default.to_string()),
+            Some(v) => v
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.err(k, format!("expected a string, got {v}"))),
+        }
+    }
+    fn strs(&self, k: &str, default: &[&str]) -> Result<Vec<String>> {
+        match self.get(k) {
+            None => Ok(default.iter().map(|s| s.to_string()).collect()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.err(k, "expected strings"))
+                })
+                .collect(),
+            Some(v) => Err(self.err(k, format!("expected a list of strings, got {v}"))),
+        }
+    }
+    fn usizes(&self, k: &str, default: &[usize]) -> Result<Vec<usize>> {
+        match self.get(k) {
+            None => Ok(default.to_vec()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.err(k, "expected integers"))
+                })
+                .collect(),
+            Some(v) => Err(self.err(k, format!("expected a list of integers, got {v}"))),
+        }
+    }
+}
+
+const KNOWN: &[&str] = &[
+    "_class_name",
+    "_diffusers_version",
+    "_name_or_path",
+    "sample_size",
+    "in_channels",
+    "out_channels",
+    "center_input_sample",
+    "time_embedding_type",
+    "time_embedding_dim",
+    "freq_shift",
+    "flip_sin_to_cos",
+    "down_block_types",
+    "mid_block_type",
+    "up_block_types",
+    "block_out_channels",
+    "layers_per_block",
+    "mid_block_scale_factor",
+    "downsample_padding",
+    "downsample_type",
+    "upsample_type",
+    "dropout",
+    "act_fn",
+    "attention_head_dim",
+    "norm_num_groups",
+    "attn_norm_num_groups",
+    "norm_eps",
+    "resnet_time_scale_shift",
+    "add_attention",
+    "class_embed_type",
+    "num_class_embeds",
+    "num_train_timesteps",
+];
+
+impl UNet2DConfig {
+    /// Reads `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v = crate::load::read_json(path)?;
+        Self::from_json(&v, &path.display().to_string())
+    }
+
+    /// Parses a config object; `file` names it in errors.
+    pub fn from_json(v: &Value, file: &str) -> Result<Self> {
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            file: file.into(),
+            field: "(root)".into(),
+            reason: "expected a JSON object".into(),
+        })?;
+        let f = Fields {
+            file: file.into(),
+            obj,
+        };
+        for k in obj.keys() {
+            if !KNOWN.contains(&k.as_str()) {
+                return Err(f.err(
+                    k,
+                    "not a UNet2DModel field this engine knows; refusing to guess",
+                ));
+            }
+        }
+        let class = f.str("_class_name", "UNet2DModel")?;
+        if class != "UNet2DModel" {
+            return Err(f.err(
+                "_class_name",
+                format!("`{class}` is not supported (only UNet2DModel)"),
+            ));
+        }
+        let sample_size = match f.get("sample_size") {
+            None => None,
+            Some(Value::Array(a)) if a.len() == 2 => {
+                let d: Vec<usize> = a
+                    .iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as usize))
+                    .collect();
+                if d.len() != 2 {
+                    return Err(f.err("sample_size", "expected an integer or [height, width]"));
+                }
+                Some((d[0], d[1]))
+            }
+            Some(v) => {
+                let s = v
+                    .as_u64()
+                    .ok_or_else(|| f.err("sample_size", "expected an integer or [height, width]"))?
+                    as usize;
+                Some((s, s))
+            }
+        };
+        let tet = match f.str("time_embedding_type", "positional")?.as_str() {
+            "positional" => TimeEmbeddingType::Positional,
+            "fourier" => TimeEmbeddingType::Fourier,
+            o => {
+                return Err(f.err(
+                    "time_embedding_type",
+                    format!("`{o}` is not supported (positional, fourier)"),
+                ))
+            }
+        };
+        let down_block_types = f
+            .strs(
+                "down_block_types",
+                &[
+                    "DownBlock2D",
+                    "AttnDownBlock2D",
+                    "AttnDownBlock2D",
+                    "AttnDownBlock2D",
+                ],
+            )?
+            .iter()
+            .map(|s| match s.as_str() {
+                "DownBlock2D" => Ok(DownBlock::DownBlock2D),
+                "AttnDownBlock2D" => Ok(DownBlock::AttnDownBlock2D),
+                o => Err(f.err(
+                    "down_block_types",
+                    format!("block type `{o}` is not supported yet"),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let up_block_types = f
+            .strs(
+                "up_block_types",
+                &[
+                    "AttnUpBlock2D",
+                    "AttnUpBlock2D",
+                    "AttnUpBlock2D",
+                    "UpBlock2D",
+                ],
+            )?
+            .iter()
+            .map(|s| match s.as_str() {
+                "UpBlock2D" => Ok(UpBlock::UpBlock2D),
+                "AttnUpBlock2D" => Ok(UpBlock::AttnUpBlock2D),
+                o => Err(f.err(
+                    "up_block_types",
+                    format!("block type `{o}` is not supported yet"),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mid_block = match f.get("mid_block_type") {
+            None if obj.contains_key("mid_block_type") => false,
+            _ => {
+                let m = f.str("mid_block_type", "UNetMidBlock2D")?;
+                if m != "UNetMidBlock2D" {
+                    return Err(f.err(
+                        "mid_block_type",
+                        format!("`{m}` is not supported (UNetMidBlock2D or null)"),
+                    ));
+                }
+                true
+            }
+        };
+        let block_out_channels = f.usizes("block_out_channels", &[224, 448, 672, 896])?;
+        if block_out_channels.len() != down_block_types.len()
+            || up_block_types.len() != down_block_types.len()
+        {
+            return Err(f.err(
+                "block_out_channels",
+                format!(
+                    "{} channels for {} down and {} up blocks; the three must agree",
+                    block_out_channels.len(),
+                    down_block_types.len(),
+                    up_block_types.len()
+                ),
+            ));
+        }
+        if block_out_channels.is_empty() || block_out_channels.contains(&0) {
+            return Err(f.err("block_out_channels", "must be non-empty and positive"));
+        }
+        let resample = |k: &str| -> Result<Resample> {
+            match f.str(k, "conv")?.as_str() {
+                "conv" => Ok(Resample::Conv),
+                "resnet" => Ok(Resample::Resnet),
+                o => Err(f.err(k, format!("`{o}` is not supported (conv, resnet)"))),
+            }
+        };
+        let act = f.str("act_fn", "silu")?;
+        if act != "silu" && act != "swish" {
+            return Err(f.err("act_fn", format!("`{act}` is not supported (silu)")));
+        }
+        let scale_shift = match f.str("resnet_time_scale_shift", "default")?.as_str() {
+            "default" => false,
+            "scale_shift" => true,
+            o => {
+                return Err(f.err(
+                    "resnet_time_scale_shift",
+                    format!("`{o}` is not supported (default, scale_shift)"),
+                ))
+            }
+        };
+        let num_class_embeds = f.opt_usize("num_class_embeds")?;
+        let class_embedding = match (
+            f.get("class_embed_type").and_then(|v| v.as_str()),
+            num_class_embeds,
+        ) {
+            (None, None) => None,
+            (None, Some(n)) if n > 0 => Some(ClassEmbedding::Lookup {
+                num_class_embeds: n,
+            }),
+            (None, Some(_)) => return Err(f.err("num_class_embeds", "must be positive")),
+            (Some("timestep"), _) => Some(ClassEmbedding::Timestep),
+            (Some(o), _) => {
+                return Err(f.err(
+                    "class_embed_type",
+                    format!("`{o}` is not supported (null, timestep)"),
+                ))
+            }
+        };
+        let cfg = UNet2DConfig {
+            sample_size,
+            in_channels: f.usize("in_channels", 3)?,
+            out_channels: f.usize("out_channels", 3)?,
+            center_input_sample: f.bool("center_input_sample", false)?,
+            time_embedding_type: tet,
+            time_embedding_dim: f.opt_usize("time_embedding_dim")?,
+            freq_shift: f.f64("freq_shift", 0.0)?,
+            flip_sin_to_cos: f.bool("flip_sin_to_cos", true)?,
+            down_block_types,
+            mid_block,
+            up_block_types,
+            block_out_channels,
+            layers_per_block: f.usize("layers_per_block", 2)?,
+            mid_block_scale_factor: f.f64("mid_block_scale_factor", 1.0)?,
+            downsample_padding: f.usize("downsample_padding", 1)?,
+            downsample_type: resample("downsample_type")?,
+            upsample_type: resample("upsample_type")?,
+            attention_head_dim: match f.get("attention_head_dim") {
+                None if obj.contains_key("attention_head_dim") => None,
+                _ => Some(f.usize("attention_head_dim", 8)?),
+            },
+            norm_num_groups: f.usize("norm_num_groups", 32)?,
+            attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,
+            norm_eps: f.f64("norm_eps", 1e-5)?,
+            scale_shift,
+            add_attention: f.bool("add_attention", true)?,
+            class_embedding,
+        };
+        if cfg.in_channels == 0 || cfg.out_channels == 0 {
+            return Err(f.err("in_channels", "channel counts must be positive"));
+        }
+        if cfg.layers_per_block == 0 {
+            return Err(f.err("layers_per_block", "must be at least 1"));
+        }
+        if cfg.norm_num_groups == 0 {
+            return Err(f.err("norm_num_groups", "must be positive"));
+        }
+        for &c in &cfg.block_out_channels {
+            if c % cfg.norm_num_groups != 0 {
+                return Err(f.err(
+                    "norm_num_groups",
+                    format!(
+                        "{} groups do not divide block_out_channels entry {c}",
+                        cfg.norm_num_groups
+                    ),
+                ));
+            }
+        }
+        if cfg.norm_eps.is_nan() || cfg.norm_eps <= 0.0 {
+            return Err(f.err("norm_eps", "must be positive"));
+        }
+        if cfg.mid_block_scale_factor == 0.0 {
+            return Err(f.err("mid_block_scale_factor", "must be non-zero"));
+        }
+        Ok(cfg)
+    }
+
+    /// Width of the time embedding (`time_embedding_dim` or 4 × the first block's channels).
+    pub fn time_embed_dim(&self) -> usize {
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels[0] * 4)
+    }
+
+    /// Width of the time projection fed to `time_embedding.linear_1`.
+    pub fn timestep_input_dim(&self) -> usize {
+        match self.time_embedding_type {
+            TimeEmbeddingType::Positional => self.block_out_channels[0],
+            TimeEmbeddingType::Fourier => 2 * self.block_out_channels[0],
+        }
+    }
+
+    /// The head dimension of attention over `channels` (diffusers: `attention_head_dim` or
+    /// the block's channels when null).
+    pub fn head_dim(&self, channels: usize) -> usize {
+        self.attention_head_dim.unwrap_or(channels)
+    }
+}

@@ -1,0 +1,212 @@
+//! `ResnetBlock2D`, `Downsample2D` and `Upsample2D` of diffusers (`models/resnet.py`,
+//! `downsampling.py`, `upsampling.py`), after Ho et al. (DDPM, 2020) and the BigGAN-style
+//! up/down residual blocks of Song et al. (Score SDE, 2021).
+
+use super::layers::{Conv2d, GroupNorm, Linear, Loader};
+use super::Graph;
+use crate::error::Result;
+use crate::ops;
+use crate::ops::conv2d::Conv2dArgs;
+use crate::tensor::Tensor;
+
+/// Resampling inside a residual block (`up=True` / `down=True`, default kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockResample {
+    None,
+    /// 2×2 average pooling of both branches (`Downsample2D(use_conv=False)`).
+    Down,
+    /// Nearest ×2 of both branches (`Upsample2D(use_conv=False)`).
+    Up,
+}
+
+/// Options shared by every residual block of a model.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetOptions {
+    pub groups: usize,
+    pub eps: f64,
+    pub temb_channels: usize,
+    pub scale_shift: bool,
+    pub output_scale_factor: f64,
+}
+
+/// `ResnetBlock2D`: norm1 → SiLU → conv1 → + time projection → norm2 → SiLU → conv2, plus the
+/// (1×1-projected) input, divided by `output_scale_factor`.
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    resample: BlockResample,
+    opts: ResnetOptions,
+    out_channels: usize,
+}
+
+impl ResnetBlock2D {
+    pub fn load(
+        l: &Loader<'_>,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        resample: BlockResample,
+        opts: ResnetOptions,
+    ) -> Result<Self> {
+        let same = Conv2dArgs {
+            stride: 1,
+            padding: 1,
+            extra_end: 0,
+        };
+        let proj = if opts.scale_shift { 2 * cout } else { cout };
+        Ok(ResnetBlock2D {
+            norm1: l.group_norm(&format!("{prefix}.norm1"), cin, opts.groups, opts.eps)?,
+            conv1: l.conv(&format!("{prefix}.conv1"), cin, cout, 3, same)?,
+            time_emb_proj: l.linear(
+                &format!("{prefix}.time_emb_proj"),
+                opts.temb_channels,
+                proj,
+            )?,
+            norm2: l.group_norm(&format!("{prefix}.norm2"), cout, opts.groups, opts.eps)?,
+            conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, same)?,
+            conv_shortcut: if cin != cout {
+                Some(l.conv(
+                    &format!("{prefix}.conv_shortcut"),
+                    cin,
+                    cout,
+                    1,
+                    Conv2dArgs {
+                        stride: 1,
+                        padding: 0,
+                        extra_end: 0,
+                    },
+                )?)
+            } else {
+                None
+            },
+            resample,
+            opts,
+            out_channels: cout,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// `x` is not consumed; `temb_act` is SiLU(time embedding) [N, temb_channels].
+    pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
+        let mut h = self.norm1.forward(g, x, true, "resnet.h")?;
+        let mut input = x.clone();
+        let mut input_owned = false;
+        if self.resample != BlockResample::None {
+            let s = x.shape();
+            let (ho, wo) = match self.resample {
+                BlockResample::Down => (s[2] / 2, s[3] / 2),
+                _ => (s[2] * 2, s[3] * 2),
+            };
+            let resample = |g: &mut Graph<'_>, t: &Tensor, name: &str| -> Result<Tensor> {
+                let y = g.alloc(name, &[s[0], s[1], ho, wo])?;
+                match self.resample {
+                    BlockResample::Down => ops::resample::avg_pool2x(&mut g.rec, t, &y)?,
+                    _ => ops::resample::upsample_nearest(&mut g.rec, t, &y, 2)?,
+                }
+                Ok(y)
+            };
+            input = resample(g, x, "resnet.input")?;
+            input_owned = true;
+            let h2 = resample(g, &h, "resnet.h")?;
+            g.release(h);
+            h = h2;
+        }
+        let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
+        g.release(h);
+        let t = self.time_emb_proj.forward(g, temb_act, "resnet.temb")?;
+        let n = t.shape()[0];
+        let h2 = if self.opts.scale_shift {
+            let normed = self.norm2.forward(g, &h1, false, "resnet.norm2")?;
+            let y = g.alloc("resnet.modulated", normed.shape())?;
+            ops::elementwise::modulate(&mut g.rec, &normed, &t, &y)?;
+            ops::elementwise::unary_inplace(&mut g.rec, ops::elementwise::Unary::Silu, &y)?;
+            g.release(normed);
+            y
+        } else {
+            let t4 = t.reshape(&[n, self.out_channels, 1, 1])?;
+            let with_t = super::layers::add(g, &h1, &t4, "resnet.h_temb")?;
+            let y = self.norm2.forward(g, &with_t, true, "resnet.norm2")?;
+            g.release(with_t);
+            y
+        };
+        g.release(h1);
+        g.release(t);
+        let h3 = self.conv2.forward(g, &h2, "resnet.conv2")?;
+        g.release(h2);
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => {
+                let s = c.forward(g, &input, "resnet.shortcut")?;
+                if input_owned {
+                    g.release(input);
+                }
+                input_owned = true;
+                s
+            }
+            None => input,
+        };
+        let out = super::layers::add(g, &shortcut, &h3, "resnet.out")?;
+        g.release(h3);
+        if input_owned {
+            g.release(shortcut);
+        }
+        super::layers::scale_inplace(g, &out, self.opts.output_scale_factor)?;
+        Ok(out)
+    }
+}
+
+/// `Downsample2D(use_conv=True)`: a 3×3 stride-2 conv; with `padding=0` diffusers first pads
+/// (0, 1, 0, 1).
+pub struct Downsample2D {
+    conv: Conv2d,
+}
+
+impl Downsample2D {
+    pub fn load(l: &Loader<'_>, prefix: &str, channels: usize, padding: usize) -> Result<Self> {
+        let args = Conv2dArgs {
+            stride: 2,
+            padding,
+            extra_end: if padding == 0 { 1 } else { 0 },
+        };
+        Ok(Downsample2D {
+            conv: l.conv(&format!("{prefix}.conv"), channels, channels, 3, args)?,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(g, x, "downsample")
+    }
+}
+
+/// `Upsample2D(use_conv=True)`: nearest ×2 then a 3×3 conv.
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn load(l: &Loader<'_>, prefix: &str, channels: usize) -> Result<Self> {
+        let args = Conv2dArgs {
+            stride: 1,
+            padding: 1,
+            extra_end: 0,
+        };
+        Ok(Upsample2D {
+            conv: l.conv(&format!("{prefix}.conv"), channels, channels, 3, args)?,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor) -> Result<Tensor> {
+        let s = x.shape();
+        let up = g.alloc("upsample.nearest", &[s[0], s[1], 2 * s[2], 2 * s[3]])?;
+        ops::resample::upsample_nearest(&mut g.rec, x, &up, 2)?;
+        let y = self.conv.forward(g, &up, "upsample")?;
+        g.release(up);
+        Ok(y)
+    }
+}
