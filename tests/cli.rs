@@ -1,0 +1,384 @@
+//! The `diffuse` binary: `forward` parity through the CLI, and bad input that must fail with an
+//! error naming the file/tensor/field, a non-zero exit, and no output file.
+
+mod common;
+
+use diffuse::load::{write_f32_tensors, HostTensor, Weights};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// A fresh scratch directory under the target dir.
+fn scratch(tag: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_model(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+fn diffuse(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+        .args(args)
+        .output()
+        .expect("run diffuse");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn forward(model: &Path, input: &Path, t: &str, out: &Path) -> (bool, String) {
+    diffuse(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--timestep",
+        t,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// All tensors of a checkpoint as f32.
+fn read_all(path: &Path) -> Vec<(String, HostTensor)> {
+    let w = Weights::open(path).unwrap();
+    w.names()
+        .into_iter()
+        .map(|n| (n.clone(), w.read_f32(&n, None).unwrap()))
+        .collect()
+}
+
+fn write_all(path: &Path, tensors: &[(String, HostTensor)]) {
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_f32_tensors(path, &refs).unwrap();
+}
+
+/// Runs a forward expected to fail; asserts the message contains every `needles` and that no
+/// output file appeared.
+fn expect_failure(model: &Path, input: &Path, t: &str, needles: &[&str]) {
+    let out = model.parent().unwrap().join("out.safetensors");
+    let _ = std::fs::remove_file(&out);
+    let (ok, err) = forward(model, input, t, &out);
+    assert!(!ok, "expected failure, got success; stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr should mention `{n}`:\n{err}");
+    }
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
+    assert!(
+        !out.exists(),
+        "an output file was written despite the error"
+    );
+}
+
+#[test]
+fn forward_matches_diffusers_through_the_cli() {
+    let dir = golden("unet_no_mid");
+    let s = scratch("ok");
+    let out = s.join("y.safetensors");
+    let (ok, err) = forward(&dir, &dir.join("io.safetensors"), "250", &out);
+    assert!(ok, "{err}");
+    let want = Weights::open(&dir.join("io.safetensors"))
+        .unwrap()
+        .read_f32("output", None)
+        .unwrap();
+    let got = Weights::open(&out)
+        .unwrap()
+        .read_f32("output", Some(&want.shape))
+        .unwrap();
+    let ymax = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * ymax, "max|Δ| {worst} vs max|y| {ymax}");
+    // The same through the f16 path.
+    let (ok, err) = diffuse(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        dir.join("io.safetensors").to_str().unwrap(),
+        "--timestep",
+        "250",
+        "--out",
+        out.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn bad_model_folders_are_refused_by_name() {
+    let src = golden("unet_no_mid");
+    let input = src.join("io.safetensors");
+    let s = scratch("model");
+
+    // Not a model folder.
+    expect_failure(
+        &s.join("nowhere"),
+        &input,
+        "1",
+        &["nowhere", "no such directory"],
+    );
+
+    // Truncated checkpoint.
+    let m = s.join("truncated");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() - 100]).unwrap();
+    expect_failure(
+        &m,
+        &input,
+        "1",
+        &[
+            "diffusion_pytorch_model.safetensors",
+            "not a valid safetensors",
+        ],
+    );
+
+    // Corrupt header.
+    let m = s.join("corrupt");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    bytes[8..16].copy_from_slice(b"garbage!");
+    std::fs::write(&w, &bytes).unwrap();
+    expect_failure(
+        &m,
+        &input,
+        "1",
+        &[
+            "diffusion_pytorch_model.safetensors",
+            "not a valid safetensors",
+        ],
+    );
+
+    // Missing tensor.
+    let m = s.join("missing");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let mut t = read_all(&w);
+    t.retain(|(n, _)| n != "conv_out.bias");
+    write_all(&w, &t);
+    expect_failure(&m, &input, "1", &["missing tensor `conv_out.bias`"]);
+
+    // A tensor the config does not account for.
+    let m = s.join("extra");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let mut t = read_all(&w);
+    t.push((
+        "mystery.weight".into(),
+        HostTensor {
+            shape: vec![2],
+            data: vec![0.0; 2],
+        },
+    ));
+    write_all(&w, &t);
+    expect_failure(
+        &m,
+        &input,
+        "1",
+        &["mystery.weight", "not used by the config"],
+    );
+
+    // Shape that disagrees with the config.
+    let m = s.join("shape");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let mut t = read_all(&w);
+    for (n, ht) in t.iter_mut() {
+        if n == "conv_in.weight" {
+            ht.shape = vec![8, 3, 1, 9];
+        }
+    }
+    write_all(&w, &t);
+    expect_failure(
+        &m,
+        &input,
+        "1",
+        &["conv_in.weight", "[8, 3, 1, 9]", "[8, 3, 3, 3]"],
+    );
+
+    // Unsupported dtype (an integer weight).
+    let m = s.join("dtype");
+    copy_model(&src, &m);
+    let w = m.join("diffusion_pytorch_model.safetensors");
+    let t = read_all(&w);
+    let raw: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> = t
+        .iter()
+        .map(|(n, ht)| {
+            if n == "conv_out.bias" {
+                (
+                    n.clone(),
+                    ht.shape.clone(),
+                    safetensors::Dtype::I32,
+                    vec![0u8; 4 * ht.data.len()],
+                )
+            } else {
+                (
+                    n.clone(),
+                    ht.shape.clone(),
+                    safetensors::Dtype::F32,
+                    ht.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            }
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = raw
+        .iter()
+        .map(|(n, s, d, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&w, safetensors::serialize(views, None).unwrap()).unwrap();
+    expect_failure(&m, &input, "1", &["conv_out.bias", "I32"]);
+
+    // Config: unknown field, unsupported block type, invalid JSON.
+    for (tag, edit, needle) in [
+        ("field", r#""sample_size": 8,"#, "frobnication"),
+        ("block", r#""DownBlock2D""#, "CrossAttnDownBlock2D"),
+        ("json", r#"{"#, "invalid JSON"),
+    ] {
+        let m = s.join(format!("config-{tag}"));
+        copy_model(&src, &m);
+        let c = m.join("config.json");
+        let text = std::fs::read_to_string(&c).unwrap();
+        let text = match tag {
+            "field" => text.replacen(edit, r#""sample_size": 8, "frobnication": 3,"#, 1),
+            "block" => text.replacen(edit, r#""CrossAttnDownBlock2D""#, 1),
+            _ => text.replacen(edit, "", 1),
+        };
+        std::fs::write(&c, text).unwrap();
+        expect_failure(&m, &input, "1", &["config.json", needle]);
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_by_name() {
+    let src = golden("unet_no_mid");
+    let s = scratch("input");
+    let io = read_all(&src.join("io.safetensors"));
+    let sample = io.iter().find(|(n, _)| n == "sample").unwrap().1.clone();
+
+    // Wrong channel count.
+    let p = s.join("channels.safetensors");
+    write_all(
+        &p,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![1, 2, 8, 8],
+                data: vec![0.0; 128],
+            },
+        )],
+    );
+    expect_failure(
+        &src,
+        &p,
+        "1",
+        &["channels.safetensors", "2 channels", "in_channels is 3"],
+    );
+
+    // A size the UNet cannot take (8 levels of halving are not available at 7×7).
+    let p = s.join("size.safetensors");
+    write_all(
+        &p,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![1, 3, 7, 7],
+                data: vec![0.0; 147],
+            },
+        )],
+    );
+    expect_failure(&src, &p, "1", &["7×7", "multiples of 2"]);
+
+    // Missing `sample`, wrong rank, NaN, bad timestep.
+    let p = s.join("nosample.safetensors");
+    write_all(&p, &[("x".into(), sample.clone())]);
+    expect_failure(&src, &p, "1", &["missing tensor `sample`"]);
+    let p = s.join("rank.safetensors");
+    write_all(
+        &p,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![3, 64],
+                data: vec![0.0; 192],
+            },
+        )],
+    );
+    expect_failure(&src, &p, "1", &["`sample` has shape [3, 64]"]);
+    let p = s.join("nan.safetensors");
+    let mut bad = sample.clone();
+    bad.data[5] = f32::NAN;
+    write_all(&p, &[("sample".into(), bad)]);
+    expect_failure(&src, &p, "1", &["non-finite", "index 5"]);
+    expect_failure(&src, &src.join("io.safetensors"), "nan", &["--timestep"]);
+
+    // Class-conditional model: labels missing, or out of range.
+    let cc = golden("unet_class_cond");
+    let cio = read_all(&cc.join("io.safetensors"));
+    let cs = cio.iter().find(|(n, _)| n == "sample").unwrap().1.clone();
+    let p = s.join("nolabels.safetensors");
+    write_all(&p, &[("sample".into(), cs.clone())]);
+    expect_failure(&cc, &p, "1", &["class_labels"]);
+    let p = s.join("labels.safetensors");
+    let sbytes: Vec<u8> = cs.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let lbytes: Vec<u8> = [0i64, 12, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        (
+            "sample".to_string(),
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                cs.shape.clone(),
+                &sbytes,
+            )
+            .unwrap(),
+        ),
+        (
+            "class_labels".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![3], &lbytes)
+                .unwrap(),
+        ),
+    ];
+    std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+    expect_failure(&cc, &p, "1", &["label 12", "0..10"]);
+}
+
+#[test]
+fn an_existing_output_survives_a_failed_run() {
+    let src = golden("unet_no_mid");
+    let s = scratch("keep");
+    let out = s.join("out.safetensors");
+    std::fs::write(&out, b"previous result").unwrap();
+    let (ok, _) = forward(&src, &s.join("missing-input.safetensors"), "1", &out);
+    assert!(!ok);
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous result");
+}
