@@ -256,6 +256,45 @@ pub fn fourier_projection(t: &[f64], w: &[f64], log: bool, flip: bool) -> Vec<f6
     y
 }
 
+/// upfirdn2d over [planes, H, W] with explicit zero-insertion, padding and true convolution.
+pub fn upfirdn2d(
+    x: &[f64],
+    planes: usize,
+    h: usize,
+    w: usize,
+    k: &[Vec<f64>],
+    up: usize,
+    down: usize,
+    pad0: usize,
+    pad1: usize,
+) -> (Vec<f64>, usize, usize) {
+    let (kh, kw) = (k.len(), k[0].len());
+    let (hu, wu) = (h * up + pad0 + pad1, w * up + pad0 + pad1);
+    let (ho, wo) = ((hu - kh) / down + 1, (wu - kw) / down + 1);
+    let mut y = Vec::with_capacity(planes * ho * wo);
+    for p in 0..planes {
+        // The upsampled, padded plane.
+        let mut u = vec![0.0; hu * wu];
+        for iy in 0..h {
+            for ix in 0..w {
+                u[(iy * up + pad0) * wu + ix * up + pad0] = x[(p * h + iy) * w + ix];
+            }
+        }
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut s = 0.0;
+                for a in 0..kh {
+                    for b in 0..kw {
+                        s += k[kh - 1 - a][kw - 1 - b] * u[(oy * down + a) * wu + ox * down + b];
+                    }
+                }
+                y.push(s);
+            }
+        }
+    }
+    (y, ho, wo)
+}
+
 /// Batched transpose [B, R, C] → [B, C, R].
 pub fn transpose(x: &[f64], b: usize, rows: usize, cols: usize) -> Vec<f64> {
     let mut y = vec![0.0; x.len()];

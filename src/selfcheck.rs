@@ -8,7 +8,7 @@
 //! Vulkan lets f32→f16 conversion truncate, lavapipe does, so up to 1 ulp = 2⁻¹⁰ relative):
 //! element-wise 2e-6 abs/rel; GEMM and conv 1e-6 + 5e-7·K abs (K = reduction length);
 //! GroupNorm 2e-5; softmax 1e-6 + 1e-5 rel; upsampling and concat exact, pooling 1e-7 (f32); embedding
-//! and Fourier features 2e-6 + 3e-7·max|arg|; lookup and transpose exact; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
+//! and Fourier features 2e-6 + 3e-7·max|arg|; lookup and transpose exact; FIR 1e-6; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
 //! the same Philox words.
 
 use crate::error::Result;
@@ -546,6 +546,39 @@ pub fn lookup(gpu: &Gpu, n: usize, rows: usize, dim: usize, dt: DType, seed: u64
     ))
 }
 
+/// FIR resampling (NCSN++'s [1, 3, 3, 1] kernel or another 1-D kernel) up or down by 2.
+pub fn fir(gpu: &Gpu, xs: [usize; 4], k1: &[f64], up: bool, dt: DType, seed: u64) -> Result<Check> {
+    use ops::fir::{make_kernel, UpFirDn};
+    let mut rng = TestRng(seed);
+    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
+    let x = upload(gpu, "skip_sample", &xs, &xv, dt)?;
+    let (k, g) = if up {
+        (make_kernel(k1, 4.0), UpFirDn::upsample(k1.len(), 2))
+    } else {
+        (make_kernel(k1, 1.0), UpFirDn::downsample(k1.len(), 2))
+    };
+    let (want, ho, wo) = r::upfirdn2d(
+        &widen(&xv),
+        xs[0] * xs[1],
+        xs[2],
+        xs[3],
+        &k,
+        g.up,
+        g.down,
+        g.pad0,
+        g.pad1,
+    );
+    let y = Tensor::empty(gpu, "y", &[xs[0], xs[1], ho, wo], dt)?;
+    gpu.run(|rec| ops::fir::upfirdn2d(rec, &x, &y, &k, g))?;
+    Ok(check(
+        format!("fir {xs:?} k={k1:?} up={up} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        1e-6,
+        out_rtol(dt, 1e-6),
+    ))
+}
+
 /// Batched transpose of x [b, rows, cols].
 pub fn transpose(
     gpu: &Gpu,
@@ -661,6 +694,15 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
         out.push(fourier(gpu, 3, 16, true, false, dt, 16)?);
         out.push(lookup(gpu, 5, 10, 24, dt, 17)?);
         out.push(transpose(gpu, 2, 9, 13, dt, 18)?);
+        out.push(fir(gpu, [1, 3, 8, 8], &[1.0, 3.0, 3.0, 1.0], true, dt, 19)?);
+        out.push(fir(
+            gpu,
+            [1, 3, 8, 8],
+            &[1.0, 3.0, 3.0, 1.0],
+            false,
+            dt,
+            20,
+        )?);
         out.push(rng_normal(
             gpu,
             4096,

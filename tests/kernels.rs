@@ -431,3 +431,34 @@ fn fourier_lookup_transpose() {
     }
     assert_checks(&checks);
 }
+
+#[test]
+fn fir_resampling() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(13);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for k in [
+                vec![1.0, 3.0, 3.0, 1.0],
+                vec![1.0, 1.0],
+                vec![1.0, 2.0, 1.0],
+            ] {
+                for up in [true, false] {
+                    let h = 2 * rng.range(1, 6);
+                    checks.push(
+                        sc::fir(
+                            gpu,
+                            [rng.range(1, 2), rng.range(1, 4), h, 2 * rng.range(1, 6)],
+                            &k,
+                            up,
+                            dt,
+                            rng.next_u64(),
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}

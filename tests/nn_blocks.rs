@@ -120,6 +120,18 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64) {
 }
 
 fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResample, seed: u64) {
+    resnet_case_full(cin, cout, scale_shift, resample, 2, false, seed)
+}
+
+fn resnet_case_full(
+    cin: usize,
+    cout: usize,
+    scale_shift: bool,
+    resample: BlockResample,
+    groups_out: usize,
+    force: bool,
+    seed: u64,
+) {
     let (n, h, w, groups, tc) = (2, 6, 6, 2, 12);
     let mut p = Params::new(seed);
     let (g1, b1) = p.norm("r.norm1", cin);
@@ -128,7 +140,7 @@ fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResamp
     let (tw, tb) = p.linear("r.time_emb_proj", tc, proj);
     let (g2, b2) = p.norm("r.norm2", cout);
     let (c2w, c2b) = p.conv("r.conv2", cout, cout, 3);
-    let short = (cin != cout).then(|| p.conv("r.conv_shortcut", cin, cout, 1));
+    let short = (cin != cout || force).then(|| p.conv("r.conv_shortcut", cin, cout, 1));
     let weights = p.write(&format!("resnet{seed}"));
     let mut rng = TestRng(seed + 100);
     let x = rng.values(n * cin * h * w, -1.0, 1.0, DType::F32);
@@ -156,6 +168,28 @@ fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResamp
             input = r::upsample_nearest(&input, n * cin, h, w, 2);
             (ho, wo) = (2 * h, 2 * w);
         }
+        BlockResample::FirDown | BlockResample::FirUp => {
+            use diffuse::ops::fir::{make_kernel, UpFirDn};
+            let up = resample == BlockResample::FirUp;
+            let (k, geo) = if up {
+                (
+                    make_kernel(&[1.0, 3.0, 3.0, 1.0], 4.0),
+                    UpFirDn::upsample(4, 2),
+                )
+            } else {
+                (
+                    make_kernel(&[1.0, 3.0, 3.0, 1.0], 1.0),
+                    UpFirDn::downsample(4, 2),
+                )
+            };
+            let f = |v: &[f64]| {
+                r::upfirdn2d(v, n * cin, h, w, &k, geo.up, geo.down, geo.pad0, geo.pad1)
+            };
+            let (a, hh2, ww2) = f(&hh);
+            hh = a;
+            input = f(&input).0;
+            (ho, wo) = (hh2, ww2);
+        }
         BlockResample::None => {}
     }
     let (h1, _) = r::conv2d(
@@ -169,7 +203,7 @@ fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResamp
     let t = linear_ref(&ta, n, &tw, &tb, tc, proj);
     let hw = ho * wo;
     let h2 = if scale_shift {
-        let nrm = r::group_norm(&h1, n, cout, hw, &g2, &b2, groups, 1e-6, false);
+        let nrm = r::group_norm(&h1, n, cout, hw, &g2, &b2, groups_out, 1e-6, false);
         let m: Vec<f64> = (0..nrm.len())
             .map(|i| {
                 let (b, c) = (i / (cout * hw), (i / hw) % cout);
@@ -179,7 +213,7 @@ fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResamp
         silu(&m)
     } else {
         let with_t: Vec<f64> = (0..h1.len()).map(|i| h1[i] + t[i / hw]).collect();
-        r::group_norm(&with_t, n, cout, hw, &g2, &b2, groups, 1e-6, true)
+        r::group_norm(&with_t, n, cout, hw, &g2, &b2, groups_out, 1e-6, true)
     };
     let (h3, _) = r::conv2d(
         &h2,
@@ -219,6 +253,8 @@ fn resnet_case(cin: usize, cout: usize, scale_shift: bool, resample: BlockResamp
         };
         let opts = ResnetOptions {
             groups,
+            groups_out,
+            force_shortcut: force,
             eps: 1e-6,
             temb_channels: tc,
             scale_shift,
@@ -244,6 +280,10 @@ fn resnet_block_matches_cpu_reference() {
     resnet_case(6, 4, true, BlockResample::None, 3);
     resnet_case(4, 4, false, BlockResample::Down, 4);
     resnet_case(4, 4, true, BlockResample::Up, 5);
+    // NCSN++ variants: norm2 with its own groups, forced 1×1 shortcut, FIR resampling.
+    resnet_case_full(4, 4, false, BlockResample::FirDown, 4, true, 6);
+    resnet_case_full(4, 4, true, BlockResample::FirUp, 1, true, 7);
+    resnet_case_full(6, 4, false, BlockResample::None, 4, false, 8);
 }
 
 fn attention_case(c: usize, dim_head: usize, groups: Option<usize>, seed: u64) {

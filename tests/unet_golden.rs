@@ -65,6 +65,8 @@ const CASES: &[&str] = &[
     "unet_resnet_resample",
     "unet_no_mid",
     "unet_fourier",
+    "unet_ncsnpp_like",
+    "unet_skip_attn_last",
 ];
 
 #[test]

@@ -86,6 +86,31 @@ CASES = {
         ),
         shape=(2, 3, 8, 8), timestep=[0.01, 35.0], dtype="F32",
     ),
+    # NCSN++ in miniature (google/ncsnpp-*): skip blocks with FIR resampling and the image
+    # skip path, norm_num_groups null, Fourier embedding, mid-block scale √2.
+    "unet_ncsnpp_like": dict(
+        config=dict(
+            sample_size=16, in_channels=3, out_channels=3,
+            block_out_channels=[32, 32, 64], layers_per_block=1,
+            down_block_types=["SkipDownBlock2D", "AttnSkipDownBlock2D", "SkipDownBlock2D"],
+            up_block_types=["SkipUpBlock2D", "AttnSkipUpBlock2D", "SkipUpBlock2D"],
+            time_embedding_type="fourier", norm_num_groups=None, norm_eps=1e-6,
+            mid_block_scale_factor=1.41421356237, attention_head_dim=16, flip_sin_to_cos=True,
+        ),
+        shape=(2, 3, 16, 16), timestep=[0.05, 20.0], dtype="F32",
+    ),
+    # Skip blocks with attention at the lowest level (no downsampler there), positional
+    # embedding and scale_shift.
+    "unet_skip_attn_last": dict(
+        config=dict(
+            sample_size=8, in_channels=3, out_channels=3,
+            block_out_channels=[32, 32], layers_per_block=2,
+            down_block_types=["SkipDownBlock2D", "AttnSkipDownBlock2D"],
+            up_block_types=["AttnSkipUpBlock2D", "SkipUpBlock2D"],
+            norm_num_groups=None, resnet_time_scale_shift="scale_shift", attention_head_dim=8,
+        ),
+        shape=(2, 3, 8, 8), timestep=[7.0, 901.0], dtype="F32",
+    ),
 }
 
 

@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("resample", include_str!("../../shaders/resample.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),
+    ("fir", include_str!("../../shaders/fir.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),

@@ -11,6 +11,24 @@ use std::path::Path;
 pub enum DownBlock {
     DownBlock2D,
     AttnDownBlock2D,
+    /// NCSN++ block: FIR-downsampling residual block and a skip path from the input image.
+    SkipDownBlock2D,
+    AttnSkipDownBlock2D,
+}
+
+impl DownBlock {
+    pub fn has_attention(self) -> bool {
+        matches!(
+            self,
+            DownBlock::AttnDownBlock2D | DownBlock::AttnSkipDownBlock2D
+        )
+    }
+    pub fn is_skip(self) -> bool {
+        matches!(
+            self,
+            DownBlock::SkipDownBlock2D | DownBlock::AttnSkipDownBlock2D
+        )
+    }
 }
 
 /// Up block types.
@@ -18,6 +36,18 @@ pub enum DownBlock {
 pub enum UpBlock {
     UpBlock2D,
     AttnUpBlock2D,
+    /// NCSN++ block: FIR-upsampling residual block and a skip path to the output image.
+    SkipUpBlock2D,
+    AttnSkipUpBlock2D,
+}
+
+impl UpBlock {
+    pub fn has_attention(self) -> bool {
+        matches!(self, UpBlock::AttnUpBlock2D | UpBlock::AttnSkipUpBlock2D)
+    }
+    pub fn is_skip(self) -> bool {
+        matches!(self, UpBlock::SkipUpBlock2D | UpBlock::AttnSkipUpBlock2D)
+    }
 }
 
 /// `time_embedding_type`.
@@ -70,7 +100,8 @@ pub struct UNet2DConfig {
     pub downsample_type: Resample,
     pub upsample_type: Resample,
     pub attention_head_dim: Option<usize>,
-    pub norm_num_groups: usize,
+    /// `None` (null in the config): per-layer min(channels / 4, 32), as NCSN++ configs use.
+    pub norm_num_groups: Option<usize>,
     pub attn_norm_num_groups: Option<usize>,
     pub norm_eps: f64,
     /// `resnet_time_scale_shift == "scale_shift"`.
@@ -273,6 +304,8 @@ impl UNet2DConfig {
             .map(|s| match s.as_str() {
                 "DownBlock2D" => Ok(DownBlock::DownBlock2D),
                 "AttnDownBlock2D" => Ok(DownBlock::AttnDownBlock2D),
+                "SkipDownBlock2D" => Ok(DownBlock::SkipDownBlock2D),
+                "AttnSkipDownBlock2D" => Ok(DownBlock::AttnSkipDownBlock2D),
                 o => Err(f.err(
                     "down_block_types",
                     format!("block type `{o}` is not supported yet"),
@@ -293,6 +326,8 @@ impl UNet2DConfig {
             .map(|s| match s.as_str() {
                 "UpBlock2D" => Ok(UpBlock::UpBlock2D),
                 "AttnUpBlock2D" => Ok(UpBlock::AttnUpBlock2D),
+                "SkipUpBlock2D" => Ok(UpBlock::SkipUpBlock2D),
+                "AttnSkipUpBlock2D" => Ok(UpBlock::AttnSkipUpBlock2D),
                 o => Err(f.err(
                     "up_block_types",
                     format!("block type `{o}` is not supported yet"),
@@ -390,7 +425,10 @@ impl UNet2DConfig {
                 None if obj.contains_key("attention_head_dim") => None,
                 _ => Some(f.usize("attention_head_dim", 8)?),
             },
-            norm_num_groups: f.usize("norm_num_groups", 32)?,
+            norm_num_groups: match f.get("norm_num_groups") {
+                None if obj.contains_key("norm_num_groups") => None,
+                _ => Some(f.usize("norm_num_groups", 32)?),
+            },
             attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,
             norm_eps: f.f64("norm_eps", 1e-5)?,
             scale_shift,
@@ -403,19 +441,34 @@ impl UNet2DConfig {
         if cfg.layers_per_block == 0 {
             return Err(f.err("layers_per_block", "must be at least 1"));
         }
-        if cfg.norm_num_groups == 0 {
-            return Err(f.err("norm_num_groups", "must be positive"));
-        }
-        for &c in &cfg.block_out_channels {
-            if c % cfg.norm_num_groups != 0 {
-                return Err(f.err(
-                    "norm_num_groups",
-                    format!(
-                        "{} groups do not divide block_out_channels entry {c}",
-                        cfg.norm_num_groups
-                    ),
-                ));
+        if let Some(g) = cfg.norm_num_groups {
+            if g == 0 {
+                return Err(f.err("norm_num_groups", "must be positive"));
             }
+            for &c in &cfg.block_out_channels {
+                if c % g != 0 {
+                    return Err(f.err(
+                        "norm_num_groups",
+                        format!("{g} groups do not divide block_out_channels entry {c}"),
+                    ));
+                }
+            }
+        }
+        let skip = cfg.down_block_types.iter().any(|b| b.is_skip())
+            || cfg.up_block_types.iter().any(|b| b.is_skip());
+        if skip && (cfg.in_channels != 3 || cfg.out_channels != 3) {
+            return Err(f.err(
+                "in_channels",
+                "Skip*Block2D types hard-wire 3 image channels in diffusers; in_channels and out_channels must be 3",
+            ));
+        }
+        let plain = cfg.down_block_types.iter().any(|b| !b.is_skip())
+            || cfg.up_block_types.iter().any(|b| !b.is_skip());
+        if plain && cfg.norm_num_groups.is_none() {
+            return Err(f.err(
+                "norm_num_groups",
+                "null is only supported with Skip*Block2D blocks (as in diffusers)",
+            ));
         }
         if cfg.norm_eps.is_nan() || cfg.norm_eps <= 0.0 {
             return Err(f.err("norm_eps", "must be positive"));
@@ -438,6 +491,12 @@ impl UNet2DConfig {
             TimeEmbeddingType::Positional => self.block_out_channels[0],
             TimeEmbeddingType::Fourier => 2 * self.block_out_channels[0],
         }
+    }
+
+    /// Groups of a GroupNorm over `channels` where the config's `norm_num_groups` applies:
+    /// the configured value, or min(channels / 4, 32) when it is null.
+    pub fn groups_for(&self, channels: usize) -> usize {
+        self.norm_num_groups.unwrap_or((channels / 4).clamp(1, 32))
     }
 
     /// The head dimension of attention over `channels` (diffusers: `attention_head_dim` or

@@ -17,12 +17,39 @@ pub enum BlockResample {
     Down,
     /// Nearest ×2 of both branches (`Upsample2D(use_conv=False)`).
     Up,
+    /// FIR [1, 3, 3, 1] downsampling of both branches (`kernel="fir"`, NCSN++).
+    FirDown,
+    /// FIR [1, 3, 3, 1] upsampling of both branches (`kernel="fir"`, NCSN++).
+    FirUp,
+}
+
+/// NCSN++'s resampling filter.
+pub const FIR_KERNEL: [f64; 4] = [1.0, 3.0, 3.0, 1.0];
+
+/// Records FIR resampling by 2 of x (`up` or down) into a new activation.
+pub fn fir_resample(g: &mut Graph<'_>, x: &Tensor, up: bool, name: &str) -> Result<Tensor> {
+    use crate::ops::fir::{make_kernel, upfirdn2d, UpFirDn};
+    let (k, geo) = if up {
+        (make_kernel(&FIR_KERNEL, 4.0), UpFirDn::upsample(4, 2))
+    } else {
+        (make_kernel(&FIR_KERNEL, 1.0), UpFirDn::downsample(4, 2))
+    };
+    let s = x.shape();
+    let (ho, wo) = geo.output(s[2], s[3], 4, 4).unwrap_or((0, 0));
+    let y = g.alloc(name, &[s[0], s[1], ho, wo])?;
+    upfirdn2d(&mut g.rec, x, &y, &k, geo)?;
+    Ok(y)
 }
 
 /// Options shared by every residual block of a model.
 #[derive(Debug, Clone, Copy)]
 pub struct ResnetOptions {
+    /// Groups of norm1.
     pub groups: usize,
+    /// Groups of norm2 (diffusers' `groups_out`; equal to `groups` unless a block sets it).
+    pub groups_out: usize,
+    /// `use_in_shortcut=True`: a 1×1 shortcut conv even when the channel count is unchanged.
+    pub force_shortcut: bool,
     pub eps: f64,
     pub temb_channels: usize,
     pub scale_shift: bool,
@@ -66,9 +93,9 @@ impl ResnetBlock2D {
                 opts.temb_channels,
                 proj,
             )?,
-            norm2: l.group_norm(&format!("{prefix}.norm2"), cout, opts.groups, opts.eps)?,
+            norm2: l.group_norm(&format!("{prefix}.norm2"), cout, opts.groups_out, opts.eps)?,
             conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, same)?,
-            conv_shortcut: if cin != cout {
+            conv_shortcut: if cin != cout || opts.force_shortcut {
                 Some(l.conv(
                     &format!("{prefix}.conv_shortcut"),
                     cin,
@@ -98,7 +125,14 @@ impl ResnetBlock2D {
         let mut h = self.norm1.forward(g, x, true, "resnet.h")?;
         let mut input = x.clone();
         let mut input_owned = false;
-        if self.resample != BlockResample::None {
+        if matches!(self.resample, BlockResample::FirDown | BlockResample::FirUp) {
+            let up = self.resample == BlockResample::FirUp;
+            input = fir_resample(g, x, up, "resnet.input")?;
+            input_owned = true;
+            let h2 = fir_resample(g, &h, up, "resnet.h")?;
+            g.release(h);
+            h = h2;
+        } else if self.resample != BlockResample::None {
             let s = x.shape();
             let (ho, wo) = match self.resample {
                 BlockResample::Down => (s[2] / 2, s[3] / 2),

@@ -2,11 +2,13 @@
 //! Score SDE 2021): loaded from an unmodified diffusers folder, its forward recorded once per
 //! (batch, height, width) as a [`UNetForward`] and replayed with only the inputs changing.
 
-use super::config::{TimeEmbeddingType, UNet2DConfig, UpBlock as UpKind};
+use super::config::{TimeEmbeddingType, UNet2DConfig};
 use super::embeddings::Conditioning;
 use super::layers::{Conv2d, GroupNorm, Loader};
 use super::resnet::ResnetOptions;
-use super::unet_2d_blocks::{AttnOptions, DownBlock, MidBlock, UpBlock};
+use super::unet_2d_blocks::{
+    AttnOptions, DownBlock, MidBlock, SkipDownBlock, SkipOptions, SkipUpBlock, UpBlock,
+};
 use super::Graph;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recording};
@@ -16,15 +18,25 @@ use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
 
+enum Down {
+    Plain(DownBlock),
+    Skip(SkipDownBlock),
+}
+
+enum Up {
+    Plain(UpBlock),
+    Skip(SkipUpBlock),
+}
+
 /// A loaded UNet2DModel: config plus weights on the GPU.
 pub struct UNet2DModel {
     pub config: UNet2DConfig,
     pub dtype: DType,
     conditioning: Conditioning,
     conv_in: Conv2d,
-    down: Vec<DownBlock>,
+    down: Vec<Down>,
     mid: Option<MidBlock>,
-    up: Vec<UpBlock>,
+    up: Vec<Up>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -54,8 +66,11 @@ impl UNet2DModel {
             padding: 1,
             extra_end: 0,
         };
+        let plain_groups = cfg.norm_num_groups.unwrap_or(1);
         let opts = ResnetOptions {
-            groups: cfg.norm_num_groups,
+            groups: plain_groups,
+            groups_out: plain_groups,
+            force_shortcut: false,
             eps: cfg.norm_eps,
             temb_channels: cfg.time_embed_dim(),
             scale_shift: cfg.scale_shift,
@@ -70,19 +85,38 @@ impl UNet2DModel {
             let cin = cout;
             cout = boc[i];
             let last = i == nblocks - 1;
-            let attn =
-                (*kind == super::config::DownBlock::AttnDownBlock2D).then_some(AttnOptions {
-                    dim_head: cfg.head_dim(cout),
-                    groups: Some(cfg.norm_num_groups),
+            if kind.is_skip() {
+                let so = SkipOptions {
                     eps: cfg.norm_eps,
-                });
+                    temb_channels: cfg.time_embed_dim(),
+                    scale_shift: cfg.scale_shift,
+                    dim_head: kind.has_attention().then(|| cfg.head_dim(cout)),
+                };
+                let b = SkipDownBlock::load(
+                    &l,
+                    &format!("down_blocks.{i}"),
+                    cin,
+                    cout,
+                    cfg.layers_per_block,
+                    !last,
+                    so,
+                )?;
+                down.push(Down::Skip(b));
+                continue;
+            }
+            let attn = kind.has_attention().then_some(AttnOptions {
+                dim_head: cfg.head_dim(cout),
+                groups: Some(plain_groups),
+                eps: cfg.norm_eps,
+            });
             // DownBlock2D always downsamples by conv; AttnDownBlock2D by `downsample_type`.
-            let resample = match kind {
-                super::config::DownBlock::DownBlock2D => super::config::Resample::Conv,
-                super::config::DownBlock::AttnDownBlock2D => cfg.downsample_type,
+            let resample = if kind.has_attention() {
+                cfg.downsample_type
+            } else {
+                super::config::Resample::Conv
             };
             let d = (!last).then_some((resample, cfg.downsample_padding));
-            down.push(DownBlock::load(
+            let b = DownBlock::load(
                 &l,
                 &format!("down_blocks.{i}"),
                 cin,
@@ -91,13 +125,15 @@ impl UNet2DModel {
                 attn,
                 d,
                 opts,
-            )?);
+            )?;
+            down.push(Down::Plain(b));
         }
         let c_last = boc[nblocks - 1];
         let mid = if cfg.mid_block {
+            let mg = cfg.groups_for(c_last);
             let groups = cfg
                 .attn_norm_num_groups
-                .or((!cfg.scale_shift).then_some(cfg.norm_num_groups));
+                .or((!cfg.scale_shift).then_some(mg));
             let attn = cfg.add_attention.then_some(AttnOptions {
                 dim_head: cfg.head_dim(c_last),
                 groups,
@@ -105,6 +141,8 @@ impl UNet2DModel {
             });
             let mid_opts = ResnetOptions {
                 output_scale_factor: cfg.mid_block_scale_factor,
+                groups: mg,
+                groups_out: mg,
                 ..opts
             };
             Some(MidBlock::load(&l, c_last, attn, mid_opts)?)
@@ -119,17 +157,38 @@ impl UNet2DModel {
             out_c = rev[i];
             let cin = rev[(i + 1).min(nblocks - 1)];
             let last = i == nblocks - 1;
-            let attn = (*kind == UpKind::AttnUpBlock2D).then_some(AttnOptions {
+            if kind.is_skip() {
+                let so = SkipOptions {
+                    eps: cfg.norm_eps,
+                    temb_channels: cfg.time_embed_dim(),
+                    scale_shift: cfg.scale_shift,
+                    dim_head: kind.has_attention().then(|| cfg.head_dim(out_c)),
+                };
+                let b = SkipUpBlock::load(
+                    &l,
+                    &format!("up_blocks.{i}"),
+                    cin,
+                    out_c,
+                    prev,
+                    cfg.layers_per_block + 1,
+                    !last,
+                    so,
+                )?;
+                up.push(Up::Skip(b));
+                continue;
+            }
+            let attn = kind.has_attention().then_some(AttnOptions {
                 dim_head: cfg.head_dim(out_c),
-                groups: Some(cfg.norm_num_groups),
+                groups: Some(plain_groups),
                 eps: cfg.norm_eps,
             });
-            let resample = match kind {
-                UpKind::UpBlock2D => super::config::Resample::Conv,
-                UpKind::AttnUpBlock2D => cfg.upsample_type,
+            let resample = if kind.has_attention() {
+                cfg.upsample_type
+            } else {
+                super::config::Resample::Conv
             };
             let u = (!last).then_some(resample);
-            up.push(UpBlock::load(
+            up.push(Up::Plain(UpBlock::load(
                 &l,
                 &format!("up_blocks.{i}"),
                 cin,
@@ -139,10 +198,14 @@ impl UNet2DModel {
                 attn,
                 u,
                 opts,
-            )?);
+            )?));
         }
-        let conv_norm_out =
-            l.group_norm("conv_norm_out", boc[0], cfg.norm_num_groups, cfg.norm_eps)?;
+        let conv_norm_out = l.group_norm(
+            "conv_norm_out",
+            boc[0],
+            cfg.groups_for(boc[0]),
+            cfg.norm_eps,
+        )?;
         let conv_out = l.conv("conv_out", boc[0], cfg.out_channels, 3, same)?;
         Ok(UNet2DModel {
             config,
@@ -217,22 +280,52 @@ impl UNet2DModel {
         let h = self.conv_in.forward(&mut g, &input, "conv_in")?;
         let mut skips = vec![h.clone()];
         let mut h = h;
+        // NCSN++'s image path: the (centred) input, FIR-downsampled by each skip block. The
+        // input tensor itself is never released (the host writes it before every run).
+        let mut skip_image = input.clone();
         for d in &self.down {
-            h = d.forward(&mut g, h, &temb, &mut skips)?;
+            h = match d {
+                Down::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
+                Down::Skip(b) => {
+                    let (out, s) = b.forward(&mut g, h, &temb, skip_image.clone(), &mut skips)?;
+                    if !s.shares_storage(&skip_image) && !skip_image.shares_storage(&input) {
+                        g.release(skip_image);
+                    }
+                    skip_image = s;
+                    out
+                }
+            };
+        }
+        if !skip_image.shares_storage(&input) {
+            g.release(skip_image);
         }
         if let Some(m) = &self.mid {
             h = m.forward(&mut g, &h, &temb)?;
         }
+        let mut skip_out: Option<Tensor> = None;
         for u in &self.up {
-            h = u.forward(&mut g, h, &temb, &mut skips)?;
+            h = match u {
+                Up::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
+                Up::Skip(b) => {
+                    let (out, s) = b.forward(&mut g, h, &temb, skip_out.take(), &mut skips)?;
+                    skip_out = s;
+                    out
+                }
+            };
         }
         g.release(temb);
         let n = self
             .conv_norm_out
             .forward(&mut g, &h, true, "conv_norm_out")?;
         g.release(h);
-        let out = self.conv_out.forward(&mut g, &n, "conv_out")?;
+        let mut out = self.conv_out.forward(&mut g, &n, "conv_out")?;
         g.release(n);
+        if let Some(s) = skip_out {
+            let sum = super::layers::add(&mut g, &out, &s, "sample")?;
+            g.release(out);
+            g.release(s);
+            out = sum;
+        }
         if cfg.time_embedding_type == TimeEmbeddingType::Fourier {
             // diffusers divides the output by the timestep (the noise level σ).
             ops::elementwise::divide_per_sample(&mut g.rec, &out, &timesteps)?;

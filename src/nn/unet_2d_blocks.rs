@@ -306,3 +306,275 @@ impl UpBlock {
         Ok(out)
     }
 }
+
+/// diffusers' group count for the NCSN++ blocks: min(channels / 4, 32).
+pub fn ncsnpp_groups(channels: usize) -> usize {
+    (channels / 4).min(32)
+}
+
+/// Output scale of the NCSN++ blocks' residual and attention layers (√2).
+pub const SKIP_SCALE: f64 = std::f64::consts::SQRT_2;
+
+/// NCSN++ options common to a model's skip blocks.
+#[derive(Debug, Clone, Copy)]
+pub struct SkipOptions {
+    pub eps: f64,
+    pub temb_channels: usize,
+    pub scale_shift: bool,
+    /// Attention head dim when the block has attention.
+    pub dim_head: Option<usize>,
+}
+
+impl SkipOptions {
+    fn resnet(&self, groups: usize, groups_out: usize, force_shortcut: bool) -> ResnetOptions {
+        ResnetOptions {
+            groups,
+            groups_out,
+            force_shortcut,
+            eps: self.eps,
+            temb_channels: self.temb_channels,
+            scale_shift: self.scale_shift,
+            output_scale_factor: SKIP_SCALE,
+        }
+    }
+    fn attention(
+        &self,
+        l: &Loader<'_>,
+        prefix: &str,
+        channels: usize,
+    ) -> Result<Option<AttentionBlock>> {
+        self.dim_head
+            .map(|d| AttentionBlock::load(l, prefix, channels, d, Some(32), self.eps, SKIP_SCALE))
+            .transpose()
+    }
+}
+
+/// `SkipDownBlock2D` / `AttnSkipDownBlock2D` (NCSN++).
+pub struct SkipDownBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<AttentionBlock>,
+    /// resnet_down and skip_conv (3 → C, 1×1) when the block downsamples.
+    down: Option<(ResnetBlock2D, super::layers::Conv2d)>,
+}
+
+impl SkipDownBlock {
+    pub fn load(
+        l: &Loader<'_>,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        layers: usize,
+        add_downsample: bool,
+        o: SkipOptions,
+    ) -> Result<Self> {
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for i in 0..layers {
+            let ci = if i == 0 { cin } else { cout };
+            let opts = o.resnet(ncsnpp_groups(ci), ncsnpp_groups(cout), false);
+            resnets.push(ResnetBlock2D::load(
+                l,
+                &format!("{prefix}.resnets.{i}"),
+                ci,
+                cout,
+                BlockResample::None,
+                opts,
+            )?);
+            if let Some(a) = o.attention(l, &format!("{prefix}.attentions.{i}"), cout)? {
+                attentions.push(a);
+            }
+        }
+        let down = if add_downsample {
+            let g = ncsnpp_groups(cout);
+            let r = ResnetBlock2D::load(
+                l,
+                &format!("{prefix}.resnet_down"),
+                cout,
+                cout,
+                BlockResample::FirDown,
+                o.resnet(g, g, true),
+            )?;
+            let one = crate::ops::conv2d::Conv2dArgs {
+                stride: 1,
+                padding: 0,
+                extra_end: 0,
+            };
+            Some((r, l.conv(&format!("{prefix}.skip_conv"), 3, cout, 1, one)?))
+        } else {
+            None
+        };
+        Ok(SkipDownBlock {
+            resnets,
+            attentions,
+            down,
+        })
+    }
+
+    /// Returns (output, skip image); pushes the skip tensors onto `skips`. `skip_sample` is
+    /// the 3-channel image path (the model input at the first block).
+    pub fn forward(
+        &self,
+        g: &mut Graph<'_>,
+        x: Tensor,
+        temb: &Tensor,
+        skip_sample: Tensor,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut h = x;
+        for (i, r) in self.resnets.iter().enumerate() {
+            let y = r.forward(g, &h, temb)?;
+            let y = match self.attentions.get(i) {
+                Some(a) => {
+                    let z = a.forward(g, &y)?;
+                    g.release(y);
+                    z
+                }
+                None => y,
+            };
+            skips.push(y.clone());
+            h = y;
+        }
+        let Some((resnet_down, skip_conv)) = &self.down else {
+            return Ok((h, skip_sample));
+        };
+        let hd = resnet_down.forward(g, &h, temb)?;
+        let s = super::resnet::fir_resample(g, &skip_sample, false, "skip_sample")?;
+        let sc = skip_conv.forward(g, &s, "skip_conv")?;
+        let out = super::layers::add(g, &sc, &hd, "skip_down.out")?;
+        g.release(sc);
+        g.release(hd);
+        skips.push(out.clone());
+        Ok((out, s))
+    }
+}
+
+/// `SkipUpBlock2D` / `AttnSkipUpBlock2D` (NCSN++).
+pub struct SkipUpBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attention: Option<AttentionBlock>,
+    /// skip_norm, skip_conv (C → 3, 3×3) and resnet_up when the block upsamples.
+    up: Option<(
+        super::layers::GroupNorm,
+        super::layers::Conv2d,
+        ResnetBlock2D,
+    )>,
+}
+
+impl SkipUpBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        l: &Loader<'_>,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        prev: usize,
+        layers: usize,
+        add_upsample: bool,
+        o: SkipOptions,
+    ) -> Result<Self> {
+        let mut resnets = Vec::new();
+        for i in 0..layers {
+            let skip = if i == layers - 1 { cin } else { cout };
+            let rin = if i == 0 { prev } else { cout };
+            // diffusers computes AttnSkipUpBlock2D's groups as min(rin + skip // 4, 32)
+            // (operator precedence) and SkipUpBlock2D's as min((rin + skip) // 4, 32).
+            let groups = if o.dim_head.is_some() {
+                (rin + skip / 4).min(32)
+            } else {
+                ncsnpp_groups(rin + skip)
+            };
+            let opts = o.resnet(groups, ncsnpp_groups(cout), false);
+            resnets.push(ResnetBlock2D::load(
+                l,
+                &format!("{prefix}.resnets.{i}"),
+                rin + skip,
+                cout,
+                BlockResample::None,
+                opts,
+            )?);
+        }
+        let attention = o.attention(l, &format!("{prefix}.attentions.0"), cout)?;
+        let up = if add_upsample {
+            let gr = ncsnpp_groups(cout);
+            let same = crate::ops::conv2d::Conv2dArgs {
+                stride: 1,
+                padding: 1,
+                extra_end: 0,
+            };
+            Some((
+                l.group_norm(&format!("{prefix}.skip_norm"), cout, gr, o.eps)?,
+                l.conv(&format!("{prefix}.skip_conv"), cout, 3, 3, same)?,
+                ResnetBlock2D::load(
+                    l,
+                    &format!("{prefix}.resnet_up"),
+                    cout,
+                    cout,
+                    BlockResample::FirUp,
+                    o.resnet(gr, gr, true),
+                )?,
+            ))
+        } else {
+            None
+        };
+        Ok(SkipUpBlock {
+            resnets,
+            attention,
+            up,
+        })
+    }
+
+    /// Consumes `x` and `resnets.len()` skips; threads the 3-channel output image path.
+    pub fn forward(
+        &self,
+        g: &mut Graph<'_>,
+        x: Tensor,
+        temb: &Tensor,
+        skip_sample: Option<Tensor>,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mut h = x;
+        for r in &self.resnets {
+            let skip = skips
+                .pop()
+                .expect("the UNet pushes one skip per up-block resnet");
+            let (s, k) = (h.shape().to_vec(), skip.shape()[1]);
+            let cat = g.alloc("up.cat", &[s[0], s[1] + k, s[2], s[3]])?;
+            crate::ops::concat::concat_channels(&mut g.rec, &h, &skip, &cat)?;
+            g.release(h);
+            g.release(skip);
+            h = r.forward(g, &cat, temb)?;
+            g.release(cat);
+        }
+        if let Some(a) = &self.attention {
+            let z = a.forward(g, &h)?;
+            g.release(h);
+            h = z;
+        }
+        let mut skip_sample = match skip_sample {
+            Some(s) => {
+                let u = super::resnet::fir_resample(g, &s, true, "skip_sample")?;
+                g.release(s);
+                Some(u)
+            }
+            None => None,
+        };
+        if let Some((norm, conv, resnet_up)) = &self.up {
+            let n = norm.forward(g, &h, true, "skip_norm")?;
+            let c = conv.forward(g, &n, "skip_conv")?;
+            g.release(n);
+            skip_sample = Some(match skip_sample {
+                Some(s) => {
+                    let sum = super::layers::add(g, &s, &c, "skip_sample")?;
+                    g.release(s);
+                    g.release(c);
+                    sum
+                }
+                None => c,
+            });
+            let hu = resnet_up.forward(g, &h, temb)?;
+            g.release(h);
+            h = hu;
+        }
+        Ok((h, skip_sample))
+    }
+}

@@ -6,6 +6,7 @@ pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod fir;
 pub mod gemm;
 pub mod group_norm;
 pub mod reduce;
@@ -36,6 +37,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(reduce::variants(dt));
         v.extend(rng::variants(dt));
         v.extend(transpose::variants(dt));
+        v.extend(fir::variants(dt));
     }
     v
 }
