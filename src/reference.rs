@@ -257,6 +257,7 @@ pub fn fourier_projection(t: &[f64], w: &[f64], log: bool, flip: bool) -> Vec<f6
 }
 
 /// upfirdn2d over [planes, H, W] with explicit zero-insertion, padding and true convolution.
+#[allow(clippy::too_many_arguments)]
 pub fn upfirdn2d(
     x: &[f64],
     planes: usize,

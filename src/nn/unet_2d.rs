@@ -19,13 +19,13 @@ use crate::tensor::{DType, Tensor};
 use std::path::Path;
 
 enum Down {
-    Plain(DownBlock),
-    Skip(SkipDownBlock),
+    Plain(Box<DownBlock>),
+    Skip(Box<SkipDownBlock>),
 }
 
 enum Up {
-    Plain(UpBlock),
-    Skip(SkipUpBlock),
+    Plain(Box<UpBlock>),
+    Skip(Box<SkipUpBlock>),
 }
 
 /// A loaded UNet2DModel: config plus weights on the GPU.
@@ -101,7 +101,7 @@ impl UNet2DModel {
                     !last,
                     so,
                 )?;
-                down.push(Down::Skip(b));
+                down.push(Down::Skip(Box::new(b)));
                 continue;
             }
             let attn = kind.has_attention().then_some(AttnOptions {
@@ -126,7 +126,7 @@ impl UNet2DModel {
                 d,
                 opts,
             )?;
-            down.push(Down::Plain(b));
+            down.push(Down::Plain(Box::new(b)));
         }
         let c_last = boc[nblocks - 1];
         let mid = if cfg.mid_block {
@@ -174,7 +174,7 @@ impl UNet2DModel {
                     !last,
                     so,
                 )?;
-                up.push(Up::Skip(b));
+                up.push(Up::Skip(Box::new(b)));
                 continue;
             }
             let attn = kind.has_attention().then_some(AttnOptions {
@@ -188,7 +188,7 @@ impl UNet2DModel {
                 super::config::Resample::Conv
             };
             let u = (!last).then_some(resample);
-            up.push(Up::Plain(UpBlock::load(
+            up.push(Up::Plain(Box::new(UpBlock::load(
                 &l,
                 &format!("up_blocks.{i}"),
                 cin,
@@ -198,7 +198,7 @@ impl UNet2DModel {
                 attn,
                 u,
                 opts,
-            )?));
+            )?)));
         }
         let conv_norm_out = l.group_norm(
             "conv_norm_out",

@@ -58,7 +58,7 @@ impl UpFirDn {
         UpFirDn {
             up: factor,
             down: 1,
-            pad0: (p + 1) / 2 + factor - 1,
+            pad0: p.div_ceil(2) + factor - 1,
             pad1: p / 2,
         }
     }
@@ -68,7 +68,7 @@ impl UpFirDn {
         UpFirDn {
             up: 1,
             down: factor,
-            pad0: (p + 1) / 2,
+            pad0: p.div_ceil(2),
             pad1: p / 2,
         }
     }
