@@ -399,3 +399,83 @@ fn recorded_forward_replays_without_allocating_or_compiling() {
     assert_ne!(first[..784], other[..784]);
     assert_eq!(first[784..], other[784..], "other samples unaffected");
 }
+
+#[test]
+fn time_and_class_conditioning_matches_cpu_reference() {
+    use diffuse::nn::config::UNet2DConfig;
+    use diffuse::nn::embeddings::Conditioning;
+    use diffuse::ops::embedding::TimestepEmbedding;
+    // Positional embedding (flip, shift 1) → linear_1 → SiLU → linear_2, plus a class table;
+    // the block returns SiLU(emb + class_emb).
+    let (c0, ted, classes) = (8usize, 32usize, 5usize);
+    let cfg = UNet2DConfig::from_json(
+        &serde_json::json!({
+            "block_out_channels": [c0], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
+            "norm_num_groups": 4, "flip_sin_to_cos": true, "freq_shift": 1, "num_class_embeds": classes,
+            "time_embedding_dim": ted
+        }),
+        "test",
+    )
+    .unwrap();
+    let mut p = Params::new(21);
+    let (w1, b1) = p.linear("time_embedding.linear_1", c0, ted);
+    let (w2, b2) = p.linear("time_embedding.linear_2", ted, ted);
+    let table = p.add("class_embedding.weight", &[classes, ted], -1.0, 1.0);
+    let weights = p.write("cond");
+    let ts = [0.0f32, 1.5, 999.0];
+    let labels = [4.0f32, 0.0, 2.0];
+    let td: Vec<f64> = ts.iter().map(|&v| v as f64).collect();
+    let e = TimestepEmbedding {
+        flip_sin_to_cos: true,
+        downscale_freq_shift: 1.0,
+        scale: 1.0,
+        max_period: 10000.0,
+    };
+    let proj = r::timestep_embedding(&td, c0, e);
+    let h = silu(&linear_ref(&proj, 3, &w1, &b1, c0, ted));
+    let emb = linear_ref(&h, 3, &w2, &b2, ted, ted);
+    let with_class: Vec<f64> = (0..emb.len())
+        .map(|i| emb[i] + table[labels[i / ted] as usize * ted + i % ted])
+        .collect();
+    let want = silu(&with_class);
+    let gpu = common::gpu();
+    for (dtype, rel) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
+        let l = Loader {
+            gpu,
+            weights: &weights,
+            dtype,
+        };
+        let cond = Conditioning::load(&l, &cfg).unwrap();
+        let t = Tensor::from_f32(gpu, "timestep", &[3], &ts, DType::F32).unwrap();
+        let lt = Tensor::from_f32(gpu, "class_labels", &[3], &labels, DType::F32).unwrap();
+        let got = run_graph(dtype, |g| cond.forward(g, &t, Some(&lt)).unwrap());
+        assert_close(&format!("conditioning {dtype:?}"), &got, &want, rel);
+    }
+}
+
+#[test]
+fn loads_the_unet_subfolder_of_a_pipeline_folder() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/unet_no_mid");
+    let pipe =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pipeline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&pipe);
+    std::fs::create_dir_all(pipe.join("unet")).unwrap();
+    std::fs::write(
+        pipe.join("model_index.json"),
+        r#"{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}"#,
+    )
+    .unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(src.join(f), pipe.join("unet").join(f)).unwrap();
+    }
+    let gpu = common::gpu();
+    let a = UNet2DModel::from_dir(gpu, &pipe, DType::F32).unwrap();
+    assert_eq!(a.config.block_out_channels, vec![8, 8]);
+    // A folder that is neither a model nor a pipeline says so.
+    std::fs::remove_file(pipe.join("model_index.json")).unwrap();
+    let e = UNet2DModel::from_dir(gpu, &pipe, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a diffusers model folder"), "{e}");
+}

@@ -75,7 +75,8 @@ CASES = {
         ),
         shape=(1, 3, 8, 8), timestep=[250.0], dtype="F32",
     ),
-    # Fourier time embedding (ncsnpp-style), output divided by the noise level.
+    # Fourier time embedding (ncsnpp-style), output divided by the noise level; a mid block
+    # without attention (add_attention=False).
     "unet_fourier": dict(
         config=dict(
             sample_size=8, in_channels=3, out_channels=3,
@@ -83,6 +84,7 @@ CASES = {
             down_block_types=["DownBlock2D", "AttnDownBlock2D"],
             up_block_types=["AttnUpBlock2D", "UpBlock2D"],
             norm_num_groups=4, time_embedding_type="fourier", attention_head_dim=8,
+            add_attention=False,
         ),
         shape=(2, 3, 8, 8), timestep=[0.01, 35.0], dtype="F32",
     ),

@@ -2,9 +2,26 @@
 //! folder layout (`config.json` + `diffusion_pytorch_model.safetensors`, or the `unet/`
 //! subfolder of a pipeline folder with `model_index.json`).
 
+mod random;
 mod safetensors_file;
 
+pub use random::RandomWeights;
 pub use safetensors_file::{write_f32_tensors, HostTensor, Weights};
+
+use crate::gpu::Gpu;
+use crate::tensor::{DType, Tensor};
+
+/// Where a model's parameters come from: a checkpoint, or synthetic weights for benchmarks.
+pub trait WeightSource {
+    /// The parameter `name` with the shape the config implies, uploaded as `dtype`.
+    fn tensor(&self, gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor>;
+}
+
+impl WeightSource for Weights {
+    fn tensor(&self, gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Weights::tensor(self, gpu, name, shape, dtype)
+    }
+}
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -85,6 +85,7 @@ impl AttentionBlock {
             alpha: (1.0 / (d as f64).sqrt()) as f32,
         };
         ops::gemm::gemm(&mut g.rec, &qk, &q, &k, None, &scores)?;
+        g.flops += 4 * (b * h * l * l * d) as u64; // both attention GEMMs
         g.release(q);
         g.release(k);
         let probs = g.alloc("attn.probs", &[b * h, l, l])?;

@@ -4,7 +4,7 @@
 use super::Graph;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::load::Weights;
+use crate::load::WeightSource;
 use crate::ops;
 use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
@@ -12,7 +12,7 @@ use crate::tensor::{DType, Tensor};
 /// Loads layers by key prefix from one checkpoint into one dtype.
 pub struct Loader<'a> {
     pub gpu: &'a Gpu,
-    pub weights: &'a Weights,
+    pub weights: &'a dyn WeightSource,
     pub dtype: DType,
 }
 
@@ -80,6 +80,7 @@ impl Conv2d {
         let k = self.weight.shape()[2];
         let (ho, wo) = ops::conv2d::output_size(x, s[2], s[3], k, k, self.args)?;
         let y = g.alloc(name, &[s[0], self.cout, ho, wo])?;
+        g.flops += 2 * (s[0] * self.cout * ho * wo * s[1] * k * k) as u64;
         ops::conv2d::conv2d(
             &mut g.rec,
             x,
@@ -107,6 +108,7 @@ impl Linear {
             *l = self.fout;
         }
         let y = g.alloc(name, &shape)?;
+        g.flops += 2 * (x.numel() * self.fout) as u64;
         ops::gemm::linear(&mut g.rec, x, &self.weight, self.bias.as_ref(), &y)?;
         Ok(y)
     }

@@ -22,6 +22,8 @@ pub struct Graph<'g> {
     pub dtype: DType,
     free: Vec<Arc<Allocation>>,
     bytes_planned: u64,
+    /// Multiply-add FLOPs (2 per MAC) of the GEMMs and convolutions recorded so far.
+    pub flops: u64,
 }
 
 impl<'g> Graph<'g> {
@@ -31,6 +33,7 @@ impl<'g> Graph<'g> {
             dtype,
             free: Vec::new(),
             bytes_planned: 0,
+            flops: 0,
         }
     }
 

@@ -12,7 +12,7 @@ use super::unet_2d_blocks::{
 use super::Graph;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recording};
-use crate::load::{self, Weights};
+use crate::load::{self, WeightSource, Weights};
 use crate::ops;
 use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
@@ -53,7 +53,12 @@ impl UNet2DModel {
     }
 
     /// Builds the model from a parsed config and an opened checkpoint.
-    pub fn load(gpu: &Gpu, config: UNet2DConfig, weights: &Weights, dtype: DType) -> Result<Self> {
+    pub fn load(
+        gpu: &Gpu,
+        config: UNet2DConfig,
+        weights: &dyn WeightSource,
+        dtype: DType,
+    ) -> Result<Self> {
         let l = Loader {
             gpu,
             weights,
@@ -332,6 +337,7 @@ impl UNet2DModel {
         }
         let output = out;
         let bytes = g.bytes_planned();
+        let flops = g.flops;
         let recording = g.rec.finish()?;
         Ok(UNetForward {
             recording,
@@ -341,6 +347,7 @@ impl UNet2DModel {
             output,
             num_classes: self.conditioning.num_classes(),
             activation_bytes: bytes,
+            flops,
         })
     }
 }
@@ -359,6 +366,8 @@ pub struct UNetForward {
     num_classes: Option<usize>,
     /// Bytes of activation buffers the recording holds.
     pub activation_bytes: u64,
+    /// FLOPs of one forward (GEMMs and convolutions, 2 per multiply-add).
+    pub flops: u64,
 }
 
 impl UNetForward {
