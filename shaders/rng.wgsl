@@ -21,33 +21,7 @@ struct Params {
 
 #tensor 1 y write   // [n] output chunk
 
-// 32×32 → 64-bit product as (hi, lo) from 16-bit halves (WGSL has no mulhi).
-fn mulhilo(a: u32, b: u32) -> vec2<u32> {
-  let al = a & 0xffffu;
-  let ah = a >> 16u;
-  let bl = b & 0xffffu;
-  let bh = b >> 16u;
-  let ll = al * bl;
-  let hl = ah * bl;
-  let lh = al * bh;
-  let hh = ah * bh;
-  let cross = (ll >> 16u) + (hl & 0xffffu) + lh;
-  let hi = hh + (hl >> 16u) + (cross >> 16u);
-  let lo = (cross << 16u) | (ll & 0xffffu);
-  return vec2<u32>(hi, lo);
-}
-
-fn philox(c_in: vec4<u32>, k_in: vec2<u32>) -> vec4<u32> {
-  var c = c_in;
-  var k = k_in;
-  for (var r = 0u; r < 10u; r = r + 1u) {
-    let p0 = mulhilo(0xD2511F53u, c.x);
-    let p1 = mulhilo(0xCD9E8D57u, c.z);
-    c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
-    k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
-  }
-  return c;
-}
+#include philox
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -56,8 +30,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (i >= p.n) { return; }
   let lo = p.base_lo + i;
   let hi = p.base_hi + select(0u, 1u, lo < i);
-  let ctr = vec4<u32>((lo >> 2u) | (hi << 30u), hi >> 2u, p.stream, 0u);
-  let w = philox(ctr, vec2<u32>(p.seed_lo, p.seed_hi));
+  let seed = vec2<u32>(p.seed_lo, p.seed_hi);
+  let w = philox_words(lo, hi, p.stream, seed);
   let lane = lo & 3u;
 #if DIST_BITS
   y_st(i, bitcast<f32>(w[lane]));
@@ -66,11 +40,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   y_st(i, f32(w[lane] >> 8u) * 5.9604644775390625e-8);
 #endif
 #if DIST_NORMAL
-  let pair = select(w.xy, w.zw, lane >= 2u);
-  let u1 = (f32(pair.x >> 8u) + 1.0) * 5.9604644775390625e-8;
-  let u2 = f32(pair.y >> 8u) * 5.9604644775390625e-8;
-  let rad = sqrt(-2.0 * log(u1));
-  let th = 6.283185307179586 * u2;
-  y_st(i, select(rad * cos(th), rad * sin(th), (lane & 1u) == 1u));
+  y_st(i, philox_normal(lo, hi, p.stream, seed));
 #endif
 }

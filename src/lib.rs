@@ -20,10 +20,13 @@
 pub mod error;
 pub mod gpu;
 pub mod load;
+pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod reference;
+pub mod schedule;
 pub mod selfcheck;
+pub mod solvers;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -21,9 +21,15 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),
     ("fir", include_str!("../../shaders/fir.wgsl")),
+    ("analytic", include_str!("../../shaders/analytic.wgsl")),
+    (
+        "solver_step",
+        include_str!("../../shaders/solver_step.wgsl"),
+    ),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),
+    ("philox", include_str!("../../shaders/philox.wgsl")),
 ];
 
 /// Source of one family by name.
@@ -116,8 +122,37 @@ impl KernelKey {
         defs.insert("WG_Z".into(), w[2].to_string());
         defs.insert("WG".into(), self.invocations().to_string());
         defs.insert("ENTRY".into(), self.entry.to_string());
-        preprocess(self.family, src, &defs, self.dtype, f16)
+        let src = expand_includes(self.family, src)?;
+        preprocess(self.family, &src, &defs, self.dtype, f16)
     }
+}
+
+/// Replaces `#include NAME` lines by the source of shader family NAME (one level: libraries
+/// such as `philox` include nothing themselves).
+fn expand_includes(family: &str, src: &str) -> Result<String> {
+    let mut out = String::with_capacity(src.len());
+    for (i, line) in src.lines().enumerate() {
+        if let Some(name) = line.trim().strip_prefix("#include ") {
+            let name = name.trim();
+            let inc = shader_source(name).ok_or_else(|| Error::Preprocess {
+                shader: family.to_string(),
+                line: i + 1,
+                reason: format!("#include of unknown shader `{name}`"),
+            })?;
+            if inc.lines().any(|l| l.trim_start().starts_with("#include")) {
+                return Err(Error::Preprocess {
+                    shader: family.to_string(),
+                    line: i + 1,
+                    reason: format!("`{name}` includes another file; only one level is supported"),
+                });
+            }
+            out.push_str(inc);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// A compiled kernel.

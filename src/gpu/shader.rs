@@ -86,6 +86,17 @@ pub fn preprocess(
         let ln = i + 1;
         let line = raw.trim_start();
         let code = line.split("//").next().unwrap_or("").trim();
+        // Defines are substituted in directive lines too (e.g. `#tensor 2 x read ${DT_X}`),
+        // but only where the line is active: an inactive branch may name undefined defines.
+        let is_branch = ["#if", "#ifdef", "#ifndef", "#else", "#endif"]
+            .iter()
+            .any(|d| code.split_whitespace().next() == Some(d));
+        let code = if code.starts_with('#') && code.contains("${") && (is_branch || active(&stack))
+        {
+            substitute(code, defines).map_err(|r| err(ln, r))?
+        } else {
+            code.to_string()
+        };
         if let Some(rest) = code.strip_prefix('#') {
             let mut words = rest.split_whitespace();
             let dir = words.next().unwrap_or("");

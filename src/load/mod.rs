@@ -57,8 +57,78 @@ pub fn read_json(path: &Path) -> Result<serde_json::Value> {
         file: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Load {
+    serde_json::from_str(&quote_non_finite(&text)).map_err(|e| Error::Load {
         file: path.display().to_string(),
         reason: format!("invalid JSON: {e}"),
     })
+}
+
+/// Python's `json` writes `Infinity`, `-Infinity` and `NaN` as bare tokens (diffusers configs
+/// contain `"lambda_min_clipped": -Infinity`); JSON has no such numbers. Outside strings they
+/// are turned into the strings "Infinity", "-Infinity", "NaN", which config readers accept.
+pub fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_str = true;
+        }
+        let mut matched = false;
+        for tok in ["-Infinity", "Infinity", "NaN"] {
+            if rest.starts_with(tok) {
+                out.push('"');
+                out.push_str(tok);
+                out.push('"');
+                rest = &rest[tok.len()..];
+                matched = true;
+                break;
+            }
+        }
+        if !matched {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+/// A JSON number, or one of the strings written by [`quote_non_finite`].
+pub fn json_f64(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::String(s) => match s.as_str() {
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            "NaN" => Some(f64::NAN),
+            _ => None,
+        },
+        _ => v.as_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn non_finite_tokens_are_quoted_outside_strings_only() {
+        let t = r#"{"a": -Infinity, "b": "NaN and Infinity", "c": [Infinity, NaN]}"#;
+        let q = super::quote_non_finite(t);
+        let v: serde_json::Value = serde_json::from_str(&q).unwrap();
+        assert_eq!(super::json_f64(&v["a"]), Some(f64::NEG_INFINITY));
+        assert_eq!(v["b"], "NaN and Infinity");
+        assert_eq!(super::json_f64(&v["c"][0]), Some(f64::INFINITY));
+        assert!(super::json_f64(&v["c"][1]).unwrap().is_nan());
+    }
 }

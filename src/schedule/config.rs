@@ -1,0 +1,350 @@
+//! `scheduler_config.json` → [`SchedulerConfig`], mapped by `_class_name` and its fields with
+//! diffusers' defaults. Unknown classes, unknown fields and unsupported values are errors
+//! naming them.
+
+use super::{BetaSchedule, DiscreteVp, Spacing};
+use crate::error::{Error, Result};
+use crate::models::Prediction;
+use serde_json::Value;
+use std::path::Path;
+
+/// Which sampler a config selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    Ddpm,
+    Ddim,
+    Euler,
+    EulerAncestral,
+    Heun,
+    DpmSolverMultistep,
+}
+
+impl SchedulerKind {
+    /// diffusers class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            SchedulerKind::Ddpm => "DDPMScheduler",
+            SchedulerKind::Ddim => "DDIMScheduler",
+            SchedulerKind::Euler => "EulerDiscreteScheduler",
+            SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            SchedulerKind::Heun => "HeunDiscreteScheduler",
+            SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+        }
+    }
+    fn from_class(name: &str) -> Option<Self> {
+        [
+            SchedulerKind::Ddpm,
+            SchedulerKind::Ddim,
+            SchedulerKind::Euler,
+            SchedulerKind::EulerAncestral,
+            SchedulerKind::Heun,
+            SchedulerKind::DpmSolverMultistep,
+        ]
+        .into_iter()
+        .find(|k| k.class_name() == name)
+    }
+}
+
+/// DDPM's `variance_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarianceType {
+    FixedSmall,
+    FixedLarge,
+}
+
+/// DPM-Solver's `algorithm_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpmAlgorithm {
+    /// Noise prediction (Lu et al. 2022).
+    DpmSolver,
+    /// Data prediction (Lu et al. 2022b).
+    DpmSolverPlusPlus,
+    SdeDpmSolver,
+    SdeDpmSolverPlusPlus,
+}
+
+/// DPM-Solver's `solver_type` for the second-order term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+/// A scheduler configuration (immutable; `set_timesteps` state lives in the program built from
+/// it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    pub kind: SchedulerKind,
+    pub num_train_timesteps: usize,
+    pub beta_schedule: BetaSchedule,
+    pub prediction: Prediction,
+    pub spacing: Spacing,
+    pub steps_offset: usize,
+    /// `clip_sample` with its range.
+    pub clip_sample: Option<f64>,
+    pub set_alpha_to_one: bool,
+    pub variance_type: VarianceType,
+    pub use_karras_sigmas: bool,
+    /// `final_sigmas_type == "zero"` (else `sigma_min`).
+    pub final_sigma_zero: bool,
+    pub solver_order: usize,
+    pub algorithm: DpmAlgorithm,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub lambda_min_clipped: f64,
+    /// DDIM's η (a `step` argument in diffusers; 0 by default).
+    pub eta: f64,
+}
+
+/// Fields accepted (and ignored when irrelevant to the class) because diffusers writes them.
+const KNOWN: &[&str] = &[
+    "_class_name",
+    "_diffusers_version",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "timestep_spacing",
+    "steps_offset",
+    "clip_sample",
+    "clip_sample_range",
+    "set_alpha_to_one",
+    "variance_type",
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "use_karras_sigmas",
+    "final_sigmas_type",
+    "solver_order",
+    "algorithm_type",
+    "solver_type",
+    "lower_order_final",
+    "euler_at_final",
+    "lambda_min_clipped",
+    "rescale_betas_zero_snr",
+    "interpolation_type",
+    "timestep_type",
+    "sigma_min",
+    "sigma_max",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+    "flow_shift",
+    "skip_prk_steps",
+    "variance_type",
+    "eta",
+    "use_dynamic_shifting",
+    "time_shift_type",
+];
+
+struct F<'a> {
+    file: String,
+    obj: &'a serde_json::Map<String, Value>,
+}
+
+impl F<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
+        Error::Config {
+            file: self.file.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+    fn get(&self, k: &str) -> Option<&Value> {
+        self.obj.get(k).filter(|v| !v.is_null())
+    }
+    fn num(&self, k: &str, d: f64) -> Result<f64> {
+        self.get(k).map_or(Ok(d), |v| {
+            crate::load::json_f64(v)
+                .ok_or_else(|| self.err(k, format!("expected a number, got {v}")))
+        })
+    }
+    fn boolean(&self, k: &str, d: bool) -> Result<bool> {
+        self.get(k).map_or(Ok(d), |v| {
+            v.as_bool()
+                .ok_or_else(|| self.err(k, format!("expected true/false, got {v}")))
+        })
+    }
+    fn string(&self, k: &str, d: &str) -> Result<String> {
+        self.get(k).map_or(Ok(d.to_string()), |v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.err(k, format!("expected a string, got {v}")))
+        })
+    }
+    fn must_be_default(&self, k: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
+        match self.get(k) {
+            Some(v) if !ok(v) => Err(self.err(k, format!("value {v} is not supported"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Reads a `scheduler_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v = crate::load::read_json(path)?;
+        Self::from_json(&v, &path.display().to_string())
+    }
+
+    /// Parses a config object; `file` names it in errors.
+    pub fn from_json(v: &Value, file: &str) -> Result<Self> {
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            file: file.into(),
+            field: "(root)".into(),
+            reason: "expected a JSON object".into(),
+        })?;
+        let f = F {
+            file: file.into(),
+            obj,
+        };
+        for k in obj.keys() {
+            if !KNOWN.contains(&k.as_str()) {
+                return Err(f.err(k, "unknown scheduler field; refusing to guess"));
+            }
+        }
+        let class = f.string("_class_name", "")?;
+        let kind = SchedulerKind::from_class(&class).ok_or_else(|| {
+            f.err(
+                "_class_name",
+                format!(
+                    "`{class}` is not supported (DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler, \
+                     EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler)"
+                ),
+            )
+        })?;
+        let (bs, be) = (f.num("beta_start", 0.0001)?, f.num("beta_end", 0.02)?);
+        let beta_schedule = match f.string("beta_schedule", "linear")?.as_str() {
+            "linear" => BetaSchedule::Linear { start: bs, end: be },
+            "scaled_linear" => BetaSchedule::ScaledLinear { start: bs, end: be },
+            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
+            o => {
+                return Err(f.err(
+                    "beta_schedule",
+                    format!("`{o}` is not supported (linear, scaled_linear, squaredcos_cap_v2)"),
+                ))
+            }
+        };
+        for k in [
+            "thresholding",
+            "rescale_betas_zero_snr",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "use_lu_lambdas",
+            "use_flow_sigmas",
+            "use_dynamic_shifting",
+        ] {
+            f.must_be_default(k, |v| v == &Value::Bool(false))?;
+        }
+        f.must_be_default("trained_betas", |_| false)?;
+        f.must_be_default("interpolation_type", |v| v == "linear")?;
+        f.must_be_default("timestep_type", |v| v == "discrete")?;
+        f.must_be_default("sigma_min", |_| false)?;
+        f.must_be_default("sigma_max", |_| false)?;
+        let prediction = f
+            .string("prediction_type", "epsilon")?
+            .parse::<Prediction>()
+            .map_err(|e| f.err("prediction_type", e))?;
+        let default_spacing = match kind {
+            SchedulerKind::Ddpm | SchedulerKind::Ddim => "leading",
+            _ => "linspace",
+        };
+        let spacing = f
+            .string("timestep_spacing", default_spacing)?
+            .parse::<Spacing>()
+            .map_err(|e| f.err("timestep_spacing", e))?;
+        let clip_default = matches!(kind, SchedulerKind::Ddpm | SchedulerKind::Ddim);
+        let clip_sample = f
+            .boolean("clip_sample", clip_default)?
+            .then(|| f.num("clip_sample_range", 1.0))
+            .transpose()?;
+        let variance_type = match kind {
+            SchedulerKind::Ddpm => match f.string("variance_type", "fixed_small")?.as_str() {
+                "fixed_small" => VarianceType::FixedSmall,
+                "fixed_large" => VarianceType::FixedLarge,
+                o => {
+                    return Err(f.err(
+                        "variance_type",
+                        format!("`{o}` is not supported (fixed_small, fixed_large)"),
+                    ))
+                }
+            },
+            _ => VarianceType::FixedSmall,
+        };
+        let algorithm = match f.string("algorithm_type", "dpmsolver++")?.as_str() {
+            "dpmsolver" => DpmAlgorithm::DpmSolver,
+            "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
+            "sde-dpmsolver" => DpmAlgorithm::SdeDpmSolver,
+            "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
+            o => return Err(f.err("algorithm_type", format!("`{o}` is not supported"))),
+        };
+        let solver_type = match f.string("solver_type", "midpoint")?.as_str() {
+            "midpoint" => SolverType::Midpoint,
+            "heun" => SolverType::Heun,
+            o => {
+                return Err(f.err(
+                    "solver_type",
+                    format!("`{o}` is not supported (midpoint, heun)"),
+                ))
+            }
+        };
+        let final_sigma_zero = match f.string("final_sigmas_type", "zero")?.as_str() {
+            "zero" => true,
+            "sigma_min" => false,
+            o => {
+                return Err(f.err(
+                    "final_sigmas_type",
+                    format!("`{o}` is not supported (zero, sigma_min)"),
+                ))
+            }
+        };
+        let solver_order = f.num("solver_order", 2.0)? as usize;
+        if kind == SchedulerKind::DpmSolverMultistep && !(1..=3).contains(&solver_order) {
+            return Err(f.err(
+                "solver_order",
+                format!("{solver_order} is not supported (1, 2, 3)"),
+            ));
+        }
+        let num_train_timesteps = f.num("num_train_timesteps", 1000.0)? as usize;
+        let cfg = SchedulerConfig {
+            kind,
+            num_train_timesteps,
+            beta_schedule,
+            prediction,
+            spacing,
+            steps_offset: f.num("steps_offset", 0.0)? as usize,
+            clip_sample,
+            set_alpha_to_one: f.boolean("set_alpha_to_one", true)?,
+            variance_type,
+            use_karras_sigmas: f.boolean("use_karras_sigmas", false)?,
+            final_sigma_zero,
+            solver_order,
+            algorithm,
+            solver_type,
+            lower_order_final: f.boolean("lower_order_final", true)?,
+            euler_at_final: f.boolean("euler_at_final", false)?,
+            lambda_min_clipped: f.num("lambda_min_clipped", f64::NEG_INFINITY)?,
+            eta: f.num("eta", 0.0)?,
+        };
+        DiscreteVp::new(cfg.beta_schedule, cfg.num_train_timesteps)?;
+        Ok(cfg)
+    }
+
+    /// The training schedule.
+    pub fn vp(&self) -> Result<DiscreteVp> {
+        DiscreteVp::new(self.beta_schedule, self.num_train_timesteps)
+    }
+
+    /// Default configuration of a class.
+    pub fn default_for(kind: SchedulerKind) -> Self {
+        Self::from_json(
+            &serde_json::json!({ "_class_name": kind.class_name() }),
+            "(defaults)",
+        )
+        .expect("defaults parse")
+    }
+}

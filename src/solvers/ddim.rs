@@ -1,0 +1,62 @@
+//! DDIM (Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021), as diffusers'
+//! `DDIMScheduler`: x_{t′} = √ᾱ_{t′}·x̂0 + √(1 − ᾱ_{t′} − σ²)·ε̂ + σ·z with
+//! σ = η√((1 − ᾱ_{t′})/(1 − ᾱ_t))√(1 − ᾱ_t/ᾱ_{t′}); t′ = t − T/N (diffusers' convention);
+//! x̂0 optionally clipped (ε̂ is not recomputed from the clipped x̂0, as in diffusers).
+
+use super::program::{combine, eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Program};
+use crate::error::Result;
+use crate::schedule::check_steps;
+use crate::schedule::config::SchedulerConfig;
+
+pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
+    check_steps(steps, cfg.num_train_timesteps)?;
+    let vp = cfg.vp()?;
+    let final_abar = if cfg.set_alpha_to_one {
+        1.0
+    } else {
+        vp.abar(0)
+    };
+    let stride = (cfg.num_train_timesteps / steps) as i64;
+    let mut prog = Vec::new();
+    for t in super::discrete_timesteps(cfg, steps) {
+        let a_t = vp.abar(t);
+        let prev = t as i64 - stride;
+        let a_prev = if prev >= 0 {
+            vp.abar(prev as usize)
+        } else {
+            final_abar
+        };
+        let time = ModelTime {
+            t: t as f64,
+            alpha: a_t.sqrt(),
+            sigma: (1.0 - a_t).sqrt(),
+        };
+        let var = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
+        let std = cfg.eta * var.max(0.0).sqrt();
+        let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
+        let x0 = x0_terms(cfg.prediction, Buf::X, 1.0, time);
+        let eps = eps_terms(cfg.prediction, Buf::X, 1.0, time);
+        let mut ops = vec![model_input(Buf::X, 1.0), Op::Model(time)];
+        let terms = match cfg.clip_sample {
+            Some(r) => {
+                ops.push(Op::Lin {
+                    dst: Buf::Slot(0),
+                    terms: x0,
+                    noise: 0.0,
+                    clamp: Some(r),
+                });
+                combine(&[(a_prev.sqrt(), &[(Buf::Slot(0), 1.0)]), (dir, &eps)])
+            }
+            None => combine(&[(a_prev.sqrt(), &x0), (dir, &eps)]),
+        };
+        ops.push(Op::Lin {
+            dst: Buf::X,
+            terms,
+            noise: std,
+            clamp: None,
+        });
+        let _ = lin;
+        prog.push(ops);
+    }
+    Ok(Program::new(1.0, 1, prog))
+}

@@ -1,0 +1,344 @@
+//! Runs a [`Program`] on the GPU: the linear instructions between two model evaluations are
+//! recorded once into a [`Recording`] (fused update kernels with in-kernel Philox noise) and the
+//! whole run is replayed from those recordings — no readback and no allocation inside the loop.
+
+use super::program::{Buf, ModelTime, Op, Program};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, KernelKey, Recorder, Recording};
+use crate::models::Denoiser;
+use crate::ops::{grid_1d, WG_1D};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    stream: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    c_self: f32,
+    c_z: f32,
+    clamp_to: f32,
+    _p0: u32,
+    c: [f32; 4],
+}
+
+fn dt_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+    }
+}
+
+/// The update kernel's key for a dst dtype, input dtypes and options.
+pub fn step_key(
+    dst: DType,
+    inputs: &[DType],
+    self_term: bool,
+    noise: bool,
+    clamp: bool,
+) -> KernelKey {
+    let mut k = KernelKey::new("solver_step", "main", dst, [WG_1D, 1, 1])
+        .define("DT_DST", dt_name(dst))
+        .define("NIN", inputs.len())
+        .flag("SELF", self_term)
+        .flag("NOISE", noise)
+        .flag("CLAMP", clamp);
+    for (i, d) in inputs.iter().enumerate() {
+        k = k
+            .flag(&format!("IN{i}"), true)
+            .define(&format!("DT_IN{i}"), dt_name(*d));
+    }
+    k
+}
+
+/// Variants for validation: every input count, both dtypes, all options.
+pub fn variants() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for dst in [DType::F32, DType::F16] {
+        for nin in 0..=4 {
+            let ins: Vec<DType> = (0..nin)
+                .map(|i| if i % 2 == 0 { DType::F32 } else { DType::F16 })
+                .collect();
+            for (s, n, c) in [
+                (false, false, false),
+                (true, true, true),
+                (false, true, false),
+                (true, false, true),
+            ] {
+                v.push(step_key(dst, &ins, s, n, c));
+            }
+        }
+    }
+    v
+}
+
+enum Exec {
+    Rec(Recording),
+    Model(ModelTime),
+}
+
+/// A program bound to a model and buffers, ready to run (and re-run).
+pub struct Executor {
+    x: Tensor,
+    #[allow(dead_code)]
+    slots: Vec<Tensor>,
+    steps: Vec<Vec<Exec>>,
+    init: Recording,
+    noise_in: Option<Tensor>,
+}
+
+struct Ctx<'a> {
+    x: &'a Tensor,
+    slots: &'a [Tensor],
+    model_in: &'a Tensor,
+    model_out: &'a Tensor,
+    seed: u64,
+    stream: u32,
+}
+
+impl Ctx<'_> {
+    fn buf(&self, b: Buf) -> &Tensor {
+        match b {
+            Buf::X => self.x,
+            Buf::ModelIn => self.model_in,
+            Buf::ModelOut => self.model_out,
+            Buf::Slot(i) => &self.slots[i],
+        }
+    }
+
+    /// Records `dst = Σ terms + noise·z (clamped)`, split into ≤ 4-input dispatches.
+    fn record_lin(
+        &mut self,
+        rec: &mut Recorder<'_>,
+        dst: Buf,
+        terms: &[(Buf, f64)],
+        noise: f64,
+        clamp: Option<f64>,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let stream = if noise != 0.0 {
+            self.stream += 1;
+            self.stream
+        } else {
+            0
+        };
+        let d = self.buf(dst);
+        let c_self = terms
+            .iter()
+            .filter(|(b, _)| *b == dst)
+            .map(|(_, c)| c)
+            .sum::<f64>();
+        let mut self_term = terms.iter().any(|(b, _)| *b == dst);
+        let others: Vec<(Buf, f64)> = terms.iter().filter(|(b, _)| *b != dst).copied().collect();
+        let chunks: Vec<&[(Buf, f64)]> = if others.is_empty() {
+            vec![&[]]
+        } else {
+            others.chunks(4).collect()
+        };
+        let nchunks = chunks.len();
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let last = ci + 1 == nchunks;
+            let mut p = Params {
+                n: d.numel() as u32,
+                stream,
+                seed_lo: self.seed as u32,
+                seed_hi: (self.seed >> 32) as u32,
+                c_self: if ci == 0 { c_self as f32 } else { 1.0 },
+                c_z: if last { noise as f32 } else { 0.0 },
+                clamp_to: clamp.unwrap_or(0.0) as f32,
+                _p0: 0,
+                c: [0.0; 4],
+            };
+            let mut binds = vec![d.binding(gpu, "solver_step")?];
+            let mut dts = Vec::new();
+            for (j, (b, c)) in chunk.iter().enumerate() {
+                let t = self.buf(*b);
+                if t.shape() != d.shape() {
+                    return Err(Error::Shape {
+                        op: "solver_step",
+                        tensor: t.name().into(),
+                        got: t.shape().to_vec(),
+                        expected: format!("{:?} (the shape of `{}`)", d.shape(), d.name()),
+                    });
+                }
+                p.c[j] = *c as f32;
+                dts.push(t.dtype());
+                binds.push(t.binding(gpu, "solver_step")?);
+            }
+            let k = step_key(
+                d.dtype(),
+                &dts,
+                self_term,
+                last && noise != 0.0,
+                last && clamp.is_some(),
+            );
+            let g = grid_1d(
+                gpu,
+                "solver_step",
+                (d.numel() as u64).div_ceil(WG_1D as u64),
+            )?;
+            rec.dispatch(&k, bytemuck::bytes_of(&p), binds, g)?;
+            self_term = true;
+        }
+        Ok(())
+    }
+}
+
+impl Executor {
+    /// Binds `program` to `model`; `seed` keys every noise draw (stream 0 is x_T). With
+    /// `noise_input`, x_T = init_sigma · (the values written by [`Executor::set_noise`]).
+    pub fn new(
+        gpu: &Gpu,
+        model: &dyn Denoiser,
+        program: &Program,
+        seed: u64,
+        noise_input: bool,
+    ) -> Result<Self> {
+        let shape = model.input().shape().to_vec();
+        let x = Tensor::zeros(gpu, "x", &shape, DType::F32)?;
+        let slots = (0..program.slots)
+            .map(|i| Tensor::zeros(gpu, &format!("slot{i}"), &shape, DType::F32))
+            .collect::<Result<Vec<_>>>()?;
+        let noise_in = if noise_input {
+            Some(Tensor::zeros(gpu, "noise", &shape, DType::F32)?)
+        } else {
+            None
+        };
+        let mut ctx = Ctx {
+            x: &x,
+            slots: &slots,
+            model_in: model.input(),
+            model_out: model.output(),
+            seed,
+            stream: 0,
+        };
+        let init = {
+            let mut rec = gpu.recorder();
+            match &noise_in {
+                Some(z) => {
+                    let p = Params {
+                        n: x.numel() as u32,
+                        stream: 0,
+                        seed_lo: 0,
+                        seed_hi: 0,
+                        c_self: 0.0,
+                        c_z: 0.0,
+                        clamp_to: 0.0,
+                        _p0: 0,
+                        c: [program.init_sigma as f32, 0.0, 0.0, 0.0],
+                    };
+                    let k = step_key(DType::F32, &[DType::F32], false, false, false);
+                    let g = grid_1d(
+                        gpu,
+                        "solver_step",
+                        (x.numel() as u64).div_ceil(WG_1D as u64),
+                    )?;
+                    rec.dispatch(
+                        &k,
+                        bytemuck::bytes_of(&p),
+                        vec![x.binding(gpu, "x")?, z.binding(gpu, "noise")?],
+                        g,
+                    )?;
+                }
+                None => {
+                    // Stream 0: x_T = init_sigma · z.
+                    let p = Params {
+                        n: x.numel() as u32,
+                        stream: 0,
+                        seed_lo: seed as u32,
+                        seed_hi: (seed >> 32) as u32,
+                        c_self: 0.0,
+                        c_z: program.init_sigma as f32,
+                        clamp_to: 0.0,
+                        _p0: 0,
+                        c: [0.0; 4],
+                    };
+                    let k = step_key(DType::F32, &[], false, true, false);
+                    let g = grid_1d(
+                        gpu,
+                        "solver_step",
+                        (x.numel() as u64).div_ceil(WG_1D as u64),
+                    )?;
+                    rec.dispatch(&k, bytemuck::bytes_of(&p), vec![x.binding(gpu, "x")?], g)?;
+                }
+            }
+            rec.finish()?
+        };
+        let mut steps = Vec::new();
+        for ops in &program.steps {
+            let mut execs = Vec::new();
+            let mut rec: Option<Recorder<'_>> = None;
+            for op in ops {
+                match op {
+                    Op::Lin {
+                        dst,
+                        terms,
+                        noise,
+                        clamp,
+                    } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        ctx.record_lin(r, *dst, terms, *noise, *clamp)?;
+                    }
+                    Op::Model(t) => {
+                        if let Some(r) = rec.take() {
+                            execs.push(Exec::Rec(r.finish()?));
+                        }
+                        execs.push(Exec::Model(*t));
+                    }
+                }
+            }
+            if let Some(r) = rec.take() {
+                execs.push(Exec::Rec(r.finish()?));
+            }
+            steps.push(execs);
+        }
+        Ok(Executor {
+            x,
+            slots,
+            steps,
+            init,
+            noise_in,
+        })
+    }
+
+    /// Sets the standard-normal draw x_T is built from (when created with `noise_input`).
+    pub fn set_noise(&self, gpu: &Gpu, z: &[f32]) -> Result<()> {
+        match &self.noise_in {
+            Some(t) => t.write_f32(gpu, z),
+            None => Err(Error::Argument {
+                op: "sampler",
+                arg: "noise",
+                reason: "this executor draws x_T itself; create it with noise_input".into(),
+            }),
+        }
+    }
+
+    /// Runs the whole program; `progress(step, total)` is called after each step is submitted.
+    /// Returns the final sample (f32, on the GPU).
+    pub fn run(
+        &self,
+        gpu: &Gpu,
+        model: &mut dyn Denoiser,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<&Tensor> {
+        self.init.submit(gpu);
+        let total = self.steps.len();
+        for (i, step) in self.steps.iter().enumerate() {
+            for e in step {
+                match e {
+                    Exec::Rec(r) => r.submit(gpu),
+                    Exec::Model(t) => model.run(gpu, *t)?,
+                }
+            }
+            progress(i + 1, total);
+        }
+        Ok(&self.x)
+    }
+
+    /// The sample buffer.
+    pub fn x(&self) -> &Tensor {
+        &self.x
+    }
+}

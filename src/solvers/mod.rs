@@ -1,0 +1,105 @@
+//! Floor 4: solvers. Each algorithm is host-side f64 coefficient code that emits a
+//! [`program::Program`] (one file per algorithm); [`executor::Executor`] runs any program on the
+//! GPU with one fused update kernel. Parameterisations are converted in one place
+//! ([`program::x0_terms`], [`program::eps_terms`]).
+
+pub mod ddim;
+pub mod ddpm;
+pub mod dpm_solver;
+pub mod euler;
+pub mod executor;
+pub mod heun;
+pub mod program;
+
+use crate::error::Result;
+use crate::schedule::config::{SchedulerConfig, SchedulerKind};
+use program::Program;
+
+/// Builds the program of `cfg` for `steps` inference steps.
+pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
+    match cfg.kind {
+        SchedulerKind::Ddim => ddim::program(cfg, steps),
+        SchedulerKind::Ddpm => ddpm::program(cfg, steps),
+        SchedulerKind::Euler => euler::program(cfg, steps, false),
+        SchedulerKind::EulerAncestral => euler::program(cfg, steps, true),
+        SchedulerKind::Heun => heun::program(cfg, steps),
+        SchedulerKind::DpmSolverMultistep => dpm_solver::program(cfg, steps),
+    }
+}
+
+/// Integer timesteps of DDPM/DDIM `set_timesteps` for a spacing (descending).
+pub(crate) fn discrete_timesteps(cfg: &SchedulerConfig, steps: usize) -> Vec<usize> {
+    let t = cfg.num_train_timesteps;
+    match cfg.spacing {
+        crate::schedule::Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
+            .iter()
+            .rev()
+            .map(|v| v.round_ties_even() as usize)
+            .collect(),
+        crate::schedule::Spacing::Leading => {
+            let r = t / steps;
+            (0..steps).rev().map(|i| i * r + cfg.steps_offset).collect()
+        }
+        crate::schedule::Spacing::Trailing => {
+            let r = t as f64 / steps as f64;
+            (0..)
+                .map(|i| t as f64 - i as f64 * r)
+                .take_while(|x| *x > 0.0)
+                .map(|x| (x.round_ties_even() as i64 - 1).max(0) as usize)
+                .collect()
+        }
+    }
+}
+
+/// Fractional timesteps and σ_E of the Euler-family `set_timesteps` (descending, final σ
+/// appended): linspace over [0, T−1] (floats), leading / trailing as integers, optionally
+/// Karras σ with timesteps from σ by log-σ interpolation.
+pub(crate) fn sigma_timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let t = cfg.num_train_timesteps;
+    let vp = cfg.vp()?;
+    let ts: Vec<f64> = match cfg.spacing {
+        crate::schedule::Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
+            .into_iter()
+            .rev()
+            .map(|v| v as f32 as f64)
+            .collect(),
+        _ => discrete_timesteps(cfg, steps)
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+    };
+    let mut sigmas: Vec<f64> = ts.iter().map(|&x| vp.sigma_at(x)).collect();
+    let mut ts = ts;
+    if cfg.use_karras_sigmas {
+        let (lo, hi) = (sigmas[sigmas.len() - 1], sigmas[0]);
+        sigmas = crate::schedule::karras_sigmas(lo, hi, steps, 7.0);
+        ts = sigmas.iter().map(|&s| vp.t_from_sigma(s)).collect();
+    }
+    let last = if cfg.final_sigma_zero {
+        0.0
+    } else {
+        ((1.0 - vp.abar(0)) / vp.abar(0)).sqrt()
+    };
+    sigmas.push(last);
+    Ok((ts, sigmas))
+}
+
+/// diffusers' `init_noise_sigma` of the Euler family.
+pub(crate) fn euler_init_sigma(cfg: &SchedulerConfig, sigmas: &[f64]) -> f64 {
+    let max = sigmas.iter().cloned().fold(0.0, f64::max);
+    match cfg.spacing {
+        crate::schedule::Spacing::Linspace | crate::schedule::Spacing::Trailing => max,
+        crate::schedule::Spacing::Leading => (max * max + 1.0).sqrt(),
+    }
+}
+
+/// The model time of σ-space solvers at σ_E with network time `t`: the model input is
+/// x / √(σ² + 1), i.e. VP with α = 1/√(σ² + 1), σ_vp = σ·α.
+pub(crate) fn sigma_time(t: f64, sigma: f64) -> program::ModelTime {
+    let a = 1.0 / (sigma * sigma + 1.0).sqrt();
+    program::ModelTime {
+        t,
+        alpha: a,
+        sigma: sigma * a,
+    }
+}

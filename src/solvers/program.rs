@@ -1,0 +1,133 @@
+//! A solver's run as a program of two instructions — evaluate the model, and a fused linear
+//! update `dst = Σ cᵢ·srcᵢ + c_z·z` (optionally clamped) — with every coefficient computed on
+//! the host in f64 when the program is built. Immutable: one program serves any number of
+//! concurrent runs (cf. diffusers#5749), and second-order steps and correctors need no
+//! duplicated timesteps: they are just more instructions.
+
+use crate::models::Prediction;
+
+/// A buffer of the run. All are [N, C, H, W]; `X` and slots are f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Buf {
+    /// The sample being denoised (in the solver's own scaling).
+    X,
+    /// The model's input (VP scaling, the model's dtype).
+    ModelIn,
+    /// The model's raw prediction (its parameterisation, the model's dtype).
+    ModelOut,
+    /// A history / scratch slot.
+    Slot(usize),
+}
+
+/// Time and VP marginal coefficients of a model evaluation: the model input is
+/// x_in = α·x0 + σ·ε and the network receives `t`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelTime {
+    pub t: f64,
+    pub alpha: f64,
+    pub sigma: f64,
+}
+
+/// One instruction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// dst = Σ c·src + noise·z, then clamped to ±clamp when given. z is a fresh standard
+    /// normal draw (a new Philox stream per instruction that draws).
+    Lin {
+        dst: Buf,
+        terms: Vec<(Buf, f64)>,
+        noise: f64,
+        clamp: Option<f64>,
+    },
+    /// Run the model on `ModelIn`, writing `ModelOut`.
+    Model(ModelTime),
+}
+
+/// A complete sampling run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Program {
+    /// x_T = init_sigma · z.
+    pub init_sigma: f64,
+    /// Number of slots used.
+    pub slots: usize,
+    /// Instructions, grouped per step (for progress reporting).
+    pub steps: Vec<Vec<Op>>,
+    /// Model evaluations in the whole run.
+    pub nfe: usize,
+}
+
+impl Program {
+    pub fn new(init_sigma: f64, slots: usize, steps: Vec<Vec<Op>>) -> Self {
+        let nfe = steps
+            .iter()
+            .flatten()
+            .filter(|o| matches!(o, Op::Model(_)))
+            .count();
+        Program {
+            init_sigma,
+            slots,
+            steps,
+            nfe,
+        }
+    }
+}
+
+/// x̂0 as a combination of `state` (where the model input is `c_in·state`) and `ModelOut`.
+pub fn x0_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Vec<(Buf, f64)> {
+    let (a, s) = (time.alpha, time.sigma);
+    match pred {
+        // x̂0 = (x_in − σ ε̂) / α
+        Prediction::Epsilon => vec![(state, c_in / a), (Buf::ModelOut, -s / a)],
+        Prediction::Sample => vec![(Buf::ModelOut, 1.0)],
+        // x̂0 = α x_in − σ v̂
+        Prediction::VPrediction => vec![(state, a * c_in), (Buf::ModelOut, -s)],
+    }
+}
+
+/// ε̂ as a combination of `state` and `ModelOut`.
+pub fn eps_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Vec<(Buf, f64)> {
+    let (a, s) = (time.alpha, time.sigma);
+    match pred {
+        Prediction::Epsilon => vec![(Buf::ModelOut, 1.0)],
+        // ε̂ = (x_in − α x̂0) / σ
+        Prediction::Sample => vec![(state, c_in / s), (Buf::ModelOut, -a / s)],
+        // ε̂ = α v̂ + σ x_in
+        Prediction::VPrediction => vec![(Buf::ModelOut, a), (state, s * c_in)],
+    }
+}
+
+/// Σ w·terms over several weighted term lists, merging equal buffers.
+pub fn combine(parts: &[(f64, &[(Buf, f64)])]) -> Vec<(Buf, f64)> {
+    let mut out: Vec<(Buf, f64)> = Vec::new();
+    for (w, terms) in parts {
+        for (b, c) in terms.iter() {
+            match out.iter_mut().find(|(ob, _)| ob == b) {
+                Some(e) => e.1 += w * c,
+                None => out.push((*b, w * c)),
+            }
+        }
+    }
+    out.retain(|(_, c)| *c != 0.0);
+    out
+}
+
+/// The instruction that prepares the model input `c_in·state` (state in f32, input in the
+/// model's dtype).
+pub fn model_input(state: Buf, c_in: f64) -> Op {
+    Op::Lin {
+        dst: Buf::ModelIn,
+        terms: vec![(state, c_in)],
+        noise: 0.0,
+        clamp: None,
+    }
+}
+
+/// A plain linear instruction.
+pub fn lin(dst: Buf, terms: Vec<(Buf, f64)>) -> Op {
+    Op::Lin {
+        dst,
+        terms,
+        noise: 0.0,
+        clamp: None,
+    }
+}
