@@ -19,10 +19,12 @@
 
 pub mod error;
 pub mod gpu;
+pub mod image_io;
 pub mod load;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod pipeline;
 pub mod reference;
 pub mod schedule;
 pub mod selfcheck;

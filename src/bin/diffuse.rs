@@ -29,6 +29,46 @@ enum Command {
         #[arg(long)]
         self_check: bool,
     },
+    /// Sample images with a diffusers model folder or an analytic model.
+    Sample {
+        /// diffusers model folder (or pipeline folder with unet/), or `analytic:gaussian`,
+        /// `analytic:mixture`.
+        #[arg(long)]
+        model: String,
+        /// Sampler by name (ddpm, ddim, euler, euler-ancestral, heun, dpm-solver++,
+        /// dpm-solver++-3m, dpm-solver++-1, sde-dpm-solver++, dpm-solver); the training
+        /// schedule comes from the model folder's scheduler_config.json.
+        #[arg(long, conflicts_with = "scheduler_config")]
+        scheduler: Option<String>,
+        /// A diffusers scheduler_config.json to use as is.
+        #[arg(long)]
+        scheduler_config: Option<PathBuf>,
+        /// Inference steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Classifier-free guidance scale (class-conditional models; the last class index is
+        /// the null label).
+        #[arg(long)]
+        guidance: Option<f32>,
+        /// Class label for every sample (class-conditional models; default: cycle the classes).
+        #[arg(long)]
+        class_label: Option<i64>,
+        /// safetensors holding `sample`, the standard-normal draw x_T is built from.
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// Also write the final sample (f32, before conversion to pixels) as `sample`.
+        #[arg(long)]
+        raw: Option<PathBuf>,
+        /// Output PNG grid.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+    },
     /// Run one UNet2DModel forward pass (parity checks against PyTorch/diffusers).
     Forward {
         /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors), or a
@@ -69,6 +109,37 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         ..Default::default()
     };
     match cli.command {
+        Command::Sample {
+            model,
+            scheduler,
+            scheduler_config,
+            steps,
+            seed,
+            batch,
+            guidance,
+            class_label,
+            noise,
+            raw,
+            out,
+            dtype,
+        } => {
+            let req = SampleArgs {
+                model,
+                scheduler,
+                scheduler_config,
+                steps,
+                seed,
+                batch,
+                guidance,
+                class_label,
+                noise,
+                raw,
+                out,
+                dtype,
+            };
+            sample(&opts, req)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Forward {
             model,
             input,
@@ -210,6 +281,214 @@ fn forward(
         out.display(),
         output.shape,
         model_dir.display(),
+        gpu.info().name
+    );
+    Ok(())
+}
+
+struct SampleArgs {
+    model: String,
+    scheduler: Option<String>,
+    scheduler_config: Option<PathBuf>,
+    steps: usize,
+    seed: u64,
+    batch: usize,
+    guidance: Option<f32>,
+    class_label: Option<i64>,
+    noise: Option<PathBuf>,
+    raw: Option<PathBuf>,
+    out: PathBuf,
+    dtype: DType,
+}
+
+fn arg_error(arg: &'static str, reason: String) -> Error {
+    Error::Argument {
+        op: "sample",
+        arg,
+        reason,
+    }
+}
+
+/// `diffuse sample`: everything is validated before the first model evaluation; outputs are
+/// written atomically at the end.
+fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
+    use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
+    use diffuse::models::guided::GuidedUNet;
+    use diffuse::models::unet::UNetDenoiser;
+    use diffuse::models::Denoiser;
+    use diffuse::schedule::config::SchedulerConfig;
+
+    if a.batch == 0 {
+        return Err(arg_error("--batch", "must be at least 1".into()));
+    }
+    let explicit = a
+        .scheduler_config
+        .as_deref()
+        .map(SchedulerConfig::from_file)
+        .transpose()?;
+    let gpu = Gpu::new(opts)?;
+    let analytic = a.model.strip_prefix("analytic:");
+    // The model folder's own scheduler config (folder or pipeline layout).
+    let folder_cfg = match analytic {
+        Some(_) => None,
+        None => {
+            let dir = diffuse::load::resolve_model_dir(Path::new(&a.model), "unet")?;
+            let candidates = [
+                dir.join(diffuse::load::SCHEDULER_CONFIG),
+                dir.parent()
+                    .map(|p| p.join("scheduler").join(diffuse::load::SCHEDULER_CONFIG))
+                    .unwrap_or_default(),
+            ];
+            candidates
+                .iter()
+                .find(|p| p.is_file())
+                .map(|p| SchedulerConfig::from_file(p))
+                .transpose()?
+        }
+    };
+    let cfg = match (explicit, &a.scheduler) {
+        (Some(c), _) => c,
+        (None, Some(name)) => SchedulerConfig::named(name, folder_cfg.as_ref())?,
+        (None, None) => folder_cfg.clone().ok_or_else(|| {
+            arg_error("--scheduler", "the model has no scheduler_config.json; pass --scheduler NAME or --scheduler-config FILE".into())
+        })?,
+    };
+    diffuse::schedule::check_steps(a.steps, cfg.num_train_timesteps)?;
+    let mut model: Box<dyn Denoiser> = match analytic {
+        Some(name) => {
+            if a.guidance.is_some() || a.class_label.is_some() {
+                return Err(arg_error(
+                    "--guidance",
+                    "analytic models are unconditional".into(),
+                ));
+            }
+            let mix = GaussianMixture::named(name)?;
+            Box::new(AnalyticDenoiser::new(
+                &gpu,
+                mix,
+                cfg.prediction,
+                a.batch,
+                a.dtype,
+            )?)
+        }
+        None => {
+            let unet = UNet2DModel::from_dir(&gpu, Path::new(&a.model), a.dtype)?;
+            let (h, w) = unet.config.sample_size.ok_or_else(|| {
+                arg_error(
+                    "--model",
+                    "config.json has no sample_size to sample at".into(),
+                )
+            })?;
+            if unet.config.in_channels != unet.config.out_channels {
+                return Err(arg_error(
+                    "--model",
+                    format!(
+                        "in_channels {} ≠ out_channels {}: a conditioned model needs `diffuse restore`",
+                        unet.config.in_channels, unet.config.out_channels
+                    ),
+                ));
+            }
+            let classes = unet.num_classes();
+            match (classes, a.guidance, a.class_label) {
+                (None, Some(_), _) | (None, _, Some(_)) => {
+                    return Err(arg_error(
+                        "--guidance",
+                        "guidance and class labels need a class-conditional model".into(),
+                    ))
+                }
+                (Some(k), g, l) => {
+                    let usable = if g.is_some() { k - 1 } else { k };
+                    if let Some(l) = l {
+                        if l < 0 || l as usize >= usable {
+                            return Err(arg_error(
+                                "--class-label",
+                                format!("{l} is outside 0..{usable}"),
+                            ));
+                        }
+                    }
+                    let labels: Vec<i64> = (0..a.batch)
+                        .map(|i| l.unwrap_or((i % usable.max(1)) as i64))
+                        .collect();
+                    match g {
+                        Some(scale) => {
+                            let fwd = unet.prepare(&gpu, 2 * a.batch, h, w)?;
+                            Box::new(GuidedUNet::new(
+                                &gpu,
+                                fwd,
+                                cfg.prediction,
+                                &labels,
+                                (k - 1) as i64,
+                                scale,
+                            )?)
+                        }
+                        None => Box::new(UNetDenoiser {
+                            forward: unet.prepare(&gpu, a.batch, h, w)?,
+                            prediction: cfg.prediction,
+                            labels: Some(labels),
+                        }),
+                    }
+                }
+                (None, None, None) => Box::new(UNetDenoiser {
+                    forward: unet.prepare(&gpu, a.batch, h, w)?,
+                    prediction: cfg.prediction,
+                    labels: None,
+                }),
+            }
+        }
+    };
+    let shape: Vec<usize> = model.input().shape().to_vec();
+    let noise = match &a.noise {
+        Some(p) => {
+            let t = Weights::open(p)?.read_f32("sample", Some(&shape))?;
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(input_error(
+                    p,
+                    format!("`sample` holds a non-finite value at flat index {i}"),
+                ));
+            }
+            Some(t.data)
+        }
+        None => None,
+    };
+    let bar = indicatif::ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(cfg.kind.class_name());
+    let t0 = std::time::Instant::now();
+    let opts = diffuse::pipeline::SampleOptions {
+        steps: a.steps,
+        seed: a.seed,
+        noise,
+    };
+    let x = diffuse::pipeline::sample(&gpu, model.as_mut(), &cfg, &opts, |i, _| {
+        bar.set_position(i as u64)
+    })?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let shape4 = [shape[0], shape[1], shape[2], shape[3]];
+    if let Some(r) = &a.raw {
+        write_f32_tensors(
+            r,
+            &[(
+                "sample",
+                &HostTensor {
+                    shape: shape.clone(),
+                    data: x.clone(),
+                },
+            )],
+        )?;
+    }
+    diffuse::image_io::write_grid(&a.out, &x, shape4, None)?;
+    eprintln!(
+        "wrote {} ({} samples, {} steps of {} in {secs:.1} s on {})",
+        a.out.display(),
+        shape[0],
+        a.steps,
+        cfg.kind.class_name(),
         gpu.info().name
     );
     Ok(())

@@ -93,8 +93,8 @@ impl GaussianMixture {
         let m = logr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = logr.iter().map(|l| (l - m).exp()).sum();
         let mut out = vec![0.0; x.len()];
-        for k in 0..self.weights.len() {
-            let r = (logr[k] - m).exp() / z;
+        for (k, lr) in logr.iter().enumerate() {
+            let r = (lr - m).exp() / z;
             let v = alpha * alpha * self.variances[k] + sigma * sigma;
             for (i, o) in out.iter_mut().enumerate() {
                 let mu = self.means[k][i];

@@ -2,6 +2,7 @@
 //! recorded UNet2DModel and closed-form Gaussian-mixture models.
 
 pub mod analytic;
+pub mod guided;
 pub mod unet;
 
 use crate::error::Result;

@@ -225,6 +225,11 @@ impl UNet2DModel {
         })
     }
 
+    /// Number of class labels of a class-conditional model with a lookup table.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.conditioning.num_classes()
+    }
+
     /// True when the model takes class labels.
     pub fn is_class_conditional(&self) -> bool {
         self.conditioning.needs_labels()

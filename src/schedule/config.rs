@@ -348,3 +348,89 @@ impl SchedulerConfig {
         .expect("defaults parse")
     }
 }
+
+/// The names of `--scheduler` and the diffusers class (and overrides) each selects.
+pub const SCHEDULER_NAMES: &[(&str, &str)] = &[
+    ("ddpm", "DDPMScheduler"),
+    ("ddim", "DDIMScheduler"),
+    ("euler", "EulerDiscreteScheduler"),
+    ("euler-ancestral", "EulerAncestralDiscreteScheduler"),
+    ("heun", "HeunDiscreteScheduler"),
+    ("dpm-solver++", "DPMSolverMultistepScheduler (2M)"),
+    ("dpm-solver++-3m", "DPMSolverMultistepScheduler (3M)"),
+    ("dpm-solver++-1", "DPMSolverMultistepScheduler (order 1)"),
+    ("sde-dpm-solver++", "DPMSolverMultistepScheduler (SDE, 2M)"),
+    (
+        "dpm-solver",
+        "DPMSolverMultistepScheduler (noise prediction, 2M, final σ_min)",
+    ),
+];
+
+impl SchedulerConfig {
+    /// `--scheduler NAME`: the class and options of NAME, keeping the training schedule
+    /// (betas, T, prediction type, steps_offset) of `base` (the model folder's
+    /// `scheduler_config.json`) when given.
+    pub fn named(name: &str, base: Option<&SchedulerConfig>) -> Result<Self> {
+        let (kind, over): (SchedulerKind, serde_json::Value) = match name {
+            "ddpm" => (SchedulerKind::Ddpm, serde_json::json!({})),
+            "ddim" => (SchedulerKind::Ddim, serde_json::json!({})),
+            "euler" => (SchedulerKind::Euler, serde_json::json!({})),
+            "euler-ancestral" | "euler-a" => (SchedulerKind::EulerAncestral, serde_json::json!({})),
+            "heun" => (SchedulerKind::Heun, serde_json::json!({})),
+            "dpm-solver++" | "dpm-solver++-2m" => {
+                (SchedulerKind::DpmSolverMultistep, serde_json::json!({}))
+            }
+            "dpm-solver++-3m" => (
+                SchedulerKind::DpmSolverMultistep,
+                serde_json::json!({"solver_order": 3}),
+            ),
+            "dpm-solver++-1" => (
+                SchedulerKind::DpmSolverMultistep,
+                serde_json::json!({"solver_order": 1}),
+            ),
+            "sde-dpm-solver++" => (
+                SchedulerKind::DpmSolverMultistep,
+                serde_json::json!({"algorithm_type": "sde-dpmsolver++"}),
+            ),
+            "dpm-solver" => (
+                SchedulerKind::DpmSolverMultistep,
+                serde_json::json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),
+            ),
+            o => {
+                let names: Vec<&str> = SCHEDULER_NAMES.iter().map(|(n, _)| *n).collect();
+                return Err(Error::Argument {
+                    op: "sample",
+                    arg: "--scheduler",
+                    reason: format!("unknown scheduler `{o}` (one of: {})", names.join(", ")),
+                });
+            }
+        };
+        let mut obj = over.as_object().cloned().unwrap_or_default();
+        obj.insert("_class_name".into(), kind.class_name().into());
+        if let Some(b) = base {
+            obj.insert("num_train_timesteps".into(), b.num_train_timesteps.into());
+            obj.insert("steps_offset".into(), b.steps_offset.into());
+            obj.insert(
+                "prediction_type".into(),
+                match b.prediction {
+                    Prediction::Epsilon => "epsilon",
+                    Prediction::Sample => "sample",
+                    Prediction::VPrediction => "v_prediction",
+                }
+                .into(),
+            );
+            let (sched, start, end) = match b.beta_schedule {
+                BetaSchedule::Linear { start, end } => ("linear", start, end),
+                BetaSchedule::ScaledLinear { start, end } => ("scaled_linear", start, end),
+                BetaSchedule::SquaredCosCapV2 => ("squaredcos_cap_v2", 0.0001, 0.02),
+            };
+            obj.insert("beta_schedule".into(), sched.into());
+            obj.insert("beta_start".into(), start.into());
+            obj.insert("beta_end".into(), end.into());
+        }
+        Self::from_json(
+            &serde_json::Value::Object(obj),
+            &format!("--scheduler {name}"),
+        )
+    }
+}

@@ -136,7 +136,8 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         let h = l_t - l_s;
         let m0 = [(slot(i), 1.0)];
         // D1 = (m0 − m1)/r0, D2 per 3M.
-        let (d1, d2): (Vec<(Buf, f64)>, Vec<(Buf, f64)>) = if use_order >= 2 {
+        type Terms = Vec<(Buf, f64)>;
+        let (d1, d2): (Terms, Terms) = if use_order >= 2 {
             let l_s1 = alpha_sigma(sigmas[i - 1]).2;
             let r0 = (l_s - l_s1) / h;
             let d1_0 = vec![(slot(i), 1.0 / r0), (slot(i - 1), -1.0 / r0)];
