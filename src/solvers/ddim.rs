@@ -55,8 +55,26 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
             noise: std,
             clamp: None,
         });
-        let _ = lin;
         prog.push(ops);
     }
     Ok(Program::new(1.0, 1, prog))
+}
+
+/// Deterministic DDIM (η = 0, no clipping) over a σ grid; the state is VP, x_T = z.
+pub fn on_grid(prediction: crate::models::Prediction, grid: &super::Grid) -> Program {
+    let abar = |s: f64| 1.0 / (1.0 + s * s);
+    let mut prog = Vec::new();
+    for i in 0..grid.steps() {
+        let (a_t, a_prev) = (abar(grid.sigma[i]), abar(grid.sigma[i + 1]));
+        let time = ModelTime {
+            t: grid.t[i],
+            alpha: a_t.sqrt(),
+            sigma: (1.0 - a_t).sqrt(),
+        };
+        let x0 = x0_terms(prediction, Buf::X, 1.0, time);
+        let eps = eps_terms(prediction, Buf::X, 1.0, time);
+        let terms = combine(&[(a_prev.sqrt(), &x0), ((1.0 - a_prev).sqrt(), &eps)]);
+        prog.push(vec![model_input(Buf::X, 1.0), Op::Model(time), lin(Buf::X, terms)]);
+    }
+    Program::new(1.0, 0, prog)
 }

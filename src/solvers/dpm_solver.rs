@@ -83,23 +83,25 @@ fn alpha_sigma(s: f64) -> (f64, f64, f64) {
 
 pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
     check_steps(steps, cfg.num_train_timesteps)?;
-    let data = matches!(
-        cfg.algorithm,
-        DpmAlgorithm::DpmSolverPlusPlus | DpmAlgorithm::SdeDpmSolverPlusPlus
-    );
-    let sde = matches!(
-        cfg.algorithm,
-        DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus
-    );
-    if !data && cfg.final_sigma_zero {
+    let (t, sigma) = timesteps(cfg, steps)?;
+    on_grid(cfg, &super::Grid { t, sigma })
+}
+
+/// DPM-Solver(++) over `grid` with the order, algorithm, solver type and final-step rules of
+/// `cfg`; the state is VP, x_T = z.
+pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
+    let data = matches!(cfg.algorithm, DpmAlgorithm::DpmSolverPlusPlus | DpmAlgorithm::SdeDpmSolverPlusPlus);
+    let sde = matches!(cfg.algorithm, DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus);
+    let (ts, sigmas) = (&grid.t, &grid.sigma);
+    let n = grid.steps();
+    let final_zero = sigmas.last() == Some(&0.0);
+    if !data && final_zero {
         return Err(Error::Argument {
             op: "DPMSolverMultistepScheduler",
             arg: "final_sigmas_type",
             reason: "`zero` is only defined for the data-prediction algorithms (dpmsolver++, sde-dpmsolver++); use `sigma_min`".into(),
         });
     }
-    let (ts, sigmas) = timesteps(cfg, steps)?;
-    let n = ts.len();
     let order = cfg.solver_order;
     let mut prog = Vec::new();
     let mut lower_order_nums = 0usize;
@@ -124,7 +126,7 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
             lin(slot(i), conv),
         ];
         let final_low = i == n - 1
-            && (cfg.euler_at_final || (cfg.lower_order_final && n < 15) || cfg.final_sigma_zero);
+            && (cfg.euler_at_final || (cfg.lower_order_final && n < 15) || final_zero);
         let second_low = i + 2 == n && cfg.lower_order_final && n < 15;
         let use_order = if order == 1 || lower_order_nums < 1 || final_low {
             1

@@ -4,19 +4,28 @@
 //! The state is x/α; the model sees x/√(σ²+1).
 
 use super::program::{combine, model_input, x0_terms, Buf, Op, Program};
+use super::Grid;
 use crate::error::Result;
+use crate::models::Prediction;
 use crate::schedule::check_steps;
 use crate::schedule::config::SchedulerConfig;
 
 pub fn program(cfg: &SchedulerConfig, steps: usize, ancestral: bool) -> Result<Program> {
     check_steps(steps, cfg.num_train_timesteps)?;
-    let (ts, sigmas) = super::sigma_timesteps(cfg, steps)?;
+    let (t, sigma) = super::sigma_timesteps(cfg, steps)?;
+    let init = super::euler_init_sigma(cfg, &sigma);
+    Ok(on_grid(cfg.prediction, &Grid { t, sigma }, ancestral, init))
+}
+
+/// Euler (or Euler-ancestral) over `grid`; the state is x/α, x_T = init_sigma·z.
+pub fn on_grid(prediction: Prediction, grid: &Grid, ancestral: bool, init_sigma: f64) -> Program {
+    let (ts, sigmas) = (&grid.t, &grid.sigma);
     let mut prog = Vec::new();
-    for i in 0..steps {
+    for i in 0..grid.steps() {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
         let time = super::sigma_time(ts[i], s);
         let c_in = time.alpha;
-        let x0 = x0_terms(cfg.prediction, Buf::X, c_in, time);
+        let x0 = x0_terms(prediction, Buf::X, c_in, time);
         // x' = x + (x − x̂0)/σ · (σ_target − σ) [+ σ_up z]
         let (target, up) = if ancestral {
             let up = (s_next * s_next * (s * s - s_next * s_next) / (s * s))
@@ -39,5 +48,5 @@ pub fn program(cfg: &SchedulerConfig, steps: usize, ancestral: bool) -> Result<P
             },
         ]);
     }
-    Ok(Program::new(super::euler_init_sigma(cfg, &sigmas), 0, prog))
+    Program::new(init_sigma, 0, prog)
 }

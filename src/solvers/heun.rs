@@ -3,19 +3,29 @@
 //! predictor and, while σ_next > 0, one trapezoidal corrector (2 NFE; the last step is Euler).
 
 use super::program::{combine, lin, model_input, x0_terms, Buf, Op, Program};
+use super::Grid;
 use crate::error::Result;
+use crate::models::Prediction;
 use crate::schedule::check_steps;
 use crate::schedule::config::SchedulerConfig;
 
 pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
     check_steps(steps, cfg.num_train_timesteps)?;
-    let (ts, sigmas) = super::sigma_timesteps(cfg, steps)?;
+    let (t, sigma) = super::sigma_timesteps(cfg, steps)?;
+    let init = super::euler_init_sigma(cfg, &sigma);
+    Ok(on_grid(cfg.prediction, &Grid { t, sigma }, init))
+}
+
+/// Heun over `grid`; the state is x/α, x_T = init_sigma·z.
+pub fn on_grid(prediction: Prediction, grid: &Grid, init_sigma: f64) -> Program {
+    let (ts, sigmas) = (&grid.t, &grid.sigma);
+    let steps = grid.steps();
     let mut prog = Vec::new();
     // Slot 0: x at the start of the step; slot 1: the first derivative d = (x − x̂0)/σ.
     for i in 0..steps {
         let (s, s_next) = (sigmas[i], sigmas[i + 1]);
         let time = super::sigma_time(ts[i], s);
-        let x0 = x0_terms(cfg.prediction, Buf::X, time.alpha, time);
+        let x0 = x0_terms(prediction, Buf::X, time.alpha, time);
         let mut ops = vec![model_input(Buf::X, time.alpha), Op::Model(time)];
         let dt = s_next - s;
         if s_next == 0.0 {
@@ -36,7 +46,7 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Slot(1), dt)]));
         // Corrector at σ_next: d2 = (x̃ − x̂0(x̃))/σ_next; x = x_start + dt·(d1 + d2)/2.
         let t2 = super::sigma_time(ts[i + 1], s_next);
-        let x0b = x0_terms(cfg.prediction, Buf::X, t2.alpha, t2);
+        let x0b = x0_terms(prediction, Buf::X, t2.alpha, t2);
         ops.push(model_input(Buf::X, t2.alpha));
         ops.push(Op::Model(t2));
         let d2 = combine(&[(1.0 / s_next, &[(Buf::X, 1.0)]), (-1.0 / s_next, &x0b)]);
@@ -48,5 +58,5 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         ops.push(lin(Buf::X, terms));
         prog.push(ops);
     }
-    Ok(Program::new(super::euler_init_sigma(cfg, &sigmas), 2, prog))
+    Program::new(init_sigma, 2, prog)
 }

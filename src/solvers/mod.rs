@@ -15,6 +15,30 @@ use crate::error::Result;
 use crate::schedule::config::{SchedulerConfig, SchedulerKind};
 use program::Program;
 
+/// A time grid of N + 1 points with descending σ_E (the last may be 0) and the network time of
+/// each point: step i integrates from point i to point i + 1. Solvers are written on grids; the
+/// `program(cfg, steps)` functions build diffusers' grid for a scheduler config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub t: Vec<f64>,
+    pub sigma: Vec<f64>,
+}
+
+impl Grid {
+    /// Number of steps.
+    pub fn steps(&self) -> usize {
+        self.sigma.len().saturating_sub(1)
+    }
+
+    /// A Karras et al. (EDM) grid of `n` steps from σ_max to σ_min (ρ = 7), with network times
+    /// from `vp` (no extra final point: the run ends at σ_min).
+    pub fn karras(vp: &crate::schedule::DiscreteVp, sigma_min: f64, sigma_max: f64, n: usize) -> Self {
+        let sigma = crate::schedule::karras_sigmas(sigma_min, sigma_max, n + 1, 7.0);
+        let t = sigma.iter().map(|&s| vp.t_from_sigma(s)).collect();
+        Grid { t, sigma }
+    }
+}
+
 /// Builds the program of `cfg` for `steps` inference steps.
 pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
     match cfg.kind {
