@@ -6,7 +6,11 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 #[test]
 fn every_variant_validates_with_naga() {
-    let variants = diffuse::ops::all_variants();
+    let mut variants = diffuse::ops::all_variants();
+    variants.extend(diffuse::solvers::executor::variants());
+    for dt in [diffuse::DType::F32, diffuse::DType::F16] {
+        variants.extend(diffuse::models::analytic::variants(dt));
+    }
     assert!(
         variants.len() > 50,
         "expected the full variant list, got {}",

@@ -56,18 +56,28 @@ fn exact(mix: &GaussianMixture, y0: &[f64]) -> Vec<f64> {
 /// Runs `program` from x_T = init·z and returns y = x/α at σ_min (VP solvers end in VP scale).
 fn run(mix: &GaussianMixture, program: &Program, z: &[f32], vp_state: bool) -> Vec<f64> {
     let gpu = common::gpu();
-    let mut model = AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, BATCH, DType::F32).unwrap();
+    let mut model =
+        AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, BATCH, DType::F32).unwrap();
     let exec = Executor::new(gpu, &model, program, 0, true).unwrap();
     exec.set_noise(gpu, z).unwrap();
-    let x = exec.run(gpu, &mut model, |_, _| {}).unwrap().to_vec_f32(gpu).unwrap();
+    let x = exec
+        .run(gpu, &mut model, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
     let a_end = 1.0 / (SIGMA_MIN * SIGMA_MIN + 1.0).sqrt();
-    x.iter().map(|&v| if vp_state { v as f64 / a_end } else { v as f64 }).collect()
+    x.iter()
+        .map(|&v| if vp_state { v as f64 / a_end } else { v as f64 })
+        .collect()
 }
 
 fn slope(ns: &[usize], errs: &[f64]) -> f64 {
     let xs: Vec<f64> = ns.iter().map(|&n| (n as f64).ln()).collect();
     let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
-    let (mx, my) = (xs.iter().sum::<f64>() / xs.len() as f64, ys.iter().sum::<f64>() / ys.len() as f64);
+    let (mx, my) = (
+        xs.iter().sum::<f64>() / xs.len() as f64,
+        ys.iter().sum::<f64>() / ys.len() as f64,
+    );
     let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
     let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     -num / den
@@ -82,18 +92,25 @@ fn ode_solvers_converge_at_their_theoretical_order() {
         shape: [1, 4, 4],
         weights: vec![0.6, 0.4],
         means: vec![
-            (0..d).map(|i| if i % 2 == 0 { 0.5 } else { -0.3 }).collect(),
+            (0..d)
+                .map(|i| if i % 2 == 0 { 0.5 } else { -0.3 })
+                .collect(),
             (0..d).map(|i| if i < 8 { -0.4 } else { 0.6 }).collect(),
         ],
         variances: vec![0.3, 0.2],
     };
-    let vp = SchedulerConfig::default_for(SchedulerKind::Ddim).vp().unwrap();
+    let vp = SchedulerConfig::default_for(SchedulerKind::Ddim)
+        .vp()
+        .unwrap();
     let z = TestRng(2024).values(BATCH * mix.dim(), -1.0, 1.0, DType::F32);
     // Box–Muller-free Gaussian-ish start is fine: the ODE is deterministic from any x_T.
     let a0 = 1.0 / (SIGMA_MAX * SIGMA_MAX + 1.0).sqrt();
     // VP solvers start from x_vp = z (y = z/α); σ-space solvers from y = σ_max·z.
     let exact_vp = exact(&mix, &z.iter().map(|&v| v as f64 / a0).collect::<Vec<_>>());
-    let exact_sigma = exact(&mix, &z.iter().map(|&v| v as f64 * SIGMA_MAX).collect::<Vec<_>>());
+    let exact_sigma = exact(
+        &mix,
+        &z.iter().map(|&v| v as f64 * SIGMA_MAX).collect::<Vec<_>>(),
+    );
     let dpm = |order: usize, alg: DpmAlgorithm| {
         let mut c = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
         c.solver_order = order;
@@ -104,12 +121,48 @@ fn ode_solvers_converge_at_their_theoretical_order() {
     let ns = [10usize, 14, 20, 28, 40, 56];
     type Builder<'a> = Box<dyn Fn(&Grid) -> Program + 'a>;
     let cases: Vec<(&str, f64, bool, Builder)> = vec![
-        ("DDIM", 1.0, true, Box::new(|g: &Grid| ddim::on_grid(Prediction::Epsilon, g))),
-        ("Euler", 1.0, false, Box::new(|g: &Grid| euler::on_grid(Prediction::Epsilon, g, false, SIGMA_MAX))),
-        ("Heun", 2.0, false, Box::new(|g: &Grid| heun::on_grid(Prediction::Epsilon, g, SIGMA_MAX))),
-        ("DPM-Solver++ 2M", 2.0, true, Box::new(move |g: &Grid| dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap())),
-        ("DPM-Solver++ 3M", 3.0, true, Box::new(move |g: &Grid| dpm_solver::on_grid(&dpm(3, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap())),
-        ("DPM-Solver 2M", 2.0, true, Box::new(move |g: &Grid| dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), g).unwrap())),
+        (
+            "DDIM",
+            1.0,
+            true,
+            Box::new(|g: &Grid| ddim::on_grid(Prediction::Epsilon, g)),
+        ),
+        (
+            "Euler",
+            1.0,
+            false,
+            Box::new(|g: &Grid| euler::on_grid(Prediction::Epsilon, g, false, SIGMA_MAX)),
+        ),
+        (
+            "Heun",
+            2.0,
+            false,
+            Box::new(|g: &Grid| heun::on_grid(Prediction::Epsilon, g, SIGMA_MAX)),
+        ),
+        (
+            "DPM-Solver++ 2M",
+            2.0,
+            true,
+            Box::new(move |g: &Grid| {
+                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+            }),
+        ),
+        (
+            "DPM-Solver++ 3M",
+            3.0,
+            true,
+            Box::new(move |g: &Grid| {
+                dpm_solver::on_grid(&dpm(3, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+            }),
+        ),
+        (
+            "DPM-Solver 2M",
+            2.0,
+            true,
+            Box::new(move |g: &Grid| {
+                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), g).unwrap()
+            }),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, theory, vp_state, build) in &cases {
@@ -119,12 +172,21 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             .map(|&n| {
                 let grid = Grid::karras(&vp, SIGMA_MIN, SIGMA_MAX, n);
                 let got = run(&mix, &build(&grid), &z, *vp_state);
-                let rms = (got.iter().zip(reference.iter()).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / got.len() as f64).sqrt();
+                let rms = (got
+                    .iter()
+                    .zip(reference.iter())
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>()
+                    / got.len() as f64)
+                    .sqrt();
                 rms
             })
             .collect();
         let p = slope(&ns, &errs);
-        println!("{name:<16} order {p:.2} (theory {theory})  RMS errors {:?}", errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>());
+        println!(
+            "{name:<16} order {p:.2} (theory {theory})  RMS errors {:?}",
+            errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()
+        );
         if (p - theory).abs() > 0.3 {
             failures.push(format!("{name}: fitted order {p:.2}, theory {theory}"));
         }

@@ -134,8 +134,14 @@ struct Params {
     s2: [f32; 8],
 }
 
-fn key(dt: DType, pred: Prediction) -> KernelKey {
-    KernelKey::new("analytic", "main", dt, [WG_1D, 1, 1]).flag(
+/// Workgroup size for `d` dimensions per sample: a power of two from 8 to 256 (one workgroup per
+/// sample, so small samples must not idle 256 invocations each).
+fn workgroup(d: usize) -> u32 {
+    (d.next_power_of_two() as u32).clamp(8, WG_1D)
+}
+
+fn key(dt: DType, pred: Prediction, wg: u32) -> KernelKey {
+    KernelKey::new("analytic", "main", dt, [wg, 1, 1]).flag(
         match pred {
             Prediction::Epsilon => "PRED_EPS",
             Prediction::Sample => "PRED_X0",
@@ -147,14 +153,17 @@ fn key(dt: DType, pred: Prediction) -> KernelKey {
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    [
+    let mut v = Vec::new();
+    for p in [
         Prediction::Epsilon,
         Prediction::Sample,
         Prediction::VPrediction,
-    ]
-    .into_iter()
-    .map(|p| key(dt, p))
-    .collect()
+    ] {
+        for wg in [8, WG_1D] {
+            v.push(key(dt, p, wg));
+        }
+    }
+    v
 }
 
 /// The mixture as a GPU [`Denoiser`] for `batch` samples.
@@ -236,7 +245,7 @@ impl Denoiser for AnalyticDenoiser {
                 self.output.binding(gpu, "analytic")?,
             ];
             rec.dispatch(
-                &key(self.input.dtype(), self.prediction),
+                &key(self.input.dtype(), self.prediction, workgroup(m.dim())),
                 bytemuck::bytes_of(&p),
                 binds,
                 g,

@@ -74,7 +74,11 @@ pub fn on_grid(prediction: crate::models::Prediction, grid: &super::Grid) -> Pro
         let x0 = x0_terms(prediction, Buf::X, 1.0, time);
         let eps = eps_terms(prediction, Buf::X, 1.0, time);
         let terms = combine(&[(a_prev.sqrt(), &x0), ((1.0 - a_prev).sqrt(), &eps)]);
-        prog.push(vec![model_input(Buf::X, 1.0), Op::Model(time), lin(Buf::X, terms)]);
+        prog.push(vec![
+            model_input(Buf::X, 1.0),
+            Op::Model(time),
+            lin(Buf::X, terms),
+        ]);
     }
     Program::new(1.0, 0, prog)
 }

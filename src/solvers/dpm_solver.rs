@@ -90,8 +90,14 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
 /// DPM-Solver(++) over `grid` with the order, algorithm, solver type and final-step rules of
 /// `cfg`; the state is VP, x_T = z.
 pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
-    let data = matches!(cfg.algorithm, DpmAlgorithm::DpmSolverPlusPlus | DpmAlgorithm::SdeDpmSolverPlusPlus);
-    let sde = matches!(cfg.algorithm, DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus);
+    let data = matches!(
+        cfg.algorithm,
+        DpmAlgorithm::DpmSolverPlusPlus | DpmAlgorithm::SdeDpmSolverPlusPlus
+    );
+    let sde = matches!(
+        cfg.algorithm,
+        DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus
+    );
     let (ts, sigmas) = (&grid.t, &grid.sigma);
     let n = grid.steps();
     let final_zero = sigmas.last() == Some(&0.0);
@@ -125,8 +131,8 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
             Op::Model(time),
             lin(slot(i), conv),
         ];
-        let final_low = i == n - 1
-            && (cfg.euler_at_final || (cfg.lower_order_final && n < 15) || final_zero);
+        let final_low =
+            i == n - 1 && (cfg.euler_at_final || (cfg.lower_order_final && n < 15) || final_zero);
         let second_low = i + 2 == n && cfg.lower_order_final && n < 15;
         let use_order = if order == 1 || lower_order_nums < 1 || final_low {
             1

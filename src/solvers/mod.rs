@@ -32,7 +32,12 @@ impl Grid {
 
     /// A Karras et al. (EDM) grid of `n` steps from σ_max to σ_min (ρ = 7), with network times
     /// from `vp` (no extra final point: the run ends at σ_min).
-    pub fn karras(vp: &crate::schedule::DiscreteVp, sigma_min: f64, sigma_max: f64, n: usize) -> Self {
+    pub fn karras(
+        vp: &crate::schedule::DiscreteVp,
+        sigma_min: f64,
+        sigma_max: f64,
+        n: usize,
+    ) -> Self {
         let sigma = crate::schedule::karras_sigmas(sigma_min, sigma_max, n + 1, 7.0);
         let t = sigma.iter().map(|&s| vp.t_from_sigma(s)).collect();
         Grid { t, sigma }
