@@ -57,19 +57,29 @@ fn main() {
     println!("{}\n", gpu.info());
     let cfg = SchedulerConfig::named("dpm-solver++", None).unwrap();
     let program = solvers::build(&cfg, 20).unwrap();
-    let lins = program.steps[1].iter().filter(|o| matches!(o, Op::Lin { .. })).count();
+    let lins = program.steps[1]
+        .iter()
+        .filter(|o| matches!(o, Op::Lin { .. }))
+        .count();
     let _ = Buf::X;
     println!("DPM-Solver++ 2M, 20 NFE: {lins} update instructions per step\n");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/unet_ddpm_like");
     let model = UNet2DModel::from_dir(&gpu, &dir, DType::F32).unwrap();
-    println!("{:<28} {:>5} {:>12} {:>10} {:>14} {:>10}", "model", "batch", "s / batch", "img/s", "solver ms/step", "% of step");
+    println!(
+        "{:<28} {:>5} {:>12} {:>10} {:>14} {:>10}",
+        "model", "batch", "s / batch", "img/s", "solver ms/step", "% of step"
+    );
     for batch in [1usize, 8, 32] {
         let mut den = UNetDenoiser {
             forward: model.prepare(&gpu, batch, 16, 16).unwrap(),
             prediction: Prediction::Epsilon,
             labels: None,
         };
-        let opts = SampleOptions { steps: 20, seed: 1, noise: None };
+        let opts = SampleOptions {
+            steps: 20,
+            seed: 1,
+            noise: None,
+        };
         sample(&gpu, &mut den, &cfg, &opts, |_, _| {}).unwrap();
         let t = Instant::now();
         sample(&gpu, &mut den, &cfg, &opts, |_, _| {}).unwrap();
@@ -78,7 +88,12 @@ fn main() {
         let solver = solver_only(&gpu, &program, &[batch, 3, 16, 16]);
         println!(
             "{:<28} {:>5} {:>12.3} {:>10.2} {:>14.3} {:>9.2}%",
-            "unet_ddpm_like 16×16", batch, total, batch as f64 / total, solver * 1e3, 100.0 * solver / step
+            "unet_ddpm_like 16×16",
+            batch,
+            total,
+            batch as f64 / total,
+            solver * 1e3,
+            100.0 * solver / step
         );
     }
     // The CIFAR-size sample: solver cost per step against the forward measured in
@@ -87,7 +102,12 @@ fn main() {
         let solver = solver_only(&gpu, &program, &[batch, 3, 32, 32]);
         println!(
             "{:<28} {:>5} {:>12} {:>10} {:>14.3} {:>9.3}%",
-            "ddpm-cifar10-32 (solver)", batch, "-", "-", solver * 1e3, 100.0 * solver / (fwd_s + solver)
+            "ddpm-cifar10-32 (solver)",
+            batch,
+            "-",
+            "-",
+            solver * 1e3,
+            100.0 * solver / (fwd_s + solver)
         );
     }
 }

@@ -28,14 +28,30 @@ fn guided_forward_combines_conditional_and_null_predictions() {
     let labels = [0i64, 1, 2];
     let w = 2.5f32;
     let x = TestRng(9).values(3 * 64, -1.0, 1.0, DType::F32);
-    let time = ModelTime { t: 321.0, alpha: 0.6, sigma: 0.8 };
-    let mut guided = GuidedUNet::new(gpu, model.prepare(gpu, 6, 8, 8).unwrap(), Prediction::Epsilon, &labels, 3, w).unwrap();
+    let time = ModelTime {
+        t: 321.0,
+        alpha: 0.6,
+        sigma: 0.8,
+    };
+    let mut guided = GuidedUNet::new(
+        gpu,
+        model.prepare(gpu, 6, 8, 8).unwrap(),
+        Prediction::Epsilon,
+        &labels,
+        3,
+        w,
+    )
+    .unwrap();
     guided.input().write_f32(gpu, &x).unwrap();
     guided.run(gpu, time).unwrap();
     let got = guided.output().to_vec_f32(gpu).unwrap();
     let single = model.prepare(gpu, 3, 8, 8).unwrap();
-    let cond = single.forward_host(gpu, &x, &[321.0; 3], Some(&labels)).unwrap();
-    let uncond = single.forward_host(gpu, &x, &[321.0; 3], Some(&[3, 3, 3])).unwrap();
+    let cond = single
+        .forward_host(gpu, &x, &[321.0; 3], Some(&labels))
+        .unwrap();
+    let uncond = single
+        .forward_host(gpu, &x, &[321.0; 3], Some(&[3, 3, 3]))
+        .unwrap();
     let mut worst = 0f32;
     for i in 0..got.len() {
         let want = (1.0 - w) * uncond[i] + w * cond[i];
@@ -43,7 +59,10 @@ fn guided_forward_combines_conditional_and_null_predictions() {
     }
     let scale = cond.iter().chain(&uncond).fold(0f32, |m, v| m.max(v.abs()));
     println!("max|Δ| {worst:.3e} (scale {scale:.3})");
-    assert!(worst <= 1e-5 * scale.max(1.0) * w, "guided output off by {worst}");
+    assert!(
+        worst <= 1e-5 * scale.max(1.0) * w,
+        "guided output off by {worst}"
+    );
     assert!(cond != uncond, "labels must change the prediction");
     // Odd f16 half-batches that are not whole 4-byte words are refused, not miscopied.
     let m16 = UNet2DModel::load(
@@ -62,6 +81,9 @@ fn guided_forward_combines_conditional_and_null_predictions() {
     )
     .unwrap();
     let fwd = m16.prepare(gpu, 2, 1, 1).unwrap();
-    let e = GuidedUNet::new(gpu, fwd, Prediction::Epsilon, &[0], 1, 2.0).err().unwrap().to_string();
+    let e = GuidedUNet::new(gpu, fwd, Prediction::Epsilon, &[0], 1, 2.0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("even batch"), "{e}");
 }
