@@ -17,13 +17,14 @@ import os
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, UNet2DModel)
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler, UNet2DModel)
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden")
 OUT = os.path.join(ROOT, "solvers")
 CLASSES = {c.__name__: c for c in [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                                   EulerAncestralDiscreteScheduler, HeunDiscreteScheduler]}
+                                   EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
+                                   UniPCMultistepScheduler]}
 
 CASES = [
     # (name, class, config overrides, steps, model)
@@ -45,6 +46,13 @@ CASES = [
     ("dpmpp_cosine_clipped_leading", "DPMSolverMultistepScheduler", dict(beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1, timestep_spacing="leading"), 10, "toy"),
     ("dpmpp_trailing_sample", "DPMSolverMultistepScheduler", dict(timestep_spacing="trailing", prediction_type="sample", final_sigmas_type="sigma_min"), 10, "toy"),
     ("dpmpp_2m_unet", "DPMSolverMultistepScheduler", {}, 10, "unet"),
+    ("unipc_default", "UniPCMultistepScheduler", {}, 10, "toy"),
+    # (bh1, predict_x0=False and lower_order_final=False give NaN or a singular solve in
+    # diffusers at a final σ of 0: not goldens.)
+    ("unipc_3_20", "UniPCMultistepScheduler", dict(solver_order=3), 20, "toy"),
+    ("unipc_v", "UniPCMultistepScheduler", dict(prediction_type="v_prediction"), 12, "toy"),
+    ("unipc_karras_leading", "UniPCMultistepScheduler", dict(use_karras_sigmas=True, timestep_spacing="leading", disable_corrector=[2]), 10, "toy"),
+    ("unipc_3_unet", "UniPCMultistepScheduler", dict(solver_order=3), 10, "unet"),
 ]
 
 
@@ -75,7 +83,7 @@ class Toy:
 
 def noise_level(s, t):
     """(alpha, sigma) of the VP marginal the scheduler's model input has at this step."""
-    if hasattr(s, "sigmas") and s.step_index is not None or isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler)):
+    if hasattr(s, "sigmas") and s.step_index is not None or isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)):
         idx = s.step_index if s.step_index is not None else s.index_for_timestep(t)
         sig = float(s.sigmas[idx])
         a = 1.0 / (sig * sig + 1.0) ** 0.5

@@ -17,6 +17,7 @@ pub enum SchedulerKind {
     EulerAncestral,
     Heun,
     DpmSolverMultistep,
+    UniPc,
 }
 
 impl SchedulerKind {
@@ -29,6 +30,7 @@ impl SchedulerKind {
             SchedulerKind::EulerAncestral => "EulerAncestralDiscreteScheduler",
             SchedulerKind::Heun => "HeunDiscreteScheduler",
             SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            SchedulerKind::UniPc => "UniPCMultistepScheduler",
         }
     }
     fn from_class(name: &str) -> Option<Self> {
@@ -39,6 +41,7 @@ impl SchedulerKind {
             SchedulerKind::EulerAncestral,
             SchedulerKind::Heun,
             SchedulerKind::DpmSolverMultistep,
+            SchedulerKind::UniPc,
         ]
         .into_iter()
         .find(|k| k.class_name() == name)
@@ -95,6 +98,12 @@ pub struct SchedulerConfig {
     pub lambda_min_clipped: f64,
     /// DDIM's η (a `step` argument in diffusers; 0 by default).
     pub eta: f64,
+    /// UniPC: data prediction (`predict_x0`).
+    pub predict_x0: bool,
+    /// UniPC: B(h) = h (`bh1`) instead of e^h − 1 (`bh2`).
+    pub unipc_bh1: bool,
+    /// UniPC: steps whose corrector is skipped.
+    pub disable_corrector: Vec<usize>,
 }
 
 /// Fields accepted (and ignored when irrelevant to the class) because diffusers writes them.
@@ -139,6 +148,10 @@ const KNOWN: &[&str] = &[
     "eta",
     "use_dynamic_shifting",
     "time_shift_type",
+    "predict_x0",
+    "disable_corrector",
+    "solver_p",
+    "shift_terminal",
 ];
 
 struct F<'a> {
@@ -282,15 +295,37 @@ impl SchedulerConfig {
             "sde-dpmsolver++" => DpmAlgorithm::SdeDpmSolverPlusPlus,
             o => return Err(f.err("algorithm_type", format!("`{o}` is not supported"))),
         };
-        let solver_type = match f.string("solver_type", "midpoint")?.as_str() {
-            "midpoint" => SolverType::Midpoint,
-            "heun" => SolverType::Heun,
-            o => {
-                return Err(f.err(
-                    "solver_type",
-                    format!("`{o}` is not supported (midpoint, heun)"),
-                ))
+        let (solver_type, unipc_bh1) = if kind == SchedulerKind::UniPc {
+            match f.string("solver_type", "bh2")?.as_str() {
+                "bh1" => (SolverType::Midpoint, true),
+                "bh2" => (SolverType::Midpoint, false),
+                o => return Err(f.err("solver_type", format!("`{o}` is not supported (bh1, bh2)"))),
             }
+        } else {
+            match f.string("solver_type", "midpoint")?.as_str() {
+                "midpoint" => (SolverType::Midpoint, false),
+                "heun" => (SolverType::Heun, false),
+                o => {
+                    return Err(f.err(
+                        "solver_type",
+                        format!("`{o}` is not supported (midpoint, heun)"),
+                    ))
+                }
+            }
+        };
+        f.must_be_default("solver_p", |_| false)?;
+        f.must_be_default("shift_terminal", |_| false)?;
+        let disable_corrector = match f.get("disable_corrector") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| f.err("disable_corrector", "expected step indices"))
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(v) => return Err(f.err("disable_corrector", format!("expected a list, got {v}"))),
         };
         let final_sigma_zero = match f.string("final_sigmas_type", "zero")?.as_str() {
             "zero" => true,
@@ -303,6 +338,12 @@ impl SchedulerConfig {
             }
         };
         let solver_order = f.num("solver_order", 2.0)? as usize;
+        if kind == SchedulerKind::UniPc && (!(1..=3).contains(&solver_order) || !final_sigma_zero) {
+            return Err(f.err(
+                "solver_order",
+                format!("UniPC supports orders 1–3 with final_sigmas_type `zero` (got order {solver_order})"),
+            ));
+        }
         if kind == SchedulerKind::DpmSolverMultistep && !(1..=3).contains(&solver_order) {
             return Err(f.err(
                 "solver_order",
@@ -329,6 +370,9 @@ impl SchedulerConfig {
             euler_at_final: f.boolean("euler_at_final", false)?,
             lambda_min_clipped: f.num("lambda_min_clipped", f64::NEG_INFINITY)?,
             eta: f.num("eta", 0.0)?,
+            predict_x0: f.boolean("predict_x0", true)?,
+            unipc_bh1,
+            disable_corrector,
         };
         DiscreteVp::new(cfg.beta_schedule, cfg.num_train_timesteps)?;
         Ok(cfg)
@@ -392,6 +436,8 @@ impl SchedulerConfig {
                 SchedulerKind::DpmSolverMultistep,
                 serde_json::json!({"algorithm_type": "sde-dpmsolver++"}),
             ),
+            "unipc" => (SchedulerKind::UniPc, serde_json::json!({})),
+            "unipc-3" => (SchedulerKind::UniPc, serde_json::json!({"solver_order": 3})),
             "dpm-solver" => (
                 SchedulerKind::DpmSolverMultistep,
                 serde_json::json!({"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),

@@ -10,6 +10,7 @@ pub mod euler;
 pub mod executor;
 pub mod heun;
 pub mod program;
+pub mod unipc;
 
 use crate::error::Result;
 use crate::schedule::config::{SchedulerConfig, SchedulerKind};
@@ -53,6 +54,7 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SchedulerKind::EulerAncestral => euler::program(cfg, steps, true),
         SchedulerKind::Heun => heun::program(cfg, steps),
         SchedulerKind::DpmSolverMultistep => dpm_solver::program(cfg, steps),
+        SchedulerKind::UniPc => unipc::program(cfg, steps),
     }
 }
 
