@@ -17,14 +17,16 @@ import os
 import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler, UNet2DModel)
+                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler,
+                       HeunDiscreteScheduler, UniPCMultistepScheduler, UNet2DModel)
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden")
 OUT = os.path.join(ROOT, "solvers")
 CLASSES = {c.__name__: c for c in [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                                    EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
-                                   UniPCMultistepScheduler]}
+                                   UniPCMultistepScheduler, FlowMatchEulerDiscreteScheduler,
+                                   FlowMatchHeunDiscreteScheduler]}
 
 CASES = [
     # (name, class, config overrides, steps, model)
@@ -53,6 +55,9 @@ CASES = [
     ("unipc_v", "UniPCMultistepScheduler", dict(prediction_type="v_prediction"), 12, "toy"),
     ("unipc_karras_leading", "UniPCMultistepScheduler", dict(use_karras_sigmas=True, timestep_spacing="leading", disable_corrector=[2]), 10, "toy"),
     ("unipc_3_unet", "UniPCMultistepScheduler", dict(solver_order=3), 10, "unet"),
+    ("flow_euler", "FlowMatchEulerDiscreteScheduler", {}, 10, "toy"),
+    ("flow_euler_shift3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), 12, "toy"),
+    ("flow_heun", "FlowMatchHeunDiscreteScheduler", {}, 8, "toy"),
 ]
 
 
@@ -77,12 +82,17 @@ class Toy:
         x0 = self.x0(x, alpha, sigma)
         xf = x.reshape(x.shape[0], -1).double()
         eps = (xf - alpha * x0) / sigma
-        out = {"epsilon": eps, "sample": x0, "v_prediction": alpha * eps - sigma * x0}[pred]
+        out = {"epsilon": eps, "sample": x0, "v_prediction": alpha * eps - sigma * x0,
+               "flow_prediction": eps - x0}[pred]
         return out.reshape(shape).float()
 
 
 def noise_level(s, t):
-    """(alpha, sigma) of the VP marginal the scheduler's model input has at this step."""
+    """(alpha, sigma) of the marginal the scheduler's model input has at this step."""
+    if isinstance(s, (FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler)):
+        idx = s.step_index if s.step_index is not None else s.index_for_timestep(t)
+        sig = float(s.sigmas[idx])
+        return 1.0 - sig, sig
     if hasattr(s, "sigmas") and s.step_index is not None or isinstance(s, (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)):
         idx = s.step_index if s.step_index is not None else s.index_for_timestep(t)
         sig = float(s.sigmas[idx])
@@ -109,10 +119,10 @@ def main():
         shape = (2, 1, 8, 8) if model == "toy" else (2, 3, 16, 16)
         z = torch.randn(shape, generator=gen)
         sched.set_timesteps(steps)
-        x = z * sched.init_noise_sigma
-        pred = sched.config.prediction_type
+        x = z * getattr(sched, "init_noise_sigma", 1.0)
+        pred = sched.config.get("prediction_type", "flow_prediction")
         for t in sched.timesteps:
-            inp = sched.scale_model_input(x, t)
+            inp = sched.scale_model_input(x, t) if hasattr(sched, "scale_model_input") else x
             with torch.no_grad():
                 if model == "toy":
                     a, s = noise_level(sched, t)

@@ -146,6 +146,7 @@ fn key(dt: DType, pred: Prediction, wg: u32) -> KernelKey {
             Prediction::Epsilon => "PRED_EPS",
             Prediction::Sample => "PRED_X0",
             Prediction::VPrediction => "PRED_V",
+            Prediction::Flow => "PRED_FLOW",
         },
         true,
     )
@@ -158,6 +159,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         Prediction::Epsilon,
         Prediction::Sample,
         Prediction::VPrediction,
+        Prediction::Flow,
     ] {
         for wg in [8, WG_1D] {
             v.push(key(dt, p, wg));

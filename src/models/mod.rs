@@ -19,6 +19,8 @@ pub enum Prediction {
     Sample,
     /// v = α·ε − σ·x0 (`v_prediction`).
     VPrediction,
+    /// Rectified-flow velocity v = ε − x0 (`flow_prediction`), for x = (1 − σ)·x0 + σ·ε.
+    Flow,
 }
 
 impl std::str::FromStr for Prediction {
@@ -28,8 +30,9 @@ impl std::str::FromStr for Prediction {
             "epsilon" => Ok(Prediction::Epsilon),
             "sample" => Ok(Prediction::Sample),
             "v_prediction" => Ok(Prediction::VPrediction),
+            "flow_prediction" => Ok(Prediction::Flow),
             o => Err(format!(
-                "unknown prediction_type `{o}` (epsilon, sample, v_prediction)"
+                "unknown prediction_type `{o}` (epsilon, sample, v_prediction, flow_prediction)"
             )),
         }
     }

@@ -18,6 +18,8 @@ pub enum SchedulerKind {
     Heun,
     DpmSolverMultistep,
     UniPc,
+    FlowMatchEuler,
+    FlowMatchHeun,
 }
 
 impl SchedulerKind {
@@ -31,6 +33,8 @@ impl SchedulerKind {
             SchedulerKind::Heun => "HeunDiscreteScheduler",
             SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             SchedulerKind::UniPc => "UniPCMultistepScheduler",
+            SchedulerKind::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
+            SchedulerKind::FlowMatchHeun => "FlowMatchHeunDiscreteScheduler",
         }
     }
     fn from_class(name: &str) -> Option<Self> {
@@ -42,6 +46,8 @@ impl SchedulerKind {
             SchedulerKind::Heun,
             SchedulerKind::DpmSolverMultistep,
             SchedulerKind::UniPc,
+            SchedulerKind::FlowMatchEuler,
+            SchedulerKind::FlowMatchHeun,
         ]
         .into_iter()
         .find(|k| k.class_name() == name)
@@ -104,6 +110,8 @@ pub struct SchedulerConfig {
     pub unipc_bh1: bool,
     /// UniPC: steps whose corrector is skipped.
     pub disable_corrector: Vec<usize>,
+    /// Flow matching: the time shift (σ ← shift·σ / (1 + (shift − 1)·σ)).
+    pub shift: f64,
 }
 
 /// Fields accepted (and ignored when irrelevant to the class) because diffusers writes them.
@@ -152,6 +160,13 @@ const KNOWN: &[&str] = &[
     "disable_corrector",
     "solver_p",
     "shift_terminal",
+    "shift",
+    "base_shift",
+    "max_shift",
+    "base_image_seq_len",
+    "max_image_seq_len",
+    "invert_sigmas",
+    "stochastic_sampling",
 ];
 
 struct F<'a> {
@@ -258,8 +273,15 @@ impl SchedulerConfig {
         f.must_be_default("timestep_type", |v| v == "discrete")?;
         f.must_be_default("sigma_min", |_| false)?;
         f.must_be_default("sigma_max", |_| false)?;
+        let flow = matches!(
+            kind,
+            SchedulerKind::FlowMatchEuler | SchedulerKind::FlowMatchHeun
+        );
         let prediction = f
-            .string("prediction_type", "epsilon")?
+            .string(
+                "prediction_type",
+                if flow { "flow_prediction" } else { "epsilon" },
+            )?
             .parse::<Prediction>()
             .map_err(|e| f.err("prediction_type", e))?;
         let default_spacing = match kind {
@@ -314,6 +336,8 @@ impl SchedulerConfig {
             }
         };
         f.must_be_default("solver_p", |_| false)?;
+        f.must_be_default("invert_sigmas", |v| v == &Value::Bool(false))?;
+        f.must_be_default("stochastic_sampling", |v| v == &Value::Bool(false))?;
         f.must_be_default("shift_terminal", |_| false)?;
         let disable_corrector = match f.get("disable_corrector") {
             None => Vec::new(),
@@ -371,6 +395,7 @@ impl SchedulerConfig {
             lambda_min_clipped: f.num("lambda_min_clipped", f64::NEG_INFINITY)?,
             eta: f.num("eta", 0.0)?,
             predict_x0: f.boolean("predict_x0", true)?,
+            shift: f.num("shift", 1.0)?,
             unipc_bh1,
             disable_corrector,
         };
@@ -437,6 +462,8 @@ impl SchedulerConfig {
                 serde_json::json!({"algorithm_type": "sde-dpmsolver++"}),
             ),
             "unipc" => (SchedulerKind::UniPc, serde_json::json!({})),
+            "flow-euler" => (SchedulerKind::FlowMatchEuler, serde_json::json!({})),
+            "flow-heun" => (SchedulerKind::FlowMatchHeun, serde_json::json!({})),
             "unipc-3" => (SchedulerKind::UniPc, serde_json::json!({"solver_order": 3})),
             "dpm-solver" => (
                 SchedulerKind::DpmSolverMultistep,
@@ -462,6 +489,7 @@ impl SchedulerConfig {
                     Prediction::Epsilon => "epsilon",
                     Prediction::Sample => "sample",
                     Prediction::VPrediction => "v_prediction",
+                    Prediction::Flow => "flow_prediction",
                 }
                 .into(),
             );

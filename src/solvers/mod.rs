@@ -8,6 +8,7 @@ pub mod ddpm;
 pub mod dpm_solver;
 pub mod euler;
 pub mod executor;
+pub mod flow;
 pub mod heun;
 pub mod program;
 pub mod unipc;
@@ -55,6 +56,8 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SchedulerKind::Heun => heun::program(cfg, steps),
         SchedulerKind::DpmSolverMultistep => dpm_solver::program(cfg, steps),
         SchedulerKind::UniPc => unipc::program(cfg, steps),
+        SchedulerKind::FlowMatchEuler => flow::program(cfg, steps, false),
+        SchedulerKind::FlowMatchHeun => flow::program(cfg, steps, true),
     }
 }
 

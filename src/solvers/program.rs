@@ -81,6 +81,8 @@ pub fn x0_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Vec
         Prediction::Sample => vec![(Buf::ModelOut, 1.0)],
         // x̂0 = α x_in − σ v̂
         Prediction::VPrediction => vec![(state, a * c_in), (Buf::ModelOut, -s)],
+        // v = ε − x0 with x_in = α x0 + σ ε ⇒ x̂0 = (x_in − σ v̂)/(α + σ)
+        Prediction::Flow => vec![(state, c_in / (a + s)), (Buf::ModelOut, -s / (a + s))],
     }
 }
 
@@ -93,6 +95,8 @@ pub fn eps_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Ve
         Prediction::Sample => vec![(state, c_in / s), (Buf::ModelOut, -a / s)],
         // ε̂ = α v̂ + σ x_in
         Prediction::VPrediction => vec![(Buf::ModelOut, a), (state, s * c_in)],
+        // ε̂ = (x_in + α v̂)/(α + σ)
+        Prediction::Flow => vec![(state, c_in / (a + s)), (Buf::ModelOut, a / (a + s))],
     }
 }
 

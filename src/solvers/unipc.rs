@@ -27,8 +27,9 @@ fn solve(mut r: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         b.swap(c, p);
         for i in c + 1..n {
             let f = r[i][c] / r[c][c];
-            for k in c..n {
-                r[i][k] -= f * r[c][k];
+            let pivot = r[c].clone();
+            for (rik, pk) in r[i].iter_mut().zip(&pivot).skip(c) {
+                *rik -= f * pk;
             }
             b[i] -= f * b[c];
         }
