@@ -2,7 +2,7 @@
 // dimensions, model input x = α·x0 + σ·ε. Component marginals N(α μ_k, v_k I), v_k = α² s_k² + σ²;
 // responsibilities r_k ∝ w_k N(x; α μ_k, v_k I); E[x0 | x] = Σ_k r_k (μ_k + α s_k²/v_k (x − α μ_k)).
 // One workgroup per sample: K reductions of ||x − α μ_k||², a softmax, then the write.
-// Defines: PRED_EPS, PRED_X0, PRED_V (α ε − σ x0), PRED_FLOW (ε − x0). WG a power of two.
+// Defines: PRED_EPS, PRED_X0, PRED_V (α ε − σ x0), PRED_FLOW (ε − x0), PRED_SCORE (−ε/σ). WG a power of two.
 
 struct Params {
   n: u32,       // samples
@@ -79,6 +79,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
 #if PRED_FLOW
     y_st(base + i, (xv - al * x0) / p.sigma - x0);
+#endif
+#if PRED_SCORE
+    y_st(base + i, -(xv - al * x0) / (p.sigma * p.sigma));
 #endif
   }
 }

@@ -26,6 +26,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "solver_step",
         include_str!("../../shaders/solver_step.wgsl"),
     ),
+    ("langevin", include_str!("../../shaders/langevin.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),

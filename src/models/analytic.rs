@@ -147,6 +147,7 @@ fn key(dt: DType, pred: Prediction, wg: u32) -> KernelKey {
             Prediction::Sample => "PRED_X0",
             Prediction::VPrediction => "PRED_V",
             Prediction::Flow => "PRED_FLOW",
+            Prediction::Score => "PRED_SCORE",
         },
         true,
     )
@@ -160,6 +161,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         Prediction::Sample,
         Prediction::VPrediction,
         Prediction::Flow,
+        Prediction::Score,
     ] {
         for wg in [8, WG_1D] {
             v.push(key(dt, p, wg));

@@ -21,6 +21,8 @@ pub enum Prediction {
     VPrediction,
     /// Rectified-flow velocity v = ε − x0 (`flow_prediction`), for x = (1 − σ)·x0 + σ·ε.
     Flow,
+    /// The score ∇ log p(x_in) of the model-input marginal, −ε/σ (Score-SDE models).
+    Score,
 }
 
 impl std::str::FromStr for Prediction {
@@ -31,6 +33,7 @@ impl std::str::FromStr for Prediction {
             "sample" => Ok(Prediction::Sample),
             "v_prediction" => Ok(Prediction::VPrediction),
             "flow_prediction" => Ok(Prediction::Flow),
+            "score" => Ok(Prediction::Score),
             o => Err(format!(
                 "unknown prediction_type `{o}` (epsilon, sample, v_prediction, flow_prediction)"
             )),

@@ -27,8 +27,18 @@ struct Params {
     _p: [u32; 2],
 }
 
-fn key(dt: DType, op: Reduce) -> KernelKey {
-    KernelKey::new("reduce", "main", dt, [WG, 1, 1]).flag(
+/// Workgroup size for `len` elements per sample (one workgroup per sample: short rows must not
+/// idle 256 invocations each).
+fn workgroup(len: usize) -> u32 {
+    match len {
+        0..=8 => 8,
+        9..=64 => 64,
+        _ => WG,
+    }
+}
+
+fn key(dt: DType, op: Reduce, wg: u32) -> KernelKey {
+    KernelKey::new("reduce", "main", dt, [wg, 1, 1]).flag(
         match op {
             Reduce::Sum => "OP_SUM",
             Reduce::Mean => "OP_MEAN",
@@ -40,10 +50,13 @@ fn key(dt: DType, op: Reduce) -> KernelKey {
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    [Reduce::Sum, Reduce::Mean, Reduce::L2Norm]
-        .into_iter()
-        .map(|o| key(dt, o))
-        .collect()
+    let mut v = Vec::new();
+    for o in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm] {
+        for wg in [8, 64, WG] {
+            v.push(key(dt, o, wg));
+        }
+    }
+    v
 }
 
 /// y[n] = reduction over x[n, ...]; y is f32 [N].
@@ -68,6 +81,11 @@ pub fn reduce(rec: &mut Recorder<'_>, op: Reduce, x: &Tensor, y: &Tensor) -> Res
     };
     let g = grid_1d(gpu, OP, n as u64)?;
     let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype(), op), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(
+        &key(x.dtype(), op, workgroup(len)),
+        bytemuck::bytes_of(&p),
+        binds,
+        g,
+    )?;
     Ok(())
 }

@@ -20,6 +20,12 @@ pub enum SchedulerKind {
     UniPc,
     FlowMatchEuler,
     FlowMatchHeun,
+    /// Our own class (no diffusers equivalent): EDM's Heun sampler with churn on a Karras grid.
+    EdmHeun,
+    /// diffusers' `ScoreSdeVeScheduler` fields, plus our `predictor`.
+    ScoreSdeVe,
+    /// diffusers' `ScoreSdeVpScheduler` fields, plus our `predictor`, `correct_steps`, `snr`.
+    ScoreSdeVp,
 }
 
 impl SchedulerKind {
@@ -35,6 +41,9 @@ impl SchedulerKind {
             SchedulerKind::UniPc => "UniPCMultistepScheduler",
             SchedulerKind::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
             SchedulerKind::FlowMatchHeun => "FlowMatchHeunDiscreteScheduler",
+            SchedulerKind::EdmHeun => "EDMHeunScheduler",
+            SchedulerKind::ScoreSdeVe => "ScoreSdeVeScheduler",
+            SchedulerKind::ScoreSdeVp => "ScoreSdeVpScheduler",
         }
     }
     fn from_class(name: &str) -> Option<Self> {
@@ -48,6 +57,9 @@ impl SchedulerKind {
             SchedulerKind::UniPc,
             SchedulerKind::FlowMatchEuler,
             SchedulerKind::FlowMatchHeun,
+            SchedulerKind::EdmHeun,
+            SchedulerKind::ScoreSdeVe,
+            SchedulerKind::ScoreSdeVp,
         ]
         .into_iter()
         .find(|k| k.class_name() == name)
@@ -112,6 +124,12 @@ pub struct SchedulerConfig {
     pub disable_corrector: Vec<usize>,
     /// Flow matching: the time shift (σ ← shift·σ / (1 + (shift − 1)·σ)).
     pub shift: f64,
+    /// EDM: churn parameters (`s_churn`, `s_tmin`, `s_tmax`, `s_noise`).
+    pub churn: crate::solvers::edm::Churn,
+    /// EDM: Karras grid bounds (`sigma_min`, `sigma_max`; default: the training schedule's).
+    pub sigma_bounds: Option<(f64, f64)>,
+    /// Score-SDE options (ScoreSdeVe / ScoreSdeVp classes).
+    pub score_sde: Option<crate::solvers::score_sde::ScoreSdeOptions>,
 }
 
 /// Fields accepted (and ignored when irrelevant to the class) because diffusers writes them.
@@ -167,6 +185,16 @@ const KNOWN: &[&str] = &[
     "max_image_seq_len",
     "invert_sigmas",
     "stochastic_sampling",
+    "s_churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "snr",
+    "sampling_eps",
+    "correct_steps",
+    "predictor",
+    "beta_min",
+    "beta_max",
 ];
 
 struct F<'a> {
@@ -271,17 +299,24 @@ impl SchedulerConfig {
         f.must_be_default("trained_betas", |_| false)?;
         f.must_be_default("interpolation_type", |v| v == "linear")?;
         f.must_be_default("timestep_type", |v| v == "discrete")?;
-        f.must_be_default("sigma_min", |_| false)?;
-        f.must_be_default("sigma_max", |_| false)?;
+        if !matches!(kind, SchedulerKind::EdmHeun | SchedulerKind::ScoreSdeVe) {
+            f.must_be_default("sigma_min", |_| false)?;
+            f.must_be_default("sigma_max", |_| false)?;
+        }
         let flow = matches!(
             kind,
             SchedulerKind::FlowMatchEuler | SchedulerKind::FlowMatchHeun
         );
+        let sde = matches!(kind, SchedulerKind::ScoreSdeVe | SchedulerKind::ScoreSdeVp);
+        let default_pred = if flow {
+            "flow_prediction"
+        } else if sde {
+            "score"
+        } else {
+            "epsilon"
+        };
         let prediction = f
-            .string(
-                "prediction_type",
-                if flow { "flow_prediction" } else { "epsilon" },
-            )?
+            .string("prediction_type", default_pred)?
             .parse::<Prediction>()
             .map_err(|e| f.err("prediction_type", e))?;
         let default_spacing = match kind {
@@ -396,6 +431,47 @@ impl SchedulerConfig {
             eta: f.num("eta", 0.0)?,
             predict_x0: f.boolean("predict_x0", true)?,
             shift: f.num("shift", 1.0)?,
+            churn: crate::solvers::edm::Churn {
+                s_churn: f.num("s_churn", 0.0)?,
+                s_min: f.num("s_tmin", 0.0)?,
+                s_max: f.num("s_tmax", f64::INFINITY)?,
+                s_noise: f.num("s_noise", 1.0)?,
+            },
+            score_sde: if sde {
+                use crate::solvers::score_sde::{Predictor, ScoreSdeOptions, Sde};
+                let ve = kind == SchedulerKind::ScoreSdeVe;
+                let predictor = match f.string("predictor", if ve { "reverse_diffusion" } else { "euler_maruyama" })?.as_str() {
+                    "euler_maruyama" => Predictor::EulerMaruyama,
+                    "reverse_diffusion" => Predictor::ReverseDiffusion,
+                    "ancestral" => Predictor::Ancestral,
+                    "probability_flow" => Predictor::ProbabilityFlow,
+                    o => return Err(f.err("predictor", format!("`{o}` is not supported (euler_maruyama, reverse_diffusion, ancestral, probability_flow)"))),
+                };
+                Some(ScoreSdeOptions {
+                    sde: if ve {
+                        Sde::Ve {
+                            sigma_min: f.num("sigma_min", 0.01)?,
+                            sigma_max: f.num("sigma_max", 1348.0)?,
+                        }
+                    } else {
+                        Sde::Vp {
+                            beta_min: f.num("beta_min", 0.1)?,
+                            beta_max: f.num("beta_max", 20.0)?,
+                        }
+                    },
+                    predictor,
+                    corrector_steps: f.num("correct_steps", if ve { 1.0 } else { 0.0 })? as usize,
+                    snr: f.num("snr", if ve { 0.15 } else { 0.16 })?,
+                    eps: f.num("sampling_eps", if ve { 1e-5 } else { 1e-3 })?,
+                    time_scale: f.num("num_train_timesteps", 1000.0)? - 1.0,
+                })
+            } else {
+                None
+            },
+            sigma_bounds: match (f.get("sigma_min"), f.get("sigma_max")) {
+                (None, None) => None,
+                _ => Some((f.num("sigma_min", 0.002)?, f.num("sigma_max", 80.0)?)),
+            },
             unipc_bh1,
             disable_corrector,
         };
@@ -463,6 +539,24 @@ impl SchedulerConfig {
             ),
             "unipc" => (SchedulerKind::UniPc, serde_json::json!({})),
             "flow-euler" => (SchedulerKind::FlowMatchEuler, serde_json::json!({})),
+            "edm-heun" => (SchedulerKind::EdmHeun, serde_json::json!({})),
+            "score-sde-ve" => (
+                SchedulerKind::ScoreSdeVe,
+                serde_json::json!({"snr": 0.16, "sigma_max": 50.0}),
+            ),
+            "score-sde-ve-ode" => (
+                SchedulerKind::ScoreSdeVe,
+                serde_json::json!({"predictor": "probability_flow", "correct_steps": 0, "sigma_max": 50.0}),
+            ),
+            "score-sde-vp" => (SchedulerKind::ScoreSdeVp, serde_json::json!({})),
+            "score-sde-vp-ode" => (
+                SchedulerKind::ScoreSdeVp,
+                serde_json::json!({"predictor": "probability_flow"}),
+            ),
+            "edm-heun-churn" => (
+                SchedulerKind::EdmHeun,
+                serde_json::json!({"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003}),
+            ),
             "flow-heun" => (SchedulerKind::FlowMatchHeun, serde_json::json!({})),
             "unipc-3" => (SchedulerKind::UniPc, serde_json::json!({"solver_order": 3})),
             "dpm-solver" => (
@@ -490,6 +584,7 @@ impl SchedulerConfig {
                     Prediction::Sample => "sample",
                     Prediction::VPrediction => "v_prediction",
                     Prediction::Flow => "flow_prediction",
+                    Prediction::Score => "score",
                 }
                 .into(),
             );

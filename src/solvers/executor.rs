@@ -55,7 +55,12 @@ pub fn step_key(
 
 /// Variants for validation: every input count, both dtypes, all options.
 pub fn variants() -> Vec<KernelKey> {
-    let mut v = Vec::new();
+    let mut v = vec![KernelKey::new(
+        "langevin",
+        "main",
+        DType::F32,
+        [WG_1D, 1, 1],
+    )];
     for dst in [DType::F32, DType::F16] {
         for nin in 0..=4 {
             let ins: Vec<DType> = (0..nin)
@@ -84,6 +89,8 @@ pub struct Executor {
     x: Tensor,
     #[allow(dead_code)]
     slots: Vec<Tensor>,
+    #[allow(dead_code)]
+    norms: [Tensor; 2],
     steps: Vec<Vec<Exec>>,
     init: Recording,
     noise_in: Option<Tensor>,
@@ -92,6 +99,7 @@ pub struct Executor {
 struct Ctx<'a> {
     x: &'a Tensor,
     slots: &'a [Tensor],
+    norms: &'a [Tensor; 2],
     model_in: &'a Tensor,
     model_out: &'a Tensor,
     seed: u64,
@@ -106,6 +114,58 @@ impl Ctx<'_> {
             Buf::ModelOut => self.model_out,
             Buf::Slot(i) => &self.slots[i],
         }
+    }
+
+    /// Records a Langevin corrector update: fresh z, per-sample norms, fused update.
+    fn record_langevin(
+        &mut self,
+        rec: &mut Recorder<'_>,
+        grad: Buf,
+        noise: Buf,
+        snr: f64,
+        alpha: f64,
+    ) -> Result<()> {
+        use crate::ops::{reduce, rng};
+        self.stream += 1;
+        let (g, z, x) = (self.buf(grad), self.buf(noise), self.x);
+        rng::fill(
+            rec,
+            rng::Distribution::Normal,
+            rng::Philox {
+                seed: self.seed,
+                stream: self.stream,
+            },
+            0,
+            z,
+        )?;
+        reduce::reduce(rec, reduce::Reduce::L2Norm, g, &self.norms[0])?;
+        reduce::reduce(rec, reduce::Reduce::L2Norm, z, &self.norms[1])?;
+        #[repr(C)]
+        #[derive(Clone, Copy, Pod, Zeroable)]
+        struct P {
+            n: u32,
+            samples: u32,
+            snr: f32,
+            alpha: f32,
+        }
+        let p = P {
+            n: x.numel() as u32,
+            samples: x.shape()[0] as u32,
+            snr: snr as f32,
+            alpha: alpha as f32,
+        };
+        let gpu = rec.gpu();
+        let k = KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]);
+        let binds = vec![
+            x.binding(gpu, "langevin")?,
+            g.binding(gpu, "langevin")?,
+            z.binding(gpu, "langevin")?,
+            self.norms[0].binding(gpu, "langevin")?,
+            self.norms[1].binding(gpu, "langevin")?,
+        ];
+        let grid = grid_1d(gpu, "langevin", (x.numel() as u64).div_ceil(WG_1D as u64))?;
+        rec.dispatch(&k, bytemuck::bytes_of(&p), binds, grid)?;
+        Ok(())
     }
 
     /// Records `dst = Σ terms + noise·z (clamped)`, split into ≤ 4-input dispatches.
@@ -201,6 +261,10 @@ impl Executor {
         let slots = (0..program.slots)
             .map(|i| Tensor::zeros(gpu, &format!("slot{i}"), &shape, DType::F32))
             .collect::<Result<Vec<_>>>()?;
+        let norms = [
+            Tensor::zeros(gpu, "grad_norms", &shape[..1], DType::F32)?,
+            Tensor::zeros(gpu, "noise_norms", &shape[..1], DType::F32)?,
+        ];
         let noise_in = if noise_input {
             Some(Tensor::zeros(gpu, "noise", &shape, DType::F32)?)
         } else {
@@ -209,6 +273,7 @@ impl Executor {
         let mut ctx = Ctx {
             x: &x,
             slots: &slots,
+            norms: &norms,
             model_in: model.input(),
             model_out: model.output(),
             seed,
@@ -281,6 +346,15 @@ impl Executor {
                         let r = rec.get_or_insert_with(|| gpu.recorder());
                         ctx.record_lin(r, *dst, terms, *noise, *clamp)?;
                     }
+                    Op::Langevin {
+                        grad,
+                        noise,
+                        snr,
+                        alpha,
+                    } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        ctx.record_langevin(r, *grad, *noise, *snr, *alpha)?;
+                    }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {
                             execs.push(Exec::Rec(r.finish()?));
@@ -297,6 +371,7 @@ impl Executor {
         Ok(Executor {
             x,
             slots,
+            norms,
             steps,
             init,
             noise_in,

@@ -6,11 +6,13 @@
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
+pub mod edm;
 pub mod euler;
 pub mod executor;
 pub mod flow;
 pub mod heun;
 pub mod program;
+pub mod score_sde;
 pub mod unipc;
 
 use crate::error::Result;
@@ -58,6 +60,26 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SchedulerKind::UniPc => unipc::program(cfg, steps),
         SchedulerKind::FlowMatchEuler => flow::program(cfg, steps, false),
         SchedulerKind::FlowMatchHeun => flow::program(cfg, steps, true),
+        SchedulerKind::ScoreSdeVe | SchedulerKind::ScoreSdeVp => {
+            crate::schedule::check_steps(steps, usize::MAX)?;
+            let o = cfg.score_sde.ok_or_else(|| crate::error::Error::Argument {
+                op: "score-sde",
+                arg: "config",
+                reason: "missing Score-SDE options".into(),
+            })?;
+            Ok(score_sde::program(cfg.prediction, &o, steps))
+        }
+        SchedulerKind::EdmHeun => {
+            crate::schedule::check_steps(steps, cfg.num_train_timesteps)?;
+            let vp = cfg.vp()?;
+            let all = vp.sigmas();
+            let (lo, hi) = cfg.sigma_bounds.unwrap_or((all[0], all[all.len() - 1]));
+            let mut grid = Grid::karras(&vp, lo, hi, steps - 1);
+            grid.sigma.push(0.0);
+            grid.t.push(0.0);
+            let t_of = |s: f64| vp.t_from_sigma(s);
+            Ok(edm::on_grid(cfg.prediction, &grid, cfg.churn, &t_of, hi))
+        }
     }
 }
 

@@ -41,6 +41,15 @@ pub enum Op {
     },
     /// Run the model on `ModelIn`, writing `ModelOut`.
     Model(ModelTime),
+    /// Langevin corrector update (Song et al. 2021, Alg. 4/5) with the score in `grad`:
+    /// z fresh into `noise`; ε = 2·alpha·(snr·mean‖z‖ / mean‖grad‖)² over the batch (per-sample
+    /// L2 norms, reduced on the GPU); X ← X + ε·grad + √(2ε)·z.
+    Langevin {
+        grad: Buf,
+        noise: Buf,
+        snr: f64,
+        alpha: f64,
+    },
 }
 
 /// A complete sampling run.
@@ -83,6 +92,8 @@ pub fn x0_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Vec
         Prediction::VPrediction => vec![(state, a * c_in), (Buf::ModelOut, -s)],
         // v = ε − x0 with x_in = α x0 + σ ε ⇒ x̂0 = (x_in − σ v̂)/(α + σ)
         Prediction::Flow => vec![(state, c_in / (a + s)), (Buf::ModelOut, -s / (a + s))],
+        // ŝ = −ε̂/σ ⇒ x̂0 = (x_in + σ² ŝ)/α
+        Prediction::Score => vec![(state, c_in / a), (Buf::ModelOut, s * s / a)],
     }
 }
 
@@ -97,6 +108,7 @@ pub fn eps_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Ve
         Prediction::VPrediction => vec![(Buf::ModelOut, a), (state, s * c_in)],
         // ε̂ = (x_in + α v̂)/(α + σ)
         Prediction::Flow => vec![(state, c_in / (a + s)), (Buf::ModelOut, a / (a + s))],
+        Prediction::Score => vec![(Buf::ModelOut, -s)],
     }
 }
 
@@ -113,6 +125,11 @@ pub fn combine(parts: &[(f64, &[(Buf, f64)])]) -> Vec<(Buf, f64)> {
     }
     out.retain(|(_, c)| *c != 0.0);
     out
+}
+
+/// The score ŝ = −ε̂/σ of the model-input marginal as a combination of `state` and `ModelOut`.
+pub fn score_terms(pred: Prediction, state: Buf, c_in: f64, time: ModelTime) -> Vec<(Buf, f64)> {
+    combine(&[(-1.0 / time.sigma, &eps_terms(pred, state, c_in, time))])
 }
 
 /// The instruction that prepares the model input `c_in·state` (state in f32, input in the

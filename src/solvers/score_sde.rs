@@ -1,0 +1,179 @@
+//! Score-SDE samplers (Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole, "Score-Based Generative
+//! Modeling through Stochastic Differential Equations", ICLR 2021; yang-song/score_sde
+//! `sampling.py`, `sde_lib.py`): VE and VP SDEs; predictors Euler–Maruyama, reverse diffusion,
+//! ancestral sampling, or the probability-flow ODE (Euler); the Langevin corrector with a
+//! signal-to-noise ratio; predictor–corrector loop, returning the noise-free mean at the end.
+
+use super::program::{combine, model_input, score_terms, Buf, ModelTime, Op, Program};
+use crate::models::Prediction;
+
+/// The forward SDE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sde {
+    /// σ(t) = σ_min (σ_max/σ_min)^t, x = x0 + σ ε.
+    Ve { sigma_min: f64, sigma_max: f64 },
+    /// β(t) = β_min + t (β_max − β_min), x = α x0 + σ ε.
+    Vp { beta_min: f64, beta_max: f64 },
+}
+
+/// The predictor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Predictor {
+    EulerMaruyama,
+    ReverseDiffusion,
+    Ancestral,
+    /// Euler on the probability-flow ODE (deterministic).
+    ProbabilityFlow,
+}
+
+/// Options of a predictor–corrector run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreSdeOptions {
+    pub sde: Sde,
+    pub predictor: Predictor,
+    /// Langevin steps per time step (0: no corrector).
+    pub corrector_steps: usize,
+    pub snr: f64,
+    /// The last time (1e-5 VE, 1e-3 VP in the paper).
+    pub eps: f64,
+    /// The network's time input is t·time_scale for VP models; VE models receive σ.
+    pub time_scale: f64,
+}
+
+impl Sde {
+    /// Marginal (α, σ) at continuous time t.
+    fn marginal(&self, t: f64) -> (f64, f64) {
+        match *self {
+            Sde::Ve {
+                sigma_min,
+                sigma_max,
+            } => (1.0, sigma_min * (sigma_max / sigma_min).powf(t)),
+            Sde::Vp { beta_min, beta_max } => {
+                let log_a = -0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min;
+                let a = log_a.exp();
+                (a, (1.0 - a * a).max(0.0).sqrt())
+            }
+        }
+    }
+}
+
+/// The predictor–corrector program of `n` steps over t = linspace(1, eps, n).
+pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program {
+    let ts = crate::schedule::linspace(1.0, o.eps, n);
+    let dt = 1.0 / n as f64; // |dt| as in score_sde
+                             // Discrete σ_i (VE) and β_i (VP) of the reverse-diffusion / ancestral predictors, indexed
+                             // by round(t·(n − 1)).
+    let (ve_sigmas, vp_betas): (Vec<f64>, Vec<f64>) = match o.sde {
+        Sde::Ve {
+            sigma_min,
+            sigma_max,
+        } => (
+            crate::schedule::linspace(sigma_min.ln(), sigma_max.ln(), n)
+                .iter()
+                .map(|v| v.exp())
+                .collect(),
+            vec![],
+        ),
+        Sde::Vp { beta_min, beta_max } => (
+            vec![],
+            crate::schedule::linspace(beta_min / n as f64, beta_max / n as f64, n),
+        ),
+    };
+    let mut prog = Vec::new();
+    for (k, &t) in ts.iter().enumerate() {
+        let last = k + 1 == n;
+        let idx = (t * (n - 1) as f64).round() as usize;
+        let (a, s) = o.sde.marginal(t);
+        let time = match o.sde {
+            Sde::Ve { .. } => ModelTime {
+                t: s,
+                alpha: 1.0,
+                sigma: s,
+            },
+            Sde::Vp { .. } => ModelTime {
+                t: t * o.time_scale,
+                alpha: a,
+                sigma: s,
+            },
+        };
+        let score = score_terms(prediction, Buf::X, 1.0, time);
+        let mut ops = Vec::new();
+        for _ in 0..o.corrector_steps {
+            let alpha = match o.sde {
+                Sde::Ve { .. } => 1.0,
+                Sde::Vp { .. } => 1.0 - vp_betas[idx],
+            };
+            ops.push(model_input(Buf::X, 1.0));
+            ops.push(Op::Model(time));
+            ops.push(super::program::lin(Buf::Slot(0), score.clone()));
+            ops.push(Op::Langevin {
+                grad: Buf::Slot(0),
+                noise: Buf::Slot(1),
+                snr: o.snr,
+                alpha,
+            });
+        }
+        ops.push(model_input(Buf::X, 1.0));
+        ops.push(Op::Model(time));
+        let x = [(Buf::X, 1.0)];
+        let (c_x, c_s, std) = match (o.sde, o.predictor) {
+            (
+                Sde::Ve {
+                    sigma_min,
+                    sigma_max,
+                },
+                Predictor::EulerMaruyama | Predictor::ProbabilityFlow,
+            ) => {
+                let g2 = s * s * 2.0 * (sigma_max / sigma_min).ln();
+                if o.predictor == Predictor::ProbabilityFlow {
+                    (1.0, 0.5 * g2 * dt, 0.0)
+                } else {
+                    (1.0, g2 * dt, (g2 * dt).sqrt())
+                }
+            }
+            (Sde::Ve { .. }, Predictor::ReverseDiffusion | Predictor::Ancestral) => {
+                let sig = ve_sigmas[idx];
+                let adj = if idx == 0 { 0.0 } else { ve_sigmas[idx - 1] };
+                let d = sig * sig - adj * adj;
+                if o.predictor == Predictor::ReverseDiffusion {
+                    (1.0, d, d.sqrt())
+                } else {
+                    (1.0, d, (adj * adj * d / (sig * sig)).sqrt())
+                }
+            }
+            (
+                Sde::Vp { beta_min, beta_max },
+                Predictor::EulerMaruyama | Predictor::ProbabilityFlow,
+            ) => {
+                let beta = beta_min + t * (beta_max - beta_min);
+                if o.predictor == Predictor::ProbabilityFlow {
+                    (1.0 + 0.5 * beta * dt, 0.5 * beta * dt, 0.0)
+                } else {
+                    (1.0 + 0.5 * beta * dt, beta * dt, (beta * dt).sqrt())
+                }
+            }
+            (Sde::Vp { .. }, Predictor::ReverseDiffusion) => {
+                let b = vp_betas[idx];
+                (2.0 - (1.0 - b).sqrt(), b, b.sqrt())
+            }
+            (Sde::Vp { .. }, Predictor::Ancestral) => {
+                let b = vp_betas[idx];
+                let r = 1.0 / (1.0 - b).sqrt();
+                (r, b * r, b.sqrt())
+            }
+        };
+        ops.push(Op::Lin {
+            dst: Buf::X,
+            terms: combine(&[(c_x, &x), (c_s, &score)]),
+            // The loop returns the mean of the last predictor step.
+            noise: if last { 0.0 } else { std },
+            clamp: None,
+        });
+        prog.push(ops);
+    }
+    let init = match o.sde {
+        Sde::Ve { sigma_max, .. } => sigma_max,
+        Sde::Vp { .. } => 1.0,
+    };
+    Program::new(init, 2, prog)
+}
