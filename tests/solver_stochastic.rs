@@ -9,7 +9,6 @@
 mod common;
 
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
-use diffuse::models::Prediction;
 use diffuse::pipeline::{sample, SampleOptions};
 use diffuse::schedule::config::SchedulerConfig;
 use diffuse::DType;
