@@ -382,3 +382,146 @@ fn an_existing_output_survives_a_failed_run() {
     assert!(!ok);
     assert_eq!(std::fs::read(&out).unwrap(), b"previous result");
 }
+
+#[test]
+fn sample_refuses_bad_requests_by_name() {
+    let s = scratch("sample");
+    let out = s.join("grid.png");
+    let run = |args: &[&str]| {
+        let _ = std::fs::remove_file(&out);
+        let mut all = vec!["sample", "--out", out.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let r = diffuse(&all);
+        assert!(!out.exists(), "output written despite failure");
+        r
+    };
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "dpm-solver+++",
+        "--steps",
+        "5",
+    ]);
+    assert!(
+        !ok && err.contains("unknown scheduler `dpm-solver+++`"),
+        "{err}"
+    );
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "0",
+    ]);
+    assert!(!ok && err.contains("0 inference steps"), "{err}");
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "1001",
+    ]);
+    assert!(!ok && err.contains("1001 inference steps"), "{err}");
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:nonesuch",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "5",
+    ]);
+    assert!(!ok && err.contains("nonesuch"), "{err}");
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "5",
+        "--guidance",
+        "3",
+    ]);
+    assert!(!ok && err.contains("--guidance"), "{err}");
+    // A UNet without class embedding cannot take guidance either.
+    let m = golden("unet_ddpm_like");
+    let (ok, err) = run(&[
+        "--model",
+        m.to_str().unwrap(),
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "2",
+        "--guidance",
+        "2",
+    ]);
+    assert!(!ok && err.contains("class-conditional"), "{err}");
+    // Noise of the wrong shape names the tensor and the shapes.
+    let n = s.join("noise.safetensors");
+    write_all(
+        &n,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![1, 1, 4, 4],
+                data: vec![0.0; 16],
+            },
+        )],
+    );
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "5",
+        "--batch",
+        "2",
+        "--noise",
+        n.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("sample") && err.contains("[2, 1, 8, 8]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sample_writes_a_grid_and_the_raw_tensor() {
+    let s = scratch("sample-ok");
+    let (out, raw) = (s.join("grid.png"), s.join("raw.safetensors"));
+    let (ok, err) = diffuse(&[
+        "sample",
+        "--model",
+        "analytic:mixture",
+        "--scheduler",
+        "dpm-solver++",
+        "--steps",
+        "12",
+        "--batch",
+        "9",
+        "--seed",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--raw",
+        raw.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (3 * 10 + 2, 3 * 10 + 2));
+    let x = Weights::open(&raw)
+        .unwrap()
+        .read_f32("sample", Some(&[9, 1, 8, 8]))
+        .unwrap();
+    assert!(x.data.iter().all(|v| v.is_finite()));
+    // Each sample sits near one of the mixture's modes: per-pixel |x| is mostly ≤ 1.2.
+    let within = x.data.iter().filter(|v| v.abs() <= 1.2).count();
+    assert!(
+        within as f64 >= 0.95 * x.data.len() as f64,
+        "{within} of {}",
+        x.data.len()
+    );
+}

@@ -125,6 +125,7 @@ fn stochastic_samplers_match_the_data_distribution() {
             ("sde-dpm-solver++".into(), 200),
             ("score-sde-ve".into(), 200),
             ("score-sde-vp".into(), 1000),
+            ("score-sde-subvp".into(), 1000),
             ("edm-heun-churn".into(), 100),
         ],
     };

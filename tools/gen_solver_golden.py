@@ -58,6 +58,7 @@ CASES = [
     ("flow_euler", "FlowMatchEulerDiscreteScheduler", {}, 10, "toy"),
     ("flow_euler_shift3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), 12, "toy"),
     ("flow_heun", "FlowMatchHeunDiscreteScheduler", {}, 8, "toy"),
+    ("dpmpp_lu_lambdas", "DPMSolverMultistepScheduler", dict(use_lu_lambdas=True), 12, "toy"),
 ]
 
 

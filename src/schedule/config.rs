@@ -128,6 +128,8 @@ pub struct SchedulerConfig {
     pub churn: crate::solvers::edm::Churn,
     /// EDM: Karras grid bounds (`sigma_min`, `sigma_max`; default: the training schedule's).
     pub sigma_bounds: Option<(f64, f64)>,
+    /// DPM-Solver: timesteps uniform in log σ (`use_lu_lambdas`, Lu et al.).
+    pub use_lu_lambdas: bool,
     /// Score-SDE options (ScoreSdeVe / ScoreSdeVp classes).
     pub score_sde: Option<crate::solvers::score_sde::ScoreSdeOptions>,
 }
@@ -166,7 +168,6 @@ const KNOWN: &[&str] = &[
     "sigma_max",
     "use_exponential_sigmas",
     "use_beta_sigmas",
-    "use_lu_lambdas",
     "use_flow_sigmas",
     "flow_shift",
     "skip_prk_steps",
@@ -185,6 +186,7 @@ const KNOWN: &[&str] = &[
     "max_image_seq_len",
     "invert_sigmas",
     "stochastic_sampling",
+    "use_lu_lambdas",
     "s_churn",
     "s_tmin",
     "s_tmax",
@@ -195,6 +197,7 @@ const KNOWN: &[&str] = &[
     "predictor",
     "beta_min",
     "beta_max",
+    "sde_type",
 ];
 
 struct F<'a> {
@@ -290,7 +293,6 @@ impl SchedulerConfig {
             "rescale_betas_zero_snr",
             "use_exponential_sigmas",
             "use_beta_sigmas",
-            "use_lu_lambdas",
             "use_flow_sigmas",
             "use_dynamic_shifting",
         ] {
@@ -437,6 +439,7 @@ impl SchedulerConfig {
                 s_max: f.num("s_tmax", f64::INFINITY)?,
                 s_noise: f.num("s_noise", 1.0)?,
             },
+            use_lu_lambdas: f.boolean("use_lu_lambdas", false)?,
             score_sde: if sde {
                 use crate::solvers::score_sde::{Predictor, ScoreSdeOptions, Sde};
                 let ve = kind == SchedulerKind::ScoreSdeVe;
@@ -454,9 +457,28 @@ impl SchedulerConfig {
                             sigma_max: f.num("sigma_max", 1348.0)?,
                         }
                     } else {
-                        Sde::Vp {
-                            beta_min: f.num("beta_min", 0.1)?,
-                            beta_max: f.num("beta_max", 20.0)?,
+                        let (beta_min, beta_max) =
+                            (f.num("beta_min", 0.1)?, f.num("beta_max", 20.0)?);
+                        match f.string("sde_type", "vp")?.as_str() {
+                            "vp" => Sde::Vp { beta_min, beta_max },
+                            "sub_vp" => {
+                                if !matches!(
+                                    predictor,
+                                    Predictor::EulerMaruyama | Predictor::ProbabilityFlow
+                                ) {
+                                    return Err(f.err(
+                                        "predictor",
+                                        "sub-VP supports euler_maruyama and probability_flow",
+                                    ));
+                                }
+                                Sde::SubVp { beta_min, beta_max }
+                            }
+                            o => {
+                                return Err(f.err(
+                                    "sde_type",
+                                    format!("`{o}` is not supported (vp, sub_vp)"),
+                                ))
+                            }
                         }
                     },
                     predictor,
@@ -509,6 +531,35 @@ pub const SCHEDULER_NAMES: &[(&str, &str)] = &[
         "dpm-solver",
         "DPMSolverMultistepScheduler (noise prediction, 2M, final σ_min)",
     ),
+    ("unipc", "UniPCMultistepScheduler (bh2, order 2)"),
+    ("unipc-3", "UniPCMultistepScheduler (bh2, order 3)"),
+    ("flow-euler", "FlowMatchEulerDiscreteScheduler"),
+    ("flow-heun", "FlowMatchHeunDiscreteScheduler"),
+    (
+        "edm-heun",
+        "EDMHeunScheduler (ours: Karras σ, deterministic Heun)",
+    ),
+    (
+        "edm-heun-churn",
+        "EDMHeunScheduler with S_churn 40, S_min 0.05, S_max 50, S_noise 1.003",
+    ),
+    (
+        "score-sde-ve",
+        "ScoreSdeVeScheduler: reverse diffusion + 1 Langevin step, snr 0.16, σ 0.01–50",
+    ),
+    (
+        "score-sde-ve-ode",
+        "ScoreSdeVeScheduler: probability-flow ODE",
+    ),
+    ("score-sde-vp", "ScoreSdeVpScheduler: Euler–Maruyama"),
+    (
+        "score-sde-vp-ode",
+        "ScoreSdeVpScheduler: probability-flow ODE",
+    ),
+    (
+        "score-sde-subvp",
+        "ScoreSdeVpScheduler with sde_type sub_vp: Euler–Maruyama",
+    ),
 ];
 
 impl SchedulerConfig {
@@ -552,6 +603,10 @@ impl SchedulerConfig {
             "score-sde-vp-ode" => (
                 SchedulerKind::ScoreSdeVp,
                 serde_json::json!({"predictor": "probability_flow"}),
+            ),
+            "score-sde-subvp" => (
+                SchedulerKind::ScoreSdeVp,
+                serde_json::json!({"sde_type": "sub_vp"}),
             ),
             "edm-heun-churn" => (
                 SchedulerKind::EdmHeun,

@@ -46,7 +46,27 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
     };
     let mut sigmas: Vec<f64> = ts.iter().map(|&t| vp.sigma_at(t)).collect();
     let mut ts = ts;
-    if cfg.use_karras_sigmas {
+    if cfg.use_lu_lambdas {
+        // diffusers' `_convert_to_lu` (ρ = 1): log σ uniform between the training extremes.
+        let all = vp.sigmas();
+        let (lo, hi) = (all[0].ln(), all[all.len() - 1].ln());
+        sigmas = linspace(hi, lo, steps).iter().map(|l| l.exp()).collect();
+        let cosine = matches!(
+            cfg.beta_schedule,
+            crate::schedule::BetaSchedule::SquaredCosCapV2
+        );
+        ts = sigmas
+            .iter()
+            .map(|&s| {
+                let t = vp.t_from_sigma(s);
+                if cosine {
+                    t
+                } else {
+                    t.round_ties_even()
+                }
+            })
+            .collect();
+    } else if cfg.use_karras_sigmas {
         let all = vp.sigmas();
         let (lo, hi) = (all[0], all[all.len() - 1]);
         sigmas = crate::schedule::karras_sigmas(lo, hi, steps, 7.0);

@@ -14,6 +14,8 @@ pub enum Sde {
     Ve { sigma_min: f64, sigma_max: f64 },
     /// β(t) = β_min + t (β_max − β_min), x = α x0 + σ ε.
     Vp { beta_min: f64, beta_max: f64 },
+    /// sub-VP: the VP drift with g² = β(t)(1 − α(t)⁴); marginal std 1 − α².
+    SubVp { beta_min: f64, beta_max: f64 },
 }
 
 /// The predictor.
@@ -49,9 +51,12 @@ impl Sde {
                 sigma_max,
             } => (1.0, sigma_min * (sigma_max / sigma_min).powf(t)),
             Sde::Vp { beta_min, beta_max } => {
-                let log_a = -0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min;
-                let a = log_a.exp();
+                let a = (-0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min).exp();
                 (a, (1.0 - a * a).max(0.0).sqrt())
+            }
+            Sde::SubVp { beta_min, beta_max } => {
+                let a = (-0.25 * t * t * (beta_max - beta_min) - 0.5 * t * beta_min).exp();
+                (a, 1.0 - a * a)
             }
         }
     }
@@ -60,9 +65,9 @@ impl Sde {
 /// The predictor–corrector program of `n` steps over t = linspace(1, eps, n).
 pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program {
     let ts = crate::schedule::linspace(1.0, o.eps, n);
-    let dt = 1.0 / n as f64; // |dt| as in score_sde
-                             // Discrete σ_i (VE) and β_i (VP) of the reverse-diffusion / ancestral predictors, indexed
-                             // by round(t·(n − 1)).
+    // |dt| as in score_sde. Discrete σ_i (VE) and β_i (VP) of the reverse-diffusion and
+    // ancestral predictors are indexed by round(t·(n − 1)).
+    let dt = 1.0 / n as f64;
     let (ve_sigmas, vp_betas): (Vec<f64>, Vec<f64>) = match o.sde {
         Sde::Ve {
             sigma_min,
@@ -74,7 +79,7 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
                 .collect(),
             vec![],
         ),
-        Sde::Vp { beta_min, beta_max } => (
+        Sde::Vp { beta_min, beta_max } | Sde::SubVp { beta_min, beta_max } => (
             vec![],
             crate::schedule::linspace(beta_min / n as f64, beta_max / n as f64, n),
         ),
@@ -90,7 +95,7 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
                 alpha: 1.0,
                 sigma: s,
             },
-            Sde::Vp { .. } => ModelTime {
+            Sde::Vp { .. } | Sde::SubVp { .. } => ModelTime {
                 t: t * o.time_scale,
                 alpha: a,
                 sigma: s,
@@ -101,7 +106,7 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
         for _ in 0..o.corrector_steps {
             let alpha = match o.sde {
                 Sde::Ve { .. } => 1.0,
-                Sde::Vp { .. } => 1.0 - vp_betas[idx],
+                Sde::Vp { .. } | Sde::SubVp { .. } => 1.0 - vp_betas[idx],
             };
             ops.push(model_input(Buf::X, 1.0));
             ops.push(Op::Model(time));
@@ -152,6 +157,17 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
                     (1.0 + 0.5 * beta * dt, beta * dt, (beta * dt).sqrt())
                 }
             }
+            (Sde::SubVp { beta_min, beta_max }, p) => {
+                // Only Euler–Maruyama and the ODE are defined for sub-VP (the config refuses
+                // the others).
+                let beta = beta_min + t * (beta_max - beta_min);
+                let g2 = beta * (1.0 - a.powi(4));
+                if p == Predictor::ProbabilityFlow {
+                    (1.0 + 0.5 * beta * dt, 0.5 * g2 * dt, 0.0)
+                } else {
+                    (1.0 + 0.5 * beta * dt, g2 * dt, (g2 * dt).sqrt())
+                }
+            }
             (Sde::Vp { .. }, Predictor::ReverseDiffusion) => {
                 let b = vp_betas[idx];
                 (2.0 - (1.0 - b).sqrt(), b, b.sqrt())
@@ -173,7 +189,7 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
     }
     let init = match o.sde {
         Sde::Ve { sigma_max, .. } => sigma_max,
-        Sde::Vp { .. } => 1.0,
+        Sde::Vp { .. } | Sde::SubVp { .. } => 1.0,
     };
     Program::new(init, 2, prog)
 }
