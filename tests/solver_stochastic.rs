@@ -29,7 +29,11 @@ fn gaussian() -> GaussianMixture {
 fn draw(name: &str, steps: usize, seed: u64, batch: usize) -> (GaussianMixture, Vec<f32>) {
     let gpu = common::gpu();
     let mix = gaussian();
-    let mut cfg = SchedulerConfig::named(name, None).unwrap();
+    // "ddim-eta1": DDIM with η = 1 (stochastic, DDPM-like).
+    let mut cfg = SchedulerConfig::named(name.strip_suffix("-eta1").unwrap_or(name), None).unwrap();
+    if name.ends_with("-eta1") {
+        cfg.eta = 1.0;
+    }
     cfg.clip_sample = None;
     // EDM's S_noise = 1.003 deliberately inflates the noise; the statistics test wants 1.
     cfg.churn.s_noise = 1.0;
@@ -121,6 +125,7 @@ fn stochastic_samplers_match_the_data_distribution() {
         // VP Euler–Maruyama +0.1 % at 1000; EDM churn (S_churn 40, S_noise 1) +2.5 % at 100.
         Err(_) => vec![
             ("ddpm".into(), 1000),
+            ("ddim-eta1".into(), 1000),
             ("euler-ancestral".into(), 1000),
             ("sde-dpm-solver++".into(), 200),
             ("score-sde-ve".into(), 200),
@@ -193,4 +198,42 @@ fn bad_sampler_requests_are_errors() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("warp_drive"), "{e}");
+}
+
+#[test]
+fn one_program_serves_concurrent_runs_and_reports_progress() {
+    use diffuse::solvers::executor::Executor;
+    let gpu = common::gpu();
+    let cfg = SchedulerConfig::named("sde-dpm-solver++", None).unwrap();
+    let program = diffuse::solvers::build(&cfg, 12).unwrap();
+    let mk = || AnalyticDenoiser::new(gpu, gaussian(), cfg.prediction, 16, DType::F32).unwrap();
+    let (mut ma, mut mb) = (mk(), mk());
+    let a = Executor::new(gpu, &ma, &program, 1, false).unwrap();
+    let b = Executor::new(gpu, &mb, &program, 2, false).unwrap();
+    // Interleave two runs of the same immutable program, then repeat them one after the other.
+    let mut calls = Vec::new();
+    let xa = a
+        .run(gpu, &mut ma, |i, n| calls.push((i, n)))
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    let xb = b
+        .run(gpu, &mut mb, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    assert_eq!(calls, (1..=12).map(|i| (i, 12)).collect::<Vec<_>>());
+    let xa2 = a
+        .run(gpu, &mut ma, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    let xb2 = b
+        .run(gpu, &mut mb, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    assert_eq!(xa, xa2, "re-running a program is deterministic");
+    assert_eq!(xb, xb2);
+    assert_ne!(xa, xb, "different seeds differ");
 }
