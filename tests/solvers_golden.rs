@@ -110,3 +110,48 @@ fn final_samples_match_diffusers() {
         "cases off diffusers by more than 1e-4·max|x|: {failures:?}"
     );
 }
+
+#[test]
+fn f16_model_with_f32_solver_state_tracks_diffusers() {
+    // The UNet runs in f16 (weights and activations), the solver state and history stay f32:
+    // the final sample of a 10-step DPM-Solver++ run stays within 2 % of diffusers' f32 run.
+    let gpu = common::gpu();
+    let name = "dpmpp_2m_unet";
+    let cases = read_json(&dir().join("solvers/cases.json")).unwrap();
+    let case = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap();
+    let cfg = SchedulerConfig::from_json(&case["config"], name).unwrap();
+    let io = Weights::open(&dir().join(format!("solvers/{name}.safetensors"))).unwrap();
+    let (z, want) = (
+        io.read_f32("z", None).unwrap(),
+        io.read_f32("expected", None).unwrap(),
+    );
+    let unet = UNet2DModel::from_dir(gpu, &dir().join("unet_ddpm_like"), DType::F16).unwrap();
+    let mut model = UNetDenoiser {
+        forward: unet
+            .prepare(gpu, z.shape[0], z.shape[2], z.shape[3])
+            .unwrap(),
+        prediction: cfg.prediction,
+        labels: None,
+    };
+    let program = solvers::build(&cfg, 10).unwrap();
+    let exec = Executor::new(gpu, &model, &program, 0, true).unwrap();
+    exec.set_noise(gpu, &z.data).unwrap();
+    let got = exec
+        .run(gpu, &mut model, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    let xmax = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!("f16 UNet + f32 solver: max|Δ| {worst:.3e} vs max|x| {xmax:.1}");
+    assert!(worst <= 0.02 * xmax, "max|Δ| {worst} > 2% of {xmax}");
+}
