@@ -3,7 +3,7 @@
 //! 2022), orders 1–3, midpoint/heun second-order terms and the SDE variants, as diffusers'
 //! `DPMSolverMultistepScheduler` (same timesteps, order warm-up and final-step rules).
 
-use super::program::{combine, eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Program};
+use super::program::{combine, eps_terms, lin, x0_terms, Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
 use crate::schedule::config::{DpmAlgorithm, SchedulerConfig, SolverType};
 use crate::schedule::{check_steps, linspace, Spacing};
@@ -92,6 +92,7 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
         vp.sigmas()[0]
     };
     sigmas.push(final_sigma);
+    ts.push(if final_sigma == 0.0 { 0.0 } else { vp.t_from_sigma(final_sigma) });
     Ok((ts, sigmas))
 }
 
@@ -110,6 +111,24 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
 /// DPM-Solver(++) over `grid` with the order, algorithm, solver type and final-step rules of
 /// `cfg`; the state is VP, x_T = z.
 pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
+    let pts: Vec<ModelTime> = grid
+        .t
+        .iter()
+        .zip(&grid.sigma)
+        .map(|(&t, &s)| {
+            let (alpha, sigma, _) = alpha_sigma(s);
+            ModelTime { t, alpha, sigma }
+        })
+        .collect();
+    on_points(cfg, &pts, &[(Buf::X, 1.0)])
+}
+
+/// DPM-Solver(++) over explicit marginal points x = α·x0 + σ·ε (any α, σ, e.g. the
+/// mean-reverting process's m_t, σ̄_t acting on x − μ); the model input is `model_in` (a
+/// combination of buffers, e.g. X + Cond). The last σ may be 0.
+pub fn on_points(cfg: &SchedulerConfig, pts: &[ModelTime], model_in: &[(Buf, f64)]) -> Result<Program> {
+    let lam = |p: &ModelTime| p.alpha.ln() - p.sigma.ln();
+    let point = |p: &ModelTime| (p.alpha, p.sigma, lam(p));
     let data = matches!(
         cfg.algorithm,
         DpmAlgorithm::DpmSolverPlusPlus | DpmAlgorithm::SdeDpmSolverPlusPlus
@@ -118,9 +137,8 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
         cfg.algorithm,
         DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus
     );
-    let (ts, sigmas) = (&grid.t, &grid.sigma);
-    let n = grid.steps();
-    let final_zero = sigmas.last() == Some(&0.0);
+    let n = pts.len().saturating_sub(1);
+    let final_zero = pts.last().map(|p| p.sigma) == Some(0.0);
     if !data && final_zero {
         return Err(Error::Argument {
             op: "DPMSolverMultistepScheduler",
@@ -132,13 +150,9 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
     let mut prog = Vec::new();
     let mut lower_order_nums = 0usize;
     for i in 0..n {
-        let (a_s, s_s, l_s) = alpha_sigma(sigmas[i]);
-        let (a_t, s_t, l_t) = alpha_sigma(sigmas[i + 1]);
-        let time = ModelTime {
-            t: ts[i],
-            alpha: a_s,
-            sigma: s_s,
-        };
+        let (a_s, s_s, l_s) = point(&pts[i]);
+        let (a_t, s_t, l_t) = point(&pts[i + 1]);
+        let time = pts[i];
         let slot = |k: usize| Buf::Slot(k % 3);
         // Converted output of this step into slot i.
         let conv = if data {
@@ -147,7 +161,7 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
             eps_terms(cfg.prediction, Buf::X, 1.0, time)
         };
         let mut ops = vec![
-            model_input(Buf::X, 1.0),
+            lin(Buf::ModelIn, model_in.to_vec()),
             Op::Model(time),
             lin(slot(i), conv),
         ];
@@ -166,11 +180,11 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
         // D1 = (m0 − m1)/r0, D2 per 3M.
         type Terms = Vec<(Buf, f64)>;
         let (d1, d2): (Terms, Terms) = if use_order >= 2 {
-            let l_s1 = alpha_sigma(sigmas[i - 1]).2;
+            let l_s1 = lam(&pts[i - 1]);
             let r0 = (l_s - l_s1) / h;
             let d1_0 = vec![(slot(i), 1.0 / r0), (slot(i - 1), -1.0 / r0)];
             if use_order == 3 {
-                let l_s2 = alpha_sigma(sigmas[i - 2]).2;
+                let l_s2 = lam(&pts[i - 2]);
                 let r1 = (l_s1 - l_s2) / h;
                 let d1_1 = vec![(slot(i - 1), 1.0 / r1), (slot(i - 2), -1.0 / r1)];
                 let d1 = combine(&[
