@@ -25,7 +25,11 @@ impl MeanReverting {
     pub fn cosine(t_max: usize, eps_end: f64, max_sigma: f64, original: bool) -> Self {
         let k = t_max + 2;
         let s = 0.008;
-        let f = |i: usize| (((i as f64 / k as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |i: usize| {
+            (((i as f64 / k as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         let abar: Vec<f64> = (0..=k).map(|i| f(i) / f(0)).collect();
         let theta: Vec<f64> = (0..=t_max).map(|i| 1.0 - abar[i + 1]).collect();
         let mut acc = 0.0;
@@ -45,7 +49,11 @@ impl MeanReverting {
             theta,
             theta_bar,
             dt,
-            max_sigma: if max_sigma >= 1.0 { max_sigma / 255.0 } else { max_sigma },
+            max_sigma: if max_sigma >= 1.0 {
+                max_sigma / 255.0
+            } else {
+                max_sigma
+            },
         }
     }
 
@@ -137,7 +145,12 @@ mod tests {
         for (g, w) in e.iter().zip([0.1, 0.52010, 0.76138, 0.99]) {
             close(*g, w, 1e-5, "ResShift √η (T=4)");
         }
-        close(resshift_sqrt_eta(15, 2.0, 0.04, 0.3)[0], 0.02, 1e-12, "ResShift √η_1 (T=15)");
+        close(
+            resshift_sqrt_eta(15, 2.0, 0.04, 0.3)[0],
+            0.02,
+            1e-12,
+            "ResShift √η_1 (T=15)",
+        );
     }
 
     #[test]

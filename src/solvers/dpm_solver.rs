@@ -92,7 +92,11 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
         vp.sigmas()[0]
     };
     sigmas.push(final_sigma);
-    ts.push(if final_sigma == 0.0 { 0.0 } else { vp.t_from_sigma(final_sigma) });
+    ts.push(if final_sigma == 0.0 {
+        0.0
+    } else {
+        vp.t_from_sigma(final_sigma)
+    });
     Ok((ts, sigmas))
 }
 
@@ -126,7 +130,11 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
 /// DPM-Solver(++) over explicit marginal points x = α·x0 + σ·ε (any α, σ, e.g. the
 /// mean-reverting process's m_t, σ̄_t acting on x − μ); the model input is `model_in` (a
 /// combination of buffers, e.g. X + Cond). The last σ may be 0.
-pub fn on_points(cfg: &SchedulerConfig, pts: &[ModelTime], model_in: &[(Buf, f64)]) -> Result<Program> {
+pub fn on_points(
+    cfg: &SchedulerConfig,
+    pts: &[ModelTime],
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
     let lam = |p: &ModelTime| p.alpha.ln() - p.sigma.ln();
     let point = |p: &ModelTime| (p.alpha, p.sigma, lam(p));
     let data = matches!(

@@ -97,6 +97,7 @@ pub struct Executor {
 }
 
 struct Ctx<'a> {
+    cond: Option<&'a Tensor>,
     x: &'a Tensor,
     slots: &'a [Tensor],
     norms: &'a [Tensor; 2],
@@ -109,6 +110,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn buf(&self, b: Buf) -> &Tensor {
         match b {
+            // Checked in Executor::with_condition: programs using Cond need a condition.
+            Buf::Cond => self.cond.unwrap_or(self.x),
             Buf::X => self.x,
             Buf::ModelIn => self.model_in,
             Buf::ModelOut => self.model_out,
@@ -256,6 +259,30 @@ impl Executor {
         seed: u64,
         noise_input: bool,
     ) -> Result<Self> {
+        Self::with_condition(gpu, model, program, seed, noise_input, None)
+    }
+
+    /// [`Executor::new`] for a conditioned process: `cond` (μ, f32, the state's shape) is
+    /// bound wherever the program reads [`Buf::Cond`].
+    pub fn with_condition(
+        gpu: &Gpu,
+        model: &dyn Denoiser,
+        program: &Program,
+        seed: u64,
+        noise_input: bool,
+        cond: Option<&Tensor>,
+    ) -> Result<Self> {
+        let uses_cond = program.steps.iter().flatten().any(|op| match op {
+            Op::Lin { terms, .. } => terms.iter().any(|(b, _)| *b == Buf::Cond),
+            _ => false,
+        });
+        if uses_cond && cond.is_none() {
+            return Err(Error::Argument {
+                op: "sampler",
+                arg: "condition",
+                reason: "this program reads the condition image μ but none was given".into(),
+            });
+        }
         let shape = model.input().shape().to_vec();
         let x = Tensor::zeros(gpu, "x", &shape, DType::F32)?;
         let slots = (0..program.slots)
@@ -271,6 +298,7 @@ impl Executor {
             None
         };
         let mut ctx = Ctx {
+            cond,
             x: &x,
             slots: &slots,
             norms: &norms,

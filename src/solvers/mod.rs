@@ -11,6 +11,7 @@ pub mod euler;
 pub mod executor;
 pub mod flow;
 pub mod heun;
+pub mod mr_sampler;
 pub mod program;
 pub mod score_sde;
 pub mod unipc;

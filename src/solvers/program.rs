@@ -17,6 +17,8 @@ pub enum Buf {
     ModelOut,
     /// A history / scratch slot.
     Slot(usize),
+    /// The condition image μ of a conditioned process (f32, read-only).
+    Cond,
 }
 
 /// Time and VP marginal coefficients of a model evaluation: the model input is
