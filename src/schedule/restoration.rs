@@ -74,6 +74,42 @@ impl MeanReverting {
     pub fn lambda(&self, t: f64) -> f64 {
         (self.m(t) / self.sigma_bar(t)).ln()
     }
+
+    /// The time whose λ_t is `l` (λ decreases in t; bisection to 1e-12).
+    pub fn t_from_lambda(&self, l: f64) -> f64 {
+        let (mut lo, mut hi) = (0.0, (self.theta.len() - 1) as f64);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if self.lambda(mid) > l {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+            if hi - lo < 1e-12 {
+                break;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    /// MRS's "linear-λ" time schedule: `n + 1` times with λ uniform from max(λ_T, λ_min) to λ_0.
+    pub fn linear_lambda_times(&self, n: usize, lambda_min: f64) -> Vec<f64> {
+        let t_max = (self.theta.len() - 1) as f64;
+        let (l0, l1) = (self.lambda(t_max).max(lambda_min), self.lambda(0.0));
+        crate::schedule::linspace(l0, l1, n + 1)
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 0 && l0 == self.lambda(t_max) {
+                    t_max
+                } else if i == n {
+                    0.0
+                } else {
+                    self.t_from_lambda(l)
+                }
+            })
+            .collect()
+    }
 }
 
 /// ResShift's √η_t for t = 1..=T: √η_1 = min(min_noise/κ, min_noise), √η_T = 0.99,

@@ -2,11 +2,14 @@
 //! 2502.07856; grrrute/mr-sampler `utils/sampler.py`), ODE solver orders 1–3 with noise or data
 //! prediction, written from the paper's update rules in x with the condition μ. For the
 //! mean-reverting SDE x_t = μ + m_t(x0 − μ) + σ̄_t ε, with λ = ln(m/σ̄), h = λ_i − λ_{i−1}:
-//! - data:  x_i = μ + (σ̄_i/σ̄_s)(x − μ) + m_i(1 − e^{−h})(x̂0 − μ) + m_i((e^{−h} − 1)/h + 1)·D1
-//!          − m_i((e^{−h} − 1 + h)/h² − ½)·D2,
+//! - data: x_i = μ + (σ̄_i/σ̄_s)(x − μ) + m_i(1 − e^{−h})(x̂0 − μ)
+//!   + m_i((e^{−h} − 1)/h + 1)·D1 − m_i((e^{−h} − 1 + h)/h² − ½)·D2,
 //! - noise: x_i = μ + (m_i/m_s)(x − μ) − σ̄_i(e^h − 1)ε̂ − σ̄_i((e^h − 1)/h − 1)·D1
-//!          − σ̄_i((e^h − 1 − h)/h² − ½)·D2,
-//!   with D1, D2 the divided differences of the stored outputs (x̂0 − μ, or ε̂).
+//!   − σ̄_i((e^h − 1 − h)/h² − ½)·D2,
+//!
+//! with D1, D2 the divided differences of the stored outputs (x̂0 − μ, or ε̂). The SDE solver
+//! (orders 1–2) and the IR-SDE baselines (Euler–Maruyama, probability-flow ODE, the optimal
+//! posterior step) are below.
 //! The network always receives the float training-index time t.
 
 use super::program::{combine, lin, Buf, ModelTime, Op, Program};
@@ -144,4 +147,176 @@ pub fn ode_program(
         prog.push(ops);
     }
     Ok(Program::new(sched.max_sigma, 3, prog))
+}
+
+/// The stored x̂0 − μ (data) or ε̂ (noise) of an ε- or x0-predicting network at (m, σ̄).
+fn stored(solve: MrPrediction, network: Prediction, m: f64, s: f64) -> Result<Vec<(Buf, f64)>> {
+    let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+    let out = [(Buf::ModelOut, 1.0)];
+    Ok(match (solve, network) {
+        (MrPrediction::Data, Prediction::Epsilon) => combine(&[(1.0 / m, &y), (-s / m, &out)]),
+        (MrPrediction::Data, Prediction::Sample) => {
+            combine(&[(1.0, &out), (-1.0, &[(Buf::Cond, 1.0)])])
+        }
+        (MrPrediction::Noise, Prediction::Epsilon) => out.to_vec(),
+        (MrPrediction::Noise, Prediction::Sample) => {
+            combine(&[(1.0 / s, &y), (-m / s, &out), (m / s, &[(Buf::Cond, 1.0)])])
+        }
+        (_, p) => {
+            return Err(Error::Argument {
+                op: "MR Sampler",
+                arg: "prediction",
+                reason: format!("{p:?} networks are not supported yet (epsilon, sample)"),
+            })
+        }
+    })
+}
+
+/// The MRS SDE solver, orders 1–2 (fresh z each step):
+/// - data:  x_i = μ + (σ̄_i/σ̄_s)e^{−h}(x − μ) + m_i(1 − e^{−2h})(x̂0 − μ)
+///   + m_i(1 − (1 − e^{−2h})/(2h))·D1 + σ̄_i√(1 − e^{−2h})·z,
+/// - noise: x_i = μ + (m_i/m_s)(x − μ) − 2σ̄_i(e^h − 1)ε̂ − 2σ̄_i((e^h − 1)/h − 1)·D1
+///   + σ̄_i√(e^{2h} − 1)·z.
+pub fn sde_program(
+    sched: &MeanReverting,
+    ts: &[f64],
+    order: usize,
+    solve: MrPrediction,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    if !(1..=2).contains(&order) {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "order",
+            reason: format!("SDE orders 1–2 are supported, not {order}"),
+        });
+    }
+    let pt = |t: f64| (sched.m(t), sched.sigma_bar(t));
+    let lam = |t: f64| {
+        let (m, s) = pt(t);
+        m.ln() - s.ln()
+    };
+    let hist = |k: usize| Buf::Slot(k % 3);
+    let mut prog = Vec::new();
+    for i in 0..ts.len() - 1 {
+        let (t_s, t_t) = (ts[i], ts[i + 1]);
+        let ((m_s, s_s), (m_t, s_t)) = (pt(t_s), pt(t_t));
+        let h = lam(t_t) - lam(t_s);
+        let mut ops = Vec::new();
+        if i == 0 {
+            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
+        }
+        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
+        ops.push(Op::Model(ModelTime {
+            t: t_s,
+            alpha: m_s,
+            sigma: s_s,
+        }));
+        ops.push(lin(hist(i), stored(solve, network, m_s, s_s)?));
+        let m0 = [(hist(i), 1.0)];
+        let d1 = if order.min(i + 1) == 2 {
+            let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
+            vec![(hist(i), 1.0 / r0), (hist(i - 1), -1.0 / r0)]
+        } else {
+            vec![]
+        };
+        let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+        let mu = [(Buf::Cond, 1.0)];
+        let (terms, noise) = match solve {
+            MrPrediction::Data => {
+                let e2 = -(-2.0 * h).exp_m1(); // 1 − e^{−2h}
+                (
+                    combine(&[
+                        (s_t / s_s * (-h).exp(), &y),
+                        (1.0, &mu),
+                        (m_t * e2, &m0),
+                        (m_t * (1.0 - e2 / (2.0 * h)), &d1),
+                    ]),
+                    s_t * e2.max(0.0).sqrt(),
+                )
+            }
+            MrPrediction::Noise => {
+                let phi1 = h.exp_m1();
+                (
+                    combine(&[
+                        (m_t / m_s, &y),
+                        (1.0, &mu),
+                        (-2.0 * s_t * phi1, &m0),
+                        (-2.0 * s_t * (phi1 / h - 1.0), &d1),
+                    ]),
+                    s_t * (2.0 * h).exp_m1().max(0.0).sqrt(),
+                )
+            }
+        };
+        ops.push(Op::Lin {
+            dst: Buf::X,
+            terms,
+            noise,
+            clamp: None,
+        });
+        prog.push(ops);
+    }
+    Ok(Program::new(sched.max_sigma, 3, prog))
+}
+
+/// IR-SDE's optimal reverse ("posterior") step over integer times T → 0 (Luo et al. 2023):
+/// with A = e^{−θ_t·dt}, B = e^{−θ̄_t·dt}, C = e^{−θ̄_{t−1}·dt} and x̂0 from the network,
+/// x_{t−1} = μ + A(1 − C²)/(1 − B²)(x − μ) + C(1 − A²)/(1 − B²)(x̂0 − μ)
+/// + λ_s√((1 − A²)(1 − C²)/(1 − B²))·z (no noise into t = 0).
+pub fn posterior_program(
+    sched: &MeanReverting,
+    steps: usize,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    let t_max = sched.theta.len() - 1;
+    if steps == 0 || t_max % steps != 0 {
+        return Err(Error::Argument {
+            op: "MR posterior",
+            arg: "steps",
+            reason: format!("{steps} steps must divide the process's T = {t_max}"),
+        });
+    }
+    let stride = t_max / steps;
+    let mut prog = Vec::new();
+    for (i, t) in (1..=steps).rev().map(|k| k * stride).enumerate() {
+        let tp = t - stride;
+        let (m_s, s_s) = (sched.m(t as f64), sched.sigma_bar(t as f64));
+        // A = e^{−(θ̄_t − θ̄_{t'})·dt} covers the whole stride.
+        let a = (-(sched.theta_bar[t] - sched.theta_bar[tp]) * sched.dt).exp();
+        let b = (-sched.theta_bar[t] * sched.dt).exp();
+        let c = (-sched.theta_bar[tp] * sched.dt).exp();
+        let den = 1.0 - b * b;
+        let mut ops = Vec::new();
+        if i == 0 {
+            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
+        }
+        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
+        ops.push(Op::Model(ModelTime {
+            t: t as f64,
+            alpha: m_s,
+            sigma: s_s,
+        }));
+        let x0 = stored(MrPrediction::Data, network, m_s, s_s)?; // x̂0 − μ
+        let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+        let terms = combine(&[
+            (a * (1.0 - c * c) / den, &y),
+            (1.0, &[(Buf::Cond, 1.0)]),
+            (c * (1.0 - a * a) / den, &x0),
+        ]);
+        let std = if tp == 0 && sched.theta_bar[0] == 0.0 {
+            0.0
+        } else {
+            sched.max_sigma * ((1.0 - a * a) * (1.0 - c * c) / den).max(0.0).sqrt()
+        };
+        ops.push(Op::Lin {
+            dst: Buf::X,
+            terms,
+            noise: if tp == 0 { 0.0 } else { std },
+            clamp: None,
+        });
+        prog.push(ops);
+    }
+    Ok(Program::new(sched.max_sigma, 1, prog))
 }
