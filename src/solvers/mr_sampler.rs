@@ -97,7 +97,8 @@ pub fn ode_program(
         ops.push(lin(hist(i), stored));
         let k = order.min(i + 1);
         let m0 = [(hist(i), 1.0)];
-        let (d1, d2): (Vec<(Buf, f64)>, Vec<(Buf, f64)>) = match k {
+        type Terms = Vec<(Buf, f64)>;
+        let (d1, d2): (Terms, Terms) = match k {
             1 => (vec![], vec![]),
             _ => {
                 let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
