@@ -7,7 +7,7 @@ use super::{Denoiser, Prediction};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelKey};
 use crate::ops::{grid_1d, WG_1D};
-use crate::solvers::program::ModelTime;
+use crate::schedule::ModelTime;
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 

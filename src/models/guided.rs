@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::unet_2d::UNetForward;
 use crate::ops;
-use crate::solvers::program::ModelTime;
+use crate::schedule::ModelTime;
 use crate::tensor::Tensor;
 
 pub struct GuidedUNet {

@@ -4,7 +4,7 @@ use super::{Denoiser, Prediction};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::nn::unet_2d::UNetForward;
-use crate::solvers::program::ModelTime;
+use crate::schedule::ModelTime;
 use crate::tensor::Tensor;
 
 /// A UNet forward plus the prediction type its scheduler config declares.

@@ -2,9 +2,9 @@
 //! diffusers' defaults. Unknown classes, unknown fields and unsupported values are errors
 //! naming them.
 
+use super::Prediction;
 use super::{BetaSchedule, DiscreteVp, Spacing};
 use crate::error::{Error, Result};
-use crate::models::Prediction;
 use serde_json::Value;
 use std::path::Path;
 
@@ -125,13 +125,13 @@ pub struct SchedulerConfig {
     /// Flow matching: the time shift (σ ← shift·σ / (1 + (shift − 1)·σ)).
     pub shift: f64,
     /// EDM: churn parameters (`s_churn`, `s_tmin`, `s_tmax`, `s_noise`).
-    pub churn: crate::solvers::edm::Churn,
+    pub churn: super::options::Churn,
     /// EDM: Karras grid bounds (`sigma_min`, `sigma_max`; default: the training schedule's).
     pub sigma_bounds: Option<(f64, f64)>,
     /// DPM-Solver: timesteps uniform in log σ (`use_lu_lambdas`, Lu et al.).
     pub use_lu_lambdas: bool,
     /// Score-SDE options (ScoreSdeVe / ScoreSdeVp classes).
-    pub score_sde: Option<crate::solvers::score_sde::ScoreSdeOptions>,
+    pub score_sde: Option<super::options::ScoreSdeOptions>,
 }
 
 /// Fields accepted (and ignored when irrelevant to the class) because diffusers writes them.
@@ -433,7 +433,7 @@ impl SchedulerConfig {
             eta: f.num("eta", 0.0)?,
             predict_x0: f.boolean("predict_x0", true)?,
             shift: f.num("shift", 1.0)?,
-            churn: crate::solvers::edm::Churn {
+            churn: super::options::Churn {
                 s_churn: f.num("s_churn", 0.0)?,
                 s_min: f.num("s_tmin", 0.0)?,
                 s_max: f.num("s_tmax", f64::INFINITY)?,
@@ -441,7 +441,7 @@ impl SchedulerConfig {
             },
             use_lu_lambdas: f.boolean("use_lu_lambdas", false)?,
             score_sde: if sde {
-                use crate::solvers::score_sde::{Predictor, ScoreSdeOptions, Sde};
+                use super::options::{Predictor, ScoreSdeOptions, Sde};
                 let ve = kind == SchedulerKind::ScoreSdeVe;
                 let predictor = match f.string("predictor", if ve { "reverse_diffusion" } else { "euler_maruyama" })?.as_str() {
                     "euler_maruyama" => Predictor::EulerMaruyama,

@@ -2,9 +2,41 @@
 //! (`schedulers/scheduling_*.py`), and the mapping of `scheduler_config.json`.
 
 pub mod config;
+pub mod options;
 pub mod restoration;
 
 use crate::error::{Error, Result};
+
+/// What the network predicts (diffusers' `prediction_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    /// ε (noise).
+    Epsilon,
+    /// x0 (`sample`).
+    Sample,
+    /// v = α·ε − σ·x0 (`v_prediction`).
+    VPrediction,
+    /// Rectified-flow velocity v = ε − x0 (`flow_prediction`), for x = (1 − σ)·x0 + σ·ε.
+    Flow,
+    /// The score ∇ log p(x_in) of the model-input marginal, −ε/σ (Score-SDE models).
+    Score,
+}
+
+impl std::str::FromStr for Prediction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "epsilon" => Ok(Prediction::Epsilon),
+            "sample" => Ok(Prediction::Sample),
+            "v_prediction" => Ok(Prediction::VPrediction),
+            "flow_prediction" => Ok(Prediction::Flow),
+            "score" => Ok(Prediction::Score),
+            o => Err(format!(
+                "unknown prediction_type `{o}` (epsilon, sample, v_prediction, flow_prediction)"
+            )),
+        }
+    }
+}
 
 /// `beta_schedule` of the discrete VP (DDPM) process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,4 +201,14 @@ pub fn check_steps(steps: usize, train: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Time and marginal coefficients of a model evaluation: the model input is
+/// x_in = α·x0 + σ·ε (VP, VE, flow and mean-reverting processes alike) and the network
+/// receives `t`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelTime {
+    pub t: f64,
+    pub alpha: f64,
+    pub sigma: f64,
 }

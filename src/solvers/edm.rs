@@ -7,25 +7,7 @@ use super::program::{combine, lin, model_input, x0_terms, Buf, ModelTime, Op, Pr
 use super::Grid;
 use crate::models::Prediction;
 
-/// EDM's churn parameters (S_churn = 0: deterministic Heun).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Churn {
-    pub s_churn: f64,
-    pub s_min: f64,
-    pub s_max: f64,
-    pub s_noise: f64,
-}
-
-impl Default for Churn {
-    fn default() -> Self {
-        Churn {
-            s_churn: 0.0,
-            s_min: 0.0,
-            s_max: f64::INFINITY,
-            s_noise: 1.0,
-        }
-    }
-}
+pub use crate::schedule::options::Churn;
 
 /// EDM sampling over `grid` (σ descending, last 0); `t_of_sigma` gives the network time at the
 /// churned σ̂; x_T = init_sigma·z.

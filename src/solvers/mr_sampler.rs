@@ -321,3 +321,47 @@ pub fn posterior_program(
     }
     Ok(Program::new(sched.max_sigma, 1, prog))
 }
+
+/// IR-SDE's Euler–Maruyama reverse SDE over integer t = T → 1 (Luo et al. 2023):
+/// x ← x − [θ_t(μ − x) − g_t²·ŝ]·dt + g_t√dt·z with g_t² = 2λ_s²θ_t, ŝ = −ε̂/σ̄_t (the reverse
+/// step uses the training grid: one step per training time); no noise into t = 0.
+pub fn euler_program(
+    sched: &MeanReverting,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    let t_max = sched.theta.len() - 1;
+    let dt = sched.dt;
+    let mut prog = Vec::new();
+    for (i, t) in (1..=t_max).rev().enumerate() {
+        let (m_s, s_s) = (sched.m(t as f64), sched.sigma_bar(t as f64));
+        let th = sched.theta[t];
+        let g2 = 2.0 * sched.max_sigma * sched.max_sigma * th;
+        let mut ops = Vec::new();
+        if i == 0 {
+            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
+        }
+        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
+        ops.push(Op::Model(ModelTime {
+            t: t as f64,
+            alpha: m_s,
+            sigma: s_s,
+        }));
+        let eps = stored(MrPrediction::Noise, network, m_s, s_s)?;
+        // x − θ(μ − x)dt + g² ŝ dt = (1 + θdt) x − θdt μ − (g² dt / σ̄) ε̂
+        let terms = combine(&[
+            (1.0 + th * dt, &[(Buf::X, 1.0)]),
+            (-th * dt, &[(Buf::Cond, 1.0)]),
+            (-g2 * dt / s_s, &eps),
+        ]);
+        let noise = if t > 1 { (g2 * dt).sqrt() } else { 0.0 };
+        ops.push(Op::Lin {
+            dst: Buf::X,
+            terms,
+            noise,
+            clamp: None,
+        });
+        prog.push(ops);
+    }
+    Ok(Program::new(sched.max_sigma, 3, prog))
+}

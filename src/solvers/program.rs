@@ -4,7 +4,7 @@
 //! concurrent runs (cf. diffusers#5749), and second-order steps and correctors need no
 //! duplicated timesteps: they are just more instructions.
 
-use crate::models::Prediction;
+use crate::schedule::Prediction;
 
 /// A buffer of the run. All are [N, C, H, W]; `X` and slots are f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,14 +21,7 @@ pub enum Buf {
     Cond,
 }
 
-/// Time and VP marginal coefficients of a model evaluation: the model input is
-/// x_in = α·x0 + σ·ε and the network receives `t`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModelTime {
-    pub t: f64,
-    pub alpha: f64,
-    pub sigma: f64,
-}
+pub use crate::schedule::ModelTime;
 
 /// One instruction.
 #[derive(Debug, Clone, PartialEq)]
