@@ -525,3 +525,138 @@ fn sample_writes_a_grid_and_the_raw_tensor() {
         x.data.len()
     );
 }
+
+#[test]
+fn restore_runs_mr_samplers_and_refuses_bad_requests() {
+    let m = golden("mr_tiny"); // random-weight UNet (in 2, out 1) + MeanRevertingScheduler config
+    let s = scratch("restore");
+    let input = s.join("degraded.safetensors");
+    let mu: Vec<f32> = (0..2 * 64)
+        .map(|i| ((i * 37 % 19) as f32 / 9.5) - 1.0)
+        .collect();
+    write_all(
+        &input,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![2, 1, 8, 8],
+                data: mu,
+            },
+        )],
+    );
+    let out = s.join("restored.png");
+    let raw = s.join("restored.safetensors");
+    for args in [
+        vec![
+            "--sampler",
+            "mrs",
+            "--solver",
+            "ode",
+            "--order",
+            "3",
+            "--steps",
+            "8",
+        ],
+        vec![
+            "--sampler",
+            "mrs",
+            "--solver",
+            "sde",
+            "--order",
+            "2",
+            "--steps",
+            "8",
+        ],
+        vec!["--sampler", "mr-posterior", "--steps", "20"],
+        vec!["--sampler", "mr-euler"],
+    ] {
+        let _ = std::fs::remove_file(&out);
+        let mut all = vec![
+            "restore",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ];
+        all.extend(args.iter().copied());
+        all.extend([
+            "--out",
+            out.to_str().unwrap(),
+            "--raw",
+            raw.to_str().unwrap(),
+        ]);
+        let (ok, err) = diffuse(&all);
+        assert!(ok, "{args:?}: {err}");
+        let x = Weights::open(&raw)
+            .unwrap()
+            .read_f32("sample", Some(&[2, 1, 8, 8]))
+            .unwrap();
+        assert!(x.data.iter().all(|v| v.is_finite()), "{args:?}");
+        assert!(out.exists());
+    }
+    let bad = |args: &[&str], needle: &str| {
+        let _ = std::fs::remove_file(&out);
+        let mut all = vec![
+            "restore",
+            "--model",
+            m.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let (ok, err) = diffuse(&all);
+        assert!(!ok && err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists());
+    };
+    let inp = input.to_str().unwrap();
+    bad(
+        &[
+            "--input",
+            inp,
+            "--sampler",
+            "mrs",
+            "--solver",
+            "ode",
+            "--order",
+            "4",
+        ],
+        "ODE orders 1–3",
+    );
+    bad(
+        &[
+            "--input",
+            inp,
+            "--sampler",
+            "mrs",
+            "--solver",
+            "sde",
+            "--order",
+            "3",
+        ],
+        "SDE orders 1–2",
+    );
+    bad(
+        &["--input", inp, "--sampler", "resshift"],
+        "not implemented yet",
+    );
+    bad(
+        &["--input", inp, "--sampler", "mr-posterior", "--steps", "7"],
+        "must divide",
+    );
+    let three = s.join("rgb.safetensors");
+    write_all(
+        &three,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![1, 3, 8, 8],
+                data: vec![0.0; 192],
+            },
+        )],
+    );
+    bad(&["--input", three.to_str().unwrap()], "in_channels 2");
+    bad(
+        &["--input", s.join("missing.png").to_str().unwrap()],
+        "missing.png",
+    );
+}

@@ -69,6 +69,41 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: DType,
     },
+    /// Restore a degraded image with a mean-reverting (MR) diffusion model.
+    Restore {
+        /// Model folder: UNet2DModel with in_channels = 2·C (x and μ concatenated) and a
+        /// scheduler_config.json with `_class_name` MeanRevertingScheduler.
+        #[arg(long)]
+        model: PathBuf,
+        /// The degraded image μ: a PNG, or safetensors holding `sample` (f32 [N,C,H,W], model scale).
+        #[arg(long)]
+        input: PathBuf,
+        /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE Euler–Maruyama);
+        /// resshift, rddm and resfusion are not implemented yet.
+        #[arg(long, default_value = "mrs")]
+        sampler: String,
+        /// MR Sampler: ode or sde.
+        #[arg(long, default_value = "sde")]
+        solver: String,
+        /// MR Sampler order (ODE 1–3, SDE 1–2).
+        #[arg(long, default_value_t = 2)]
+        order: usize,
+        /// Steps (MRS: linear-λ schedule, λ_min = −5; posterior: must divide T; Euler: T).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// safetensors holding `sample`, the standard-normal draw the prior μ + λ_s·z is built from.
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// Also write the final sample (f32) as `sample`.
+        #[arg(long)]
+        raw: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "f32")]
+        dtype: DType,
+    },
     /// Run one UNet2DModel forward pass (parity checks against PyTorch/diffusers).
     Forward {
         /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors), or a
@@ -138,6 +173,35 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
                 dtype,
             };
             sample(&opts, req)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            model,
+            input,
+            sampler,
+            solver,
+            order,
+            steps,
+            seed,
+            noise,
+            raw,
+            out,
+            dtype,
+        } => {
+            let a = RestoreArgs {
+                model,
+                input,
+                sampler,
+                solver,
+                order,
+                steps,
+                seed,
+                noise,
+                raw,
+                out,
+                dtype,
+            };
+            restore(&opts, a)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Forward {
@@ -489,6 +553,159 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         shape[0],
         a.steps,
         cfg.kind.class_name(),
+        gpu.info().name
+    );
+    Ok(())
+}
+
+struct RestoreArgs {
+    model: PathBuf,
+    input: PathBuf,
+    sampler: String,
+    solver: String,
+    order: usize,
+    steps: usize,
+    seed: u64,
+    noise: Option<PathBuf>,
+    raw: Option<PathBuf>,
+    out: PathBuf,
+    dtype: DType,
+}
+
+/// `diffuse restore`: everything is validated before the first model evaluation.
+fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
+    use diffuse::models::conditioned::ConditionedUNet;
+    use diffuse::schedule::restoration::MrConfig;
+    use diffuse::solvers::mr_sampler::{self, MrPrediction};
+    use diffuse::solvers::program::Buf;
+    let rarg = |arg: &'static str, reason: String| Error::Argument {
+        op: "restore",
+        arg,
+        reason,
+    };
+    let dir = diffuse::load::resolve_model_dir(&a.model, "unet")?;
+    let cfg_path = dir.join(diffuse::load::SCHEDULER_CONFIG);
+    if !cfg_path.is_file() {
+        return Err(Error::Load {
+            file: cfg_path.display().to_string(),
+            reason:
+                "missing: an MR model folder needs a MeanRevertingScheduler scheduler_config.json"
+                    .into(),
+        });
+    }
+    let mr = MrConfig::from_file(&cfg_path)?;
+    let sched = &mr.schedule;
+    // The degraded image μ.
+    let (mu, shape) = if a
+        .input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        let (v, s) = diffuse::image_io::read_png(&a.input)?;
+        (v, s.to_vec())
+    } else {
+        let t = Weights::open(&a.input)?.read_f32("sample", None)?;
+        if t.shape.len() != 4 {
+            return Err(input_error(
+                &a.input,
+                format!("`sample` has shape {:?}; expected [N, C, H, W]", t.shape),
+            ));
+        }
+        (t.data, t.shape)
+    };
+    if let Some(i) = mu.iter().position(|v| !v.is_finite()) {
+        return Err(input_error(
+            &a.input,
+            format!("non-finite value at flat index {i}"),
+        ));
+    }
+    let yin = [(Buf::X, 1.0)];
+    let program = match a.sampler.as_str() {
+        "mrs" => {
+            let solve = MrPrediction::Data;
+            let ts = sched.linear_lambda_times(a.steps.max(1), -5.0);
+            match a.solver.as_str() {
+                "ode" => mr_sampler::ode_program(sched, &ts, a.order, solve, mr.prediction, &yin)?,
+                "sde" => mr_sampler::sde_program(sched, &ts, a.order, solve, mr.prediction, &yin)?,
+                o => return Err(rarg("--solver", format!("`{o}` (ode, sde)"))),
+            }
+        }
+        "mr-posterior" => mr_sampler::posterior_program(sched, a.steps, mr.prediction, &yin)?,
+        "mr-euler" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
+        o @ ("resshift" | "rddm" | "resfusion") => {
+            return Err(rarg(
+                "--sampler",
+                format!("`{o}` is not implemented yet (mrs, mr-posterior, mr-euler)"),
+            ))
+        }
+        o => {
+            return Err(rarg(
+                "--sampler",
+                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler)"),
+            ))
+        }
+    };
+    if a.steps == 0 {
+        return Err(rarg("--steps", "must be at least 1".into()));
+    }
+    let gpu = Gpu::new(opts)?;
+    let unet = UNet2DModel::from_dir(&gpu, &a.model, a.dtype)?;
+    let c_in = unet.config.in_channels;
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    if c_in != 2 * c || unet.config.out_channels != c {
+        return Err(input_error(
+            &a.input,
+            format!(
+                "{c}-channel condition for a model with in_channels {c_in} and out_channels {} (MR models take x and μ: in = 2·C, out = C)",
+                unet.config.out_channels
+            ),
+        ));
+    }
+    let fwd = unet.prepare(&gpu, n, h, w)?;
+    let cond_model = diffuse::Tensor::from_f32(&gpu, "condition", &[n, c, h, w], &mu, a.dtype)?;
+    let cond_state = diffuse::Tensor::from_f32(&gpu, "mu", &[n, c, h, w], &mu, DType::F32)?;
+    let mut model = ConditionedUNet::new(&gpu, fwd, mr.prediction, &cond_model)?;
+    let exec = diffuse::solvers::executor::Executor::with_condition(
+        &gpu,
+        &model,
+        &program,
+        a.seed,
+        a.noise.is_some(),
+        Some(&cond_state),
+    )?;
+    if let Some(p) = &a.noise {
+        let z = Weights::open(p)?.read_f32("sample", Some(&shape))?;
+        exec.set_noise(&gpu, &z.data)?;
+    }
+    let bar = indicatif::ProgressBar::new(program.steps.len() as u64);
+    let x = exec
+        .run(&gpu, &mut model, |i, _| bar.set_position(i as u64))?
+        .to_vec_f32(&gpu)?;
+    bar.finish_and_clear();
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(rarg(
+            "output",
+            format!("non-finite value at flat index {i}; nothing written"),
+        ));
+    }
+    if let Some(r) = &a.raw {
+        write_f32_tensors(
+            r,
+            &[(
+                "sample",
+                &HostTensor {
+                    shape: shape.clone(),
+                    data: x.clone(),
+                },
+            )],
+        )?;
+    }
+    diffuse::image_io::write_grid(&a.out, &x, [n, c, h, w], None)?;
+    eprintln!(
+        "wrote {} ({} NFE of {} on {})",
+        a.out.display(),
+        program.nfe,
+        a.sampler,
         gpu.info().name
     );
     Ok(())

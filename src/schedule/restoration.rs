@@ -204,3 +204,117 @@ mod tests {
         assert_eq!(a[4], 0.5);
     }
 }
+
+/// A mean-reverting process's `scheduler_config.json` (`_class_name` "MeanRevertingScheduler",
+/// our own class: diffusers has none). Fields: `num_train_timesteps` (T, default 100),
+/// `max_sigma` (λ_s, /255 when ≥ 1; default 50), `eps` (ε_end, default 0.005),
+/// `theta_schedule` ("cosine"), `original_theta_bar` (IR-SDE's θ̄_0 = 0; default false),
+/// `prediction_type` ("epsilon" or "sample").
+#[derive(Debug, Clone, PartialEq)]
+pub struct MrConfig {
+    pub schedule: MeanReverting,
+    pub prediction: super::Prediction,
+}
+
+impl MrConfig {
+    /// Reads a `scheduler_config.json`.
+    pub fn from_file(path: &std::path::Path) -> crate::error::Result<Self> {
+        Self::from_json(&crate::load::read_json(path)?, &path.display().to_string())
+    }
+
+    pub fn from_json(v: &serde_json::Value, file: &str) -> crate::error::Result<Self> {
+        let err = |field: &str, reason: String| crate::error::Error::Config {
+            file: file.into(),
+            field: field.into(),
+            reason,
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("(root)", "expected a JSON object".into()))?;
+        const KNOWN: &[&str] = &[
+            "_class_name",
+            "_diffusers_version",
+            "num_train_timesteps",
+            "max_sigma",
+            "eps",
+            "theta_schedule",
+            "original_theta_bar",
+            "prediction_type",
+        ];
+        for k in obj.keys() {
+            if !KNOWN.contains(&k.as_str()) {
+                return Err(err(
+                    k,
+                    "unknown field of MeanRevertingScheduler; refusing to guess".into(),
+                ));
+            }
+        }
+        let class = obj
+            .get("_class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        if class != "MeanRevertingScheduler" {
+            return Err(err(
+                "_class_name",
+                format!("`{class}` is not a mean-reverting process (MeanRevertingScheduler)"),
+            ));
+        }
+        let num = |k: &str, d: f64| -> crate::error::Result<f64> {
+            match obj.get(k) {
+                None => Ok(d),
+                Some(v) => crate::load::json_f64(v)
+                    .ok_or_else(|| err(k, format!("expected a number, got {v}"))),
+            }
+        };
+        let t = num("num_train_timesteps", 100.0)?;
+        if t < 2.0 || t.fract() != 0.0 {
+            return Err(err(
+                "num_train_timesteps",
+                format!("{t} is not an integer ≥ 2"),
+            ));
+        }
+        let eps = num("eps", 0.005)?;
+        if !(eps > 0.0 && eps < 1.0) {
+            return Err(err("eps", format!("{eps} is not in (0, 1)")));
+        }
+        let max_sigma = num("max_sigma", 50.0)?;
+        if !(max_sigma > 0.0) {
+            return Err(err("max_sigma", format!("{max_sigma} must be positive")));
+        }
+        if let Some(s) = obj.get("theta_schedule") {
+            if s != "cosine" {
+                return Err(err(
+                    "theta_schedule",
+                    format!("{s} is not supported (cosine)"),
+                ));
+            }
+        }
+        let original = match obj.get("original_theta_bar") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                err(
+                    "original_theta_bar",
+                    format!("expected true/false, got {v}"),
+                )
+            })?,
+        };
+        let prediction = match obj
+            .get("prediction_type")
+            .and_then(|p| p.as_str())
+            .unwrap_or("epsilon")
+        {
+            "epsilon" => super::Prediction::Epsilon,
+            "sample" => super::Prediction::Sample,
+            o => {
+                return Err(err(
+                    "prediction_type",
+                    format!("`{o}` is not supported for MR models (epsilon, sample)"),
+                ))
+            }
+        };
+        Ok(MrConfig {
+            schedule: MeanReverting::cosine(t as usize, eps, max_sigma, original),
+            prediction,
+        })
+    }
+}
