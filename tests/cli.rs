@@ -636,8 +636,12 @@ fn restore_runs_mr_samplers_and_refuses_bad_requests() {
         "SDE orders 1–2",
     );
     bad(
-        &["--input", inp, "--sampler", "resshift"],
+        &["--input", inp, "--sampler", "rddm"],
         "not implemented yet",
+    );
+    bad(
+        &["--input", inp, "--sampler", "resshift"],
+        "ResShiftScheduler",
     );
     bad(
         &["--input", inp, "--sampler", "mr-posterior", "--steps", "7"],
@@ -659,4 +663,49 @@ fn restore_runs_mr_samplers_and_refuses_bad_requests() {
         &["--input", s.join("missing.png").to_str().unwrap()],
         "missing.png",
     );
+}
+
+#[test]
+fn restore_runs_resshift_and_resfusion_models() {
+    let src = golden("mr_tiny");
+    let s = scratch("residual");
+    let input = s.join("degraded.safetensors");
+    write_all(
+        &input,
+        &[(
+            "sample".into(),
+            HostTensor {
+                shape: vec![1, 1, 8, 8],
+                data: vec![0.25; 64],
+            },
+        )],
+    );
+    for (class, sampler, nfe_hint) in [
+        ("ResShiftScheduler", "resshift", "4 NFE"),
+        ("ResfusionScheduler", "resfusion", "5 NFE"),
+    ] {
+        let m = s.join(sampler);
+        copy_model(&src, &m);
+        let cfg = if sampler == "resshift" {
+            r#"{"_class_name": "ResShiftScheduler", "num_train_timesteps": 4, "kappa": 2.0, "min_noise": 0.2, "prediction_type": "xstart"}"#
+        } else {
+            r#"{"_class_name": "ResfusionScheduler", "num_train_timesteps": 12}"#
+        };
+        std::fs::write(m.join("scheduler_config.json"), cfg).unwrap();
+        let out = s.join(format!("{sampler}.png"));
+        let (ok, err) = diffuse(&[
+            "restore",
+            "--model",
+            m.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--sampler",
+            sampler,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{class}: {err}");
+        assert!(err.contains(nfe_hint), "{class}: {err}");
+        assert!(out.exists());
+    }
 }

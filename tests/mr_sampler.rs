@@ -310,3 +310,96 @@ fn mr_sde_and_posterior_statistics() {
         assert!(var.is_finite() && var > 0.0);
     }
 }
+
+/// A model whose prediction is a fixed tensor (to check exact round trips).
+struct Fixed {
+    input: Tensor,
+    output: Tensor,
+}
+
+impl diffuse::models::Denoiser for Fixed {
+    fn input(&self) -> &Tensor {
+        &self.input
+    }
+    fn output(&self) -> &Tensor {
+        &self.output
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::Sample
+    }
+    fn run(&mut self, _: &diffuse::Gpu, _: ModelTime) -> diffuse::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
+    use diffuse::schedule::restoration::{resfusion_sqrt_abar, resshift_sqrt_eta};
+    use diffuse::solvers::residual_shift::{
+        resfusion_program, resshift_program, ResShiftPrediction,
+    };
+    let gpu = common::gpu();
+    let x0 = TestRng(3).values(2 * 16, -1.0, 1.0, DType::F32);
+    let y0 = TestRng(4).values(2 * 16, -1.0, 1.0, DType::F32);
+    let mk = || Fixed {
+        input: Tensor::zeros(gpu, "in", &[2, 1, 4, 4], DType::F32).unwrap(),
+        output: Tensor::from_f32(gpu, "x0", &[2, 1, 4, 4], &x0, DType::F32).unwrap(),
+    };
+    let cond = Tensor::from_f32(gpu, "y0", &[2, 1, 4, 4], &y0, DType::F32).unwrap();
+    // ResShift (T = 4, κ = 2, min_noise 0.2): whatever x_T, an x0-predicting model that returns x0
+    // lands exactly on x0 (the t = 1 posterior has mean x̂0 and no variance).
+    let p = resshift_program(
+        &resshift_sqrt_eta(4, 2.0, 0.2, 0.3),
+        2.0,
+        ResShiftPrediction::XStart,
+    )
+    .unwrap();
+    let mut m = mk();
+    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
+    let got = exec
+        .run(gpu, &mut m, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    assert_eq!(got, x0, "ResShift's last step must return x̂0 exactly");
+    // Residual parameterisation: r̂ = y0 − x0 gives the same.
+    let r: Vec<f32> = y0.iter().zip(&x0).map(|(y, x)| y - x).collect();
+    let mut m = Fixed {
+        input: Tensor::zeros(gpu, "in", &[2, 1, 4, 4], DType::F32).unwrap(),
+        output: Tensor::from_f32(gpu, "r", &[2, 1, 4, 4], &r, DType::F32).unwrap(),
+    };
+    let p = resshift_program(
+        &resshift_sqrt_eta(4, 2.0, 0.2, 0.3),
+        2.0,
+        ResShiftPrediction::Residual,
+    )
+    .unwrap();
+    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
+    let got = exec
+        .run(gpu, &mut m, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    let worst = got
+        .iter()
+        .zip(&x0)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "{worst}");
+    // Resfusion (T = 12 → 5 steps from √ᾱ = ½) produces finite samples.
+    let sa = resfusion_sqrt_abar(12);
+    let p = resfusion_program(
+        &diffuse::schedule::linspace(1000.0 / 12.0 * 1e-4, 1000.0 / 12.0 * 0.02, 12),
+        &sa,
+    )
+    .unwrap();
+    assert_eq!(p.nfe, 5);
+    let mut m = mk();
+    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
+    let got = exec
+        .run(gpu, &mut m, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    assert!(got.iter().all(|v| v.is_finite()));
+}

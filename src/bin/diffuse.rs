@@ -78,8 +78,8 @@ enum Command {
         /// The degraded image μ: a PNG, or safetensors holding `sample` (f32 [N,C,H,W], model scale).
         #[arg(long)]
         input: PathBuf,
-        /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE Euler–Maruyama);
-        /// resshift, rddm and resfusion are not implemented yet.
+        /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE
+        /// Euler–Maruyama), resshift, resfusion (rddm is not implemented yet).
         #[arg(long, default_value = "mrs")]
         sampler: String,
         /// MR Sampler: ode or sde.
@@ -593,8 +593,17 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
                     .into(),
         });
     }
-    let mr = MrConfig::from_file(&cfg_path)?;
-    let sched = &mr.schedule;
+    let residual = matches!(a.sampler.as_str(), "resshift" | "resfusion");
+    let (mr, res) = if residual {
+        (
+            None,
+            Some(diffuse::schedule::restoration::ResidualConfig::from_file(
+                &cfg_path,
+            )?),
+        )
+    } else {
+        (Some(MrConfig::from_file(&cfg_path)?), None)
+    };
     // The degraded image μ.
     let (mu, shape) = if a
         .input
@@ -620,7 +629,44 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         ));
     }
     let yin = [(Buf::X, 1.0)];
-    let program = match a.sampler.as_str() {
+    let prediction = mr
+        .as_ref()
+        .map_or(diffuse::models::Prediction::Sample, |m| m.prediction);
+    let program = match (a.sampler.as_str(), &mr, &res) {
+        (
+            "resshift",
+            _,
+            Some(diffuse::schedule::restoration::ResidualConfig::ResShift {
+                sqrt_eta,
+                kappa,
+                prediction,
+            }),
+        ) => {
+            use diffuse::solvers::residual_shift::{resshift_program, ResShiftPrediction};
+            let p = match prediction.as_str() {
+                "epsilon" => ResShiftPrediction::Epsilon,
+                "residual" => ResShiftPrediction::Residual,
+                _ => ResShiftPrediction::XStart,
+            };
+            resshift_program(sqrt_eta, *kappa, p)?
+        }
+        (
+            "resfusion",
+            _,
+            Some(diffuse::schedule::restoration::ResidualConfig::Resfusion { betas, sqrt_abar }),
+        ) => diffuse::solvers::residual_shift::resfusion_program(betas, sqrt_abar)?,
+        ("resshift" | "resfusion", _, _) => {
+            return Err(rarg(
+                "--sampler",
+                format!(
+                    "`{}` does not match the model's scheduler_config.json process",
+                    a.sampler
+                ),
+            ))
+        }
+        (_, Some(mr), _) => {
+            let sched = &mr.schedule;
+            match a.sampler.as_str() {
         "mrs" => {
             let solve = MrPrediction::Data;
             let ts = sched.linear_lambda_times(a.steps.max(1), -5.0);
@@ -632,18 +678,21 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         }
         "mr-posterior" => mr_sampler::posterior_program(sched, a.steps, mr.prediction, &yin)?,
         "mr-euler" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
-        o @ ("resshift" | "rddm" | "resfusion") => {
+        "rddm" => {
             return Err(rarg(
                 "--sampler",
-                format!("`{o}` is not implemented yet (mrs, mr-posterior, mr-euler)"),
+                "`rddm` is not implemented yet (mrs, mr-posterior, mr-euler, resshift, resfusion)".into(),
             ))
         }
         o => {
             return Err(rarg(
                 "--sampler",
-                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler)"),
+                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler, resshift, resfusion)"),
             ))
         }
+            }
+        }
+        _ => return Err(rarg("--sampler", "no process configuration".into())),
     };
     if a.steps == 0 {
         return Err(rarg("--steps", "must be at least 1".into()));
@@ -664,7 +713,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let fwd = unet.prepare(&gpu, n, h, w)?;
     let cond_model = diffuse::Tensor::from_f32(&gpu, "condition", &[n, c, h, w], &mu, a.dtype)?;
     let cond_state = diffuse::Tensor::from_f32(&gpu, "mu", &[n, c, h, w], &mu, DType::F32)?;
-    let mut model = ConditionedUNet::new(&gpu, fwd, mr.prediction, &cond_model)?;
+    let mut model = ConditionedUNet::new(&gpu, fwd, prediction, &cond_model)?;
     let exec = diffuse::solvers::executor::Executor::with_condition(
         &gpu,
         &model,

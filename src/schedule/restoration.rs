@@ -278,7 +278,7 @@ impl MrConfig {
             return Err(err("eps", format!("{eps} is not in (0, 1)")));
         }
         let max_sigma = num("max_sigma", 50.0)?;
-        if !(max_sigma > 0.0) {
+        if max_sigma.is_nan() || max_sigma <= 0.0 {
             return Err(err("max_sigma", format!("{max_sigma} must be positive")));
         }
         if let Some(s) = obj.get("theta_schedule") {
@@ -316,5 +316,126 @@ impl MrConfig {
             schedule: MeanReverting::cosine(t as usize, eps, max_sigma, original),
             prediction,
         })
+    }
+}
+
+/// A residual-shift process's `scheduler_config.json` (our classes): `ResShiftScheduler`
+/// (`num_train_timesteps` 15, `kappa` 2, `min_noise` 0.04, `power` 0.3, `prediction_type`
+/// xstart | epsilon | residual) or `ResfusionScheduler` (`num_train_timesteps` 12,
+/// `prediction_type` resnoise).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResidualConfig {
+    ResShift {
+        sqrt_eta: Vec<f64>,
+        kappa: f64,
+        /// "xstart", "epsilon" or "residual".
+        prediction: String,
+    },
+    Resfusion {
+        betas: Vec<f64>,
+        sqrt_abar: Vec<f64>,
+    },
+}
+
+impl ResidualConfig {
+    pub fn from_file(path: &std::path::Path) -> crate::error::Result<Self> {
+        let v = crate::load::read_json(path)?;
+        let file = path.display().to_string();
+        let err = |field: &str, reason: String| crate::error::Error::Config {
+            file: file.clone(),
+            field: field.into(),
+            reason,
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| err("(root)", "expected a JSON object".into()))?;
+        let num = |k: &str, d: f64| -> crate::error::Result<f64> {
+            obj.get(k).map_or(Ok(d), |x| {
+                crate::load::json_f64(x)
+                    .ok_or_else(|| err(k, format!("expected a number, got {x}")))
+            })
+        };
+        let class = obj
+            .get("_class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        if class != "ResShiftScheduler" && class != "ResfusionScheduler" {
+            return Err(err(
+                "_class_name",
+                format!("`{class}` is not a residual-shift process (ResShiftScheduler, ResfusionScheduler)"),
+            ));
+        }
+        let known: &[&str] = &[
+            "_class_name",
+            "_diffusers_version",
+            "num_train_timesteps",
+            "kappa",
+            "min_noise",
+            "power",
+            "prediction_type",
+        ];
+        for k in obj.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(err(k, "unknown field; refusing to guess".into()));
+            }
+        }
+        let t = num("num_train_timesteps", 15.0)?;
+        if t < 1.0 || t.fract() != 0.0 {
+            return Err(err(
+                "num_train_timesteps",
+                format!("{t} is not a positive integer"),
+            ));
+        }
+        let pred = obj
+            .get("prediction_type")
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
+            .to_string();
+        match obj
+            .get("_class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+        {
+            "ResShiftScheduler" => {
+                let pred = if pred.is_empty() {
+                    "xstart".to_string()
+                } else {
+                    pred
+                };
+                if !["xstart", "epsilon", "residual"].contains(&pred.as_str()) {
+                    return Err(err(
+                        "prediction_type",
+                        format!("`{pred}` (xstart, epsilon, residual)"),
+                    ));
+                }
+                let kappa = num("kappa", 2.0)?;
+                Ok(ResidualConfig::ResShift {
+                    sqrt_eta: resshift_sqrt_eta(
+                        t as usize,
+                        kappa,
+                        num("min_noise", 0.04)?,
+                        num("power", 0.3)?,
+                    ),
+                    kappa,
+                    prediction: pred,
+                })
+            }
+            "ResfusionScheduler" => {
+                if !(pred.is_empty() || pred == "resnoise") {
+                    return Err(err("prediction_type", format!("`{pred}` (resnoise)")));
+                }
+                let scale = 1000.0 / t;
+                Ok(ResidualConfig::Resfusion {
+                    betas: crate::schedule::linspace(scale * 1e-4, scale * 0.02, t as usize),
+                    sqrt_abar: resfusion_sqrt_abar(t as usize),
+                })
+            }
+            o => Err(err(
+                "_class_name",
+                format!(
+                    "`{o}` is not a residual-shift process (ResShiftScheduler, ResfusionScheduler)"
+                ),
+            )),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod flow;
 pub mod heun;
 pub mod mr_sampler;
 pub mod program;
+pub mod residual_shift;
 pub mod score_sde;
 pub mod unipc;
 
