@@ -317,6 +317,104 @@ struct Fixed {
     output: Tensor,
 }
 
+/// A fixed two-head model (RDDM: residual, noise).
+struct FixedTwo {
+    input: Tensor,
+    res: Tensor,
+    noise: Tensor,
+}
+
+impl diffuse::models::Denoiser for FixedTwo {
+    fn input(&self) -> &Tensor {
+        &self.input
+    }
+    fn output(&self) -> &Tensor {
+        &self.res
+    }
+    fn aux_output(&self) -> Option<&Tensor> {
+        Some(&self.noise)
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::Sample
+    }
+    fn run(&mut self, _: &diffuse::Gpu, _: ModelTime) -> diffuse::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn rddm_last_step_returns_i0_hat() {
+    use diffuse::schedule::restoration::rddm_schedule;
+    use diffuse::solvers::residual_shift::rddm_program;
+    let gpu = common::gpu();
+    let (abar, bbar) = rddm_schedule(1000, 0.01);
+    assert!(
+        (abar[999] - 1.0).abs() < 1e-12 && (bbar[999] - 0.1).abs() < 1e-12,
+        "ᾱ_T = 1, β̄_T² = sum_scale"
+    );
+    let res = TestRng(1).values(16, -0.5, 0.5, DType::F32);
+    let eps = TestRng(2).values(16, -1.0, 1.0, DType::F32);
+    let cond_v = TestRng(3).values(16, -1.0, 1.0, DType::F32);
+    let z = TestRng(4).values(16, -1.0, 1.0, DType::F32);
+    let t = |n: &str, v: &[f32]| Tensor::from_f32(gpu, n, &[1, 1, 4, 4], v, DType::F32).unwrap();
+    let mut m = FixedTwo {
+        input: t("in", &[0.0; 16]),
+        res: t("res", &res),
+        noise: t("eps", &eps),
+    };
+    let cond = t("I_in", &cond_v);
+    let steps = 5;
+    let p = rddm_program(&abar, &bbar, steps).unwrap();
+    let exec = Executor::with_condition(gpu, &m, &p, 0, true, Some(&cond)).unwrap();
+    exec.set_noise(gpu, &z).unwrap();
+    let got = exec
+        .run(gpu, &mut m, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    // Host recurrence in f64 over the same times; the final state must be Î_0 of the last step.
+    let idx: Vec<i64> = diffuse::schedule::linspace(-1.0, 999.0, steps + 1)
+        .iter()
+        .map(|v| v.trunc() as i64)
+        .rev()
+        .collect();
+    let at = |k: i64| {
+        if k < 0 {
+            (0.0, 0.0)
+        } else {
+            (abar[k as usize], bbar[k as usize])
+        }
+    };
+    for i in 0..16 {
+        let mut x = cond_v[i] as f64 + bbar[999] * z[i] as f64;
+        let mut last_i0 = 0.0;
+        for w in idx.windows(2) {
+            let ((a_t, b_t), (a_s, b_s)) = (at(w[0]), at(w[1]));
+            last_i0 = x - a_t * res[i] as f64 - b_t * eps[i] as f64;
+            x = x - (a_t - a_s) * res[i] as f64 - (b_t - b_s) * eps[i] as f64;
+        }
+        assert!(
+            (x - last_i0).abs() < 1e-12,
+            "the last step's formula is Î_0"
+        );
+        assert!(
+            (got[i] as f64 - last_i0).abs() < 1e-5,
+            "element {i}: {} vs Î_0 {last_i0}",
+            got[i]
+        );
+    }
+    // A single-head model cannot run RDDM.
+    let one = Fixed {
+        input: t("in", &[0.0; 16]),
+        output: t("o", &res),
+    };
+    let e = Executor::with_condition(gpu, &one, &p, 0, false, Some(&cond))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("second model head"), "{e}");
+}
+
 impl diffuse::models::Denoiser for Fixed {
     fn input(&self) -> &Tensor {
         &self.input

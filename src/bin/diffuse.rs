@@ -79,7 +79,7 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE
-        /// Euler–Maruyama), resshift, resfusion (rddm is not implemented yet).
+        /// Euler–Maruyama), resshift, rddm (two-head model), resfusion.
         #[arg(long, default_value = "mrs")]
         sampler: String,
         /// MR Sampler: ode or sde.
@@ -593,7 +593,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
                     .into(),
         });
     }
-    let residual = matches!(a.sampler.as_str(), "resshift" | "resfusion");
+    let residual = matches!(a.sampler.as_str(), "resshift" | "resfusion" | "rddm");
     let (mr, res) = if residual {
         (
             None,
@@ -655,7 +655,10 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
             _,
             Some(diffuse::schedule::restoration::ResidualConfig::Resfusion { betas, sqrt_abar }),
         ) => diffuse::solvers::residual_shift::resfusion_program(betas, sqrt_abar)?,
-        ("resshift" | "resfusion", _, _) => {
+        ("rddm", _, Some(diffuse::schedule::restoration::ResidualConfig::Rddm { abar, bbar })) => {
+            diffuse::solvers::residual_shift::rddm_program(abar, bbar, a.steps)?
+        }
+        ("resshift" | "resfusion" | "rddm", _, _) => {
             return Err(rarg(
                 "--sampler",
                 format!(
@@ -678,16 +681,10 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         }
         "mr-posterior" => mr_sampler::posterior_program(sched, a.steps, mr.prediction, &yin)?,
         "mr-euler" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
-        "rddm" => {
-            return Err(rarg(
-                "--sampler",
-                "`rddm` is not implemented yet (mrs, mr-posterior, mr-euler, resshift, resfusion)".into(),
-            ))
-        }
         o => {
             return Err(rarg(
                 "--sampler",
-                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler, resshift, resfusion)"),
+                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler, resshift, rddm, resfusion)"),
             ))
         }
             }
@@ -701,11 +698,12 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let unet = UNet2DModel::from_dir(&gpu, &a.model, a.dtype)?;
     let c_in = unet.config.in_channels;
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    if c_in != 2 * c || unet.config.out_channels != c {
+    let heads = if a.sampler == "rddm" { 2 } else { 1 };
+    if c_in != 2 * c || unet.config.out_channels != heads * c {
         return Err(input_error(
             &a.input,
             format!(
-                "{c}-channel condition for a model with in_channels {c_in} and out_channels {} (MR models take x and μ: in = 2·C, out = C)",
+                "{c}-channel condition for a model with in_channels {c_in} and out_channels {} (conditioned models take x and μ: in = 2·C, out = C, or 2·C for RDDM's two heads)",
                 unet.config.out_channels
             ),
         ));
@@ -714,6 +712,9 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let cond_model = diffuse::Tensor::from_f32(&gpu, "condition", &[n, c, h, w], &mu, a.dtype)?;
     let cond_state = diffuse::Tensor::from_f32(&gpu, "mu", &[n, c, h, w], &mu, DType::F32)?;
     let mut model = ConditionedUNet::new(&gpu, fwd, prediction, &cond_model)?;
+    if a.sampler == "rddm" {
+        model = model.two_heads(&gpu)?;
+    }
     let exec = diffuse::solvers::executor::Executor::with_condition(
         &gpu,
         &model,

@@ -19,6 +19,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("resample", include_str!("../../shaders/resample.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
+    ("slice", include_str!("../../shaders/slice.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),
     ("fir", include_str!("../../shaders/fir.wgsl")),
     ("analytic", include_str!("../../shaders/analytic.wgsl")),

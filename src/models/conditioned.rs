@@ -15,6 +15,8 @@ pub struct ConditionedUNet {
     prediction: Prediction,
     input: Tensor,
     concat: Recording,
+    /// Two-head models: the forward's output split into (head 0, head 1) after each run.
+    heads: Option<(Tensor, Tensor, Recording)>,
 }
 
 impl ConditionedUNet {
@@ -52,7 +54,31 @@ impl ConditionedUNet {
             prediction,
             input,
             concat,
+            heads: None,
         })
+    }
+
+    /// Treats the output [N, 2C, H, W] as two heads of C channels each ([`Denoiser::output`] is
+    /// the first, [`Denoiser::aux_output`] the second).
+    pub fn two_heads(mut self, gpu: &Gpu) -> Result<Self> {
+        let s = self.forward.output.shape().to_vec();
+        let c = self.input.shape()[1];
+        if s[1] != 2 * c {
+            return Err(Error::Shape {
+                op: "two-head model",
+                tensor: "output".into(),
+                got: s,
+                expected: format!("{} channels (two heads of {c})", 2 * c),
+            });
+        }
+        let dt = self.forward.output.dtype();
+        let h0 = Tensor::zeros(gpu, "head0", &[s[0], c, s[2], s[3]], dt)?;
+        let h1 = Tensor::zeros(gpu, "head1", &[s[0], c, s[2], s[3]], dt)?;
+        let mut rec = gpu.recorder();
+        ops::concat::slice_channels(&mut rec, &self.forward.output, 0, &h0)?;
+        ops::concat::slice_channels(&mut rec, &self.forward.output, c, &h1)?;
+        self.heads = Some((h0, h1, rec.finish()?));
+        Ok(self)
     }
 }
 
@@ -61,7 +87,13 @@ impl Denoiser for ConditionedUNet {
         &self.input
     }
     fn output(&self) -> &Tensor {
-        &self.forward.output
+        match &self.heads {
+            Some((h0, _, _)) => h0,
+            None => &self.forward.output,
+        }
+    }
+    fn aux_output(&self) -> Option<&Tensor> {
+        self.heads.as_ref().map(|h| &h.1)
     }
     fn prediction(&self) -> Prediction {
         self.prediction
@@ -69,6 +101,10 @@ impl Denoiser for ConditionedUNet {
     fn run(&mut self, gpu: &Gpu, time: ModelTime) -> Result<()> {
         self.concat.submit(gpu);
         let n = self.input.shape()[0];
-        self.forward.run(gpu, &vec![time.t as f32; n], None)
+        self.forward.run(gpu, &vec![time.t as f32; n], None)?;
+        if let Some((_, _, split)) = &self.heads {
+            split.submit(gpu);
+        }
+        Ok(())
     }
 }

@@ -24,4 +24,10 @@ pub trait Denoiser {
     fn prediction(&self) -> Prediction;
     /// Submits one evaluation at `time` (no readback).
     fn run(&mut self, gpu: &Gpu, time: ModelTime) -> Result<()>;
+
+    /// A second prediction head (e.g. RDDM's noise head beside its residual head), valid after
+    /// `run`; `None` for single-head models.
+    fn aux_output(&self) -> Option<&Tensor> {
+        None
+    }
 }

@@ -21,7 +21,58 @@ fn key(dt: DType) -> KernelKey {
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt)]
+    vec![key(dt), KernelKey::new("slice", "main", dt, [WG_1D, 1, 1])]
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SliceParams {
+    n: u32,
+    cx: u32,
+    cy: u32,
+    hw: u32,
+    c0: u32,
+    _p: [u32; 3],
+}
+
+/// y = x[:, c0 : c0 + Cy] for NCHW tensors (the inverse of [`concat_channels`]).
+pub fn slice_channels(rec: &mut Recorder<'_>, x: &Tensor, c0: usize, y: &Tensor) -> Result<()> {
+    const OP: &str = "slice_channels";
+    nonempty(OP, x)?;
+    rank(OP, x, 4, "[N, C, H, W]")?;
+    rank(OP, y, 4, "[N, C, H, W]")?;
+    same_dtype(OP, x, y)?;
+    let (sx, sy) = (x.shape(), y.shape());
+    if sx[0] != sy[0] || sx[2..] != sy[2..] || c0 + sy[1] > sx[1] {
+        return Err(shape_err(
+            OP,
+            y,
+            format!(
+                "cannot take channels {c0}..{} of `{}` {:?}",
+                c0 + sy[1],
+                x.name(),
+                sx
+            ),
+        ));
+    }
+    let gpu = rec.gpu();
+    let p = SliceParams {
+        n: u32_param(OP, "output elements", y.numel())?,
+        cx: sx[1] as u32,
+        cy: sy[1] as u32,
+        hw: (sx[2] * sx[3]) as u32,
+        c0: c0 as u32,
+        _p: [0; 3],
+    };
+    let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    rec.dispatch(
+        &KernelKey::new("slice", "main", x.dtype(), [WG_1D, 1, 1]),
+        bytemuck::bytes_of(&p),
+        binds,
+        g,
+    )?;
+    Ok(())
 }
 
 /// y = cat([a, b], dim=1): a [N, Ca, H, W], b [N, Cb, H, W] → y [N, Ca + Cb, H, W].

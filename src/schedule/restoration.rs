@@ -335,6 +335,8 @@ pub enum ResidualConfig {
         betas: Vec<f64>,
         sqrt_abar: Vec<f64>,
     },
+    /// `RDDMScheduler` (`num_train_timesteps` 1000, `sum_scale` 0.01, two-head res+noise model).
+    Rddm { abar: Vec<f64>, bbar: Vec<f64> },
 }
 
 impl ResidualConfig {
@@ -359,16 +361,17 @@ impl ResidualConfig {
             .get("_class_name")
             .and_then(|c| c.as_str())
             .unwrap_or("");
-        if class != "ResShiftScheduler" && class != "ResfusionScheduler" {
+        if !["ResShiftScheduler", "ResfusionScheduler", "RDDMScheduler"].contains(&class) {
             return Err(err(
                 "_class_name",
-                format!("`{class}` is not a residual-shift process (ResShiftScheduler, ResfusionScheduler)"),
+                format!("`{class}` is not a residual-shift process (ResShiftScheduler, ResfusionScheduler, RDDMScheduler)"),
             ));
         }
         let known: &[&str] = &[
             "_class_name",
             "_diffusers_version",
             "num_train_timesteps",
+            "sum_scale",
             "kappa",
             "min_noise",
             "power",
@@ -420,6 +423,11 @@ impl ResidualConfig {
                     prediction: pred,
                 })
             }
+            "RDDMScheduler" => {
+                let t = num("num_train_timesteps", 1000.0)?;
+                let (abar, bbar) = rddm_schedule(t as usize, num("sum_scale", 0.01)?);
+                Ok(ResidualConfig::Rddm { abar, bbar })
+            }
             "ResfusionScheduler" => {
                 if !(pred.is_empty() || pred == "resnoise") {
                     return Err(err("prediction_type", format!("`{pred}` (resnoise)")));
@@ -438,4 +446,21 @@ impl ResidualConfig {
             )),
         }
     }
+}
+
+/// RDDM's restoration schedule (Liu et al., "Residual Denoising Diffusion Models", CVPR 2024;
+/// nachifur/RDDM): α_i ∝ T + 1 − i normalised to sum 1, β_i² ∝ i normalised to `sum_scale`;
+/// returns (ᾱ_t, β̄_t) for t = 1..=T (cumulative sums; β̄ is the square root).
+pub fn rddm_schedule(t_max: usize, sum_scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let tsum = (t_max * (t_max + 1) / 2) as f64;
+    let (mut a, mut b2) = (0.0, 0.0);
+    let mut abar = Vec::with_capacity(t_max);
+    let mut bbar = Vec::with_capacity(t_max);
+    for i in 1..=t_max {
+        a += (t_max + 1 - i) as f64 / tsum;
+        b2 += i as f64 / tsum * sum_scale;
+        abar.push(a);
+        bbar.push(b2.sqrt());
+    }
+    (abar, bbar)
 }

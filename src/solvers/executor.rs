@@ -98,6 +98,7 @@ pub struct Executor {
 
 struct Ctx<'a> {
     cond: Option<&'a Tensor>,
+    aux: Option<&'a Tensor>,
     x: &'a Tensor,
     slots: &'a [Tensor],
     norms: &'a [Tensor; 2],
@@ -112,6 +113,7 @@ impl Ctx<'_> {
         match b {
             // Checked in Executor::with_condition: programs using Cond need a condition.
             Buf::Cond => self.cond.unwrap_or(self.x),
+            Buf::ModelAux => self.aux.unwrap_or(self.x),
             Buf::X => self.x,
             Buf::ModelIn => self.model_in,
             Buf::ModelOut => self.model_out,
@@ -276,6 +278,17 @@ impl Executor {
             Op::Lin { terms, .. } => terms.iter().any(|(b, _)| *b == Buf::Cond),
             _ => false,
         });
+        let uses_aux = program.steps.iter().flatten().any(|op| match op {
+            Op::Lin { terms, .. } => terms.iter().any(|(b, _)| *b == Buf::ModelAux),
+            _ => false,
+        });
+        if uses_aux && model.aux_output().is_none() {
+            return Err(Error::Argument {
+                op: "sampler",
+                arg: "model",
+                reason: "this program reads a second model head but the model has one".into(),
+            });
+        }
         if uses_cond && cond.is_none() {
             return Err(Error::Argument {
                 op: "sampler",
@@ -299,6 +312,7 @@ impl Executor {
         };
         let mut ctx = Ctx {
             cond,
+            aux: model.aux_output(),
             x: &x,
             slots: &slots,
             norms: &norms,

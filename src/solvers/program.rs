@@ -19,6 +19,8 @@ pub enum Buf {
     Slot(usize),
     /// The condition image μ of a conditioned process (f32, read-only).
     Cond,
+    /// The model's second head (two-head models), like `ModelOut`.
+    ModelAux,
 }
 
 pub use crate::schedule::ModelTime;

@@ -126,3 +126,53 @@ pub fn resfusion_program(betas: &[f64], sqrt_abar: &[f64]) -> Result<Program> {
     let _ = betas;
     Ok(Program::new((1.0 - s0 * s0).sqrt(), 0, prog))
 }
+
+/// RDDM's sampler (η = 0, the conditional setting) over `steps` of a T-step schedule
+/// (ᾱ, β̄ for t = 1..=T): I_T = I_in + β̄_T·z; t → s: I_s = I_t − (ᾱ_t − ᾱ_s)·Î_res −
+/// (β̄_t − β̄_s)·ε̂, which at s = 0 is Î_0 = I_t − ᾱ_t·Î_res − β̄_t·ε̂. The two heads are the
+/// model's outputs: residual (`ModelOut`) and noise (`ModelAux`). Times follow RDDM:
+/// int(linspace(−1, T − 1, steps + 1)) reversed, −1 being the clean state.
+pub fn rddm_program(abar: &[f64], bbar: &[f64], steps: usize) -> Result<Program> {
+    let t_max = abar.len();
+    if steps == 0 || steps > t_max || bbar.len() != t_max {
+        return Err(Error::Argument {
+            op: "RDDM",
+            arg: "steps",
+            reason: format!("{steps} steps for a {t_max}-step schedule"),
+        });
+    }
+    let idx: Vec<i64> = crate::schedule::linspace(-1.0, (t_max - 1) as f64, steps + 1)
+        .into_iter()
+        .map(|v| v.trunc() as i64)
+        .rev()
+        .collect();
+    let at = |k: i64| {
+        if k < 0 {
+            (0.0, 0.0)
+        } else {
+            (abar[k as usize], bbar[k as usize])
+        }
+    };
+    let mut prog = Vec::new();
+    for (i, w) in idx.windows(2).enumerate() {
+        let ((a_t, b_t), (a_s, b_s)) = (at(w[0]), at(w[1]));
+        let mut ops = Vec::new();
+        if i == 0 {
+            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
+        }
+        ops.push(lin(Buf::ModelIn, vec![(Buf::X, 1.0)]));
+        ops.push(Op::Model(ModelTime {
+            t: w[0] as f64,
+            alpha: 1.0,
+            sigma: b_t,
+        }));
+        let terms = combine(&[
+            (1.0, &[(Buf::X, 1.0)]),
+            (-(a_t - a_s), &[(Buf::ModelOut, 1.0)]),
+            (-(b_t - b_s), &[(Buf::ModelAux, 1.0)]),
+        ]);
+        ops.push(lin(Buf::X, terms));
+        prog.push(ops);
+    }
+    Ok(Program::new(bbar[t_max - 1], 0, prog))
+}

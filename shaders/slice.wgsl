@@ -1,0 +1,27 @@
+// Channel slice: y[n, c, p] = x[n, c0 + c, p] for NCHW tensors (splitting a multi-head output,
+// e.g. RDDM's residual and noise heads). One invocation per output element.
+
+struct Params {
+  n: u32,   // output elements
+  cx: u32,  // channels of x
+  cy: u32,  // channels of y
+  hw: u32,  // H·W
+  c0: u32,  // first channel taken
+  _p0: u32,
+  _p1: u32,
+  _p2: u32,
+}
+#uniform Params
+
+#tensor 1 x read    // [N, Cx, H, W]
+#tensor 2 y write   // [N, Cy, H, W], Cy ≤ Cx − c0
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * ${WG}u + lid;
+  if (i >= p.n) { return; }
+  let n = i / (p.cy * p.hw);
+  let r = i % (p.cy * p.hw);
+  y_st(i, x_ld((n * p.cx + p.c0) * p.hw + r));
+}
