@@ -635,9 +635,10 @@ fn restore_runs_mr_samplers_and_refuses_bad_requests() {
         ],
         "SDE orders 1–2",
     );
+    bad(&["--input", inp, "--sampler", "rddm"], "RDDMScheduler");
     bad(
-        &["--input", inp, "--sampler", "rddm"],
-        "not implemented yet",
+        &["--input", inp, "--sampler", "bogus"],
+        "unknown sampler `bogus`",
     );
     bad(
         &["--input", inp, "--sampler", "resshift"],
