@@ -92,6 +92,26 @@ impl MeanReverting {
         0.5 * (lo + hi)
     }
 
+    /// MRS's Karras schedule: `n + 1` times with σ_E = σ̄/m Karras-spaced (ρ = 7) from the
+    /// process's σ_E(T) to σ_E(0) (λ = −ln σ_E).
+    pub fn karras_times(&self, n: usize) -> Vec<f64> {
+        let t_max = (self.theta.len() - 1) as f64;
+        let se = |t: f64| self.sigma_bar(t) / self.m(t);
+        let sig = crate::schedule::karras_sigmas(se(0.0), se(t_max), n + 1, 7.0);
+        sig.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == 0 {
+                    t_max
+                } else if i == n {
+                    0.0
+                } else {
+                    self.t_from_lambda(-s.ln())
+                }
+            })
+            .collect()
+    }
+
     /// MRS's "linear-λ" time schedule: `n + 1` times with λ uniform from max(λ_T, λ_min) to λ_0.
     pub fn linear_lambda_times(&self, n: usize, lambda_min: f64) -> Vec<f64> {
         let t_max = (self.theta.len() - 1) as f64;

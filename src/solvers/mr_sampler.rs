@@ -365,3 +365,23 @@ pub fn euler_program(
     }
     Ok(Program::new(sched.max_sigma, 3, prog))
 }
+
+/// `denoise_last`: appends an instruction replacing the final sample by the last evaluation's
+/// x̂0 (for data-solve programs, whose history holds x̂0 − μ in slot (steps − 1) mod 3).
+pub fn denoise_last(mut program: Program, solve: MrPrediction) -> Result<Program> {
+    if solve != MrPrediction::Data {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "denoise_last",
+            reason: "needs the data-prediction solver (its history holds x̂0)".into(),
+        });
+    }
+    let n = program.steps.len();
+    if let Some(last) = program.steps.last_mut() {
+        last.push(lin(
+            Buf::X,
+            vec![(Buf::Slot((n - 1) % 3), 1.0), (Buf::Cond, 1.0)],
+        ));
+    }
+    Ok(program)
+}
