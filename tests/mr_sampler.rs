@@ -113,39 +113,6 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
     assert!(e.contains("condition"), "{e}");
 }
 
-/// dy/ds = y − D(y, σ_E) in s = ln σ_E with y = (x − μ)/m (the MR PF-ODE in EDM form), RK4.
-fn exact(mix: &GaussianMixture, y0: &[f64], se_from: f64, se_to: f64) -> Vec<f64> {
-    let d = mix.dim();
-    let f = |y: &[f64], s: f64| -> Vec<f64> {
-        let se = s.exp();
-        let mut out = Vec::with_capacity(y.len());
-        for chunk in y.chunks(d) {
-            let x0 = mix.x0_f64(chunk, 1.0, se);
-            out.extend(chunk.iter().zip(&x0).map(|(yi, di)| yi - di));
-        }
-        out
-    };
-    let n = 4000;
-    let (s0, s1) = (se_from.ln(), se_to.ln());
-    let h = (s1 - s0) / n as f64;
-    let mut y = y0.to_vec();
-    let mut s = s0;
-    for _ in 0..n {
-        let k1 = f(&y, s);
-        let y2: Vec<f64> = y.iter().zip(&k1).map(|(a, b)| a + 0.5 * h * b).collect();
-        let k2 = f(&y2, s + 0.5 * h);
-        let y3: Vec<f64> = y.iter().zip(&k2).map(|(a, b)| a + 0.5 * h * b).collect();
-        let k3 = f(&y3, s + 0.5 * h);
-        let y4: Vec<f64> = y.iter().zip(&k3).map(|(a, b)| a + h * b).collect();
-        let k4 = f(&y4, s + h);
-        for i in 0..y.len() {
-            y[i] += h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);
-        }
-        s += h;
-    }
-    y
-}
-
 #[test]
 fn mr_sampler_ode_converges_at_orders_one_two_three() {
     // Linear-λ grids; error at t = 0 against the exact PF-ODE solution; fitted order ±0.3
@@ -173,7 +140,7 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
         .iter()
         .map(|&v| sched.max_sigma * v as f64 / m_t)
         .collect();
-    let y_end = exact(&mix, &y_t, s_t / m_t, s_0 / m_0);
+    let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
     for (order, solve) in [
         (1, MrPrediction::Data),

@@ -18,39 +18,9 @@ const SIGMA_MAX: f64 = 80.0;
 const SIGMA_MIN: f64 = 0.05;
 const BATCH: usize = 32;
 
-/// dy/ds = y − D(y, σ), s = ln σ, y = x/α (EDM form of the PF-ODE), RK4 from σ_max to σ_min.
+/// The exact PF-ODE solution from σ_max to σ_min (y = x/α, EDM form).
 fn exact(mix: &GaussianMixture, y0: &[f64]) -> Vec<f64> {
-    let d = mix.dim();
-    let f = |y: &[f64], s: f64| -> Vec<f64> {
-        let sig = s.exp();
-        let a = 1.0 / (sig * sig + 1.0).sqrt();
-        let mut out = Vec::with_capacity(y.len());
-        for chunk in y.chunks(d) {
-            let x: Vec<f64> = chunk.iter().map(|v| v * a).collect();
-            let x0 = mix.x0_f64(&x, a, sig * a);
-            out.extend(chunk.iter().zip(&x0).map(|(yi, di)| yi - di));
-        }
-        out
-    };
-    let n = 4000;
-    let (s0, s1) = (SIGMA_MAX.ln(), SIGMA_MIN.ln());
-    let h = (s1 - s0) / n as f64;
-    let mut y = y0.to_vec();
-    let mut s = s0;
-    for _ in 0..n {
-        let k1 = f(&y, s);
-        let y2: Vec<f64> = y.iter().zip(&k1).map(|(a, b)| a + 0.5 * h * b).collect();
-        let k2 = f(&y2, s + 0.5 * h);
-        let y3: Vec<f64> = y.iter().zip(&k2).map(|(a, b)| a + 0.5 * h * b).collect();
-        let k3 = f(&y3, s + 0.5 * h);
-        let y4: Vec<f64> = y.iter().zip(&k3).map(|(a, b)| a + h * b).collect();
-        let k4 = f(&y4, s + h);
-        for i in 0..y.len() {
-            y[i] += h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]);
-        }
-        s += h;
-    }
-    y
+    common::exact_pf_ode(mix, y0, SIGMA_MAX, SIGMA_MIN)
 }
 
 /// Runs `program` from x_T = init·z and returns y = x/α at σ_min (VP solvers end in VP scale).
