@@ -77,3 +77,51 @@ fn shipped_model_loads_and_samples_clothing_like_images() {
     // Not all background either: there is an object in most samples.
     assert!(per_sample_dark.iter().filter(|f| **f < 0.95).count() >= batch * 3 / 4);
 }
+
+#[test]
+fn shipped_class_conditional_model_samples_with_guidance() {
+    use diffuse::models::guided::GuidedUNet;
+    let gpu = common::gpu();
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fmnist-cond");
+    let model = UNet2DModel::from_dir(gpu, &d, DType::F32).unwrap();
+    assert_eq!(model.num_classes(), Some(11), "10 classes + the null label");
+    let base = SchedulerConfig::from_file(&d.join("scheduler_config.json")).unwrap();
+    let cfg = SchedulerConfig::named("dpm-solver++", Some(&base)).unwrap();
+    let labels: Vec<i64> = (0..10).collect();
+    let fwd = model.prepare(gpu, 20, 28, 28).unwrap();
+    let mut den = GuidedUNet::new(gpu, fwd, cfg.prediction, &labels, 10, 3.0).unwrap();
+    let x = sample(
+        gpu,
+        &mut den,
+        &cfg,
+        &SampleOptions {
+            steps: 15,
+            seed: 2,
+            noise: None,
+        },
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(x.len(), 10 * 784);
+    assert!(x.iter().all(|v| v.is_finite()), "non-finite sample");
+    // Guidance at w = 3 pushes pixels past [-1, 1] (the CLI clamps when it
+    // writes the PNG), so bound magnitude and smoothness instead: random
+    // weights give |x| ~ 600 and mean |dx| ~ 180.
+    let max_abs = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut tv = 0.0;
+    for s in x.chunks(784) {
+        for r in 0..28 {
+            for c in 0..27 {
+                let a = s[r * 28 + c].clamp(-1.0, 1.0);
+                let b = s[r * 28 + c + 1].clamp(-1.0, 1.0);
+                tv += (b - a).abs() as f64;
+            }
+        }
+    }
+    let mean_dx = tv / (10 * 28 * 27) as f64;
+    println!("guided samples: max |x| {max_abs:.3}, mean |Δx| {mean_dx:.3}");
+    assert!(
+        max_abs <= 5.0 && mean_dx <= 0.5,
+        "max |x| {max_abs}, mean |Δx| {mean_dx}"
+    );
+}
