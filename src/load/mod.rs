@@ -2,9 +2,11 @@
 //! folder layout (`config.json` + `diffusion_pytorch_model.safetensors`, or the `unet/`
 //! subfolder of a pipeline folder with `model_index.json`).
 
+mod config_fields;
 mod random;
 mod safetensors_file;
 
+pub use config_fields::ConfigFields;
 pub use random::RandomWeights;
 pub use safetensors_file::{write_f32_tensors, HostTensor, Weights};
 

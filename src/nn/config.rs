@@ -2,7 +2,7 @@
 //! (`models/unets/unet_2d.py`). Unknown fields, unsupported values and unsupported block types
 //! are errors naming the field: a checkpoint we cannot run exactly is refused, never run wrong.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde_json::Value;
 use std::path::Path;
 
@@ -110,89 +110,6 @@ pub struct UNet2DConfig {
     pub class_embedding: Option<ClassEmbedding>,
 }
 
-struct Fields<'a> {
-    file: String,
-    obj: &'a serde_json::Map<String, Value>,
-}
-
-impl Fields<'_> {
-    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
-        Error::Config {
-            file: self.file.clone(),
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-    fn get(&self, k: &str) -> Option<&Value> {
-        self.obj.get(k).filter(|v| !v.is_null())
-    }
-    fn usize(&self, k: &str, default: usize) -> Result<usize> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}"))),
-        }
-    }
-    fn opt_usize(&self, k: &str) -> Result<Option<usize>> {
-        self.get(k).map(|_| self.usize(k, 0)).transpose()
-    }
-    fn f64(&self, k: &str, default: f64) -> Result<f64> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(k, format!("expected a number, got {v}"))),
-        }
-    }
-    fn bool(&self, k: &str, default: bool) -> Result<bool> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(k, format!("expected true/false, got {v}"))),
-        }
-    }
-    fn str(&self, k: &str, default: &str) -> Result<String> {
-        match self.get(k) {
-            None => Ok(default.to_string()),
-            Some(v) => v
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| self.err(k, format!("expected a string, got {v}"))),
-        }
-    }
-    fn strs(&self, k: &str, default: &[&str]) -> Result<Vec<String>> {
-        match self.get(k) {
-            None => Ok(default.iter().map(|s| s.to_string()).collect()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| self.err(k, "expected strings"))
-                })
-                .collect(),
-            Some(v) => Err(self.err(k, format!("expected a list of strings, got {v}"))),
-        }
-    }
-    fn usizes(&self, k: &str, default: &[usize]) -> Result<Vec<usize>> {
-        match self.get(k) {
-            None => Ok(default.to_vec()),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| self.err(k, "expected integers"))
-                })
-                .collect(),
-            Some(v) => Err(self.err(k, format!("expected a list of integers, got {v}"))),
-        }
-    }
-}
-
 const KNOWN: &[&str] = &[
     "_class_name",
     "_diffusers_version",
@@ -236,16 +153,8 @@ impl UNet2DConfig {
 
     /// Parses a config object; `file` names it in errors.
     pub fn from_json(v: &Value, file: &str) -> Result<Self> {
-        let obj = v.as_object().ok_or_else(|| Error::Config {
-            file: file.into(),
-            field: "(root)".into(),
-            reason: "expected a JSON object".into(),
-        })?;
-        let f = Fields {
-            file: file.into(),
-            obj,
-        };
-        for k in obj.keys() {
+        let f = crate::load::ConfigFields::new(v, file)?;
+        for k in f.keys() {
             if !KNOWN.contains(&k.as_str()) {
                 return Err(f.err(
                     k,
@@ -335,7 +244,7 @@ impl UNet2DConfig {
             })
             .collect::<Result<Vec<_>>>()?;
         let mid_block = match f.get("mid_block_type") {
-            None if obj.contains_key("mid_block_type") => false,
+            None if f.contains("mid_block_type") => false,
             _ => {
                 let m = f.str("mid_block_type", "UNetMidBlock2D")?;
                 if m != "UNetMidBlock2D" {
@@ -422,11 +331,11 @@ impl UNet2DConfig {
             downsample_type: resample("downsample_type")?,
             upsample_type: resample("upsample_type")?,
             attention_head_dim: match f.get("attention_head_dim") {
-                None if obj.contains_key("attention_head_dim") => None,
+                None if f.contains("attention_head_dim") => None,
                 _ => Some(f.usize("attention_head_dim", 8)?),
             },
             norm_num_groups: match f.get("norm_num_groups") {
-                None if obj.contains_key("norm_num_groups") => None,
+                None if f.contains("norm_num_groups") => None,
                 _ => Some(f.usize("norm_num_groups", 32)?),
             },
             attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,

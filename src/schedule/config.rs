@@ -200,49 +200,6 @@ const KNOWN: &[&str] = &[
     "sde_type",
 ];
 
-struct F<'a> {
-    file: String,
-    obj: &'a serde_json::Map<String, Value>,
-}
-
-impl F<'_> {
-    fn err(&self, field: &str, reason: impl Into<String>) -> Error {
-        Error::Config {
-            file: self.file.clone(),
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-    fn get(&self, k: &str) -> Option<&Value> {
-        self.obj.get(k).filter(|v| !v.is_null())
-    }
-    fn num(&self, k: &str, d: f64) -> Result<f64> {
-        self.get(k).map_or(Ok(d), |v| {
-            crate::load::json_f64(v)
-                .ok_or_else(|| self.err(k, format!("expected a number, got {v}")))
-        })
-    }
-    fn boolean(&self, k: &str, d: bool) -> Result<bool> {
-        self.get(k).map_or(Ok(d), |v| {
-            v.as_bool()
-                .ok_or_else(|| self.err(k, format!("expected true/false, got {v}")))
-        })
-    }
-    fn string(&self, k: &str, d: &str) -> Result<String> {
-        self.get(k).map_or(Ok(d.to_string()), |v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| self.err(k, format!("expected a string, got {v}")))
-        })
-    }
-    fn must_be_default(&self, k: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
-        match self.get(k) {
-            Some(v) if !ok(v) => Err(self.err(k, format!("value {v} is not supported"))),
-            _ => Ok(()),
-        }
-    }
-}
-
 impl SchedulerConfig {
     /// Reads a `scheduler_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -252,21 +209,13 @@ impl SchedulerConfig {
 
     /// Parses a config object; `file` names it in errors.
     pub fn from_json(v: &Value, file: &str) -> Result<Self> {
-        let obj = v.as_object().ok_or_else(|| Error::Config {
-            file: file.into(),
-            field: "(root)".into(),
-            reason: "expected a JSON object".into(),
-        })?;
-        let f = F {
-            file: file.into(),
-            obj,
-        };
-        for k in obj.keys() {
+        let f = crate::load::ConfigFields::new(v, file)?;
+        for k in f.keys() {
             if !KNOWN.contains(&k.as_str()) {
                 return Err(f.err(k, "unknown scheduler field; refusing to guess"));
             }
         }
-        let class = f.string("_class_name", "")?;
+        let class = f.str("_class_name", "")?;
         let kind = SchedulerKind::from_class(&class).ok_or_else(|| {
             f.err(
                 "_class_name",
@@ -277,7 +226,7 @@ impl SchedulerConfig {
             )
         })?;
         let (bs, be) = (f.num("beta_start", 0.0001)?, f.num("beta_end", 0.02)?);
-        let beta_schedule = match f.string("beta_schedule", "linear")?.as_str() {
+        let beta_schedule = match f.str("beta_schedule", "linear")?.as_str() {
             "linear" => BetaSchedule::Linear { start: bs, end: be },
             "scaled_linear" => BetaSchedule::ScaledLinear { start: bs, end: be },
             "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
@@ -318,7 +267,7 @@ impl SchedulerConfig {
             "epsilon"
         };
         let prediction = f
-            .string("prediction_type", default_pred)?
+            .str("prediction_type", default_pred)?
             .parse::<Prediction>()
             .map_err(|e| f.err("prediction_type", e))?;
         let default_spacing = match kind {
@@ -326,16 +275,16 @@ impl SchedulerConfig {
             _ => "linspace",
         };
         let spacing = f
-            .string("timestep_spacing", default_spacing)?
+            .str("timestep_spacing", default_spacing)?
             .parse::<Spacing>()
             .map_err(|e| f.err("timestep_spacing", e))?;
         let clip_default = matches!(kind, SchedulerKind::Ddpm | SchedulerKind::Ddim);
         let clip_sample = f
-            .boolean("clip_sample", clip_default)?
+            .bool("clip_sample", clip_default)?
             .then(|| f.num("clip_sample_range", 1.0))
             .transpose()?;
         let variance_type = match kind {
-            SchedulerKind::Ddpm => match f.string("variance_type", "fixed_small")?.as_str() {
+            SchedulerKind::Ddpm => match f.str("variance_type", "fixed_small")?.as_str() {
                 "fixed_small" => VarianceType::FixedSmall,
                 "fixed_large" => VarianceType::FixedLarge,
                 o => {
@@ -347,7 +296,7 @@ impl SchedulerConfig {
             },
             _ => VarianceType::FixedSmall,
         };
-        let algorithm = match f.string("algorithm_type", "dpmsolver++")?.as_str() {
+        let algorithm = match f.str("algorithm_type", "dpmsolver++")?.as_str() {
             "dpmsolver" => DpmAlgorithm::DpmSolver,
             "dpmsolver++" => DpmAlgorithm::DpmSolverPlusPlus,
             "sde-dpmsolver" => DpmAlgorithm::SdeDpmSolver,
@@ -355,13 +304,13 @@ impl SchedulerConfig {
             o => return Err(f.err("algorithm_type", format!("`{o}` is not supported"))),
         };
         let (solver_type, unipc_bh1) = if kind == SchedulerKind::UniPc {
-            match f.string("solver_type", "bh2")?.as_str() {
+            match f.str("solver_type", "bh2")?.as_str() {
                 "bh1" => (SolverType::Midpoint, true),
                 "bh2" => (SolverType::Midpoint, false),
                 o => return Err(f.err("solver_type", format!("`{o}` is not supported (bh1, bh2)"))),
             }
         } else {
-            match f.string("solver_type", "midpoint")?.as_str() {
+            match f.str("solver_type", "midpoint")?.as_str() {
                 "midpoint" => (SolverType::Midpoint, false),
                 "heun" => (SolverType::Heun, false),
                 o => {
@@ -388,7 +337,7 @@ impl SchedulerConfig {
                 .collect::<Result<Vec<_>>>()?,
             Some(v) => return Err(f.err("disable_corrector", format!("expected a list, got {v}"))),
         };
-        let final_sigma_zero = match f.string("final_sigmas_type", "zero")?.as_str() {
+        let final_sigma_zero = match f.str("final_sigmas_type", "zero")?.as_str() {
             "zero" => true,
             "sigma_min" => false,
             o => {
@@ -420,18 +369,18 @@ impl SchedulerConfig {
             spacing,
             steps_offset: f.num("steps_offset", 0.0)? as usize,
             clip_sample,
-            set_alpha_to_one: f.boolean("set_alpha_to_one", true)?,
+            set_alpha_to_one: f.bool("set_alpha_to_one", true)?,
             variance_type,
-            use_karras_sigmas: f.boolean("use_karras_sigmas", false)?,
+            use_karras_sigmas: f.bool("use_karras_sigmas", false)?,
             final_sigma_zero,
             solver_order,
             algorithm,
             solver_type,
-            lower_order_final: f.boolean("lower_order_final", true)?,
-            euler_at_final: f.boolean("euler_at_final", false)?,
+            lower_order_final: f.bool("lower_order_final", true)?,
+            euler_at_final: f.bool("euler_at_final", false)?,
             lambda_min_clipped: f.num("lambda_min_clipped", f64::NEG_INFINITY)?,
             eta: f.num("eta", 0.0)?,
-            predict_x0: f.boolean("predict_x0", true)?,
+            predict_x0: f.bool("predict_x0", true)?,
             shift: f.num("shift", 1.0)?,
             churn: super::options::Churn {
                 s_churn: f.num("s_churn", 0.0)?,
@@ -439,11 +388,11 @@ impl SchedulerConfig {
                 s_max: f.num("s_tmax", f64::INFINITY)?,
                 s_noise: f.num("s_noise", 1.0)?,
             },
-            use_lu_lambdas: f.boolean("use_lu_lambdas", false)?,
+            use_lu_lambdas: f.bool("use_lu_lambdas", false)?,
             score_sde: if sde {
                 use super::options::{Predictor, ScoreSdeOptions, Sde};
                 let ve = kind == SchedulerKind::ScoreSdeVe;
-                let predictor = match f.string("predictor", if ve { "reverse_diffusion" } else { "euler_maruyama" })?.as_str() {
+                let predictor = match f.str("predictor", if ve { "reverse_diffusion" } else { "euler_maruyama" })?.as_str() {
                     "euler_maruyama" => Predictor::EulerMaruyama,
                     "reverse_diffusion" => Predictor::ReverseDiffusion,
                     "ancestral" => Predictor::Ancestral,
@@ -459,7 +408,7 @@ impl SchedulerConfig {
                     } else {
                         let (beta_min, beta_max) =
                             (f.num("beta_min", 0.1)?, f.num("beta_max", 20.0)?);
-                        match f.string("sde_type", "vp")?.as_str() {
+                        match f.str("sde_type", "vp")?.as_str() {
                             "vp" => Sde::Vp { beta_min, beta_max },
                             "sub_vp" => {
                                 if !matches!(

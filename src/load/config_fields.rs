@@ -1,0 +1,115 @@
+//! Typed, defaulted reads of the fields of a diffusers JSON config (`config.json`,
+//! `scheduler_config.json`); every failure is an `Error::Config` naming file and field.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// The fields of one config object; `null` reads as absent (diffusers writes `null` for
+/// "use the default").
+pub struct ConfigFields<'a> {
+    file: String,
+    obj: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> ConfigFields<'a> {
+    /// Wraps the root of a parsed config; anything but an object is an error.
+    pub fn new(v: &'a Value, file: &str) -> Result<Self> {
+        let obj = v.as_object().ok_or_else(|| Error::Config {
+            file: file.into(),
+            field: "(root)".into(),
+            reason: "expected a JSON object".into(),
+        })?;
+        Ok(Self {
+            file: file.into(),
+            obj,
+        })
+    }
+
+    /// The field names present, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &'a String> {
+        self.obj.keys()
+    }
+
+    /// An error about field `field`.
+    pub fn err(&self, field: &str, reason: impl Into<String>) -> Error {
+        Error::Config {
+            file: self.file.clone(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the field is written at all, `null` included.
+    pub fn contains(&self, k: &str) -> bool {
+        self.obj.contains_key(k)
+    }
+
+    /// The raw value, `None` when absent or `null`.
+    pub fn get(&self, k: &str) -> Option<&'a Value> {
+        self.obj.get(k).filter(|v| !v.is_null())
+    }
+
+    fn read<T>(&self, k: &str, d: T, what: &str, f: impl Fn(&Value) -> Option<T>) -> Result<T> {
+        self.get(k).map_or(Ok(d), |v| {
+            f(v).ok_or_else(|| self.err(k, format!("expected {what}, got {v}")))
+        })
+    }
+
+    pub fn usize(&self, k: &str, d: usize) -> Result<usize> {
+        self.read(k, d, "a non-negative integer", |v| {
+            v.as_u64().map(|x| x as usize)
+        })
+    }
+
+    pub fn opt_usize(&self, k: &str) -> Result<Option<usize>> {
+        self.get(k).map(|_| self.usize(k, 0)).transpose()
+    }
+
+    /// A finite-or-not JSON number (strict: no string spellings).
+    pub fn f64(&self, k: &str, d: f64) -> Result<f64> {
+        self.read(k, d, "a number", Value::as_f64)
+    }
+
+    /// A number that may also be spelled `"Infinity"`, `"-Infinity"` or `"NaN"`, as
+    /// Python's json module writes them into scheduler configs.
+    pub fn num(&self, k: &str, d: f64) -> Result<f64> {
+        self.read(k, d, "a number", crate::load::json_f64)
+    }
+
+    pub fn bool(&self, k: &str, d: bool) -> Result<bool> {
+        self.read(k, d, "true/false", Value::as_bool)
+    }
+
+    pub fn str(&self, k: &str, d: &str) -> Result<String> {
+        self.read(k, d.to_string(), "a string", |v| {
+            v.as_str().map(str::to_string)
+        })
+    }
+
+    pub fn strs(&self, k: &str, d: &[&str]) -> Result<Vec<String>> {
+        let d = d.iter().map(|s| s.to_string()).collect();
+        self.read(k, d, "a list of strings", |v| {
+            v.as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+
+    pub fn usizes(&self, k: &str, d: &[usize]) -> Result<Vec<usize>> {
+        self.read(k, d.to_vec(), "a list of non-negative integers", |v| {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+    }
+
+    /// Accepts the field only when absent or when `ok` holds for its value.
+    pub fn must_be_default(&self, k: &str, ok: impl Fn(&Value) -> bool) -> Result<()> {
+        match self.get(k) {
+            Some(v) if !ok(v) => Err(self.err(k, format!("value {v} is not supported"))),
+            _ => Ok(()),
+        }
+    }
+}
