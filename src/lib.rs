@@ -18,9 +18,11 @@
 //! ```
 
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod image_io;
 pub mod load;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -1,8 +1,11 @@
-//! The `diffuse` command-line tool (floor 6).
+//! The `diffuse` command-line tool (floor 7): argument parsing, progress bars and files; the
+//! work is done by the library's pipeline and eval floors.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use diffuse::load::{write_f32_tensors, HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
+use diffuse::pipeline::generate::{self, LoadedModel, ModelRequest};
+use diffuse::pipeline::restore::{RestoreOptions, Restorer};
 use diffuse::{DType, Error, Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,80 +33,14 @@ enum Command {
         self_check: bool,
     },
     /// Sample images with a diffusers model folder or an analytic model.
-    Sample {
-        /// diffusers model folder (or pipeline folder with unet/), or `analytic:gaussian`,
-        /// `analytic:mixture`.
-        #[arg(long)]
-        model: String,
-        /// Sampler by name (ddpm, ddim, euler, euler-ancestral, heun, dpm-solver++,
-        /// dpm-solver++-3m, dpm-solver++-1, sde-dpm-solver++, dpm-solver); the training
-        /// schedule comes from the model folder's scheduler_config.json.
-        #[arg(long, conflicts_with = "scheduler_config")]
-        scheduler: Option<String>,
-        /// A diffusers scheduler_config.json to use as is.
-        #[arg(long)]
-        scheduler_config: Option<PathBuf>,
-        /// Inference steps.
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Classifier-free guidance scale (class-conditional models; the last class index is
-        /// the null label).
-        #[arg(long)]
-        guidance: Option<f32>,
-        /// Class label for every sample (class-conditional models; default: cycle the classes).
-        #[arg(long)]
-        class_label: Option<i64>,
-        /// safetensors holding `sample`, the standard-normal draw x_T is built from.
-        #[arg(long)]
-        noise: Option<PathBuf>,
-        /// Also write the final sample (f32, before conversion to pixels) as `sample`.
-        #[arg(long)]
-        raw: Option<PathBuf>,
-        /// Output PNG grid.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value = "f32")]
-        dtype: DType,
-    },
-    /// Restore a degraded image with a mean-reverting (MR) diffusion model.
-    Restore {
-        /// Model folder: UNet2DModel with in_channels = 2·C (x and μ concatenated) and a
-        /// scheduler_config.json with `_class_name` MeanRevertingScheduler.
-        #[arg(long)]
-        model: PathBuf,
-        /// The degraded image μ: a PNG, or safetensors holding `sample` (f32 [N,C,H,W], model scale).
-        #[arg(long)]
-        input: PathBuf,
-        /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE
-        /// Euler–Maruyama), resshift, rddm (two-head model), resfusion.
-        #[arg(long, default_value = "mrs")]
-        sampler: String,
-        /// MR Sampler: ode or sde.
-        #[arg(long, default_value = "sde")]
-        solver: String,
-        /// MR Sampler order (ODE 1–3, SDE 1–2).
-        #[arg(long, default_value_t = 2)]
-        order: usize,
-        /// Steps (MRS: linear-λ schedule, λ_min = −5; posterior: must divide T; Euler: T).
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// safetensors holding `sample`, the standard-normal draw the prior μ + λ_s·z is built from.
-        #[arg(long)]
-        noise: Option<PathBuf>,
-        /// Also write the final sample (f32) as `sample`.
-        #[arg(long)]
-        raw: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value = "f32")]
-        dtype: DType,
-    },
+    Sample(SampleArgs),
+    /// Restore a degraded image with a mean-reverting (MR) or residual-shift diffusion model.
+    Restore(RestoreArgs),
+    /// Score a sampler on a generation model: FID-FMNIST (and class accuracy for
+    /// class-conditional models) with the shipped Fashion-MNIST classifier.
+    Eval(EvalArgs),
+    /// Score a restoration sampler on a test set of (degraded, clean) pairs: PSNR and SSIM.
+    EvalRestore(EvalRestoreArgs),
     /// Run one UNet2DModel forward pass (parity checks against PyTorch/diffusers).
     Forward {
         /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors), or a
@@ -126,6 +63,149 @@ enum Command {
     },
 }
 
+/// The model and sampler flags shared by `sample` and `eval`.
+#[derive(Args)]
+struct SamplerArgs {
+    /// diffusers model folder (or pipeline folder with unet/), or `analytic:gaussian`,
+    /// `analytic:mixture`.
+    #[arg(long)]
+    model: String,
+    /// Sampler by name (ddpm, ddim, euler, euler-ancestral, heun, dpm-solver++,
+    /// dpm-solver++-3m, dpm-solver++-1, sde-dpm-solver++, dpm-solver, unipc, …); the training
+    /// schedule comes from the model folder's scheduler_config.json.
+    #[arg(long, conflicts_with = "scheduler_config")]
+    scheduler: Option<String>,
+    /// A diffusers scheduler_config.json to use as is.
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    /// Inference steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Classifier-free guidance scale (class-conditional models; the last class index is
+    /// the null label).
+    #[arg(long)]
+    guidance: Option<f32>,
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    #[command(flatten)]
+    s: SamplerArgs,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Class label for every sample (class-conditional models; default: cycle the classes).
+    #[arg(long)]
+    class_label: Option<i64>,
+    /// safetensors holding `sample`, the standard-normal draw x_T is built from.
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Also write the final sample (f32, before conversion to pixels) as `sample`.
+    #[arg(long)]
+    raw: Option<PathBuf>,
+    /// Output PNG grid.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct RestoreSamplerArgs {
+    /// Model folder: UNet2DModel with in_channels = 2·C (x and μ concatenated) and a
+    /// scheduler_config.json (MeanRevertingScheduler, ResShiftScheduler, RDDMScheduler,
+    /// ResfusionScheduler).
+    #[arg(long)]
+    model: PathBuf,
+    /// mrs (MR Sampler), mr-posterior (optimal reverse step), mr-euler (IR-SDE
+    /// Euler–Maruyama), resshift, rddm (two-head model), resfusion.
+    #[arg(long, default_value = "mrs")]
+    sampler: String,
+    /// MR Sampler: ode or sde.
+    #[arg(long, default_value = "sde")]
+    solver: String,
+    /// MR Sampler order (ODE 1–3, SDE 1–2).
+    #[arg(long, default_value_t = 2)]
+    order: usize,
+    /// Steps (MRS: linear-λ schedule, λ_min = −5; posterior: must divide T; Euler: T).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+}
+
+impl RestoreSamplerArgs {
+    fn options(&self) -> RestoreOptions {
+        RestoreOptions {
+            sampler: self.sampler.clone(),
+            solver: self.solver.clone(),
+            order: self.order,
+            steps: self.steps,
+            dtype: self.dtype,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    r: RestoreSamplerArgs,
+    /// The degraded image μ: a PNG, or safetensors holding `sample` (f32 [N,C,H,W], model scale).
+    #[arg(long)]
+    input: PathBuf,
+    /// safetensors holding `sample`, the standard-normal draw the prior μ + λ_s·z is built from.
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Also write the final sample (f32) as `sample`.
+    #[arg(long)]
+    raw: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    s: SamplerArgs,
+    /// Number of generated images scored.
+    #[arg(long, default_value_t = 1000)]
+    num_samples: usize,
+    /// Images sampled per batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// FmnistClassifier folder (config.json, model.safetensors, fid_stats.safetensors).
+    #[arg(long, default_value = "assets/fmnist-classifier")]
+    classifier: PathBuf,
+    /// Also compute the FID floor at the same sample count: the first K Fashion-MNIST train
+    /// images (an IDX file, gzipped or not) against the same test statistics.
+    #[arg(long)]
+    real_images: Option<PathBuf>,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalRestoreArgs {
+    #[command(flatten)]
+    r: RestoreSamplerArgs,
+    /// safetensors with `degraded` and `clean` (f32 [N,C,H,W], model scale); default: the
+    /// model folder's testset.safetensors.
+    #[arg(long)]
+    testset: Option<PathBuf>,
+    /// Score only the first K pairs.
+    #[arg(long)]
+    num_samples: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -144,76 +224,17 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         ..Default::default()
     };
     match cli.command {
-        Command::Sample {
-            model,
-            scheduler,
-            scheduler_config,
-            steps,
-            seed,
-            batch,
-            guidance,
-            class_label,
-            noise,
-            raw,
-            out,
-            dtype,
-        } => {
-            let req = SampleArgs {
-                model,
-                scheduler,
-                scheduler_config,
-                steps,
-                seed,
-                batch,
-                guidance,
-                class_label,
-                noise,
-                raw,
-                out,
-                dtype,
-            };
-            sample(&opts, req)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Restore {
-            model,
-            input,
-            sampler,
-            solver,
-            order,
-            steps,
-            seed,
-            noise,
-            raw,
-            out,
-            dtype,
-        } => {
-            let a = RestoreArgs {
-                model,
-                input,
-                sampler,
-                solver,
-                order,
-                steps,
-                seed,
-                noise,
-                raw,
-                out,
-                dtype,
-            };
-            restore(&opts, a)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Sample(a) => sample(&opts, a)?,
+        Command::Restore(a) => restore(&opts, a)?,
+        Command::Eval(a) => eval(&opts, a)?,
+        Command::EvalRestore(a) => eval_restore(&opts, a)?,
         Command::Forward {
             model,
             input,
             timestep,
             out,
             dtype,
-        } => {
-            forward(&opts, &model, &input, timestep, &out, dtype)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => forward(&opts, &model, &input, timestep, &out, dtype)?,
         Command::Info { self_check } => {
             let gpu = Gpu::new(&opts)?;
             println!("{}", gpu.info());
@@ -233,13 +254,12 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
                 failed,
                 t0.elapsed().as_secs_f64()
             );
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn input_error(input: &Path, reason: String) -> Error {
@@ -350,185 +370,80 @@ fn forward(
     Ok(())
 }
 
-struct SampleArgs {
-    model: String,
-    scheduler: Option<String>,
-    scheduler_config: Option<PathBuf>,
-    steps: usize,
-    seed: u64,
-    batch: usize,
-    guidance: Option<f32>,
-    class_label: Option<i64>,
-    noise: Option<PathBuf>,
-    raw: Option<PathBuf>,
-    out: PathBuf,
-    dtype: DType,
+fn progress_bar(len: u64, prefix: &str, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {what} {{elapsed_precise}} eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar
 }
 
-fn arg_error(arg: &'static str, reason: String) -> Error {
-    Error::Argument {
-        op: "sample",
-        arg,
-        reason,
-    }
+fn arg_error(op: &'static str, arg: &'static str, reason: String) -> Error {
+    Error::Argument { op, arg, reason }
+}
+
+/// Writes `text` to `path` atomically (temporary file + rename).
+fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension("json.partial");
+    let io = |e: std::io::Error| Error::Load {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// `diffuse sample`: everything is validated before the first model evaluation; outputs are
 /// written atomically at the end.
 fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
-    use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
-    use diffuse::models::guided::GuidedUNet;
-    use diffuse::models::unet::UNetDenoiser;
-    use diffuse::models::Denoiser;
-    use diffuse::schedule::config::SchedulerConfig;
-
     if a.batch == 0 {
-        return Err(arg_error("--batch", "must be at least 1".into()));
+        return Err(arg_error("sample", "--batch", "must be at least 1".into()));
     }
-    let explicit = a
-        .scheduler_config
-        .as_deref()
-        .map(SchedulerConfig::from_file)
-        .transpose()?;
+    let cfg = generate::resolve_scheduler(
+        &a.s.model,
+        a.s.scheduler.as_deref(),
+        a.s.scheduler_config.as_deref(),
+    )?;
+    diffuse::schedule::check_steps(a.s.steps, cfg.num_train_timesteps)?;
     let gpu = Gpu::new(opts)?;
-    let analytic = a.model.strip_prefix("analytic:");
-    // The model folder's own scheduler config (folder or pipeline layout).
-    let folder_cfg = match analytic {
-        Some(_) => None,
-        None => {
-            let dir = diffuse::load::resolve_model_dir(Path::new(&a.model), "unet")?;
-            let candidates = [
-                dir.join(diffuse::load::SCHEDULER_CONFIG),
-                dir.parent()
-                    .map(|p| p.join("scheduler").join(diffuse::load::SCHEDULER_CONFIG))
-                    .unwrap_or_default(),
-            ];
-            candidates
-                .iter()
-                .find(|p| p.is_file())
-                .map(|p| SchedulerConfig::from_file(p))
-                .transpose()?
+    let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
+    let labels = match (a.class_label, loaded.classes(a.s.guidance.is_some())) {
+        (Some(l), Some(_)) => Some(vec![l; a.batch]),
+        (Some(_), None) => {
+            return Err(arg_error(
+                "sample",
+                "--class-label",
+                "class labels need a class-conditional model".into(),
+            ))
         }
+        (None, _) => None,
     };
-    let cfg = match (explicit, &a.scheduler) {
-        (Some(c), _) => c,
-        (None, Some(name)) => SchedulerConfig::named(name, folder_cfg.as_ref())?,
-        (None, None) => folder_cfg.clone().ok_or_else(|| {
-            arg_error("--scheduler", "the model has no scheduler_config.json; pass --scheduler NAME or --scheduler-config FILE".into())
-        })?,
+    let req = ModelRequest {
+        model: a.s.model.clone(),
+        batch: a.batch,
+        guidance: a.s.guidance,
+        labels,
+        dtype: a.s.dtype,
     };
-    diffuse::schedule::check_steps(a.steps, cfg.num_train_timesteps)?;
-    let mut model: Box<dyn Denoiser> = match analytic {
-        Some(name) => {
-            if a.guidance.is_some() || a.class_label.is_some() {
-                return Err(arg_error(
-                    "--guidance",
-                    "analytic models are unconditional".into(),
-                ));
-            }
-            let mix = GaussianMixture::named(name)?;
-            Box::new(AnalyticDenoiser::new(
-                &gpu,
-                mix,
-                cfg.prediction,
-                a.batch,
-                a.dtype,
-            )?)
-        }
-        None => {
-            let unet = UNet2DModel::from_dir(&gpu, Path::new(&a.model), a.dtype)?;
-            let (h, w) = unet.config.sample_size.ok_or_else(|| {
-                arg_error(
-                    "--model",
-                    "config.json has no sample_size to sample at".into(),
-                )
-            })?;
-            if unet.config.in_channels != unet.config.out_channels {
-                return Err(arg_error(
-                    "--model",
-                    format!(
-                        "in_channels {} ≠ out_channels {}: a conditioned model needs `diffuse restore`",
-                        unet.config.in_channels, unet.config.out_channels
-                    ),
-                ));
-            }
-            let classes = unet.num_classes();
-            match (classes, a.guidance, a.class_label) {
-                (None, Some(_), _) | (None, _, Some(_)) => {
-                    return Err(arg_error(
-                        "--guidance",
-                        "guidance and class labels need a class-conditional model".into(),
-                    ))
-                }
-                (Some(k), g, l) => {
-                    let usable = if g.is_some() { k - 1 } else { k };
-                    if let Some(l) = l {
-                        if l < 0 || l as usize >= usable {
-                            return Err(arg_error(
-                                "--class-label",
-                                format!("{l} is outside 0..{usable}"),
-                            ));
-                        }
-                    }
-                    let labels: Vec<i64> = (0..a.batch)
-                        .map(|i| l.unwrap_or((i % usable.max(1)) as i64))
-                        .collect();
-                    match g {
-                        Some(scale) => {
-                            let fwd = unet.prepare(&gpu, 2 * a.batch, h, w)?;
-                            Box::new(GuidedUNet::new(
-                                &gpu,
-                                fwd,
-                                cfg.prediction,
-                                &labels,
-                                (k - 1) as i64,
-                                scale,
-                            )?)
-                        }
-                        None => Box::new(UNetDenoiser {
-                            forward: unet.prepare(&gpu, a.batch, h, w)?,
-                            prediction: cfg.prediction,
-                            labels: Some(labels),
-                        }),
-                    }
-                }
-                (None, None, None) => Box::new(UNetDenoiser {
-                    forward: unet.prepare(&gpu, a.batch, h, w)?,
-                    prediction: cfg.prediction,
-                    labels: None,
-                }),
-            }
-        }
-    };
+    let mut model = loaded.denoiser(&gpu, &cfg, &req)?;
     let shape: Vec<usize> = model.input().shape().to_vec();
-    let noise = match &a.noise {
-        Some(p) => {
-            let t = Weights::open(p)?.read_f32("sample", Some(&shape))?;
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(input_error(
-                    p,
-                    format!("`sample` holds a non-finite value at flat index {i}"),
-                ));
-            }
-            Some(t.data)
-        }
-        None => None,
-    };
-    let bar = indicatif::ProgressBar::new(a.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(cfg.kind.class_name());
+    let noise = a
+        .noise
+        .as_ref()
+        .map(|p| generate::read_noise(p, &shape))
+        .transpose()?;
+    let bar = progress_bar(a.s.steps as u64, cfg.kind.class_name(), "steps");
     let t0 = std::time::Instant::now();
-    let opts = diffuse::pipeline::SampleOptions {
-        steps: a.steps,
-        seed: a.seed,
+    let sopts = diffuse::pipeline::SampleOptions {
+        steps: a.s.steps,
+        seed: a.s.seed,
         noise,
     };
-    let x = diffuse::pipeline::sample(&gpu, model.as_mut(), &cfg, &opts, |i, _| {
+    let x = diffuse::pipeline::sample(&gpu, model.as_mut(), &cfg, &sopts, |i, _| {
         bar.set_position(i as u64)
     })?;
     bar.finish_and_clear();
@@ -551,193 +466,56 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         "wrote {} ({} samples, {} steps of {} in {secs:.1} s on {})",
         a.out.display(),
         shape[0],
-        a.steps,
+        a.s.steps,
         cfg.kind.class_name(),
         gpu.info().name
     );
     Ok(())
 }
 
-struct RestoreArgs {
-    model: PathBuf,
-    input: PathBuf,
-    sampler: String,
-    solver: String,
-    order: usize,
-    steps: usize,
-    seed: u64,
-    noise: Option<PathBuf>,
-    raw: Option<PathBuf>,
-    out: PathBuf,
-    dtype: DType,
+/// Reads the degraded batch μ from a PNG or a safetensors `sample`.
+fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
+    if input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        let (v, s) = diffuse::image_io::read_png(input)?;
+        return Ok((v, s.to_vec()));
+    }
+    let t = Weights::open(input)?.read_f32("sample", None)?;
+    if t.shape.len() != 4 {
+        return Err(input_error(
+            input,
+            format!("`sample` has shape {:?}; expected [N, C, H, W]", t.shape),
+        ));
+    }
+    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(input_error(
+            input,
+            format!("non-finite value at flat index {i}"),
+        ));
+    }
+    Ok((t.data, t.shape))
 }
 
 /// `diffuse restore`: everything is validated before the first model evaluation.
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
-    use diffuse::models::conditioned::ConditionedUNet;
-    use diffuse::schedule::restoration::MrConfig;
-    use diffuse::solvers::mr_sampler::{self, MrPrediction};
-    use diffuse::solvers::program::Buf;
-    let rarg = |arg: &'static str, reason: String| Error::Argument {
-        op: "restore",
-        arg,
-        reason,
-    };
-    let dir = diffuse::load::resolve_model_dir(&a.model, "unet")?;
-    let cfg_path = dir.join(diffuse::load::SCHEDULER_CONFIG);
-    if !cfg_path.is_file() {
-        return Err(Error::Load {
-            file: cfg_path.display().to_string(),
-            reason:
-                "missing: an MR model folder needs a MeanRevertingScheduler scheduler_config.json"
-                    .into(),
-        });
-    }
-    let residual = matches!(a.sampler.as_str(), "resshift" | "resfusion" | "rddm");
-    let (mr, res) = if residual {
-        (
-            None,
-            Some(diffuse::schedule::restoration::ResidualConfig::from_file(
-                &cfg_path,
-            )?),
-        )
-    } else {
-        (Some(MrConfig::from_file(&cfg_path)?), None)
-    };
-    // The degraded image μ.
-    let (mu, shape) = if a
-        .input
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
-        let (v, s) = diffuse::image_io::read_png(&a.input)?;
-        (v, s.to_vec())
-    } else {
-        let t = Weights::open(&a.input)?.read_f32("sample", None)?;
-        if t.shape.len() != 4 {
-            return Err(input_error(
-                &a.input,
-                format!("`sample` has shape {:?}; expected [N, C, H, W]", t.shape),
-            ));
-        }
-        (t.data, t.shape)
-    };
-    if let Some(i) = mu.iter().position(|v| !v.is_finite()) {
-        return Err(input_error(
-            &a.input,
-            format!("non-finite value at flat index {i}"),
-        ));
-    }
-    let yin = [(Buf::X, 1.0)];
-    let prediction = mr
-        .as_ref()
-        .map_or(diffuse::models::Prediction::Sample, |m| m.prediction);
-    let program = match (a.sampler.as_str(), &mr, &res) {
-        (
-            "resshift",
-            _,
-            Some(diffuse::schedule::restoration::ResidualConfig::ResShift {
-                sqrt_eta,
-                kappa,
-                prediction,
-            }),
-        ) => {
-            use diffuse::solvers::residual_shift::{resshift_program, ResShiftPrediction};
-            let p = match prediction.as_str() {
-                "epsilon" => ResShiftPrediction::Epsilon,
-                "residual" => ResShiftPrediction::Residual,
-                _ => ResShiftPrediction::XStart,
-            };
-            resshift_program(sqrt_eta, *kappa, p)?
-        }
-        (
-            "resfusion",
-            _,
-            Some(diffuse::schedule::restoration::ResidualConfig::Resfusion { betas, sqrt_abar }),
-        ) => diffuse::solvers::residual_shift::resfusion_program(betas, sqrt_abar)?,
-        ("rddm", _, Some(diffuse::schedule::restoration::ResidualConfig::Rddm { abar, bbar })) => {
-            diffuse::solvers::residual_shift::rddm_program(abar, bbar, a.steps)?
-        }
-        ("resshift" | "resfusion" | "rddm", _, _) => {
-            return Err(rarg(
-                "--sampler",
-                format!(
-                    "`{}` does not match the model's scheduler_config.json process",
-                    a.sampler
-                ),
-            ))
-        }
-        (_, Some(mr), _) => {
-            let sched = &mr.schedule;
-            match a.sampler.as_str() {
-        "mrs" => {
-            let solve = MrPrediction::Data;
-            let ts = sched.linear_lambda_times(a.steps.max(1), -5.0);
-            match a.solver.as_str() {
-                "ode" => mr_sampler::ode_program(sched, &ts, a.order, solve, mr.prediction, &yin)?,
-                "sde" => mr_sampler::sde_program(sched, &ts, a.order, solve, mr.prediction, &yin)?,
-                o => return Err(rarg("--solver", format!("`{o}` (ode, sde)"))),
-            }
-        }
-        "mr-posterior" => mr_sampler::posterior_program(sched, a.steps, mr.prediction, &yin)?,
-        "mr-euler" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
-        o => {
-            return Err(rarg(
-                "--sampler",
-                format!("unknown sampler `{o}` (mrs, mr-posterior, mr-euler, resshift, rddm, resfusion)"),
-            ))
-        }
-            }
-        }
-        _ => return Err(rarg("--sampler", "no process configuration".into())),
-    };
-    if a.steps == 0 {
-        return Err(rarg("--steps", "must be at least 1".into()));
-    }
+    let (mu, shape) = read_condition(&a.input)?;
     let gpu = Gpu::new(opts)?;
-    let unet = UNet2DModel::from_dir(&gpu, &a.model, a.dtype)?;
-    let c_in = unet.config.in_channels;
-    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    let heads = if a.sampler == "rddm" { 2 } else { 1 };
-    if c_in != 2 * c || unet.config.out_channels != heads * c {
-        return Err(input_error(
-            &a.input,
-            format!(
-                "{c}-channel condition for a model with in_channels {c_in} and out_channels {} (conditioned models take x and μ: in = 2·C, out = C, or 2·C for RDDM's two heads)",
-                unet.config.out_channels
-            ),
-        ));
-    }
-    let fwd = unet.prepare(&gpu, n, h, w)?;
-    let cond_model = diffuse::Tensor::from_f32(&gpu, "condition", &[n, c, h, w], &mu, a.dtype)?;
-    let cond_state = diffuse::Tensor::from_f32(&gpu, "mu", &[n, c, h, w], &mu, DType::F32)?;
-    let mut model = ConditionedUNet::new(&gpu, fwd, prediction, &cond_model)?;
-    if a.sampler == "rddm" {
-        model = model.two_heads(&gpu)?;
-    }
-    let exec = diffuse::solvers::executor::Executor::with_condition(
-        &gpu,
-        &model,
-        &program,
-        a.seed,
-        a.noise.is_some(),
-        Some(&cond_state),
-    )?;
-    if let Some(p) = &a.noise {
-        let z = Weights::open(p)?.read_f32("sample", Some(&shape))?;
-        exec.set_noise(&gpu, &z.data)?;
-    }
-    let bar = indicatif::ProgressBar::new(program.steps.len() as u64);
-    let x = exec
-        .run(&gpu, &mut model, |i, _| bar.set_position(i as u64))?
-        .to_vec_f32(&gpu)?;
+    let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
+    restorer
+        .check_condition(&shape)
+        .map_err(|e| input_error(&a.input, e.to_string()))?;
+    let noise = a
+        .noise
+        .as_ref()
+        .map(|p| generate::read_noise(p, &shape))
+        .transpose()?;
+    let bar = progress_bar(restorer.steps() as u64, &a.r.sampler, "steps");
+    let x = restorer.restore(&gpu, &mu, &shape, a.r.seed, noise.as_deref(), |i, _| {
+        bar.set_position(i as u64)
+    })?;
     bar.finish_and_clear();
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(rarg(
-            "output",
-            format!("non-finite value at flat index {i}; nothing written"),
-        ));
-    }
     if let Some(r) = &a.raw {
         write_f32_tensors(
             r,
@@ -750,13 +528,187 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
             )],
         )?;
     }
-    diffuse::image_io::write_grid(&a.out, &x, [n, c, h, w], None)?;
+    diffuse::image_io::write_grid(&a.out, &x, [shape[0], shape[1], shape[2], shape[3]], None)?;
     eprintln!(
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
-        program.nfe,
-        a.sampler,
+        restorer.nfe(),
+        a.r.sampler,
         gpu.info().name
     );
+    Ok(())
+}
+
+/// `diffuse eval`: FID-FMNIST (and class accuracy) of `--num-samples` generated images.
+fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
+    use diffuse::eval;
+    use diffuse::nn::classifier::FmnistClassifier;
+    let cfg = generate::resolve_scheduler(
+        &a.s.model,
+        a.s.scheduler.as_deref(),
+        a.s.scheduler_config.as_deref(),
+    )?;
+    diffuse::schedule::check_steps(a.s.steps, cfg.num_train_timesteps)?;
+    let stats_path = a.classifier.join(eval::FID_STATS);
+    let test = eval::read_stats(&stats_path, "test")?;
+    let train = eval::read_stats(&stats_path, "train")?;
+    let real = a
+        .real_images
+        .as_ref()
+        .map(|p| eval::read_idx_images(p, a.num_samples))
+        .transpose()?;
+    let gpu = Gpu::new(opts)?;
+    let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
+    let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
+    let o = eval::GenerationOptions {
+        steps: a.s.steps,
+        num_samples: a.num_samples,
+        batch: a.batch,
+        seed: a.s.seed,
+        guidance: a.s.guidance,
+        dtype: a.s.dtype,
+    };
+    let bar = progress_bar(1000, cfg.kind.class_name(), "‰");
+    let rep = eval::evaluate_generation(
+        &gpu,
+        &loaded,
+        &a.s.model,
+        &cfg,
+        &o,
+        &classifier,
+        &test,
+        |i, n| bar.set_position((1000 * i / n.max(1)) as u64),
+    )?;
+    bar.finish_and_clear();
+    let floor_full = diffuse::metrics::frechet_distance(&train, &test)?;
+    let floor_k = match &real {
+        Some((imgs, n, _, _)) => {
+            let fwd = classifier.prepare(&gpu, a.batch.min(*n).max(1))?;
+            let (f, _) = eval::classify(&gpu, &fwd, imgs, classifier.config.num_classes)?;
+            let s = diffuse::metrics::FeatureStats::from_rows(&f, test.dim)?;
+            Some((*n, diffuse::metrics::frechet_distance(&s, &test)?))
+        }
+        None => None,
+    };
+    let info = gpu.info();
+    println!(
+        "{} {} steps ({} NFE), {} samples: FID-FMNIST {:.3}{}",
+        cfg.kind.class_name(),
+        a.s.steps,
+        rep.nfe,
+        rep.num_samples,
+        rep.fid,
+        rep.accuracy.map_or(String::new(), |acc| format!(
+            ", class accuracy {:.1} %",
+            100.0 * acc
+        ))
+    );
+    println!("FID floor: train vs test (60000 vs 10000) {floor_full:.3}");
+    if let Some((n, f)) = floor_k {
+        println!("FID floor at this sample count: {n} train images vs test {f:.3}");
+    }
+    println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
+    if let Some(p) = &a.json {
+        let v = serde_json::json!({
+            "model": a.s.model, "scheduler": cfg.kind.class_name(),
+            "sampler": a.s.scheduler, "steps": a.s.steps, "nfe": rep.nfe,
+            "num_samples": rep.num_samples, "guidance": a.s.guidance, "seed": a.s.seed,
+            "fid_fmnist": rep.fid, "class_accuracy": rep.accuracy,
+            "fid_floor_train_vs_test": floor_full,
+            "fid_floor_at_num_samples": floor_k.map(|(_, f)| f),
+            "seconds": rep.seconds, "adapter": info.name, "backend": format!("{:?}", info.backend),
+            "driver": info.driver,
+        });
+        write_atomic(p, &format!("{v:#}\n"))?;
+    }
+    Ok(())
+}
+
+/// `diffuse eval-restore`: PSNR/SSIM of restorations of a test set against the clean images.
+fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
+    let path = a
+        .testset
+        .clone()
+        .unwrap_or_else(|| a.r.model.join("testset.safetensors"));
+    let w = Weights::open(&path)?;
+    let degraded = w.read_f32("degraded", None)?;
+    if degraded.shape.len() != 4 {
+        return Err(input_error(
+            &path,
+            format!(
+                "`degraded` has shape {:?}; expected [N, C, H, W]",
+                degraded.shape
+            ),
+        ));
+    }
+    let clean = w.read_f32("clean", Some(&degraded.shape))?;
+    let mut shape = degraded.shape.clone();
+    let n = a.num_samples.unwrap_or(shape[0]);
+    if n == 0 || n > shape[0] {
+        return Err(arg_error(
+            "eval-restore",
+            "--num-samples",
+            format!("{n} is not in 1..={} (the test set's size)", shape[0]),
+        ));
+    }
+    shape[0] = n;
+    let per: usize = shape[1..].iter().product();
+    for (name, t) in [("degraded", &degraded), ("clean", &clean)] {
+        if let Some(i) = t.data[..n * per].iter().position(|v| !v.is_finite()) {
+            return Err(input_error(
+                &path,
+                format!("`{name}` holds a non-finite value at flat index {i}"),
+            ));
+        }
+    }
+    let gpu = Gpu::new(opts)?;
+    let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
+    restorer
+        .check_condition(&shape)
+        .map_err(|e| input_error(&path, e.to_string()))?;
+    let bar = progress_bar(1000, &a.r.sampler, "‰");
+    let rep = diffuse::eval::evaluate_restoration(
+        &gpu,
+        &restorer,
+        &degraded.data[..n * per],
+        &clean.data[..n * per],
+        &shape,
+        a.batch,
+        a.r.seed,
+        |i, t| bar.set_position((1000 * i / t.max(1)) as u64),
+    )?;
+    bar.finish_and_clear();
+    let info = gpu.info();
+    println!(
+        "{} ({}{}) {} NFE, {} pairs: PSNR {:.2} dB, SSIM {:.4} (degraded input: {:.2} dB, {:.4})",
+        a.r.sampler,
+        if a.r.sampler == "mrs" {
+            a.r.solver.as_str()
+        } else {
+            ""
+        },
+        if a.r.sampler == "mrs" {
+            format!(" order {}", a.r.order)
+        } else {
+            String::new()
+        },
+        rep.nfe,
+        rep.pairs,
+        rep.psnr,
+        rep.ssim,
+        rep.psnr_input,
+        rep.ssim_input
+    );
+    println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
+    if let Some(p) = &a.json {
+        let v = serde_json::json!({
+            "model": a.r.model, "sampler": a.r.sampler, "solver": a.r.solver, "order": a.r.order,
+            "steps": a.r.steps, "nfe": rep.nfe, "pairs": rep.pairs, "seed": a.r.seed,
+            "psnr": rep.psnr, "ssim": rep.ssim, "psnr_input": rep.psnr_input,
+            "ssim_input": rep.ssim_input, "seconds": rep.seconds, "adapter": info.name,
+            "backend": format!("{:?}", info.backend), "driver": info.driver,
+        });
+        write_atomic(p, &format!("{v:#}\n"))?;
+    }
     Ok(())
 }

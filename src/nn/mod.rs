@@ -2,6 +2,7 @@
 //! (batch, resolution) and replayed each call.
 
 pub mod attention;
+pub mod classifier;
 pub mod config;
 pub mod embeddings;
 pub mod layers;

@@ -7,6 +7,9 @@ use crate::models::Denoiser;
 use crate::schedule::config::SchedulerConfig;
 use crate::solvers::{self, executor::Executor};
 
+pub mod generate;
+pub mod restore;
+
 /// Options of one sampling run.
 #[derive(Debug, Clone, Default)]
 pub struct SampleOptions {
