@@ -115,8 +115,7 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
 
 #[test]
 fn mr_sampler_ode_converges_at_orders_one_two_three() {
-    // Linear-λ grids; error at t = 0 against the exact PF-ODE solution; fitted order ±0.3
-    // for orders 1 and 2.
+    // Error against the exact PF-ODE solution; fitted global order within ±0.3 of theory.
     let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let mix = GaussianMixture {
@@ -135,29 +134,43 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
     let mu = Tensor::from_f32(gpu, "mu", &[batch, 1, 4, 4], &mu_v, DType::F32).unwrap();
     let z = TestRng(9).values(batch * 16, -1.5, 1.5, DType::F32);
     let (m_t, s_t) = (sched.m(100.0), sched.sigma_bar(100.0));
-    let (m_0, s_0) = (sched.m(0.0), sched.sigma_bar(0.0));
     let y_t: Vec<f64> = z
         .iter()
         .map(|&v| sched.max_sigma * v as f64 / m_t)
         .collect();
-    let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-    for (order, solve) in [
-        (1, MrPrediction::Data),
-        (2, MrPrediction::Data),
-        (3, MrPrediction::Data),
-        (2, MrPrediction::Noise),
+    // Orders 1–2: the full linear-λ grid λ_T = −3.67 → λ_0 = 6.11. Order 3: a uniform-λ grid
+    // λ_T → 1 (σ̄/m = 0.37). Over the full range order 3 fits only 2.1–2.35 (N = 16…160): the
+    // deficit comes from the low-noise end λ ∈ [1, 6.1] (ending at λ = 3 fits 2.35, at λ = 1
+    // 2.88), and not from the order-1/2 warm-up steps (a start at λ_T = −9.9 fits the same).
+    // The identity test shows MRS equals the library's DPM-Solver++ 3M on the same points, so
+    // this is the 3M multistep on this problem, not the MR transcription.
+    for (order, solve, lambda_end, ns) in [
+        (1, MrPrediction::Data, None, [10usize, 14, 20, 28, 40]),
+        (2, MrPrediction::Data, None, [10, 14, 20, 28, 40]),
+        (3, MrPrediction::Data, Some(1.0), [16, 23, 32, 45, 64]),
+        (2, MrPrediction::Noise, None, [10, 14, 20, 28, 40]),
     ] {
-        // Order 3's warm-up steps (orders 1, 2) dominate at small N: measure it further out.
-        let ns: Vec<usize> = if order == 3 {
-            vec![20, 28, 40, 56, 80]
-        } else {
-            vec![10, 14, 20, 28, 40]
-        };
+        let t_end = lambda_end.map_or(0.0, |l| sched.t_from_lambda(l));
+        let (m_0, s_0) = (sched.m(t_end), sched.sigma_bar(t_end));
+        let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
         let errs: Vec<f64> = ns
             .iter()
             .map(|&n| {
-                let ts = sched.linear_lambda_times(n, -5.0);
+                let ts: Vec<f64> = match lambda_end {
+                    None => sched.linear_lambda_times(n, -5.0),
+                    Some(le) => diffuse::schedule::linspace(sched.lambda(100.0), le, n + 1)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            if i == 0 {
+                                100.0
+                            } else {
+                                sched.t_from_lambda(l)
+                            }
+                        })
+                        .collect(),
+                };
                 let p = ode_program(&sched, &ts, order, solve, Prediction::Epsilon, &yin).unwrap();
                 let mut model =
                     AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32)
@@ -191,16 +204,10 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
             "MRS-ODE order {order} {solve:?}: fitted {p:.2}, RMS errors {:?}",
             errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()
         );
-        // Order 3 measures ≈ 2.3 here: its first two steps run at orders 1 and 2 (warm-up),
-        // and an O(h²) local error at the start caps the global order at 2 unless that error is
-        // negligible (as it is in the VP test, which starts at σ = 80). Reported, not
-        // asserted; see the MR issue's note.
-        if order < 3 {
-            assert!(
-                (p - order as f64).abs() <= 0.3,
-                "order {order} {solve:?}: fitted {p:.2}"
-            );
-        }
+        assert!(
+            (p - order as f64).abs() <= 0.3,
+            "order {order} {solve:?}: fitted {p:.2}"
+        );
     }
 }
 
@@ -518,4 +525,159 @@ fn mr_schedules_and_denoise_last() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-6, "{worst}");
+}
+
+/// An MR velocity network built from the ε-predicting analytic model: with y = x − μ,
+/// v = λ_s·m·ε − (σ̄/λ_s)·y0 and y0 = (y − σ̄ε)/m, so v = (λ_s·m + σ̄²/(λ_s·m))·ε − σ̄/(λ_s·m)·y.
+struct Velocity {
+    inner: AnalyticDenoiser,
+    out: Tensor,
+    lambda_s: f64,
+}
+
+impl diffuse::models::Denoiser for Velocity {
+    fn input(&self) -> &Tensor {
+        self.inner.input()
+    }
+    fn output(&self) -> &Tensor {
+        &self.out
+    }
+    fn prediction(&self) -> Prediction {
+        Prediction::VPrediction
+    }
+    fn run(&mut self, gpu: &diffuse::Gpu, time: ModelTime) -> diffuse::Result<()> {
+        self.inner.run(gpu, time)?;
+        let (m, s, l) = (time.alpha, time.sigma, self.lambda_s);
+        let (a, b) = (l * m + s * s / (l * m), -s / (l * m));
+        use diffuse::ops::elementwise::{axpby, unary, Unary};
+        gpu.run(|rec| {
+            unary(
+                rec,
+                Unary::Affine {
+                    alpha: b as f32,
+                    beta: 0.0,
+                },
+                self.inner.input(),
+                &self.out,
+            )?;
+            axpby(rec, a as f32, self.inner.output(), 1.0, &self.out)
+        })
+    }
+}
+
+#[test]
+fn mr_velocity_prediction_matches_noise_prediction() {
+    // The same analytic y-space model seen as an ε- and as a v-network: every MR program gives
+    // the same samples (f32 rounding apart).
+    use diffuse::solvers::mr_sampler::{posterior_program, sde_program};
+    let gpu = common::gpu();
+    let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
+    let mix = GaussianMixture {
+        shape: [1, 4, 4],
+        weights: vec![0.5, 0.5],
+        means: vec![vec![0.2; 16], vec![-0.1; 16]],
+        variances: vec![0.01, 0.02],
+    };
+    let mu_v = TestRng(15).values(4 * 16, -0.8, 0.8, DType::F32);
+    let mu = Tensor::from_f32(gpu, "mu", &[4, 1, 4, 4], &mu_v, DType::F32).unwrap();
+    let z = TestRng(16).values(4 * 16, -2.0, 2.0, DType::F32);
+    let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+    let ts = sched.linear_lambda_times(10, -5.0);
+    let run_with = |p: &Program, velocity: bool| -> Vec<f32> {
+        let inner =
+            AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, 4, DType::F32).unwrap();
+        let mut model: Box<dyn diffuse::models::Denoiser> = if velocity {
+            let out = Tensor::zeros(gpu, "v", &[4, 1, 4, 4], DType::F32).unwrap();
+            Box::new(Velocity {
+                inner,
+                out,
+                lambda_s: sched.max_sigma,
+            })
+        } else {
+            Box::new(inner)
+        };
+        let exec = Executor::with_condition(gpu, model.as_ref(), p, 3, true, Some(&mu)).unwrap();
+        exec.set_noise(gpu, &z).unwrap();
+        exec.run(gpu, model.as_mut(), |_, _| {})
+            .unwrap()
+            .to_vec_f32(gpu)
+            .unwrap()
+    };
+    for (name, eps_p, v_p) in [
+        (
+            "ODE-3 data",
+            ode_program(
+                &sched,
+                &ts,
+                3,
+                MrPrediction::Data,
+                Prediction::Epsilon,
+                &yin,
+            ),
+            ode_program(
+                &sched,
+                &ts,
+                3,
+                MrPrediction::Data,
+                Prediction::VPrediction,
+                &yin,
+            ),
+        ),
+        (
+            "ODE-2 noise",
+            ode_program(
+                &sched,
+                &ts,
+                2,
+                MrPrediction::Noise,
+                Prediction::Epsilon,
+                &yin,
+            ),
+            ode_program(
+                &sched,
+                &ts,
+                2,
+                MrPrediction::Noise,
+                Prediction::VPrediction,
+                &yin,
+            ),
+        ),
+        (
+            "SDE-2 data",
+            sde_program(
+                &sched,
+                &ts,
+                2,
+                MrPrediction::Data,
+                Prediction::Epsilon,
+                &yin,
+            ),
+            sde_program(
+                &sched,
+                &ts,
+                2,
+                MrPrediction::Data,
+                Prediction::VPrediction,
+                &yin,
+            ),
+        ),
+        (
+            "posterior 20",
+            posterior_program(&sched, 20, Prediction::Epsilon, &yin),
+            posterior_program(&sched, 20, Prediction::VPrediction, &yin),
+        ),
+    ] {
+        let (a, b) = (
+            run_with(&eps_p.unwrap(), false),
+            run_with(&v_p.unwrap(), true),
+        );
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        println!("{name}: max|x_ε − x_v| = {worst:.2e}");
+        assert!(worst < 1e-4, "{name}: {worst}");
+        assert!(a.iter().all(|v| v.is_finite()));
+    }
 }

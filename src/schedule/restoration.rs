@@ -325,10 +325,11 @@ impl MrConfig {
         {
             "epsilon" => super::Prediction::Epsilon,
             "sample" => super::Prediction::Sample,
+            "v_prediction" => super::Prediction::VPrediction,
             o => {
                 return Err(err(
                     "prediction_type",
-                    format!("`{o}` is not supported for MR models (epsilon, sample)"),
+                    format!("`{o}` is not supported for MR models (epsilon, sample, v_prediction)"),
                 ))
             }
         };

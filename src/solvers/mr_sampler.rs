@@ -66,35 +66,11 @@ pub fn ode_program(
         }
         ops.push(lin(Buf::ModelIn, model_in.to_vec()));
         ops.push(Op::Model(time));
-        // Stored output: x̂0 − μ (data) or ε̂ (noise), from the network's parameterisation,
-        // with y = x − μ = m·(x0 − μ) + σ̄·ε.
+        ops.push(lin(
+            hist(i),
+            stored(solve, network, m_s, s_s, sched.max_sigma)?,
+        ));
         let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-        let out = [(Buf::ModelOut, 1.0)];
-        let stored = match (solve, network) {
-            (MrPrediction::Data, Prediction::Epsilon) => {
-                combine(&[(1.0 / m_s, &y), (-s_s / m_s, &out)])
-            }
-            (MrPrediction::Data, Prediction::Sample) => {
-                combine(&[(1.0, &out), (-1.0, &[(Buf::Cond, 1.0)])])
-            }
-            (MrPrediction::Noise, Prediction::Epsilon) => out.to_vec(),
-            (MrPrediction::Noise, Prediction::Sample) => {
-                // ε̂ = (y − m (x̂0 − μ))/σ̄
-                combine(&[
-                    (1.0 / s_s, &y),
-                    (-m_s / s_s, &out),
-                    (m_s / s_s, &[(Buf::Cond, 1.0)]),
-                ])
-            }
-            (_, p) => {
-                return Err(Error::Argument {
-                    op: "MR Sampler",
-                    arg: "prediction",
-                    reason: format!("{p:?} networks are not supported yet (epsilon, sample)"),
-                })
-            }
-        };
-        ops.push(lin(hist(i), stored));
         let k = order.min(i + 1);
         let m0 = [(hist(i), 1.0)];
         type Terms = Vec<(Buf, f64)>;
@@ -150,24 +126,38 @@ pub fn ode_program(
     Ok(Program::new(sched.max_sigma, 3, prog))
 }
 
-/// The stored x̂0 − μ (data) or ε̂ (noise) of an ε- or x0-predicting network at (m, σ̄).
-fn stored(solve: MrPrediction, network: Prediction, m: f64, s: f64) -> Result<Vec<(Buf, f64)>> {
+/// The stored x̂0 − μ (data) or ε̂ (noise) at (m, σ̄) from the network's output, with
+/// y = x − μ = m·(x0 − μ) + σ̄·ε. Velocity networks predict v = λ_s·m·ε − (σ̄/λ_s)(x0 − μ) (the
+/// VP v of y/λ_s, scaled by λ_s, since m² + (σ̄/λ_s)² = 1): x̂0 − μ = m·y − (σ̄/λ_s)·v̂ and
+/// ε̂ = (m·v̂ + (σ̄/λ_s)·y)/λ_s.
+fn stored(
+    solve: MrPrediction,
+    network: Prediction,
+    m: f64,
+    s: f64,
+    lambda_s: f64,
+) -> Result<Vec<(Buf, f64)>> {
     let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
     let out = [(Buf::ModelOut, 1.0)];
+    let sn = s / lambda_s;
     Ok(match (solve, network) {
         (MrPrediction::Data, Prediction::Epsilon) => combine(&[(1.0 / m, &y), (-s / m, &out)]),
         (MrPrediction::Data, Prediction::Sample) => {
             combine(&[(1.0, &out), (-1.0, &[(Buf::Cond, 1.0)])])
         }
+        (MrPrediction::Data, Prediction::VPrediction) => combine(&[(m, &y), (-sn, &out)]),
         (MrPrediction::Noise, Prediction::Epsilon) => out.to_vec(),
         (MrPrediction::Noise, Prediction::Sample) => {
             combine(&[(1.0 / s, &y), (-m / s, &out), (m / s, &[(Buf::Cond, 1.0)])])
+        }
+        (MrPrediction::Noise, Prediction::VPrediction) => {
+            combine(&[(m / lambda_s, &out), (sn / lambda_s, &y)])
         }
         (_, p) => {
             return Err(Error::Argument {
                 op: "MR Sampler",
                 arg: "prediction",
-                reason: format!("{p:?} networks are not supported yet (epsilon, sample)"),
+                reason: format!("{p:?} networks are not supported (epsilon, sample, v_prediction)"),
             })
         }
     })
@@ -214,7 +204,10 @@ pub fn sde_program(
             alpha: m_s,
             sigma: s_s,
         }));
-        ops.push(lin(hist(i), stored(solve, network, m_s, s_s)?));
+        ops.push(lin(
+            hist(i),
+            stored(solve, network, m_s, s_s, sched.max_sigma)?,
+        ));
         let m0 = [(hist(i), 1.0)];
         let d1 = if order.min(i + 1) == 2 {
             let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
@@ -299,7 +292,7 @@ pub fn posterior_program(
             alpha: m_s,
             sigma: s_s,
         }));
-        let x0 = stored(MrPrediction::Data, network, m_s, s_s)?; // x̂0 − μ
+        let x0 = stored(MrPrediction::Data, network, m_s, s_s, sched.max_sigma)?; // x̂0 − μ
         let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
         let terms = combine(&[
             (a * (1.0 - c * c) / den, &y),
@@ -347,7 +340,7 @@ pub fn euler_program(
             alpha: m_s,
             sigma: s_s,
         }));
-        let eps = stored(MrPrediction::Noise, network, m_s, s_s)?;
+        let eps = stored(MrPrediction::Noise, network, m_s, s_s, sched.max_sigma)?;
         // x − θ(μ − x)dt + g² ŝ dt = (1 + θdt) x − θdt μ − (g² dt / σ̄) ε̂
         let terms = combine(&[
             (1.0 + th * dt, &[(Buf::X, 1.0)]),
