@@ -681,3 +681,88 @@ fn mr_velocity_prediction_matches_noise_prediction() {
         assert!(a.iter().all(|v| v.is_finite()));
     }
 }
+
+/// torch.quantile (linear interpolation at position q·(D − 1)) of |v|, then Imagen's rule.
+fn threshold_reference(v: &[f64], q: f64, max: f64) -> Vec<f64> {
+    let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+    a.sort_by(f64::total_cmp);
+    let pos = q * (a.len() - 1) as f64;
+    let (k, f) = (pos.floor() as usize, pos - pos.floor());
+    let hi = a[(k + 1).min(a.len() - 1)];
+    let s = (a[k] + f * (hi - a[k])).clamp(1.0, max);
+    v.iter().map(|x| x.clamp(-s, s) / s).collect()
+}
+
+#[test]
+fn dynamic_thresholding_matches_a_cpu_quantile() {
+    use diffuse::solvers::mr_sampler::dynamic_thresholding;
+    use diffuse::solvers::program::{lin, Op};
+    let gpu = common::gpu();
+    // Four samples of D = 3·5·7 = 105 (not a multiple of the workgroup): quantiles below 1
+    // (pure clip at 1), between 1 and the max, above the max, and with ties.
+    let (n, d) = (4, 105);
+    let mut x0: Vec<f32> = Vec::new();
+    for (i, scale) in [0.8f32, 1.3, 3.0, 1.2].iter().enumerate() {
+        let r = TestRng(40 + i as u64).values(d, -1.0, 1.0, DType::F32);
+        x0.extend(r.iter().map(|v| {
+            if i == 3 {
+                (v * 4.0).round() / 4.0 * scale // many equal values
+            } else {
+                v * scale
+            }
+        }));
+    }
+    let mu_v = TestRng(50).values(n * d, -0.5, 0.5, DType::F32);
+    let shape = [n, 3, 5, 7];
+    let mu = Tensor::from_f32(gpu, "mu", &shape, &mu_v, DType::F32).unwrap();
+    let mut model = Fixed {
+        input: Tensor::zeros(gpu, "in", &shape, DType::F32).unwrap(),
+        output: Tensor::from_f32(gpu, "x0", &shape, &x0, DType::F32).unwrap(),
+    };
+    let t = ModelTime {
+        t: 1.0,
+        alpha: 1.0,
+        sigma: 1.0,
+    };
+    for (ratio, max) in [(0.995, 1.5), (0.9, 2.0), (0.5, 1.1)] {
+        // x̂0 − μ into slot 0 (as the MR data solver stores it), thresholded, then X = slot + μ.
+        let prog = Program::new(
+            1.0,
+            1,
+            vec![vec![
+                Op::Model(t),
+                lin(Buf::Slot(0), vec![(Buf::ModelOut, 1.0), (Buf::Cond, -1.0)]),
+                lin(Buf::X, vec![(Buf::Slot(0), 1.0), (Buf::Cond, 1.0)]),
+            ]],
+        );
+        let prog = dynamic_thresholding(prog, MrPrediction::Data, ratio, max).unwrap();
+        assert!(
+            matches!(prog.steps[0][2], Op::Threshold { .. }),
+            "inserted after the store"
+        );
+        let exec = Executor::with_condition(gpu, &model, &prog, 0, true, Some(&mu)).unwrap();
+        exec.set_noise(gpu, &vec![0.0; n * d]).unwrap();
+        let got = exec
+            .run(gpu, &mut model, |_, _| {})
+            .unwrap()
+            .to_vec_f32(gpu)
+            .unwrap();
+        let mut worst = 0f64;
+        for s in 0..n {
+            let v: Vec<f64> = x0[s * d..(s + 1) * d].iter().map(|&x| x as f64).collect();
+            let want = threshold_reference(&v, ratio, max);
+            for j in 0..d {
+                worst = worst.max((got[s * d + j] as f64 - want[j]).abs());
+            }
+        }
+        println!("ratio {ratio}, max {max}: max error {worst:.2e}");
+        assert!(worst < 2e-6, "ratio {ratio} max {max}: {worst}");
+    }
+    assert!(dynamic_thresholding(
+        Program::new(1.0, 1, vec![]),
+        MrPrediction::Noise,
+        0.995,
+        1.5
+    )
+    .is_err());
+}

@@ -124,4 +124,21 @@ fn shipped_class_conditional_model_samples_with_guidance() {
         max_abs <= 5.0 && mean_dx <= 0.5,
         "max |x| {max_abs}, mean |Δx| {mean_dx}"
     );
+    // Label faithfulness: the shipped Fashion-MNIST classifier (≈90 % test accuracy) reads
+    // the requested class back from most guided samples.
+    let c = diffuse::nn::classifier::FmnistClassifier::from_dir(
+        gpu,
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fmnist-classifier"),
+        DType::F32,
+    )
+    .unwrap();
+    let fwd = c.prepare(gpu, 10).unwrap();
+    let clamped: Vec<f32> = x.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let (_, logits) = diffuse::eval::classify(gpu, &fwd, &clamped, 10).unwrap();
+    let acc = diffuse::eval::accuracy(&logits, 10, &labels);
+    println!("classifier accuracy on the 10 guided samples: {acc:.2}");
+    assert!(
+        acc >= 0.7,
+        "only {acc} of the guided samples classify as their label"
+    );
 }

@@ -28,6 +28,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/solver_step.wgsl"),
     ),
     ("langevin", include_str!("../../shaders/langevin.wgsl")),
+    ("threshold", include_str!("../../shaders/threshold.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),

@@ -105,7 +105,7 @@ impl Restorer {
                     "mrs" => {
                         let ts = sched.linear_lambda_times(o.steps, -5.0);
                         let solve = MrPrediction::Data;
-                        match o.solver.as_str() {
+                        let p = match o.solver.as_str() {
                             "ode" => mr_sampler::ode_program(
                                 sched,
                                 &ts,
@@ -123,6 +123,12 @@ impl Restorer {
                                 &yin,
                             )?,
                             x => return Err(rarg("--solver", format!("`{x}` (ode, sde)"))),
+                        };
+                        match mr.thresholding {
+                            Some((ratio, max)) => {
+                                mr_sampler::dynamic_thresholding(p, solve, ratio, max)?
+                            }
+                            None => p,
                         }
                     }
                     "mr-posterior" => {

@@ -234,6 +234,9 @@ mod tests {
 pub struct MrConfig {
     pub schedule: MeanReverting,
     pub prediction: super::Prediction,
+    /// Dynamic thresholding of the MR Sampler's x̂0: (`dynamic_thresholding_ratio`,
+    /// `sample_max_value`) when `thresholding` is true (diffusers' field names).
+    pub thresholding: Option<(f64, f64)>,
 }
 
 impl MrConfig {
@@ -260,6 +263,9 @@ impl MrConfig {
             "theta_schedule",
             "original_theta_bar",
             "prediction_type",
+            "thresholding",
+            "dynamic_thresholding_ratio",
+            "sample_max_value",
         ];
         for k in obj.keys() {
             if !KNOWN.contains(&k.as_str()) {
@@ -333,9 +339,27 @@ impl MrConfig {
                 ))
             }
         };
+        let thresholding = match obj.get("thresholding") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| err("thresholding", format!("expected true/false, got {v}")))?,
+        };
+        let ratio = num("dynamic_thresholding_ratio", 0.995)?;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(err(
+                "dynamic_thresholding_ratio",
+                format!("{ratio} is not in [0, 1]"),
+            ));
+        }
+        let sample_max = num("sample_max_value", 1.5)?;
+        if sample_max.is_nan() || sample_max < 1.0 {
+            return Err(err("sample_max_value", format!("{sample_max} is below 1")));
+        }
         Ok(MrConfig {
             schedule: MeanReverting::cosine(t as usize, eps, max_sigma, original),
             prediction,
+            thresholding: thresholding.then_some((ratio, sample_max)),
         })
     }
 }

@@ -53,14 +53,17 @@ pub fn step_key(
     k
 }
 
+fn threshold_key(shift: bool) -> KernelKey {
+    KernelKey::new("threshold", "main", DType::F32, [WG_1D, 1, 1]).flag("SHIFT", shift)
+}
+
 /// Variants for validation: every input count, both dtypes, all options.
 pub fn variants() -> Vec<KernelKey> {
-    let mut v = vec![KernelKey::new(
-        "langevin",
-        "main",
-        DType::F32,
-        [WG_1D, 1, 1],
-    )];
+    let mut v = vec![
+        KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]),
+        threshold_key(false),
+        threshold_key(true),
+    ];
     for dst in [DType::F32, DType::F16] {
         for nin in 0..=4 {
             let ins: Vec<DType> = (0..nin)
@@ -170,6 +173,57 @@ impl Ctx<'_> {
         ];
         let grid = grid_1d(gpu, "langevin", (x.numel() as u64).div_ceil(WG_1D as u64))?;
         rec.dispatch(&k, bytemuck::bytes_of(&p), binds, grid)?;
+        Ok(())
+    }
+
+    /// Records dynamic thresholding of `buf` (one workgroup per sample).
+    fn record_threshold(
+        &self,
+        rec: &mut Recorder<'_>,
+        buf: Buf,
+        shift: Option<Buf>,
+        ratio: f64,
+        max: f64,
+    ) -> Result<()> {
+        let t = self.buf(buf);
+        if !(0.0..=1.0).contains(&ratio) || max.is_nan() || max < 1.0 || t.dtype() != DType::F32 {
+            return Err(Error::Argument {
+                op: "dynamic thresholding",
+                arg: "ratio",
+                reason: format!(
+                    "ratio {ratio} must lie in [0, 1] and max {max} be ≥ 1 (f32 state buffers)"
+                ),
+            });
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Pod, Zeroable)]
+        struct P {
+            per_sample: u32,
+            rank: u32,
+            frac: f32,
+            max_value: f32,
+        }
+        let n = t.shape()[0];
+        let d = t.numel() / n;
+        let pos = ratio * (d - 1) as f64;
+        let p = P {
+            per_sample: d as u32,
+            rank: pos.floor() as u32,
+            frac: (pos - pos.floor()) as f32,
+            max_value: max as f32,
+        };
+        let gpu = rec.gpu();
+        let mut binds = vec![t.binding(gpu, "threshold")?];
+        if let Some(sh) = shift {
+            binds.push(self.buf(sh).binding(gpu, "threshold")?);
+        }
+        let grid = grid_1d(gpu, "threshold", n as u64)?;
+        rec.dispatch(
+            &threshold_key(shift.is_some()),
+            bytemuck::bytes_of(&p),
+            binds,
+            grid,
+        )?;
         Ok(())
     }
 
@@ -396,6 +450,15 @@ impl Executor {
                     } => {
                         let r = rec.get_or_insert_with(|| gpu.recorder());
                         ctx.record_langevin(r, *grad, *noise, *snr, *alpha)?;
+                    }
+                    Op::Threshold {
+                        buf,
+                        shift,
+                        ratio,
+                        max,
+                    } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        ctx.record_threshold(r, *buf, *shift, *ratio, *max)?;
                     }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {

@@ -378,3 +378,53 @@ pub fn denoise_last(mut program: Program, solve: MrPrediction) -> Result<Program
     }
     Ok(program)
 }
+
+/// Dynamic thresholding of the data solver's x̂0 (the MR Sampler's `thresholding` option, after
+/// Imagen): after every evaluation, the stored x̂0 − μ is replaced by
+/// clamp(x̂0, −s, s)/s − μ with s = clamp(quantile(|x̂0|, ratio), 1, max) per sample.
+pub fn dynamic_thresholding(
+    mut program: Program,
+    solve: MrPrediction,
+    ratio: f64,
+    max: f64,
+) -> Result<Program> {
+    if solve != MrPrediction::Data {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "thresholding",
+            reason: "needs the data-prediction solver (it thresholds x̂0)".into(),
+        });
+    }
+    if !(0.0..=1.0).contains(&ratio) || max.is_nan() || max < 1.0 {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "thresholding",
+            reason: format!("ratio {ratio} must lie in [0, 1] and sample_max_value {max} be ≥ 1"),
+        });
+    }
+    for step in &mut program.steps {
+        // The first write into a history slot after the model call stores x̂0 − μ.
+        let after_model = step.iter().position(|o| matches!(o, Op::Model(_)));
+        let store = after_model.and_then(|m| {
+            step.iter().enumerate().skip(m).find_map(|(i, o)| match o {
+                Op::Lin {
+                    dst: d @ Buf::Slot(_),
+                    ..
+                } => Some((i, *d)),
+                _ => None,
+            })
+        });
+        if let Some((i, slot)) = store {
+            step.insert(
+                i + 1,
+                Op::Threshold {
+                    buf: slot,
+                    shift: Some(Buf::Cond),
+                    ratio,
+                    max,
+                },
+            );
+        }
+    }
+    Ok(program)
+}

@@ -47,6 +47,15 @@ pub enum Op {
         snr: f64,
         alpha: f64,
     },
+    /// Dynamic thresholding (Imagen; the MR Sampler's data solver), in place on `buf`:
+    /// per sample v = buf (+ shift), s = clamp(quantile(|v|, ratio), 1, max),
+    /// buf = clamp(v, −s, s)/s (− shift).
+    Threshold {
+        buf: Buf,
+        shift: Option<Buf>,
+        ratio: f64,
+        max: f64,
+    },
 }
 
 /// A complete sampling run.

@@ -133,3 +133,66 @@ pub fn exact_pf_ode(
     }
     y
 }
+
+/// f64 n × n matrix product (row-major).
+pub fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
+    let mut c = vec![0.0; n * n];
+    for i in 0..n {
+        for k in 0..n {
+            for j in 0..n {
+                c[i * n + j] += a[i * n + k] * b[k * n + j];
+            }
+        }
+    }
+    c
+}
+
+/// Gauss–Jordan inverse with partial pivoting.
+pub fn inverse(a: &[f64], n: usize) -> Vec<f64> {
+    let mut m = a.to_vec();
+    let mut inv = vec![0.0; n * n];
+    for i in 0..n {
+        inv[i * n + i] = 1.0;
+    }
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&x, &y| m[x * n + c].abs().total_cmp(&m[y * n + c].abs()))
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, p * n + k);
+            inv.swap(c * n + k, p * n + k);
+        }
+        let d = m[c * n + c];
+        for k in 0..n {
+            m[c * n + k] /= d;
+            inv[c * n + k] /= d;
+        }
+        for r in 0..n {
+            if r != c {
+                let f = m[r * n + c];
+                for k in 0..n {
+                    m[r * n + k] -= f * m[c * n + k];
+                    inv[r * n + k] -= f * inv[c * n + k];
+                }
+            }
+        }
+    }
+    inv
+}
+
+/// tr √M of a matrix with positive real spectrum (Denman–Beavers: Y → √M, Z → M^{-1/2}).
+pub fn trace_sqrt_db(m: &[f64], n: usize) -> f64 {
+    let mut y = m.to_vec();
+    let mut z = vec![0.0; n * n];
+    for i in 0..n {
+        z[i * n + i] = 1.0;
+    }
+    for _ in 0..60 {
+        let (yi, zi) = (inverse(&y, n), inverse(&z, n));
+        let ny: Vec<f64> = y.iter().zip(&zi).map(|(a, b)| 0.5 * (a + b)).collect();
+        let nz: Vec<f64> = z.iter().zip(&yi).map(|(a, b)| 0.5 * (a + b)).collect();
+        y = ny;
+        z = nz;
+    }
+    (0..n).map(|i| y[i * n + i]).sum()
+}
