@@ -213,9 +213,8 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
 
 #[test]
 fn mr_sde_and_posterior_statistics() {
-    // x0 − μ ~ N(d, s² I) in 4 dims, 10⁴ samples. Measured (not yet asserted: see the closing
-    // note of the MR issue) — SDE-1 and the posterior step coincide, and at 100 steps both
-    // under-disperse like DDPM (the exact E[x0|x_t] replaces x0).
+    // x0 − μ ~ N(d, s² I) in 4 dims, 10⁴ samples. SDE-1 and the posterior step coincide, and
+    // at 100 steps both under-disperse like DDPM (the exact E[x0|x_t] replaces x0).
     let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let d = [0.2, -0.1, 0.05, 0.3];
@@ -283,6 +282,36 @@ fn mr_sde_and_posterior_statistics() {
         // second-order SDE solver at 200 steps (within 5 SE); first-order steps (SDE-1 ≡ the
         // posterior step) under-disperse at these step counts, as DDPM does.
         assert!(worst_mean <= tm, "{name}: mean off by {worst_mean}");
+        if name.starts_with("posterior") {
+            // The posterior step with the exact E[y0|y_t] is linear-Gaussian for Gaussian data,
+            // so its output variance has a closed form (per dimension, f64): it under-disperses
+            // by design (E[x0|x_t] replaces x0). Assert the GPU run matches that recursion
+            // within 5 SE, and that the recursion is within 10 % of the data variance.
+            let (v, ls) = (0.04, sched.max_sigma);
+            let mut var_y = ls * ls;
+            for t in (1..=100usize).rev() {
+                let (m, sb) = (sched.m(t as f64), sched.sigma_bar(t as f64));
+                let k = m * v / (m * m * v + sb * sb);
+                let a = (-(sched.theta_bar[t] - sched.theta_bar[t - 1]) * sched.dt).exp();
+                let b = (-sched.theta_bar[t] * sched.dt).exp();
+                let c = (-sched.theta_bar[t - 1] * sched.dt).exp();
+                let den = 1.0 - b * b;
+                let (ca, cb) = (a * (1.0 - c * c) / den, c * (1.0 - a * a) / den);
+                let std2 = if t == 1 {
+                    0.0
+                } else {
+                    ls * ls * (1.0 - a * a) * (1.0 - c * c) / den
+                };
+                var_y = (ca + cb * k).powi(2) * var_y + std2;
+            }
+            let tv = 5.0 * var_y * (2.0 / (4.0 * n as f64)).sqrt();
+            println!("{name}: closed-form variance of the sampler {var_y:.5}");
+            assert!(
+                (var - var_y).abs() <= tv,
+                "{name}: variance {var} vs the sampler's closed form {var_y} ± {tv}"
+            );
+            assert!((var_y - v).abs() <= 0.1 * v, "closed form {var_y} vs {v}");
+        }
         if name.contains("order 2, 200") {
             let tv = 5.0 * 0.04 * (2.0 / (4.0 * n as f64)).sqrt();
             assert!(
