@@ -259,6 +259,13 @@ pub fn evaluate_restoration(
             ),
         });
     }
+    if h < 11 || w < 11 {
+        return Err(Error::Argument {
+            op: "eval-restore",
+            arg: "test set",
+            reason: format!("{h}×{w} images are smaller than SSIM's 11×11 window"),
+        });
+    }
     let t0 = std::time::Instant::now();
     let per = c * h * w;
     let mut restored = Vec::with_capacity(degraded.len());

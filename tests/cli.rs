@@ -710,3 +710,184 @@ fn restore_runs_resshift_and_resfusion_models() {
         assert!(out.exists());
     }
 }
+
+fn asset(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+#[test]
+fn eval_reports_fid_and_refuses_bad_requests() {
+    let d = scratch("eval");
+    let json = d.join("report.json");
+    let model = asset("fmnist-ddpm");
+    let base = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        diffuse(&a)
+    };
+    let classifier = asset("fmnist-classifier");
+    let (ok, err) = run(with(&[
+        "--num-samples",
+        "6",
+        "--classifier",
+        classifier.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["num_samples"], 6);
+    assert_eq!(v["nfe"], 2);
+    let fid = v["fid_fmnist"].as_f64().unwrap();
+    let floor = v["fid_floor_train_vs_test"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid > floor && floor >= 0.0, "{v}");
+    assert!(v["class_accuracy"].is_null(), "unconditional model");
+    std::fs::remove_file(&json).unwrap();
+    // Bad requests: a missing classifier folder, too few samples, a corrupt stats file.
+    let missing = d.join("no-classifier");
+    for (extra, needle) in [
+        (
+            vec![
+                "--num-samples",
+                "6",
+                "--classifier",
+                missing.to_str().unwrap(),
+            ],
+            "fid_stats.safetensors",
+        ),
+        (vec!["--num-samples", "1"], "at least 2 samples"),
+    ] {
+        let mut e = extra.clone();
+        e.extend(["--json", json.to_str().unwrap()]);
+        let (ok, err) = run(with(&e));
+        assert!(!ok, "accepted {extra:?}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(!json.exists(), "{extra:?} wrote a report");
+    }
+    let bad = d.join("bad-classifier");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(classifier.join(f), bad.join(f)).unwrap();
+    }
+    std::fs::write(bad.join("fid_stats.safetensors"), b"not a safetensors file").unwrap();
+    let (ok, err) = run(with(&["--classifier", bad.to_str().unwrap()]));
+    assert!(!ok && err.contains("fid_stats.safetensors"), "{err}");
+}
+
+#[test]
+fn eval_restore_reports_psnr_ssim_and_refuses_bad_test_sets() {
+    let d = scratch("eval-restore");
+    let json = d.join("report.json");
+    let set = d.join("set.safetensors");
+    let (n, hw) = (3, 8);
+    let clean: Vec<f32> = (0..n * hw * hw)
+        .map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0)
+        .collect();
+    let degraded: Vec<f32> = clean.iter().map(|v| 0.5 * v).collect();
+    let t = |data: &[f32], c: usize| HostTensor {
+        shape: vec![n, c, hw, hw],
+        data: data.to_vec(),
+    };
+    write_f32_tensors(
+        &set,
+        &[("degraded", &t(&degraded, 1)), ("clean", &t(&clean, 1))],
+    )
+    .unwrap();
+    let model = golden("mr_tiny");
+    let args = |set: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval-restore".to_string(),
+            "--model".into(),
+            model.to_str().unwrap().into(),
+            "--testset".into(),
+            set.to_str().unwrap().into(),
+            "--json".into(),
+            json.to_str().unwrap().into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        diffuse(&a)
+    };
+    // SSIM's 11×11 window does not fit 8×8 images: a clear error, no report.
+    let (ok, err) = run(args(&set, &["--steps", "4"]));
+    assert!(!ok && err.contains("11×11"), "{err}");
+    assert!(!json.exists());
+    // A 16×16 test set (the tiny model takes any multiple of 2).
+    let (n, hw) = (2, 16);
+    let clean: Vec<f32> = (0..n * hw * hw)
+        .map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0)
+        .collect();
+    let degraded: Vec<f32> = clean.iter().map(|v| 0.5 * v).collect();
+    let t = |data: &[f32], c: usize| HostTensor {
+        shape: vec![n, c, hw, hw],
+        data: data.to_vec(),
+    };
+    write_f32_tensors(
+        &set,
+        &[("degraded", &t(&degraded, 1)), ("clean", &t(&clean, 1))],
+    )
+    .unwrap();
+    let (ok, err) = run(args(&set, &["--sampler", "mr-posterior", "--steps", "10"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (v["pairs"].as_u64(), v["nfe"].as_u64()),
+        (Some(2), Some(10)),
+        "{v}"
+    );
+    // The degraded input's own scores are computable here: clean vs 0.5·clean.
+    let want_psnr: f64 = (0..n)
+        .map(|i| {
+            diffuse::metrics::psnr(
+                &degraded[i * 256..(i + 1) * 256],
+                &clean[i * 256..(i + 1) * 256],
+            )
+        })
+        .sum::<f64>()
+        / n as f64;
+    assert!(
+        (v["psnr_input"].as_f64().unwrap() - want_psnr).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(v["psnr"].as_f64().unwrap().is_finite() && v["ssim"].as_f64().unwrap() <= 1.0);
+    std::fs::remove_file(&json).unwrap();
+    // Bad test sets and counts.
+    let no_clean = d.join("no-clean.safetensors");
+    write_f32_tensors(&no_clean, &[("degraded", &t(&degraded, 1))]).unwrap();
+    let two_ch = d.join("two-channels.safetensors");
+    let d2: Vec<f32> = degraded.iter().chain(&degraded).copied().collect();
+    write_f32_tensors(&two_ch, &[("degraded", &t(&d2, 2)), ("clean", &t(&d2, 2))]).unwrap();
+    for (file, extra, needle) in [
+        (&no_clean, vec![], "clean"),
+        (&two_ch, vec![], "in_channels"),
+        (&set, vec!["--num-samples", "0"], "--num-samples"),
+        (&set, vec!["--num-samples", "5"], "--num-samples"),
+    ] {
+        let (ok, err) = run(args(file, &extra));
+        assert!(!ok, "{file:?} {extra:?} accepted");
+        assert!(err.contains(needle), "{file:?} {extra:?}: {err}");
+        assert!(!json.exists(), "{file:?} {extra:?} wrote a report");
+    }
+}
