@@ -17,6 +17,7 @@
 //! # Ok::<(), diffuse::Error>(())
 //! ```
 
+pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod gpu;

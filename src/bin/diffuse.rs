@@ -41,6 +41,9 @@ enum Command {
     Eval(EvalArgs),
     /// Score a restoration sampler on a test set of (degraded, clean) pairs: PSNR and SSIM.
     EvalRestore(EvalRestoreArgs),
+    /// Headless benchmarks: kernel GFLOP/s and GB/s, UNet forward latency and memory,
+    /// sampling images/s, and (--profile) a per-kernel GPU-timestamp table of one forward.
+    Bench(BenchArgs),
     /// Run one UNet2DModel forward pass (parity checks against PyTorch/diffusers).
     Forward {
         /// diffusers model folder (config.json + diffusion_pytorch_model.safetensors), or a
@@ -189,6 +192,34 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// A diffusers model folder, or `ddpm-cifar10-32` (that published architecture with
+    /// synthetic weights).
+    #[arg(long, default_value = "ddpm-cifar10-32")]
+    model: String,
+    /// f32, f16 or both.
+    #[arg(long, default_value = "both")]
+    dtype: String,
+    /// Batch sizes of the forward and sampling figures.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    batches: Vec<usize>,
+    /// Sampler and steps of the end-to-end figure (0 skips it).
+    #[arg(long, default_value = "dpm-solver++")]
+    scheduler: String,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Skip the per-kernel GEMM/conv/memory table.
+    #[arg(long)]
+    skip_kernels: bool,
+    /// Print a per-kernel GPU-timestamp table of one forward at the first batch size.
+    #[arg(long)]
+    profile: bool,
+    /// Also write everything as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct EvalRestoreArgs {
     #[command(flatten)]
     r: RestoreSamplerArgs,
@@ -228,6 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,
         Command::EvalRestore(a) => eval_restore(&opts, a)?,
+        Command::Bench(a) => bench(&opts, a)?,
         Command::Forward {
             model,
             input,
@@ -709,6 +741,107 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
             "backend": format!("{:?}", info.backend), "driver": info.driver,
         });
         write_atomic(p, &format!("{v:#}\n"))?;
+    }
+    Ok(())
+}
+
+/// `diffuse bench`: headless benchmark tables (and JSON), adapter and driver first.
+fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
+    use diffuse::bench;
+    let dtypes = match a.dtype.as_str() {
+        "f32" => vec![DType::F32],
+        "f16" => vec![DType::F16],
+        "both" => vec![DType::F32, DType::F16],
+        o => {
+            return Err(arg_error(
+                "bench",
+                "--dtype",
+                format!("`{o}` (f32, f16, both)"),
+            ))
+        }
+    };
+    if a.batches.is_empty() || a.batches.contains(&0) {
+        return Err(arg_error(
+            "bench",
+            "--batches",
+            "batch sizes must be positive".into(),
+        ));
+    }
+    let folder = a.model != "ddpm-cifar10-32";
+    let cfg = if a.steps > 0 {
+        let base = if folder {
+            let p = diffuse::load::resolve_model_dir(Path::new(&a.model), "unet")?
+                .join(diffuse::load::SCHEDULER_CONFIG);
+            p.is_file()
+                .then(|| diffuse::schedule::config::SchedulerConfig::from_file(&p))
+                .transpose()?
+        } else {
+            None
+        };
+        Some(diffuse::schedule::config::SchedulerConfig::named(
+            &a.scheduler,
+            base.as_ref(),
+        )?)
+    } else {
+        None
+    };
+    let gpu = Gpu::new(opts)?;
+    let info = gpu.info().clone();
+    println!("{info}");
+    let mut rows = Vec::new();
+    let mut profile = Vec::new();
+    for &dt in &dtypes {
+        let gemm = bench::gemm_rate(&gpu, dt)?;
+        println!("GEMM 1024³ {dt:?}: {gemm:.2} GFLOP/s");
+        if !a.skip_kernels {
+            rows.extend(bench::kernel_rows(&gpu, dt)?);
+        }
+        let model = if folder {
+            UNet2DModel::from_dir(&gpu, Path::new(&a.model), dt)?
+        } else {
+            bench::cifar10_model(&gpu, dt)?
+        };
+        let name = if folder {
+            Path::new(&a.model)
+                .file_name()
+                .map_or(a.model.clone(), |f| f.to_string_lossy().to_string())
+        } else {
+            a.model.clone()
+        };
+        rows.extend(bench::forward_rows(
+            &gpu, &name, &model, &a.batches, gemm, 3,
+        )?);
+        if let Some(cfg) = &cfg {
+            rows.extend(bench::sampling_rows(
+                &gpu, &name, &model, cfg, &a.batches, a.steps,
+            )?);
+        }
+        if a.profile {
+            let p = bench::profile_forward(&gpu, &model, a.batches[0])?;
+            println!(
+                "\nprofile of one {name} forward, batch {}, {dt:?} (GPU timestamps per dispatch):",
+                a.batches[0]
+            );
+            println!("{:>9} {:>6} {:>5}  kernel", "ms", "share", "count");
+            for r in &p {
+                println!(
+                    "{:>9.3} {:>5.1}% {:>5}  {}",
+                    r.seconds * 1e3,
+                    100.0 * r.share,
+                    r.dispatches,
+                    r.label
+                );
+            }
+            profile.extend(p);
+        }
+    }
+    println!();
+    bench::print_rows(&rows);
+    if let Some(p) = &a.json {
+        write_atomic(
+            p,
+            &format!("{:#}\n", bench::report_json(&info, &rows, &profile)),
+        )?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ pub mod shader;
 
 pub use kernels::{KernelCache, KernelKey};
 pub use pool::{Allocation, Pool, PoolStats};
-pub use record::{Binding, Recorder, Recording};
+pub use record::{Binding, DispatchTime, Recorder, Recording};
 pub use shader::{F16Mode, Processed};
 
 use crate::error::{Error, Result};

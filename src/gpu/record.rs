@@ -218,6 +218,16 @@ fn check_aliasing(kernel: &Kernel, storage: &[Binding], key: &KernelKey) -> Resu
     Ok(())
 }
 
+/// One dispatch's GPU time from [`Recording::profile`].
+#[derive(Debug, Clone)]
+pub struct DispatchTime {
+    /// The kernel variant (family, entry, dtype, defines).
+    pub label: String,
+    pub family: &'static str,
+    pub workgroups: u64,
+    pub seconds: f64,
+}
+
 /// A finished batch of dispatches; see the module doc.
 pub struct Recording {
     items: Vec<(Arc<Kernel>, wgpu::BindGroup, [u32; 3])>,
@@ -258,6 +268,90 @@ impl Recording {
             pass.set_bind_group(0, bg, &[]);
             pass.dispatch_workgroups(g[0], g[1], g[2]);
         }
+    }
+
+    /// Runs the recording once with a GPU timestamp around every dispatch (each in its own
+    /// compute pass) and returns (kernel label, workgroups, seconds) per dispatch, in order.
+    /// Needs the adapter's TIMESTAMP_QUERY feature; waits for the device.
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<DispatchTime>> {
+        let dev_err = |reason: String| Error::Device {
+            adapter: gpu.info().name.clone(),
+            reason,
+        };
+        if !gpu.info().timestamps {
+            return Err(dev_err(
+                "the adapter has no timestamp queries (TIMESTAMP_QUERY); --profile needs them"
+                    .into(),
+            ));
+        }
+        let period = gpu.queue().get_timestamp_period() as f64 * 1e-9;
+        let mut out = Vec::with_capacity(self.items.len());
+        // Query sets hold at most 4096 timestamps: profile in chunks of 2048 dispatches.
+        for chunk in self.items.chunks(2048) {
+            let count = 2 * chunk.len() as u32;
+            let qs = gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("diffuse-profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            });
+            let bytes = 8 * count as u64;
+            let resolve = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("diffuse-profile-resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("diffuse-profile-read"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut enc = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            for (i, (k, bg, g)) in chunk.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("diffuse-profile"),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &qs,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                pass.set_pipeline(&k.pipeline);
+                pass.set_bind_group(0, bg, &[]);
+                pass.dispatch_workgroups(g[0], g[1], g[2]);
+            }
+            enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+            gpu.queue().submit([enc.finish()]);
+            let (tx, rx) = std::sync::mpsc::channel();
+            read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            gpu.wait()?;
+            rx.recv()
+                .map_err(|e| dev_err(e.to_string()))?
+                .map_err(|e| dev_err(e.to_string()))?;
+            let ticks: Vec<u64> = {
+                let view = read
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| dev_err(e.to_string()))?;
+                bytemuck::pod_collect_to_vec(&view[..])
+            };
+            for (i, (k, _, g)) in chunk.iter().enumerate() {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+                out.push(DispatchTime {
+                    label: k.key.label(),
+                    family: k.key.family,
+                    workgroups: g[0] as u64 * g[1] as u64 * g[2] as u64,
+                    seconds: dt,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Rewrites the parameters of dispatch `index` (same size as recorded) before a replay.

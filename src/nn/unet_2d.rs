@@ -439,6 +439,12 @@ impl UNetForward {
         self.output.to_vec_f32(gpu)
     }
 
+    /// Runs the forward once on the current inputs with a GPU timestamp per dispatch (the
+    /// time and labels must have been set by a previous [`UNetForward::run`]).
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<crate::gpu::DispatchTime>> {
+        self.recording.profile(gpu)
+    }
+
     /// Number of recorded dispatches.
     pub fn dispatches(&self) -> usize {
         self.recording.len()

@@ -1,0 +1,286 @@
+//! Floor 6: the headless benchmarks behind `diffuse bench` and `cargo bench` — per-kernel
+//! GFLOP/s and GB/s, UNet2DModel forward latency, end-to-end sampling throughput, memory
+//! high-water marks, and a per-kernel GPU-timestamp profile of one forward. Each figure is the
+//! best of several timed submissions after a warm-up that compiles the pipelines; the clock is
+//! read after the device is idle. Machines are noisy: compare ratios within one run.
+
+mod model;
+
+pub use model::{forward_rows, profile_forward, sampling_rows, ProfileRow};
+
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuInfo, Recorder};
+use crate::ops::conv2d::Conv2dArgs;
+use crate::ops::elementwise::Unary;
+use crate::ops::{self, rng::Philox};
+use crate::tensor::{DType, Tensor};
+use std::time::Instant;
+
+/// google/ddpm-cifar10-32's published `config.json` (35.7 M parameters), the CIFAR-size UNet of
+/// the performance targets; benchmarked with synthetic weights ([`crate::load::RandomWeights`]).
+pub const DDPM_CIFAR10_CONFIG: &str = r#"{
+  "_class_name": "UNet2DModel", "act_fn": "silu", "attention_head_dim": null,
+  "block_out_channels": [128, 256, 256, 256], "center_input_sample": false,
+  "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+  "downsample_padding": 0, "flip_sin_to_cos": false, "freq_shift": 1, "in_channels": 3,
+  "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-06, "norm_num_groups": 32,
+  "out_channels": 3, "sample_size": 32, "time_embedding_type": "positional",
+  "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+}"#;
+
+/// The ddpm-cifar10-32 architecture with synthetic weights.
+pub fn cifar10_model(gpu: &Gpu, dt: DType) -> Result<crate::nn::unet_2d::UNet2DModel> {
+    let v: serde_json::Value =
+        serde_json::from_str(DDPM_CIFAR10_CONFIG).map_err(|e| crate::error::Error::Config {
+            file: "ddpm-cifar10-32".into(),
+            field: "(root)".into(),
+            reason: e.to_string(),
+        })?;
+    let cfg = crate::nn::config::UNet2DConfig::from_json(&v, "ddpm-cifar10-32")?;
+    crate::nn::unet_2d::UNet2DModel::load(gpu, cfg, &crate::load::RandomWeights { seed: 1 }, dt)
+}
+
+const REPS: usize = 8;
+const TRIES: usize = 5;
+
+type RecordFn<'a> = Box<dyn Fn(&mut Recorder<'_>) -> Result<()> + 'a>;
+
+/// One benchmark figure.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub kind: &'static str,
+    pub name: String,
+    pub dtype: DType,
+    pub ms: f64,
+    pub rate: f64,
+    pub unit: &'static str,
+    pub note: String,
+}
+
+impl Row {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"kind": self.kind, "name": self.name, "dtype": format!("{:?}", self.dtype),
+            "ms": self.ms, "rate": self.rate, "unit": self.unit, "note": self.note})
+    }
+}
+
+/// Seconds per op: the best of `TRIES` submissions of a recording repeating the op `REPS` times.
+pub fn time_op(gpu: &Gpu, f: &dyn Fn(&mut Recorder<'_>) -> Result<()>) -> Result<f64> {
+    let mut rec = gpu.recorder();
+    for _ in 0..REPS {
+        f(&mut rec)?;
+    }
+    let recording = rec.finish()?;
+    recording.submit(gpu);
+    gpu.wait()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..TRIES {
+        let t = Instant::now();
+        recording.submit(gpu);
+        gpu.wait()?;
+        best = best.min(t.elapsed().as_secs_f64() / REPS as f64);
+    }
+    Ok(best)
+}
+
+fn rand_tensor(gpu: &Gpu, name: &str, shape: &[usize], dt: DType) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    Tensor::from_f32(gpu, name, shape, &v, dt)
+}
+
+/// GFLOP/s of a 1024³ GEMM (the reference rate the model figures are compared with).
+pub fn gemm_rate(gpu: &Gpu, dt: DType) -> Result<f64> {
+    let n = 1024;
+    let a = rand_tensor(gpu, "a", &[n, n], dt)?;
+    let b = rand_tensor(gpu, "b", &[n, n], dt)?;
+    let c = Tensor::empty(gpu, "c", &[n, n], dt)?;
+    let s = time_op(gpu, &|rec| {
+        ops::gemm::matmul(rec, &a, &b, None, &c, false, 1.0)
+    })?;
+    Ok(2.0 * (n * n * n) as f64 / s / 1e9)
+}
+
+/// GEMM and conv2d GFLOP/s on UNet-like shapes (each conv beside a GEMM of the same M·N·K)
+/// and GB/s of the memory-bound kernels, for one dtype.
+pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    // GEMM: (batch, M, N, K, trans_b)
+    for (b, m, n, k, tb) in [
+        (1, 1024, 1024, 1024, false),
+        (1, 4096, 128, 128, true),
+        (1, 1024, 512, 512, true),
+        (4, 1024, 1024, 32, true),
+    ] {
+        let a = rand_tensor(gpu, "a", &[b, m, k], dt)?;
+        let bt = rand_tensor(gpu, "b", &if tb { [n, k] } else { [k, n] }, dt)?;
+        let c = Tensor::empty(gpu, "c", &[b, m, n], dt)?;
+        let s = time_op(gpu, &|rec| {
+            ops::gemm::matmul(rec, &a, &bt, None, &c, tb, 1.0)
+        })?;
+        let flops = 2.0 * (b * m * n * k) as f64;
+        rows.push(Row {
+            kind: "gemm",
+            name: format!("b{b} {m}x{n}x{k}{}", if tb { " Bᵀ" } else { "" }),
+            dtype: dt,
+            ms: s * 1e3,
+            rate: flops / s / 1e9,
+            unit: "GFLOP/s",
+            note: String::new(),
+        });
+    }
+    // conv2d beside a GEMM of the same M = Cout, N = batch·Ho·Wo, K = Cin·9.
+    for (nb, cin, hw, cout, stride) in [
+        (8, 64, 32, 64, 1),
+        (8, 128, 16, 128, 1),
+        (4, 32, 64, 32, 1),
+        (8, 64, 32, 64, 2),
+    ] {
+        let x = rand_tensor(gpu, "x", &[nb, cin, hw, hw], dt)?;
+        let w = rand_tensor(gpu, "w", &[cout, cin, 3, 3], dt)?;
+        let bias = rand_tensor(gpu, "bias", &[cout], dt)?;
+        let ho = (hw + 2 - 3) / stride + 1;
+        let y = Tensor::empty(gpu, "y", &[nb, cout, ho, ho], dt)?;
+        let args = Conv2dArgs {
+            stride,
+            padding: 1,
+            extra_end: 0,
+        };
+        let s = time_op(gpu, &|rec| {
+            ops::conv2d::conv2d(rec, &x, &w, Some(&bias), &y, args)
+        })?;
+        let (m, n, k) = (cout, nb * ho * ho, cin * 9);
+        let flops = 2.0 * (m * n * k) as f64;
+        let ga = rand_tensor(gpu, "ga", &[m, k], dt)?;
+        let gb = rand_tensor(gpu, "gb", &[n, k], dt)?;
+        let gc = Tensor::empty(gpu, "gc", &[m, n], dt)?;
+        let sg = time_op(gpu, &|rec| {
+            ops::gemm::matmul(rec, &ga, &gb, None, &gc, true, 1.0)
+        })?;
+        rows.push(Row {
+            kind: "conv2d",
+            name: format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s{stride}"),
+            dtype: dt,
+            ms: s * 1e3,
+            rate: flops / s / 1e9,
+            unit: "GFLOP/s",
+            note: format!(
+                "{:.0}% of GEMM {m}x{n}x{k} ({:.2} GFLOP/s)",
+                100.0 * sg / s,
+                flops / sg / 1e9
+            ),
+        });
+    }
+    // Memory-bound kernels on a [8, 128, 64, 64] activation (4 Mi elements).
+    let shape = [8, 128, 64, 64];
+    let n: usize = shape.iter().product();
+    let esz = dt.size() as f64;
+    let x = rand_tensor(gpu, "x", &shape, dt)?;
+    let y = rand_tensor(gpu, "y", &shape, dt)?;
+    let gamma = rand_tensor(gpu, "gamma", &[128], dt)?;
+    let beta = rand_tensor(gpu, "beta", &[128], dt)?;
+    let half = rand_tensor(gpu, "half", &[8, 64, 64, 64], dt)?;
+    let up_in = rand_tensor(gpu, "up_in", &[8, 128, 32, 32], dt)?;
+    let bcast = rand_tensor(gpu, "bcast", &[8, 128, 1, 1], dt)?;
+    let mem: Vec<(&str, f64, RecordFn)> = vec![
+        (
+            "silu",
+            2.0,
+            Box::new(|rec| ops::elementwise::unary(rec, Unary::Silu, &x, &y)),
+        ),
+        (
+            "add (same shape)",
+            3.0,
+            Box::new(|rec| {
+                ops::elementwise::binary(rec, ops::elementwise::Binary::Add, &x, &x, &y)
+            }),
+        ),
+        (
+            "add (+[N,C,1,1] broadcast)",
+            2.0,
+            Box::new(|rec| {
+                ops::elementwise::binary(rec, ops::elementwise::Binary::Add, &x, &bcast, &y)
+            }),
+        ),
+        (
+            "axpby",
+            3.0,
+            Box::new(|rec| ops::elementwise::axpby(rec, 0.5, &x, 0.5, &y)),
+        ),
+        (
+            "group_norm+silu (32 groups)",
+            4.0,
+            Box::new(|rec| ops::group_norm::group_norm(rec, &x, &gamma, &beta, &y, 32, 1e-5, true)),
+        ),
+        (
+            "concat channels",
+            2.0,
+            Box::new(|rec| ops::concat::concat_channels(rec, &half, &half, &y)),
+        ),
+        (
+            "upsample nearest 2x",
+            1.25,
+            Box::new(|rec| ops::resample::upsample_nearest(rec, &up_in, &y, 2)),
+        ),
+        (
+            "philox normal",
+            1.0,
+            Box::new(|rec| {
+                ops::rng::fill(
+                    rec,
+                    ops::rng::Distribution::Normal,
+                    Philox { seed: 1, stream: 0 },
+                    0,
+                    &y,
+                )
+            }),
+        ),
+    ];
+    for (name, passes, f) in &mem {
+        let s = time_op(gpu, f.as_ref())?;
+        rows.push(Row {
+            kind: "memory",
+            name: format!("{name} {shape:?}"),
+            dtype: dt,
+            ms: s * 1e3,
+            rate: passes * n as f64 * esz / s / 1e9,
+            unit: "GB/s",
+            note: format!("{passes} passes over the tensor"),
+        });
+    }
+
+    Ok(rows)
+}
+
+/// Prints rows as an aligned table.
+pub fn print_rows(rows: &[Row]) {
+    println!(
+        "{:<8} {:<44} {:<4} {:>10} {:>10}  note",
+        "kind", "what", "dt", "ms", "rate"
+    );
+    for r in rows {
+        println!(
+            "{:<8} {:<44} {:<4} {:>10.3} {:>8.2} {:<9} {}",
+            r.kind,
+            r.name,
+            format!("{:?}", r.dtype),
+            r.ms,
+            r.rate,
+            r.unit,
+            r.note
+        );
+    }
+}
+
+/// The JSON report: adapter, backend, driver, and every row.
+pub fn report_json(info: &GpuInfo, rows: &[Row], profile: &[ProfileRow]) -> serde_json::Value {
+    serde_json::json!({
+        "adapter": info.name,
+        "backend": format!("{:?}", info.backend),
+        "driver": format!("{} {}", info.driver, info.driver_info),
+        "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "profile": profile.iter().map(ProfileRow::json).collect::<Vec<_>>(),
+    })
+}
