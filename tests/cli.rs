@@ -891,3 +891,38 @@ fn eval_restore_reports_psnr_ssim_and_refuses_bad_test_sets() {
         assert!(!json.exists(), "{file:?} {extra:?} wrote a report");
     }
 }
+
+#[test]
+fn bench_reports_adapter_forward_and_sampling_as_json() {
+    let d = scratch("bench");
+    let json = d.join("bench.json");
+    let model = golden("unet_ddpm_like");
+    let (ok, err) = diffuse(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--dtype",
+        "f32",
+        "--batches",
+        "1",
+        "--steps",
+        "2",
+        "--skip-kernels",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(v["adapter"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    let kinds: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["forward", "sampling"], "{v}");
+    assert!(v["results"][0]["rate"].as_f64().unwrap() > 0.0);
+    let (ok, err) = diffuse(&["bench", "--dtype", "f64", "--steps", "0"]);
+    assert!(!ok && err.contains("--dtype"), "{err}");
+}

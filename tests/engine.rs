@@ -283,3 +283,41 @@ fn no_adapter_error_says_what_to_install() {
         "{m}"
     );
 }
+
+#[test]
+fn profile_times_every_dispatch_in_order() {
+    use diffuse::ops::elementwise::{binary, unary, Binary, Unary};
+    let gpu = common::gpu();
+    if !gpu.info().timestamps {
+        // The error path: a clear message, no panic.
+        let r = gpu.recorder().finish().unwrap();
+        assert!(r
+            .profile(gpu)
+            .unwrap_err()
+            .to_string()
+            .contains("timestamp"));
+        return;
+    }
+    let x = diffuse::Tensor::from_f32(gpu, "x", &[64, 64], &vec![0.5; 4096], diffuse::DType::F32)
+        .unwrap();
+    let y = diffuse::Tensor::empty(gpu, "y", &[64, 64], diffuse::DType::F32).unwrap();
+    let z = diffuse::Tensor::empty(gpu, "z", &[64, 64], diffuse::DType::F32).unwrap();
+    let mut rec = gpu.recorder();
+    unary(&mut rec, Unary::Silu, &x, &y).unwrap();
+    binary(&mut rec, Binary::Add, &x, &y, &z).unwrap();
+    diffuse::ops::gemm::matmul(&mut rec, &x, &y, None, &z, false, 1.0).unwrap();
+    let r = rec.finish().unwrap();
+    let times = r.profile(gpu).unwrap();
+    let fams: Vec<&str> = times.iter().map(|t| t.family).collect();
+    assert_eq!(fams, ["elementwise", "elementwise", "gemm"]);
+    assert!(times.iter().all(|t| t.seconds >= 0.0 && t.workgroups > 0));
+    assert!(times.iter().map(|t| t.seconds).sum::<f64>() > 0.0);
+    // The profiled run computed the same result as a plain submission would.
+    let want = 64.0 * 0.5 * (0.5 / (1.0 + (-0.5f32).exp()));
+    let got = z.to_vec_f32(gpu).unwrap();
+    assert!(
+        got.iter().all(|v| (v - want).abs() < 1e-4),
+        "{} vs {want}",
+        got[0]
+    );
+}
