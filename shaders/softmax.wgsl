@@ -1,5 +1,9 @@
-// Row softmax: y[r, :] = softmax(scale · x[r, :]). One workgroup per row: max, then the sum of
-// shifted exponentials, then the normalised write. f32 statistics. WG must be a power of two.
+// Row softmax: y[r, :] = softmax(scale · x[r, :]): max, then the sum of shifted exponentials,
+// then the normalised write; f32 statistics. Two layouts:
+// - default: one workgroup per row, tree reductions in workgroup memory (WG a power of two);
+// - ROW_PER_THREAD: one invocation per row, three serial passes, no barriers — faster where
+//   barriers are expensive and rows are short (CPU adapters such as lavapipe, attention over
+//   ≤ a few thousand tokens).
 
 struct Params {
   rows: u32,
@@ -12,6 +16,23 @@ struct Params {
 #tensor 1 x read    // [rows, cols] row-major (e.g. attention scores [B·heads·Lq, Lk])
 #tensor 2 y write   // [rows, cols]
 
+#if ROW_PER_THREAD
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.y * nwg.x + wid.x) * ${WG}u + lid;
+  if (row >= p.rows) { return; }
+  let base = row * p.cols;
+  var m = -3.4028235e38;
+  for (var i = 0u; i < p.cols; i = i + 1u) { m = max(m, p.scale * x_ld(base + i)); }
+  var s = 0.0;
+  for (var i = 0u; i < p.cols; i = i + 1u) { s += exp(p.scale * x_ld(base + i) - m); }
+  let inv = 1.0 / s;
+  for (var i = 0u; i < p.cols; i = i + 1u) {
+    y_st(base + i, exp(p.scale * x_ld(base + i) - m) * inv);
+  }
+}
+#else
 var<workgroup> red: array<f32, ${WG}>;
 
 fn wg_reduce(v: f32, lid: u32, is_max: bool) -> f32 {
@@ -44,3 +65,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
   }
 }
+#endif

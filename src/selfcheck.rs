@@ -366,7 +366,7 @@ pub fn group_norm(
     ))
 }
 
-/// softmax(scale · x) over rows of `cols`.
+/// softmax(scale · x) over rows of `cols`, in the adapter's default layout.
 pub fn softmax(
     gpu: &Gpu,
     rows: usize,
@@ -375,14 +375,28 @@ pub fn softmax(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
+    let layout = ops::softmax::default_layout(gpu.info().device_type, cols);
+    softmax_layout(gpu, rows, cols, scale, dt, seed, layout)
+}
+
+/// softmax(scale · x) over rows of `cols` in the given kernel layout.
+pub fn softmax_layout(
+    gpu: &Gpu,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    dt: DType,
+    seed: u64,
+    layout: ops::softmax::Layout,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let xv = rng.values(rows * cols, -4.0, 4.0, dt);
     let x = upload(gpu, "x", &[rows, cols], &xv, dt)?;
     let y = Tensor::empty(gpu, "y", &[rows, cols], dt)?;
-    gpu.run(|rec| ops::softmax::softmax(rec, &x, &y, scale))?;
+    gpu.run(|rec| ops::softmax::softmax_with(rec, &x, &y, scale, layout))?;
     let want = r::softmax(&widen(&xv), cols, scale as f64);
     Ok(check(
-        format!("softmax {rows}x{cols} {dt:?}"),
+        format!("softmax {rows}x{cols} {dt:?} {layout:?}"),
         &y.to_vec_f32(gpu)?,
         &want,
         1e-6,

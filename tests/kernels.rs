@@ -285,17 +285,15 @@ fn softmax_random_shapes() {
                 (5, 257),
                 (rng.range(1, 40), rng.range(1, 700)),
             ] {
-                checks.push(
-                    sc::softmax(
-                        gpu,
-                        rows,
-                        cols,
-                        rng.uniform(0.05, 2.0) as f32,
-                        dt,
-                        rng.next_u64(),
-                    )
-                    .unwrap(),
-                );
+                let (scale, seed) = (rng.uniform(0.05, 2.0) as f32, rng.next_u64());
+                for layout in [
+                    diffuse::ops::softmax::Layout::Workgroup,
+                    diffuse::ops::softmax::Layout::RowPerThread,
+                ] {
+                    checks.push(
+                        sc::softmax_layout(gpu, rows, cols, scale, dt, seed, layout).unwrap(),
+                    );
+                }
             }
         }
     }

@@ -238,6 +238,27 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             }),
         ),
     ];
+    // Attention softmax (4 heads × 196 tokens, the shipped Fashion-MNIST UNets' 14×14 level,
+    // batch 8) in both kernel layouts, side by side.
+    let scores = rand_tensor(gpu, "scores", &[8 * 4 * 196, 196], dt)?;
+    let probs = Tensor::empty(gpu, "probs", &[8 * 4 * 196, 196], dt)?;
+    for layout in [
+        ops::softmax::Layout::Workgroup,
+        ops::softmax::Layout::RowPerThread,
+    ] {
+        let s = time_op(gpu, &|rec| {
+            ops::softmax::softmax_with(rec, &scores, &probs, 0.25, layout)
+        })?;
+        rows.push(Row {
+            kind: "memory",
+            name: format!("softmax {layout:?} [6272, 196]"),
+            dtype: dt,
+            ms: s * 1e3,
+            rate: 2.0 * scores.numel() as f64 * esz / s / 1e9,
+            unit: "GB/s",
+            note: "2 passes over the tensor".into(),
+        });
+    }
     for (name, passes, f) in &mem {
         let s = time_op(gpu, f.as_ref())?;
         rows.push(Row {

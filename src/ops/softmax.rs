@@ -9,6 +9,29 @@ use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup (one workgroup per row).
 pub const WG: u32 = 256;
+/// Rows per workgroup of the row-per-invocation layout.
+pub const WG_ROWS: u32 = 64;
+
+/// Which kernel layout computes the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One workgroup per row with tree reductions.
+    Workgroup,
+    /// One invocation per row, no barriers.
+    RowPerThread,
+}
+
+/// The layout [`softmax`] picks: rows per invocation on CPU adapters (barriers are expensive
+/// there: 34× faster on a [6272, 196] attention softmax on lavapipe, see benches/README.md)
+/// when rows are short,
+/// workgroup reductions elsewhere.
+pub fn default_layout(device: wgpu::DeviceType, cols: usize) -> Layout {
+    if device == wgpu::DeviceType::Cpu && cols <= 4096 {
+        Layout::RowPerThread
+    } else {
+        Layout::Workgroup
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -20,17 +43,35 @@ struct Params {
 }
 
 /// The kernel key.
-pub fn key(dt: DType) -> KernelKey {
-    KernelKey::new("softmax", "main", dt, [WG, 1, 1])
+pub fn key(dt: DType, layout: Layout) -> KernelKey {
+    match layout {
+        Layout::Workgroup => KernelKey::new("softmax", "main", dt, [WG, 1, 1]),
+        Layout::RowPerThread => {
+            KernelKey::new("softmax", "main", dt, [WG_ROWS, 1, 1]).flag("ROW_PER_THREAD", true)
+        }
+    }
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt)]
+    vec![key(dt, Layout::Workgroup), key(dt, Layout::RowPerThread)]
 }
 
-/// y = softmax(scale · x) along the last dimension.
+/// y = softmax(scale · x) along the last dimension, in the adapter's default layout.
 pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Result<()> {
+    let cols = *x.shape().last().unwrap_or(&1);
+    let layout = default_layout(rec.gpu().info().device_type, cols);
+    softmax_with(rec, x, y, scale, layout)
+}
+
+/// [`softmax`] in an explicit layout.
+pub fn softmax_with(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    scale: f32,
+    layout: Layout,
+) -> Result<()> {
     const OP: &str = "softmax";
     nonempty(OP, x)?;
     same_dtype(OP, x, y)?;
@@ -44,8 +85,12 @@ pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Re
         scale,
         _p: 0,
     };
-    let g = grid_1d(gpu, OP, rows as u64)?;
+    let groups = match layout {
+        Layout::Workgroup => rows as u64,
+        Layout::RowPerThread => (rows as u64).div_ceil(WG_ROWS as u64),
+    };
+    let g = grid_1d(gpu, OP, groups)?;
     let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(x.dtype(), layout), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }
