@@ -21,10 +21,9 @@ pub enum Layout {
     RowPerThread,
 }
 
-/// The layout [`softmax`] picks: rows per invocation on CPU adapters (barriers are expensive
-/// there: 34× faster on a [6272, 196] attention softmax on lavapipe, see benches/README.md)
-/// when rows are short,
-/// workgroup reductions elsewhere.
+/// The layout [`softmax`] picks: rows per invocation on CPU adapters when rows are short
+/// (barriers are expensive there: 34× faster on a [6272, 196] attention softmax on lavapipe,
+/// see benches/README.md), workgroup reductions elsewhere.
 pub fn default_layout(device: wgpu::DeviceType, cols: usize) -> Layout {
     if device == wgpu::DeviceType::Cpu && cols <= 4096 {
         Layout::RowPerThread
