@@ -3,13 +3,16 @@
 // owns CB (4 or 8) output channels × 4 consecutive output pixels (register block), f32 accumulation.
 //
 // Defines: CB = 4 | 8 output channels per invocation (CB8 set when 8), VEC4 (host checked K = Cin·kh·kw % 4 == 0: weights read four k at a time), BIAS.
+// Fused epilogue: y = (acc + bias[co] + t[n, co] (ADD_NC) + r[n, co, p] (RESIDUAL)) · out_scale —
+// a ResnetBlock2D's time-embedding add after conv1 and its residual add and output scale after
+// conv2, without extra dispatches.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
 
 struct Params {
   cin: u32, h: u32, w: u32, cout: u32,
   ho: u32, wo: u32, kh: u32, kw: u32,
   stride: u32, pad: u32, k: u32, hw_out: u32,
-  x_bs: u32, y_bs: u32, _p0: u32, _p1: u32,
+  x_bs: u32, y_bs: u32, out_scale: f32, _p1: u32,
 }
 #uniform Params
 
@@ -22,6 +25,12 @@ struct Params {
 #tensor 3 y write       // [N, Cout, Ho, Wo] output
 #if BIAS
 #tensor 4 bias read     // [Cout]
+#endif
+#if ADD_NC
+#tensor 5 tnc read      // [N, Cout] added per sample and channel
+#endif
+#if RESIDUAL
+#tensor 6 res read      // [N, Cout, Ho, Wo] added element-wise (must not alias y)
 #endif
 
 // Input values at kernel tap (ci, ky, kx) for the invocation's 4 pixels (zero outside).
@@ -165,8 +174,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 #if BIAS
     b = bias_ld(co);
 #endif
+#if ADD_NC
+    b = b + tnc_ld(n * p.cout + co);
+#endif
     for (var j = 0u; j < 4u; j = j + 1u) {
-      if (p0 + j < p.hw_out) { y_st(yb + co * p.hw_out + p0 + j, accs[r][j] + b); }
+      if (p0 + j < p.hw_out) {
+        let o = yb + co * p.hw_out + p0 + j;
+        var v = accs[r][j] + b;
+#if RESIDUAL
+        v = v + res_ld(o);
+#endif
+        y_st(o, v * p.out_scale);
+      }
     }
   }
 }

@@ -320,6 +320,63 @@ pub fn conv2d(
     ))
 }
 
+/// conv2d with the fused epilogue: (conv + bias + t[n, co] + residual) · scale, 3×3 same.
+pub fn conv2d_epilogue(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    cout: usize,
+    scale: f32,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let args = Conv2dArgs {
+        stride: 1,
+        padding: 1,
+        extra_end: 0,
+    };
+    let ws = [cout, xs[1], 3, 3];
+    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
+    let wv = rng.values(ws.iter().product(), -1.0, 1.0, dt);
+    let bv = rng.values(cout, -1.0, 1.0, dt);
+    let (conv, ys) = r::conv2d(
+        &widen(&xv),
+        xs,
+        &widen(&wv),
+        ws,
+        Some(widen(&bv).as_slice()),
+        args,
+    );
+    let tv = rng.values(xs[0] * cout, -1.0, 1.0, dt);
+    let rv = rng.values(conv.len(), -1.0, 1.0, dt);
+    let hw = ys[2] * ys[3];
+    let want: Vec<f64> = conv
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c + tv[i / hw] as f64 + rv[i] as f64) * scale as f64)
+        .collect();
+    let x = upload(gpu, "x", &xs, &xv, dt)?;
+    let w = upload(gpu, "weight", &ws, &wv, dt)?;
+    let b = upload(gpu, "bias", &[cout], &bv, dt)?;
+    let t = upload(gpu, "temb", &[xs[0], cout], &tv, dt)?;
+    let res = upload(gpu, "residual", &ys, &rv, dt)?;
+    let y = Tensor::empty(gpu, "y", &ys, dt)?;
+    let epi = ops::conv2d::Epilogue {
+        add_nc: Some(&t),
+        residual: Some(&res),
+        scale,
+    };
+    gpu.run(|rec| ops::conv2d::conv2d_fused(rec, &x, &w, Some(&b), &y, args, epi))?;
+    let k = xs[1] * 9;
+    Ok(check(
+        format!("conv2d+epilogue {xs:?} -> {cout} scale {scale} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        1e-6 + 5e-7 * k as f64,
+        out_rtol(dt, 0.0),
+    ))
+}
+
 /// GroupNorm (+ SiLU) of x [N, C, H, W].
 pub fn group_norm(
     gpu: &Gpu,

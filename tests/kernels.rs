@@ -178,6 +178,13 @@ fn conv2d_random_shapes() {
     let mut rng = TestRng(5);
     for gpu in gpus() {
         for dt in DTYPES {
+            for (xs, cout, scale) in [
+                ([2, 4, 8, 8], 8, 1.0f32),
+                ([1, 3, 5, 7], 5, 0.5),
+                ([3, 8, 6, 4], 12, 1.0 / 1.414),
+            ] {
+                checks.push(sc::conv2d_epilogue(gpu, xs, cout, scale, dt, rng.next_u64()).unwrap());
+            }
             let mut cases: Vec<([usize; 4], usize, usize, usize, usize)> = vec![
                 ([1, 1, 1, 1], 1, 1, 1, 0),   // 1×1 spatial, 1×1 kernel
                 ([2, 3, 1, 1], 5, 3, 1, 1),   // 1×1 spatial, 3×3 kernel with padding

@@ -76,18 +76,30 @@ pub struct Conv2d {
 impl Conv2d {
     /// y = conv(x); the output is a new activation named `name`.
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, name: &str) -> Result<Tensor> {
+        self.forward_fused(g, x, name, ops::conv2d::Epilogue::default())
+    }
+
+    /// y = (conv(x) + epilogue adds) · scale in one dispatch (see [`ops::conv2d::Epilogue`]).
+    pub fn forward_fused(
+        &self,
+        g: &mut Graph<'_>,
+        x: &Tensor,
+        name: &str,
+        epi: ops::conv2d::Epilogue<'_>,
+    ) -> Result<Tensor> {
         let s = x.shape();
         let k = self.weight.shape()[2];
         let (ho, wo) = ops::conv2d::output_size(x, s[2], s[3], k, k, self.args)?;
         let y = g.alloc(name, &[s[0], self.cout, ho, wo])?;
         g.flops += 2 * (s[0] * self.cout * ho * wo * s[1] * k * k) as u64;
-        ops::conv2d::conv2d(
+        ops::conv2d::conv2d_fused(
             &mut g.rec,
             x,
             &self.weight,
             self.bias.as_ref(),
             &y,
             self.args,
+            epi,
         )?;
         Ok(y)
     }

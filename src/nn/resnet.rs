@@ -152,28 +152,32 @@ impl ResnetBlock2D {
             g.release(h);
             h = h2;
         }
-        let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
-        g.release(h);
         let t = self.time_emb_proj.forward(g, temb_act, "resnet.temb")?;
         let n = t.shape()[0];
         let h2 = if self.opts.scale_shift {
+            let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
+            g.release(h);
             let normed = self.norm2.forward(g, &h1, false, "resnet.norm2")?;
+            g.release(h1);
             let y = g.alloc("resnet.modulated", normed.shape())?;
             ops::elementwise::modulate(&mut g.rec, &normed, &t, &y)?;
             ops::elementwise::unary_inplace(&mut g.rec, ops::elementwise::Unary::Silu, &y)?;
             g.release(normed);
             y
         } else {
-            let t4 = t.reshape(&[n, self.out_channels, 1, 1])?;
-            let with_t = super::layers::add(g, &h1, &t4, "resnet.h_temb")?;
+            // conv1 with the time projection added per (sample, channel) in its epilogue.
+            let t2 = t.reshape(&[n, self.out_channels])?;
+            let epi = ops::conv2d::Epilogue {
+                add_nc: Some(&t2),
+                ..Default::default()
+            };
+            let with_t = self.conv1.forward_fused(g, &h, "resnet.h_temb", epi)?;
+            g.release(h);
             let y = self.norm2.forward(g, &with_t, true, "resnet.norm2")?;
             g.release(with_t);
             y
         };
-        g.release(h1);
         g.release(t);
-        let h3 = self.conv2.forward(g, &h2, "resnet.conv2")?;
-        g.release(h2);
         let shortcut = match &self.conv_shortcut {
             Some(c) => {
                 let s = c.forward(g, &input, "resnet.shortcut")?;
@@ -185,12 +189,17 @@ impl ResnetBlock2D {
             }
             None => input,
         };
-        let out = super::layers::add(g, &shortcut, &h3, "resnet.out")?;
-        g.release(h3);
+        // conv2 with the residual add and the output scale in its epilogue.
+        let epi = ops::conv2d::Epilogue {
+            add_nc: None,
+            residual: Some(&shortcut),
+            scale: (1.0 / self.opts.output_scale_factor) as f32,
+        };
+        let out = self.conv2.forward_fused(g, &h2, "resnet.out", epi)?;
+        g.release(h2);
         if input_owned {
             g.release(shortcut);
         }
-        super::layers::scale_inplace(g, &out, self.opts.output_scale_factor)?;
         Ok(out)
     }
 }

@@ -48,26 +48,56 @@ struct Params {
     hw_out: u32,
     x_bs: u32,
     y_bs: u32,
-    _p0: u32,
+    out_scale: f32,
     _p1: u32,
 }
 
 /// The kernel key for a variant.
 pub fn key(dt: DType, vec4: bool, bias: bool) -> KernelKey {
+    key_fused(dt, vec4, bias, false, false)
+}
+
+/// The kernel key with the fused epilogue's flags.
+pub fn key_fused(dt: DType, vec4: bool, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
     let cb = cout_block(dt);
     KernelKey::new("conv2d", "main", dt, WG)
         .define("CB", cb)
         .flag("CB8", cb == 8)
         .flag("VEC4", vec4)
         .flag("BIAS", bias)
+        .flag("ADD_NC", add_nc)
+        .flag("RESIDUAL", residual)
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    [(false, false), (false, true), (true, false), (true, true)]
-        .into_iter()
-        .map(|(v, b)| key(dt, v, b))
-        .collect()
+    let mut v = Vec::new();
+    for i in 0..16u32 {
+        let f = |b: u32| i & (1 << b) != 0;
+        v.push(key_fused(dt, f(0), f(1), f(2), f(3)));
+    }
+    v
+}
+
+/// Work fused into the conv's output write: y = (conv + bias + add_nc[n, co] + residual) · scale.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// [N, Cout], added per sample and output channel (a time-embedding projection).
+    pub add_nc: Option<&'a Tensor>,
+    /// [N, Cout, Ho, Wo], added element-wise (a residual branch; must not alias y).
+    pub residual: Option<&'a Tensor>,
+    /// Final multiplier (1 / output_scale_factor).
+    pub scale: f32,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Epilogue {
+            add_nc: None,
+            residual: None,
+            scale: 1.0,
+        }
+    }
 }
 
 /// Output spatial size of a convolution, or an error when the kernel does not fit.
@@ -105,6 +135,19 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     y: &Tensor,
     args: Conv2dArgs,
+) -> Result<()> {
+    conv2d_fused(rec, x, weight, bias, y, args, Epilogue::default())
+}
+
+/// [`conv2d`] with a fused epilogue (see [`Epilogue`]).
+pub fn conv2d_fused(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    args: Conv2dArgs,
+    epi: Epilogue<'_>,
 ) -> Result<()> {
     const OP: &str = "conv2d";
     nonempty(OP, x)?;
@@ -149,6 +192,29 @@ pub fn conv2d(
             return Err(shape_err(OP, b, format!("expected [{cout}]")));
         }
     }
+    if let Some(t) = epi.add_nc {
+        same_dtype(OP, x, t)?;
+        if t.numel() != n * cout {
+            return Err(shape_err(OP, t, format!("expected [{n}, {cout}]")));
+        }
+    }
+    if let Some(r) = epi.residual {
+        same_dtype(OP, x, r)?;
+        if r.shape() != [n, cout, ho, wo] {
+            return Err(shape_err(
+                OP,
+                r,
+                format!("expected {:?} (the output shape)", [n, cout, ho, wo]),
+            ));
+        }
+    }
+    if !epi.scale.is_finite() {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "scale",
+            reason: format!("{} is not finite", epi.scale),
+        });
+    }
     let k = cin * kh * kw;
     let gpu = rec.gpu();
     let p = Params {
@@ -166,7 +232,7 @@ pub fn conv2d(
         hw_out: u32_param(OP, "Ho·Wo", ho * wo)?,
         x_bs: u32_param(OP, "Cin·H·W", cin * h * w)?,
         y_bs: u32_param(OP, "Cout·Ho·Wo", cout * ho * wo)?,
-        _p0: 0,
+        out_scale: epi.scale,
         _p1: 0,
     };
     let mut binds = vec![
@@ -176,6 +242,12 @@ pub fn conv2d(
     ];
     if let Some(b) = bias {
         binds.push(b.binding(gpu, OP)?);
+    }
+    if let Some(t) = epi.add_nc {
+        binds.push(t.binding(gpu, OP)?);
+    }
+    if let Some(r) = epi.residual {
+        binds.push(r.binding(gpu, OP)?);
     }
     let groups = [
         u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
@@ -187,7 +259,13 @@ pub fn conv2d(
         u32_param(OP, "batch", n)?,
     ];
     rec.dispatch(
-        &key(x.dtype(), k % 4 == 0, bias.is_some()),
+        &key_fused(
+            x.dtype(),
+            k % 4 == 0,
+            bias.is_some(),
+            epi.add_nc.is_some(),
+            epi.residual.is_some(),
+        ),
         bytemuck::bytes_of(&p),
         binds,
         groups,
