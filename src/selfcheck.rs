@@ -289,12 +289,30 @@ pub fn conv2d(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
+    conv2d_check(gpu, xs, cout, kh, kw, args, bias, None, dt, seed)
+}
+
+/// conv2d against the f64 reference; with `epilogue = Some(scale)` also a per-(sample,
+/// channel) add and a residual add fused into the output write, times `scale`.
+#[allow(clippy::too_many_arguments)]
+fn conv2d_check(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    args: Conv2dArgs,
+    bias: bool,
+    epilogue: Option<f32>,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let ws = [cout, xs[1], kh, kw];
     let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
     let wv = rng.values(ws.iter().product(), -1.0, 1.0, dt);
     let bv = rng.values(cout, -1.0, 1.0, dt);
-    let (want, ys) = r::conv2d(
+    let (conv, ys) = r::conv2d(
         &widen(&xv),
         xs,
         &widen(&wv),
@@ -302,15 +320,36 @@ pub fn conv2d(
         bias.then_some(widen(&bv).as_slice()),
         args,
     );
+    let tv = rng.values(xs[0] * cout, -1.0, 1.0, dt);
+    let rv = rng.values(conv.len(), -1.0, 1.0, dt);
+    let hw = ys[2] * ys[3];
+    let want: Vec<f64> = match epilogue {
+        None => conv,
+        Some(scale) => conv
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c + tv[i / hw] as f64 + rv[i] as f64) * scale as f64)
+            .collect(),
+    };
     let x = upload(gpu, "x", &xs, &xv, dt)?;
     let w = upload(gpu, "weight", &ws, &wv, dt)?;
     let b = upload(gpu, "bias", &[cout], &bv, dt)?;
+    let t = upload(gpu, "temb", &[xs[0], cout], &tv, dt)?;
+    let res = upload(gpu, "residual", &ys, &rv, dt)?;
     let y = Tensor::empty(gpu, "y", &ys, dt)?;
-    gpu.run(|rec| ops::conv2d::conv2d(rec, &x, &w, bias.then_some(&b), &y, args))?;
+    let epi = match epilogue {
+        None => ops::conv2d::Epilogue::default(),
+        Some(scale) => ops::conv2d::Epilogue {
+            add_nc: Some(&t),
+            residual: Some(&res),
+            scale,
+        },
+    };
+    gpu.run(|rec| ops::conv2d::conv2d_fused(rec, &x, &w, bias.then_some(&b), &y, args, epi))?;
     let k = xs[1] * kh * kw;
     Ok(check(
         format!(
-            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} {dt:?}",
+            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {dt:?}",
             args.stride, args.padding
         ),
         &y.to_vec_f32(gpu)?,
@@ -329,52 +368,12 @@ pub fn conv2d_epilogue(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    let mut rng = TestRng(seed);
     let args = Conv2dArgs {
         stride: 1,
         padding: 1,
         extra_end: 0,
     };
-    let ws = [cout, xs[1], 3, 3];
-    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
-    let wv = rng.values(ws.iter().product(), -1.0, 1.0, dt);
-    let bv = rng.values(cout, -1.0, 1.0, dt);
-    let (conv, ys) = r::conv2d(
-        &widen(&xv),
-        xs,
-        &widen(&wv),
-        ws,
-        Some(widen(&bv).as_slice()),
-        args,
-    );
-    let tv = rng.values(xs[0] * cout, -1.0, 1.0, dt);
-    let rv = rng.values(conv.len(), -1.0, 1.0, dt);
-    let hw = ys[2] * ys[3];
-    let want: Vec<f64> = conv
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c + tv[i / hw] as f64 + rv[i] as f64) * scale as f64)
-        .collect();
-    let x = upload(gpu, "x", &xs, &xv, dt)?;
-    let w = upload(gpu, "weight", &ws, &wv, dt)?;
-    let b = upload(gpu, "bias", &[cout], &bv, dt)?;
-    let t = upload(gpu, "temb", &[xs[0], cout], &tv, dt)?;
-    let res = upload(gpu, "residual", &ys, &rv, dt)?;
-    let y = Tensor::empty(gpu, "y", &ys, dt)?;
-    let epi = ops::conv2d::Epilogue {
-        add_nc: Some(&t),
-        residual: Some(&res),
-        scale,
-    };
-    gpu.run(|rec| ops::conv2d::conv2d_fused(rec, &x, &w, Some(&b), &y, args, epi))?;
-    let k = xs[1] * 9;
-    Ok(check(
-        format!("conv2d+epilogue {xs:?} -> {cout} scale {scale} {dt:?}"),
-        &y.to_vec_f32(gpu)?,
-        &want,
-        1e-6 + 5e-7 * k as f64,
-        out_rtol(dt, 0.0),
-    ))
+    conv2d_check(gpu, xs, cout, 3, 3, args, true, Some(scale), dt, seed)
 }
 
 /// GroupNorm (+ SiLU) of x [N, C, H, W].

@@ -797,20 +797,20 @@ fn eval_restore_reports_psnr_ssim_and_refuses_bad_test_sets() {
     let d = scratch("eval-restore");
     let json = d.join("report.json");
     let set = d.join("set.safetensors");
-    let (n, hw) = (3, 8);
-    let clean: Vec<f32> = (0..n * hw * hw)
-        .map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0)
-        .collect();
-    let degraded: Vec<f32> = clean.iter().map(|v| 0.5 * v).collect();
-    let t = |data: &[f32], c: usize| HostTensor {
-        shape: vec![n, c, hw, hw],
-        data: data.to_vec(),
+    // A test set of n pairs of hw×hw images: clean, and degraded = clean / 2.
+    let write_set = |n: usize, hw: usize| {
+        let clean: Vec<f32> = (0..n * hw * hw)
+            .map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0)
+            .collect();
+        let degraded: Vec<f32> = clean.iter().map(|v| 0.5 * v).collect();
+        let t = |data: &[f32]| HostTensor {
+            shape: vec![n, 1, hw, hw],
+            data: data.to_vec(),
+        };
+        write_f32_tensors(&set, &[("degraded", &t(&degraded)), ("clean", &t(&clean))]).unwrap();
+        (clean, degraded)
     };
-    write_f32_tensors(
-        &set,
-        &[("degraded", &t(&degraded, 1)), ("clean", &t(&clean, 1))],
-    )
-    .unwrap();
+    write_set(3, 8);
     let model = golden("mr_tiny");
     let args = |set: &Path, extra: &[&str]| {
         let mut a = vec![
@@ -835,19 +835,11 @@ fn eval_restore_reports_psnr_ssim_and_refuses_bad_test_sets() {
     assert!(!json.exists());
     // A 16×16 test set (the tiny model takes any multiple of 2).
     let (n, hw) = (2, 16);
-    let clean: Vec<f32> = (0..n * hw * hw)
-        .map(|i| ((i * 7 % 13) as f32 / 6.5) - 1.0)
-        .collect();
-    let degraded: Vec<f32> = clean.iter().map(|v| 0.5 * v).collect();
+    let (clean, degraded) = write_set(n, hw);
     let t = |data: &[f32], c: usize| HostTensor {
         shape: vec![n, c, hw, hw],
         data: data.to_vec(),
     };
-    write_f32_tensors(
-        &set,
-        &[("degraded", &t(&degraded, 1)), ("clean", &t(&clean, 1))],
-    )
-    .unwrap();
     let (ok, err) = run(args(&set, &["--sampler", "mr-posterior", "--steps", "10"]));
     assert!(ok, "{err}");
     let v: serde_json::Value =

@@ -105,25 +105,12 @@ impl Restorer {
                     "mrs" => {
                         let ts = sched.linear_lambda_times(o.steps, -5.0);
                         let solve = MrPrediction::Data;
-                        let p = match o.solver.as_str() {
-                            "ode" => mr_sampler::ode_program(
-                                sched,
-                                &ts,
-                                o.order,
-                                solve,
-                                mr.prediction,
-                                &yin,
-                            )?,
-                            "sde" => mr_sampler::sde_program(
-                                sched,
-                                &ts,
-                                o.order,
-                                solve,
-                                mr.prediction,
-                                &yin,
-                            )?,
+                        let build = match o.solver.as_str() {
+                            "ode" => mr_sampler::ode_program,
+                            "sde" => mr_sampler::sde_program,
                             x => return Err(rarg("--solver", format!("`{x}` (ode, sde)"))),
                         };
+                        let p = build(sched, &ts, o.order, solve, mr.prediction, &yin)?;
                         match mr.thresholding {
                             Some((ratio, max)) => {
                                 mr_sampler::dynamic_thresholding(p, solve, ratio, max)?
