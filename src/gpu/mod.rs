@@ -5,11 +5,13 @@ mod kernels;
 pub mod pool;
 mod record;
 pub mod shader;
+pub mod tuning;
 
 pub use kernels::{KernelCache, KernelKey};
 pub use pool::{Allocation, Pool, PoolStats};
 pub use record::{Binding, DispatchTime, Recorder, Recording};
 pub use shader::{F16Mode, Processed};
+pub use tuning::{Tuner, Tuning};
 
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct GpuOptions {
     /// Cap the storage-binding size below the adapter's limit (tests use this to exercise the
     /// split path for large tensors without allocating hundreds of MiB).
     pub max_binding_override: Option<u64>,
+    /// Per-adapter kernel tuning (see [`tuning`]); off unless `DIFFUSE_TUNE` asks for it.
+    pub tuning: Tuning,
 }
 
 /// What the adapter is, for `diffuse info`, benchmarks and test assertions.
@@ -101,6 +105,7 @@ pub struct Gpu {
     info: GpuInfo,
     pool: Arc<Pool>,
     kernels: KernelCache,
+    tuner: Tuner,
     min_storage_offset_alignment: u64,
 }
 
@@ -216,12 +221,14 @@ impl Gpu {
         log::info!("diffuse: using {} ({:?})", info.name, info.backend);
         let pool = Arc::new(Pool::new(device.clone(), queue.clone()));
         let kernels = KernelCache::new(info.f16);
+        let tuner = Tuner::new(&opts.tuning, &format!("{} {}", info.name, info.driver_info));
         Ok(Gpu {
             device,
             queue,
             info,
             pool,
             kernels,
+            tuner,
             min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
         })
     }
@@ -237,6 +244,10 @@ impl Gpu {
     }
 
     /// The compiled-kernel cache.
+    pub fn tuner(&self) -> &Tuner {
+        &self.tuner
+    }
+
     pub fn kernels(&self) -> &KernelCache {
         &self.kernels
     }

@@ -54,12 +54,19 @@ struct Params {
 
 /// The kernel key for a variant.
 pub fn key(dt: DType, vec4: bool, bias: bool) -> KernelKey {
-    key_fused(dt, vec4, bias, false, false)
+    key_fused(dt, cout_block(dt), vec4, bias, false, false)
 }
 
-/// The kernel key with the fused epilogue's flags.
-pub fn key_fused(dt: DType, vec4: bool, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
-    let cb = cout_block(dt);
+/// The kernel key with an explicit register block (4 or 8 output channels) and the fused
+/// epilogue's flags.
+pub fn key_fused(
+    dt: DType,
+    cb: usize,
+    vec4: bool,
+    bias: bool,
+    add_nc: bool,
+    residual: bool,
+) -> KernelKey {
     KernelKey::new("conv2d", "main", dt, WG)
         .define("CB", cb)
         .flag("CB8", cb == 8)
@@ -72,9 +79,11 @@ pub fn key_fused(dt: DType, vec4: bool, bias: bool, add_nc: bool, residual: bool
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for i in 0..16u32 {
-        let f = |b: u32| i & (1 << b) != 0;
-        v.push(key_fused(dt, f(0), f(1), f(2), f(3)));
+    for cb in [4, 8] {
+        for i in 0..16u32 {
+            let f = |b: u32| i & (1 << b) != 0;
+            v.push(key_fused(dt, cb, f(0), f(1), f(2), f(3)));
+        }
     }
     v
 }
@@ -249,26 +258,54 @@ pub fn conv2d_fused(
     if let Some(r) = epi.residual {
         binds.push(r.binding(gpu, OP)?);
     }
-    let groups = [
-        u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
-        u32_param(
-            OP,
-            "channel tiles",
-            cout.div_ceil(cout_block(x.dtype()) * WG[1] as usize),
-        )?,
-        u32_param(OP, "batch", n)?,
-    ];
-    rec.dispatch(
-        &key_fused(
-            x.dtype(),
+    let dt = x.dtype();
+    let launch = |cb: usize| -> Result<(KernelKey, [u32; 3])> {
+        let groups = [
+            u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
+            u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
+            u32_param(OP, "batch", n)?,
+        ];
+        let key = key_fused(
+            dt,
+            cb,
             k % 4 == 0,
             bias.is_some(),
             epi.add_nc.is_some(),
             epi.residual.is_some(),
-        ),
-        bytemuck::bytes_of(&p),
-        binds,
-        groups,
-    )?;
+        );
+        Ok((key, groups))
+    };
+    // The register block: the dtype's default, or the adapter's measured winner when tuning.
+    let default = cout_block(dt);
+    let cb = if gpu.tuner().enabled() {
+        let candidates: &[&'static str] = if default == 8 {
+            &["cb8", "cb4"]
+        } else {
+            &["cb4", "cb8"]
+        };
+        let tkey = format!(
+            "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}",
+            args.stride, args.padding
+        );
+        let pick = gpu.tuner().pick(&tkey, candidates, &mut |c| {
+            let (key, groups) = launch(if c == "cb8" { 8 } else { 4 })?;
+            let mut r = gpu.recorder();
+            r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
+            let one = r.finish()?;
+            crate::gpu::tuning::time_best(gpu, &|| {
+                one.submit(gpu);
+                Ok(())
+            })
+        })?;
+        if pick == "cb8" {
+            8
+        } else {
+            4
+        }
+    } else {
+        default
+    };
+    let (key, groups) = launch(cb)?;
+    rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
     Ok(())
 }

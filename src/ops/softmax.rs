@@ -59,7 +59,34 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
 /// y = softmax(scale · x) along the last dimension, in the adapter's default layout.
 pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Result<()> {
     let cols = *x.shape().last().unwrap_or(&1);
-    let layout = default_layout(rec.gpu().info().device_type, cols);
+    let gpu = rec.gpu();
+    let default = default_layout(gpu.info().device_type, cols);
+    let layout = if gpu.tuner().enabled() {
+        let candidates: &[&'static str] = match default {
+            Layout::Workgroup => &["workgroup", "row-per-thread"],
+            Layout::RowPerThread => &["row-per-thread", "workgroup"],
+        };
+        let as_layout = |c: &str| {
+            if c == "workgroup" {
+                Layout::Workgroup
+            } else {
+                Layout::RowPerThread
+            }
+        };
+        let key = format!("softmax|{:?}|{}x{cols}", x.dtype(), x.numel() / cols.max(1));
+        let pick = gpu.tuner().pick(&key, candidates, &mut |c| {
+            let mut r = gpu.recorder();
+            softmax_with(&mut r, x, y, scale, as_layout(c))?;
+            let one = r.finish()?;
+            crate::gpu::tuning::time_best(gpu, &|| {
+                one.submit(gpu);
+                Ok(())
+            })
+        })?;
+        as_layout(pick)
+    } else {
+        default
+    };
     softmax_with(rec, x, y, scale, layout)
 }
 

@@ -20,6 +20,14 @@ pub fn requested_backend() -> Option<wgpu::Backend> {
 }
 
 fn open(opts: GpuOptions) -> Gpu {
+    // Tests pin the launchers' default kernel variants: tuning only where a test asks for it.
+    let opts = GpuOptions {
+        tuning: match opts.tuning {
+            diffuse::gpu::Tuning::FromEnv => diffuse::gpu::Tuning::Off,
+            t => t,
+        },
+        ..opts
+    };
     let gpu = Gpu::new(&opts).unwrap_or_else(|e| panic!("no GPU for the tests: {e}"));
     let info = gpu.info();
     match requested_backend() {
@@ -40,6 +48,11 @@ fn open(opts: GpuOptions) -> Gpu {
 /// A context of the test's own (counters of a shared context move with other tests' work).
 pub fn private_gpu() -> Gpu {
     open(GpuOptions::default())
+}
+
+/// A context of the test's own with the given options (tuning off unless set).
+pub fn private_gpu_with(opts: GpuOptions) -> Gpu {
+    open(opts)
 }
 
 /// The default context (native f16 where the adapter has SHADER_F16).

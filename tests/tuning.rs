@@ -1,0 +1,97 @@
+//! Per-adapter tuning: with a cache file, a launcher times its variants once per (dtype, shape),
+//! caches the winner keyed by adapter and driver, and a later context reuses it without
+//! measuring; results stay correct whichever variant wins; tuning off measures nothing.
+
+mod common;
+
+use diffuse::gpu::Tuning;
+use diffuse::ops::conv2d::Conv2dArgs;
+use diffuse::selfcheck as sc;
+use diffuse::{DType, GpuOptions};
+use std::path::PathBuf;
+
+fn cache(tag: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tuning-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.join("tuning.json")
+}
+
+fn tuned(path: &PathBuf) -> diffuse::Gpu {
+    common::private_gpu_with(GpuOptions {
+        tuning: Tuning::Cache(path.clone()),
+        ..Default::default()
+    })
+}
+
+fn conv_and_softmax(gpu: &diffuse::Gpu) {
+    let args = Conv2dArgs {
+        stride: 1,
+        padding: 1,
+        extra_end: 0,
+    };
+    for dt in [DType::F32, DType::F16] {
+        let c = sc::conv2d(gpu, [2, 8, 12, 12], 16, 3, 3, args, true, dt, 3).unwrap();
+        assert!(c.ok(), "{c}");
+        // Through ops::softmax::softmax (the tuned entry point) against the f64 reference.
+        let xv = sc::TestRng(4).values(24 * 196, -4.0, 4.0, dt);
+        let x = diffuse::Tensor::from_f32(gpu, "x", &[24, 196], &xv, dt).unwrap();
+        let y = diffuse::Tensor::empty(gpu, "y", &[24, 196], dt).unwrap();
+        gpu.run(|rec| diffuse::ops::softmax::softmax(rec, &x, &y, 0.5))
+            .unwrap();
+        let xd: Vec<f64> = xv.iter().map(|&v| v as f64).collect();
+        let want = diffuse::reference::softmax(&xd, 196, 0.5);
+        let got = y.to_vec_f32(gpu).unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 2e-3, "softmax {dt:?}: {worst}");
+    }
+}
+
+#[test]
+fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
+    let path = cache("roundtrip");
+    let gpu = tuned(&path);
+    conv_and_softmax(&gpu);
+    // Two candidates each for 2 conv keys and 2 softmax keys.
+    assert_eq!(gpu.tuner().measurements(), 8);
+    let table: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(table.len(), 4, "{table:?}");
+    let adapter = &gpu.info().name;
+    for (k, v) in &table {
+        assert!(k.starts_with(adapter.as_str()), "key {k} names the adapter");
+        assert!(
+            ["cb4", "cb8", "workgroup", "row-per-thread"].contains(&v.as_str()),
+            "{k} → {v}"
+        );
+    }
+    // A new context reads the cache: no measurement, same results.
+    let again = tuned(&path);
+    conv_and_softmax(&again);
+    assert_eq!(again.tuner().measurements(), 0);
+    // A corrupt cache is replaced, not fatal.
+    std::fs::write(&path, b"{ not json").unwrap();
+    let fresh = tuned(&path);
+    conv_and_softmax(&fresh);
+    assert_eq!(fresh.tuner().measurements(), 8);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).is_ok()
+    );
+}
+
+#[test]
+fn tuning_off_uses_the_defaults_and_writes_nothing() {
+    let path = cache("off");
+    let gpu = common::private_gpu_with(GpuOptions {
+        tuning: Tuning::Off,
+        ..Default::default()
+    });
+    conv_and_softmax(&gpu);
+    assert_eq!(gpu.tuner().measurements(), 0);
+    assert!(!gpu.tuner().enabled());
+    assert!(!path.exists());
+}
