@@ -17,9 +17,9 @@ fn cache(tag: &str) -> PathBuf {
     d.join("tuning.json")
 }
 
-fn tuned(path: &PathBuf) -> diffuse::Gpu {
+fn tuned(path: &std::path::Path) -> diffuse::Gpu {
     common::private_gpu_with(GpuOptions {
-        tuning: Tuning::Cache(path.clone()),
+        tuning: Tuning::Cache(path.to_path_buf()),
         ..Default::default()
     })
 }
