@@ -142,3 +142,54 @@ fn shipped_class_conditional_model_samples_with_guidance() {
         "only {acc} of the guided samples classify as their label"
     );
 }
+
+#[test]
+fn shipped_mr_restoration_model_beats_its_degraded_input() {
+    // assets/fmnist-sr4: 4× super-resolution by mean-reverting diffusion. The MR Sampler (SDE,
+    // order 2, 10 NFE) on the first 8 held-out pairs must beat the degraded input clearly in
+    // both PSNR and SSIM (measured on 16 pairs when written: 18.4 dB / 0.67 vs 15.5 dB / 0.37).
+    use diffuse::pipeline::restore::{RestoreOptions, Restorer};
+    let gpu = common::gpu();
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fmnist-sr4");
+    let set = diffuse::load::Weights::open(&d.join("testset.safetensors")).unwrap();
+    let degraded = set.read_f32("degraded", None).unwrap();
+    let clean = set.read_f32("clean", Some(&degraded.shape)).unwrap();
+    assert_eq!(degraded.shape, vec![256, 1, 28, 28]);
+    let o = RestoreOptions {
+        sampler: "mrs".into(),
+        solver: "sde".into(),
+        order: 2,
+        steps: 10,
+        dtype: DType::F32,
+    };
+    let r = Restorer::load(gpu, &d, &o).unwrap();
+    assert_eq!(r.nfe(), 10);
+    let n = 8;
+    let rep = diffuse::eval::evaluate_restoration(
+        gpu,
+        &r,
+        &degraded.data[..n * 784],
+        &clean.data[..n * 784],
+        &[n, 1, 28, 28],
+        n,
+        0,
+        |_, _| {},
+    )
+    .unwrap();
+    println!(
+        "MRS-SDE-2, 10 NFE, {n} pairs: PSNR {:.2} dB, SSIM {:.3} (degraded {:.2} dB, {:.3})",
+        rep.psnr, rep.ssim, rep.psnr_input, rep.ssim_input
+    );
+    assert!(
+        rep.psnr >= rep.psnr_input + 1.0,
+        "PSNR {} vs input {}",
+        rep.psnr,
+        rep.psnr_input
+    );
+    assert!(
+        rep.ssim >= rep.ssim_input + 0.15,
+        "SSIM {} vs input {}",
+        rep.ssim,
+        rep.ssim_input
+    );
+}
