@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the quality tables of README.md with `diffuse eval` / `diffuse eval-restore` on the
 # shipped models (by hand; hours on a CPU-only machine; never in CI). One JSON per cell in $OUT.
-#   tools/eval_tables.sh gen|cond|restore [OUT=eval-results]
+#   tools/eval_tables.sh gen|cond|restore|table [OUT=eval-results]
+# `table` prints the README's markdown tables from the JSON reports in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-eval-results}
@@ -37,8 +38,106 @@ restore)
       mrs-ode) a=(--sampler mrs --solver ode --order 2) ;;
       mrs-sde) a=(--sampler mrs --solver sde --order 2) ;;
       *) a=(--sampler "$s") ;;
-    esac
+    table)
+  python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+def load(pat):
+    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, pat)))]
+gen = load("gen-*.json")
+if gen:
+    nfes = sorted({g["nfe"] for g in gen})
+    names = []
+    for g in gen:
+        if g["sampler"] not in names:
+            names.append(g["sampler"])
+    print("| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    for s in names:
+        cells = []
+        for n in nfes:
+            m = [g for g in gen if g["sampler"] == s and g["nfe"] == n]
+            cells.append(f"{m[0]['fid_fmnist']:.2f}" if m else "–")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    g0 = gen[0]
+    print(f"\n{g0['num_samples']} samples per cell; FID floor at {g0['num_samples']} real train images: "
+          f"{g0['fid_floor_at_num_samples']:.2f}; train vs test (60000 vs 10000): {g0['fid_floor_train_vs_test']:.3f}. "
+          f"{g0['adapter']}, {g0['driver']}.")
+cond = load("cond-*.json")
+if cond:
+    print("\n| guidance w | class accuracy | FID-FMNIST |\n|---|---|---|")
+    for c in sorted(cond, key=lambda c: c["guidance"] or 0):
+        print(f"| {c['guidance'] or 0} | {100 * c['class_accuracy']:.1f} % | {c['fid_fmnist']:.2f} |")
+    print(f"\n{cond[0]['num_samples']} samples per row ({cond[0]['num_samples'] // 10} per class), "
+          f"{cond[0]['sampler']} {cond[0]['steps']} steps.")
+res = load("restore-*.json")
+if res:
+    rows = {}
+    for r in res:
+        name = r["sampler"] if r["sampler"] != "mrs" else f"MRS-{r['solver'].upper()} order {r['order']}"
+        rows.setdefault(name, {})[r["nfe"]] = r
+    nfes = sorted({r["nfe"] for r in res})
+    print("\n| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(
+            f"{cells[n]['psnr']:.2f} / {cells[n]['ssim']:.3f}" if n in cells else "–" for n in nfes) + " |")
+    r0 = res[0]
+    print(f"\nPSNR dB / SSIM over {r0['pairs']} held-out pairs; the degraded input itself: "
+          f"{r0['psnr_input']:.2f} dB / {r0['ssim_input']:.3f}.")
+PY
+  ;;
+esac
     $BIN eval-restore --model assets/fmnist-sr4 "${a[@]}" --steps "$k" --num-samples "$P" \
       --batch "$P" --seed 0 --json "$f" 2>/dev/null
   done ;;
+table)
+  python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+def load(pat):
+    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, pat)))]
+gen = load("gen-*.json")
+if gen:
+    nfes = sorted({g["nfe"] for g in gen})
+    names = []
+    for g in gen:
+        if g["sampler"] not in names:
+            names.append(g["sampler"])
+    print("| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    for s in names:
+        cells = []
+        for n in nfes:
+            m = [g for g in gen if g["sampler"] == s and g["nfe"] == n]
+            cells.append(f"{m[0]['fid_fmnist']:.2f}" if m else "–")
+        print(f"| {s} | " + " | ".join(cells) + " |")
+    g0 = gen[0]
+    print(f"\n{g0['num_samples']} samples per cell; FID floor at {g0['num_samples']} real train images: "
+          f"{g0['fid_floor_at_num_samples']:.2f}; train vs test (60000 vs 10000): {g0['fid_floor_train_vs_test']:.3f}. "
+          f"{g0['adapter']}, {g0['driver']}.")
+cond = load("cond-*.json")
+if cond:
+    print("\n| guidance w | class accuracy | FID-FMNIST |\n|---|---|---|")
+    for c in sorted(cond, key=lambda c: c["guidance"] or 0):
+        print(f"| {c['guidance'] or 0} | {100 * c['class_accuracy']:.1f} % | {c['fid_fmnist']:.2f} |")
+    print(f"\n{cond[0]['num_samples']} samples per row ({cond[0]['num_samples'] // 10} per class), "
+          f"{cond[0]['sampler']} {cond[0]['steps']} steps.")
+res = load("restore-*.json")
+if res:
+    rows = {}
+    for r in res:
+        name = r["sampler"] if r["sampler"] != "mrs" else f"MRS-{r['solver'].upper()} order {r['order']}"
+        rows.setdefault(name, {})[r["nfe"]] = r
+    nfes = sorted({r["nfe"] for r in res})
+    print("\n| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("|---|" + "---|" * len(nfes))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(
+            f"{cells[n]['psnr']:.2f} / {cells[n]['ssim']:.3f}" if n in cells else "–" for n in nfes) + " |")
+    r0 = res[0]
+    print(f"\nPSNR dB / SSIM over {r0['pairs']} held-out pairs; the degraded input itself: "
+          f"{r0['psnr_input']:.2f} dB / {r0['ssim_input']:.3f}.")
+PY
+  ;;
 esac
