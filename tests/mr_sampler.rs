@@ -795,3 +795,19 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
     )
     .is_err());
 }
+
+#[test]
+fn mr_step_orders_follow_the_reference_driver() {
+    use diffuse::solvers::mr_sampler::step_order;
+    let orders =
+        |order: usize, n: usize| (0..n).map(|i| step_order(order, i, n)).collect::<Vec<_>>();
+    // ≥ 10 steps: warm-up, then the full order to the end.
+    assert_eq!(orders(3, 10), [1, 2, 3, 3, 3, 3, 3, 3, 3, 3]);
+    assert_eq!(orders(2, 12), [1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+    // < 10 steps: steps order..n−1 (1-based) use min(order, n − i); the last uses the full order.
+    assert_eq!(orders(3, 5), [1, 2, 2, 1, 3]);
+    assert_eq!(orders(2, 5), [1, 2, 2, 1, 2]);
+    assert_eq!(orders(3, 3), [1, 2, 3]);
+    assert_eq!(orders(1, 4), [1, 1, 1, 1]);
+    assert_eq!(orders(3, 9), [1, 2, 3, 3, 3, 3, 2, 1, 3]);
+}

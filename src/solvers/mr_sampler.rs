@@ -71,7 +71,7 @@ pub fn ode_program(
             stored(solve, network, m_s, s_s, sched.max_sigma)?,
         ));
         let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-        let k = order.min(i + 1);
+        let k = step_order(order, i, n);
         let m0 = [(hist(i), 1.0)];
         type Terms = Vec<(Buf, f64)>;
         let (d1, d2): (Terms, Terms) = match k {
@@ -124,6 +124,19 @@ pub fn ode_program(
         prog.push(ops);
     }
     Ok(Program::new(sched.max_sigma, 3, prog))
+}
+
+/// The order of step `i` (0-based) of `n`, as the MR Sampler's driver sets it: warm-up with
+/// order i + 1 while fewer outputs are stored; with fewer than 10 steps, the steps before the
+/// last use min(order, n − i − 1) (lower order towards the end) while the final step uses the
+/// full order again (the reference implementation's rule, kept for parity).
+pub fn step_order(order: usize, i: usize, n: usize) -> usize {
+    let warm = order.min(i + 1);
+    if n < 10 && i + 1 >= order && i + 1 < n {
+        warm.min(n - i - 1)
+    } else {
+        warm
+    }
 }
 
 /// The stored x̂0 − μ (data) or ε̂ (noise) at (m, σ̄) from the network's output, with
@@ -209,7 +222,7 @@ pub fn sde_program(
             stored(solve, network, m_s, s_s, sched.max_sigma)?,
         ));
         let m0 = [(hist(i), 1.0)];
-        let d1 = if order.min(i + 1) == 2 {
+        let d1 = if step_order(order, i, ts.len() - 1) == 2 {
             let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
             vec![(hist(i), 1.0 / r0), (hist(i - 1), -1.0 / r0)]
         } else {
