@@ -346,15 +346,19 @@ fn attention_case(c: usize, dim_head: usize, groups: Option<usize>, seed: u64) {
             weights: &weights,
             dtype,
         };
-        let block = AttentionBlock::load(&ld, "a", c, dim_head, groups, 1e-5, rescale).unwrap();
+        let mut block = AttentionBlock::load(&ld, "a", c, dim_head, groups, 1e-5, rescale).unwrap();
         let xt = Tensor::from_f32(gpu, "x", &[n, c, h, w], &x, dtype).unwrap();
-        let got = run_graph(dtype, |g| block.forward(g, &xt).unwrap());
-        assert_close(
-            &format!("attention C={c} d={dim_head} groups={groups:?} {dtype:?}"),
-            &got,
-            &want,
-            rel,
-        );
+        // Both attention paths: the fused online-softmax kernel and GEMM–softmax–GEMM.
+        for fused in [true, false] {
+            block.fused = Some(fused);
+            let got = run_graph(dtype, |g| block.forward(g, &xt).unwrap());
+            assert_close(
+                &format!("attention C={c} d={dim_head} groups={groups:?} fused={fused} {dtype:?}"),
+                &got,
+                &want,
+                rel,
+            );
+        }
     }
 }
 

@@ -95,3 +95,30 @@ fn tuning_off_uses_the_defaults_and_writes_nothing() {
     assert!(!gpu.tuner().enabled());
     assert!(!path.exists());
 }
+
+#[test]
+fn a_tuned_unet_still_matches_diffusers() {
+    // With tuning on, the attention path (fused or GEMM), conv blocks and softmax layouts are
+    // whatever this adapter measures fastest; the output must still match diffusers' golden.
+    let path = cache("unet");
+    let gpu = tuned(&path);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/unet_ddpm_like");
+    let io = diffuse::load::Weights::open(&dir.join("io.safetensors")).unwrap();
+    let sample = io.read_f32("sample", None).unwrap();
+    let t = io.read_f32("timestep", None).unwrap();
+    let want = io.read_f32("output", None).unwrap();
+    let model = diffuse::nn::unet_2d::UNet2DModel::from_dir(&gpu, &dir, DType::F32).unwrap();
+    let s = &sample.shape;
+    let fwd = model.prepare(&gpu, s[0], s[2], s[3]).unwrap();
+    let got = fwd.forward_host(&gpu, &sample.data, &t.data, None).unwrap();
+    let ymax = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * ymax, "{worst} vs {ymax}");
+    let table = std::fs::read_to_string(&path).unwrap();
+    assert!(table.contains("attention|"), "{table}");
+    assert!(table.contains("conv2d|"), "{table}");
+}

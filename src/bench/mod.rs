@@ -292,6 +292,44 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             });
         }
     }
+    // Attention over 196 tokens, 4 heads of 16 (the Fashion-MNIST UNets' 14×14 level, batch
+    // 8): the fused online-softmax kernel vs GEMM → softmax → GEMM, side by side.
+    {
+        let (b, l, h, d) = (8usize, 196usize, 4usize, 16usize);
+        let inner = h * d;
+        let q = rand_tensor(gpu, "q", &[b, l, inner], dt)?;
+        let k = rand_tensor(gpu, "k", &[b, l, inner], dt)?;
+        let v = rand_tensor(gpu, "v", &[b, l, inner], dt)?;
+        let o = Tensor::empty(gpu, "o", &[b, l, inner], dt)?;
+        let scores = Tensor::empty(gpu, "scores", &[b * h, l, l], dt)?;
+        let probs = Tensor::empty(gpu, "probs", &[b * h, l, l], dt)?;
+        let alpha = 0.25f32;
+        let unfused = time_op(gpu, &|rec| {
+            ops::attention::attention_gemm(rec, &q, &k, &v, &o, &scores, &probs, h, alpha)
+        })?;
+        let fused = time_op(gpu, &|rec| {
+            ops::attention::attention_fused(rec, &q, &k, &v, &o, h, alpha)
+        })?;
+        let flops = 4.0 * (b * h * l * l * d) as f64;
+        for (name, sec, note) in [
+            ("GEMM + softmax + GEMM", unfused, String::new()),
+            (
+                "fused online softmax",
+                fused,
+                format!("{:.2}x the speed of the 3 dispatches", unfused / fused),
+            ),
+        ] {
+            rows.push(Row {
+                kind: "attn",
+                name: format!("[{b}, {l}, {h}x{d}] {name}"),
+                dtype: dt,
+                ms: sec * 1e3,
+                rate: flops / sec / 1e9,
+                unit: "GFLOP/s",
+                note,
+            });
+        }
+    }
     // Attention softmax (4 heads × 196 tokens, the shipped Fashion-MNIST UNets' 14×14 level,
     // batch 8) in both kernel layouts, side by side.
     let scores = rand_tensor(gpu, "scores", &[8 * 4 * 196, 196], dt)?;

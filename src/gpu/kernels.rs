@@ -14,6 +14,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/elementwise.wgsl"),
     ),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),

@@ -7,7 +7,6 @@ use super::layers::{GroupNorm, Linear, Loader};
 use super::Graph;
 use crate::error::Result;
 use crate::ops;
-use crate::ops::gemm::GemmDesc;
 use crate::tensor::Tensor;
 
 pub struct AttentionBlock {
@@ -19,6 +18,9 @@ pub struct AttentionBlock {
     heads: usize,
     dim_head: usize,
     rescale_output_factor: f64,
+    /// Fused (online-softmax) kernel or the GEMM–softmax–GEMM path; `None` picks per adapter
+    /// ([`ops::attention::use_fused`]). Tests set it to cover both paths on any adapter.
+    pub fused: Option<bool>,
 }
 
 impl AttentionBlock {
@@ -46,6 +48,7 @@ impl AttentionBlock {
             heads,
             dim_head,
             rescale_output_factor,
+            fused: None,
         })
     }
 
@@ -67,48 +70,26 @@ impl AttentionBlock {
         let k = self.to_k.forward(g, &tokens, "attn.k")?;
         let v = self.to_v.forward(g, &tokens, "attn.v")?;
         g.release(tokens);
-        // scores[b, h] = q_bh · k_bhᵀ · d^-½, with q_bh rows at stride H·d inside [B, L, H·d].
-        let scores = g.alloc("attn.scores", &[b * h, l, l])?;
-        let qk = GemmDesc {
-            m: l,
-            n: l,
-            k: d,
-            batch: b * h,
-            batch_inner: h,
-            lda: inner,
-            ldb: inner,
-            ldc: l,
-            a_strides: [l * inner, d],
-            b_strides: [l * inner, d],
-            c_strides: [h * l * l, l * l],
-            trans_b: true,
-            alpha: (1.0 / (d as f64).sqrt()) as f32,
+        let heads_out = g.alloc("attn.heads", &[b, l, inner])?;
+        g.flops += 4 * (b * h * l * l * d) as u64; // both attention products
+        let scale = (1.0 / (d as f64).sqrt()) as f32;
+        let fused = match self.fused {
+            Some(f) => f,
+            None => ops::attention::use_fused(g.gpu(), &q, &k, &v, &heads_out, h, scale)?,
         };
-        ops::gemm::gemm(&mut g.rec, &qk, &q, &k, None, &scores)?;
-        g.flops += 4 * (b * h * l * l * d) as u64; // both attention GEMMs
+        if fused {
+            ops::attention::attention_fused(&mut g.rec, &q, &k, &v, &heads_out, h, scale)?;
+        } else {
+            let scores = g.alloc("attn.scores", &[b * h, l, l])?;
+            let probs = g.alloc("attn.probs", &[b * h, l, l])?;
+            ops::attention::attention_gemm(
+                &mut g.rec, &q, &k, &v, &heads_out, &scores, &probs, h, scale,
+            )?;
+            g.release(scores);
+            g.release(probs);
+        }
         g.release(q);
         g.release(k);
-        let probs = g.alloc("attn.probs", &[b * h, l, l])?;
-        ops::softmax::softmax(&mut g.rec, &scores, &probs, 1.0)?;
-        g.release(scores);
-        let heads_out = g.alloc("attn.heads", &[b, l, inner])?;
-        let pv = GemmDesc {
-            m: l,
-            n: d,
-            k: l,
-            batch: b * h,
-            batch_inner: h,
-            lda: l,
-            ldb: inner,
-            ldc: inner,
-            a_strides: [h * l * l, l * l],
-            b_strides: [l * inner, d],
-            c_strides: [l * inner, d],
-            trans_b: false,
-            alpha: 1.0,
-        };
-        ops::gemm::gemm(&mut g.rec, &pv, &probs, &v, None, &heads_out)?;
-        g.release(probs);
         g.release(v);
         let out_tokens = self.to_out.forward(g, &heads_out, "attn.out_tokens")?;
         g.release(heads_out);

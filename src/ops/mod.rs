@@ -2,6 +2,7 @@
 //! the tensors), picks the kernel variant and appends dispatches to a [`Recorder`]; nothing
 //! runs until the recording is submitted.
 
+pub mod attention;
 pub mod concat;
 pub mod conv2d;
 pub mod elementwise;
@@ -26,6 +27,7 @@ pub const WG_1D: u32 = 256;
 pub fn all_variants() -> Vec<KernelKey> {
     let mut v = Vec::new();
     for dt in [DType::F32, DType::F16] {
+        v.extend(attention::variants(dt));
         v.extend(elementwise::variants(dt));
         v.extend(gemm::variants(dt));
         v.extend(conv2d::variants(dt));

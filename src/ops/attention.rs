@@ -1,0 +1,188 @@
+//! Scaled-dot-product attention over the token-major [B, L, H·D] layout, two ways:
+//! - [`attention_gemm`]: batched GEMM (q kᵀ) → row softmax → batched GEMM (· v), through a
+//!   [B·H, L, L] score matrix — the default;
+//! - [`attention_fused`] (`shaders/attention.wgsl`): one pass with an online softmax (Milakov &
+//!   Gimelshein, "Online normalizer calculation for softmax", 2018), one invocation per (batch,
+//!   head, query), no score matrix. On lavapipe it measured 2.6× slower than the GEMM path for
+//!   196 tokens (benches/README.md), so it is only chosen where per-adapter tuning
+//!   (`DIFFUSE_TUNE`) measures it faster ([`use_fused`]).
+
+use super::gemm::GemmDesc;
+use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param, WG_1D};
+use crate::error::Result;
+use crate::gpu::{KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// Largest head dim the fused kernel takes.
+pub const DMAX: usize = 128;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    batch: u32,
+    len: u32,
+    heads: u32,
+    dim: u32,
+    scale: f32,
+    _p: [u32; 3],
+}
+
+fn key(dt: DType) -> KernelKey {
+    KernelKey::new("attention", "main", dt, [WG_1D, 1, 1]).define("DMAX", DMAX)
+}
+
+/// All variants (for validation).
+pub fn variants(dt: DType) -> Vec<KernelKey> {
+    vec![key(dt)]
+}
+
+/// Whether to use [`attention_fused`] for this attention: only when tuning is on and it
+/// measures faster than [`attention_gemm`] on this adapter and shape (the default is GEMM).
+pub fn use_fused(
+    gpu: &crate::gpu::Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<bool> {
+    let s = q.shape();
+    if !gpu.tuner().enabled() || s.len() != 3 || heads == 0 || s[2] / heads > DMAX {
+        return Ok(false);
+    }
+    let (b, l) = (s[0], s[1]);
+    let key = format!("attention|{:?}|{b}x{l}x{heads}x{}", q.dtype(), s[2] / heads);
+    let scores = Tensor::empty(gpu, "attn.scores", &[b * heads, l, l], q.dtype())?;
+    let probs = Tensor::empty(gpu, "attn.probs", &[b * heads, l, l], q.dtype())?;
+    let pick = gpu.tuner().pick(&key, &["gemm", "fused"], &mut |c| {
+        let mut r = gpu.recorder();
+        if c == "fused" {
+            attention_fused(&mut r, q, k, v, out, heads, scale)?;
+        } else {
+            attention_gemm(&mut r, q, k, v, out, &scores, &probs, heads, scale)?;
+        }
+        let one = r.finish()?;
+        crate::gpu::tuning::time_best(gpu, &|| {
+            one.submit(gpu);
+            Ok(())
+        })
+    })?;
+    Ok(pick == "fused")
+}
+
+/// out = softmax(scale · q kᵀ) v per (batch, head) through `scores` and `probs`
+/// ([B·H, L, L] scratch): two batched GEMMs addressing the heads by stride, and the row softmax.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_gemm(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    scores: &Tensor,
+    probs: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<()> {
+    let (b, l, d) = check(q, k, v, out, heads)?;
+    let inner = heads * d;
+    let qk = GemmDesc {
+        m: l,
+        n: l,
+        k: d,
+        batch: b * heads,
+        batch_inner: heads,
+        lda: inner,
+        ldb: inner,
+        ldc: l,
+        a_strides: [l * inner, d],
+        b_strides: [l * inner, d],
+        c_strides: [heads * l * l, l * l],
+        trans_b: true,
+        alpha: scale,
+    };
+    super::gemm::gemm(rec, &qk, q, k, None, scores)?;
+    super::softmax::softmax(rec, scores, probs, 1.0)?;
+    let pv = GemmDesc {
+        m: l,
+        n: d,
+        k: l,
+        batch: b * heads,
+        batch_inner: heads,
+        lda: l,
+        ldb: inner,
+        ldc: inner,
+        a_strides: [heads * l * l, l * l],
+        b_strides: [l * inner, d],
+        c_strides: [l * inner, d],
+        trans_b: false,
+        alpha: 1.0,
+    };
+    super::gemm::gemm(rec, &pv, probs, v, None, out)
+}
+
+/// Checks q, k, v, out are equal [B, L, H·D] tensors with D ≤ DMAX; returns (B, L, D).
+fn check(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+) -> Result<(usize, usize, usize)> {
+    const OP: &str = "attention";
+    nonempty(OP, q)?;
+    for t in [k, v, out] {
+        same_dtype(OP, q, t)?;
+        if t.shape() != q.shape() {
+            return Err(shape_err(
+                OP,
+                t,
+                format!("expected {:?} like `{}`", q.shape(), q.name()),
+            ));
+        }
+    }
+    let s = q.shape();
+    if s.len() != 3 || heads == 0 || s[2] % heads != 0 || s[2] / heads > DMAX {
+        return Err(shape_err(
+            OP,
+            q,
+            format!("expected [B, L, H·D] with {heads} heads and D ≤ {DMAX}"),
+        ));
+    }
+    Ok((s[0], s[1], s[2] / heads))
+}
+
+/// out = softmax(scale · q kᵀ) v per (batch, head) in one fused pass (online softmax).
+pub fn attention_fused(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "attention";
+    let (b, l, d) = check(q, k, v, out, heads)?;
+    let p = Params {
+        batch: u32_param(OP, "batch", b)?,
+        len: u32_param(OP, "length", l)?,
+        heads: heads as u32,
+        dim: d as u32,
+        scale,
+        _p: [0; 3],
+    };
+    let gpu = rec.gpu();
+    let n = u32_param(OP, "queries", b * heads * l)?;
+    let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
+    let binds = vec![
+        q.binding(gpu, OP)?,
+        k.binding(gpu, OP)?,
+        v.binding(gpu, OP)?,
+        out.binding(gpu, OP)?,
+    ];
+    rec.dispatch(&key(q.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    Ok(())
+}
