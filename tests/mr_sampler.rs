@@ -811,3 +811,64 @@ fn mr_step_orders_follow_the_reference_driver() {
     assert_eq!(orders(1, 4), [1, 1, 1, 1]);
     assert_eq!(orders(3, 9), [1, 2, 3, 3, 3, 3, 2, 1, 3]);
 }
+
+#[test]
+fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
+    // IR-SDE's PF-ODE by Euler (one step per training time, T = 100) against the exact PF-ODE
+    // solution on an analytic y-space mixture: a first-order method at 100 steps, so its error
+    // must be small and of the size of MRS-ODE order 1 on the same 100 integer times.
+    use diffuse::solvers::mr_sampler::pf_ode_program;
+    let gpu = common::gpu();
+    let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
+    let mix = GaussianMixture {
+        shape: [1, 4, 4],
+        weights: vec![0.6, 0.4],
+        means: vec![vec![0.3; 16], vec![-0.2; 16]],
+        variances: vec![0.05, 0.03],
+    };
+    let batch = 4;
+    let mu_v = TestRng(30).values(batch * 16, -0.5, 0.5, DType::F32);
+    let mu = Tensor::from_f32(gpu, "mu", &[batch, 1, 4, 4], &mu_v, DType::F32).unwrap();
+    let z = TestRng(31).values(batch * 16, -1.5, 1.5, DType::F32);
+    let (m_t, s_t) = (sched.m(100.0), sched.sigma_bar(100.0));
+    let (m_0, s_0) = (sched.m(0.0), sched.sigma_bar(0.0));
+    let y_t: Vec<f64> = z
+        .iter()
+        .map(|&v| sched.max_sigma * v as f64 / m_t)
+        .collect();
+    let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
+    let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+    let rms = |p: &Program| {
+        let mut model =
+            AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32)
+                .unwrap();
+        let exec = Executor::with_condition(gpu, &model, p, 0, true, Some(&mu)).unwrap();
+        exec.set_noise(gpu, &z).unwrap();
+        let x = exec
+            .run(gpu, &mut model, |_, _| {})
+            .unwrap()
+            .to_vec_f32(gpu)
+            .unwrap();
+        let se: f64 = x
+            .iter()
+            .zip(&mu_v)
+            .zip(&y_end)
+            .map(|((xv, m), ye)| ((*xv as f64 - *m as f64) / m_0 - ye).powi(2))
+            .sum();
+        (se / x.len() as f64).sqrt()
+    };
+    let pf = rms(&pf_ode_program(&sched, Prediction::Epsilon, &yin).unwrap());
+    let ts: Vec<f64> = (0..=100).rev().map(|t| t as f64).collect();
+    let mrs1 = rms(&ode_program(
+        &sched,
+        &ts,
+        1,
+        MrPrediction::Data,
+        Prediction::Epsilon,
+        &yin,
+    )
+    .unwrap());
+    println!("IR-SDE PF-ODE (Euler, 100 steps): RMS error {pf:.3e}; MRS-ODE-1 on the same times {mrs1:.3e}");
+    assert!(pf < 0.05, "PF-ODE error {pf}");
+    assert!(pf < 5.0 * mrs1.max(1e-3), "PF-ODE {pf} vs MRS-1 {mrs1}");
+}

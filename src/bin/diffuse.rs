@@ -125,7 +125,7 @@ struct RestoreSamplerArgs {
     /// Euler–Maruyama), resshift, rddm (two-head model), resfusion.
     #[arg(long, default_value = "mrs")]
     sampler: String,
-    /// MR Sampler: ode or sde.
+    /// MR Sampler: ode or sde; mr-euler: sde (Euler–Maruyama) or ode (probability-flow ODE).
     #[arg(long, default_value = "sde")]
     solver: String,
     /// MR Sampler order (ODE 1–3, SDE 1–2).

@@ -121,7 +121,11 @@ impl Restorer {
                     "mr-posterior" => {
                         mr_sampler::posterior_program(sched, o.steps, mr.prediction, &yin)?
                     }
-                    "mr-euler" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
+                    "mr-euler" => match o.solver.as_str() {
+                        "sde" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
+                        "ode" => mr_sampler::pf_ode_program(sched, mr.prediction, &yin)?,
+                        x => return Err(rarg("--solver", format!("`{x}` (ode, sde)"))),
+                    },
                     x => {
                         return Err(rarg(
                             "--sampler",

@@ -336,6 +336,25 @@ pub fn euler_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
+    euler_steps(sched, network, model_in, false)
+}
+
+/// The IR-SDE probability-flow ODE by Euler over the same grid:
+/// x ← x − [θ_t(μ − x) − ½g_t²·ŝ]·dt, no noise.
+pub fn pf_ode_program(
+    sched: &MeanReverting,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    euler_steps(sched, network, model_in, true)
+}
+
+fn euler_steps(
+    sched: &MeanReverting,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+    ode: bool,
+) -> Result<Program> {
     let t_max = sched.theta.len() - 1;
     let dt = sched.dt;
     let mut prog = Vec::new();
@@ -343,6 +362,8 @@ pub fn euler_program(
         let (m_s, s_s) = (sched.m(t as f64), sched.sigma_bar(t as f64));
         let th = sched.theta[t];
         let g2 = 2.0 * sched.max_sigma * sched.max_sigma * th;
+        // The probability-flow ODE halves the score term and drops the noise.
+        let score_w = if ode { 0.5 * g2 } else { g2 };
         let mut ops = Vec::new();
         if i == 0 {
             ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
@@ -358,9 +379,9 @@ pub fn euler_program(
         let terms = combine(&[
             (1.0 + th * dt, &[(Buf::X, 1.0)]),
             (-th * dt, &[(Buf::Cond, 1.0)]),
-            (-g2 * dt / s_s, &eps),
+            (-score_w * dt / s_s, &eps),
         ]);
-        let noise = if t > 1 { (g2 * dt).sqrt() } else { 0.0 };
+        let noise = if t > 1 && !ode { (g2 * dt).sqrt() } else { 0.0 };
         ops.push(Op::Lin {
             dst: Buf::X,
             terms,
