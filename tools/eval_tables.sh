@@ -15,7 +15,7 @@ gen)
   # sampler:steps pairs giving NFE 5/10/20 (Heun: 2·steps − 1 NFE).
   for cell in dpm-solver++:5 dpm-solver++:10 ddim:5 ddim:10 euler:5 euler:10 heun:3 heun:5 \
               dpm-solver++-3m:5 dpm-solver++-3m:10 unipc:5 unipc:10 ddpm:10 dpm-solver++:20 ddim:20 \
-              dpm-solver++:50 ddim:50; do
+              dpm-solver++:50 ddim:50 dpm-solver++:100 ddpm:100; do
     s=${cell%%:*}; k=${cell##*:}
     f="$OUT/gen-$s-$k.json"; [ -f "$f" ] && continue
     $BIN eval --model assets/fmnist-ddpm --scheduler "$s" --steps "$k" --num-samples "$N" \
@@ -39,62 +39,7 @@ restore)
       mrs-ode) a=(--sampler mrs --solver ode --order 2) ;;
       mrs-sde) a=(--sampler mrs --solver sde --order 2) ;;
       *) a=(--sampler "$s") ;;
-    table)
-  python3 - "$OUT" <<'PY'
-import glob, json, os, sys
-out = sys.argv[1]
-def load(pat):
-    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, pat)))]
-gen = load("gen-*.json")
-if gen:
-    # Columns at NFE 5/10/20/50…; Heun's 2·steps − 1 NFE go to the nearest column, marked.
-    cols = sorted({min((5, 10, 20, 50, 100, 1000), key=lambda c: abs(c - g["nfe"])) for g in gen})
-    names = []
-    for g in gen:
-        if g["sampler"] not in names:
-            names.append(g["sampler"])
-    print("| sampler | " + " | ".join(f"NFE {n}" for n in cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for s in names:
-        cells = []
-        for n in cols:
-            m = [g for g in gen if g["sampler"] == s
-                 and min((5, 10, 20, 50, 100, 1000), key=lambda c: abs(c - g["nfe"])) == n]
-            if not m:
-                cells.append("–")
-            else:
-                mark = "" if m[0]["nfe"] == n else f" ({m[0]['nfe']} NFE)"
-                cells.append(f"{m[0]['fid_fmnist']:.2f}{mark}")
-        print(f"| {s} | " + " | ".join(cells) + " |")
-    g0 = gen[0]
-    print(f"\n{g0['num_samples']} samples per cell; FID floor at {g0['num_samples']} real train images: "
-          f"{g0['fid_floor_at_num_samples']:.2f}; train vs test (60000 vs 10000): {g0['fid_floor_train_vs_test']:.3f}. "
-          f"{g0['adapter']}, {g0['driver']}.")
-cond = load("cond-*.json")
-if cond:
-    print("\n| guidance w | class accuracy | FID-FMNIST |\n|---|---|---|")
-    for c in sorted(cond, key=lambda c: c["guidance"] or 0):
-        print(f"| {c['guidance'] or 0} | {100 * c['class_accuracy']:.1f} % | {c['fid_fmnist']:.2f} |")
-    print(f"\n{cond[0]['num_samples']} samples per row ({cond[0]['num_samples'] // 10} per class), "
-          f"{cond[0]['sampler']} {cond[0]['steps']} steps.")
-res = load("restore-*.json")
-if res:
-    rows = {}
-    for r in res:
-        name = r["sampler"] if r["sampler"] != "mrs" else f"MRS-{r['solver'].upper()} order {r['order']}"
-        rows.setdefault(name, {})[r["nfe"]] = r
-    nfes = sorted({r["nfe"] for r in res})
-    print("\n| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
-    print("|---|" + "---|" * len(nfes))
-    for name, cells in rows.items():
-        print(f"| {name} | " + " | ".join(
-            f"{cells[n]['psnr']:.2f} / {cells[n]['ssim']:.3f}" if n in cells else "–" for n in nfes) + " |")
-    r0 = res[0]
-    print(f"\nPSNR dB / SSIM over {r0['pairs']} held-out pairs; the degraded input itself: "
-          f"{r0['psnr_input']:.2f} dB / {r0['ssim_input']:.3f}.")
-PY
-  ;;
-esac
+    esac
     $BIN eval-restore --model assets/fmnist-sr4 "${a[@]}" --steps "$k" --num-samples "$P" \
       --batch "$P" --seed 0 --json "$f" 2>/dev/null
   done ;;
