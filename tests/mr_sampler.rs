@@ -113,6 +113,38 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
     assert!(e.contains("condition"), "{e}");
 }
 
+/// RMS error, in y/m units at the end time, of running `p` on the analytic y-space model `mix`
+/// from the draw `z` with condition μ (values `mu_v`), against the exact solution `y_end`.
+#[allow(clippy::too_many_arguments)]
+fn rms_vs_exact(
+    p: &Program,
+    mix: &GaussianMixture,
+    mu: &Tensor,
+    mu_v: &[f32],
+    z: &[f32],
+    y_end: &[f64],
+    m_end: f64,
+) -> f64 {
+    let gpu = common::gpu();
+    let batch = mu.shape()[0];
+    let mut model =
+        AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32).unwrap();
+    let exec = Executor::with_condition(gpu, &model, p, 0, true, Some(mu)).unwrap();
+    exec.set_noise(gpu, z).unwrap();
+    let x = exec
+        .run(gpu, &mut model, |_, _| {})
+        .unwrap()
+        .to_vec_f32(gpu)
+        .unwrap();
+    let se: f64 = x
+        .iter()
+        .zip(mu_v)
+        .zip(y_end)
+        .map(|((xv, m), ye)| ((*xv as f64 - *m as f64) / m_end - ye).powi(2))
+        .sum();
+    (se / x.len() as f64).sqrt()
+}
+
 #[test]
 fn mr_sampler_ode_converges_at_orders_one_two_three() {
     // Error against the exact PF-ODE solution; fitted global order within ±0.3 of theory.
@@ -172,23 +204,7 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
                         .collect(),
                 };
                 let p = ode_program(&sched, &ts, order, solve, Prediction::Epsilon, &yin).unwrap();
-                let mut model =
-                    AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32)
-                        .unwrap();
-                let exec = Executor::with_condition(gpu, &model, &p, 0, true, Some(&mu)).unwrap();
-                exec.set_noise(gpu, &z).unwrap();
-                let x = exec
-                    .run(gpu, &mut model, |_, _| {})
-                    .unwrap()
-                    .to_vec_f32(gpu)
-                    .unwrap();
-                let se: f64 = x
-                    .iter()
-                    .zip(&mu_v)
-                    .zip(&y_end)
-                    .map(|((xv, m), ye)| ((*xv as f64 - *m as f64) / m_0 - ye).powi(2))
-                    .sum();
-                (se / x.len() as f64).sqrt()
+                rms_vs_exact(&p, &mix, &mu, &mu_v, &z, &y_end, m_0)
             })
             .collect();
         let xs: Vec<f64> = ns.iter().map(|&n| (n as f64).ln()).collect();
@@ -838,25 +854,7 @@ fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
         .collect();
     let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-    let rms = |p: &Program| {
-        let mut model =
-            AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32)
-                .unwrap();
-        let exec = Executor::with_condition(gpu, &model, p, 0, true, Some(&mu)).unwrap();
-        exec.set_noise(gpu, &z).unwrap();
-        let x = exec
-            .run(gpu, &mut model, |_, _| {})
-            .unwrap()
-            .to_vec_f32(gpu)
-            .unwrap();
-        let se: f64 = x
-            .iter()
-            .zip(&mu_v)
-            .zip(&y_end)
-            .map(|((xv, m), ye)| ((*xv as f64 - *m as f64) / m_0 - ye).powi(2))
-            .sum();
-        (se / x.len() as f64).sqrt()
-    };
+    let rms = |p: &Program| rms_vs_exact(p, &mix, &mu, &mu_v, &z, &y_end, m_0);
     let pf = rms(&pf_ode_program(&sched, Prediction::Epsilon, &yin).unwrap());
     let ts: Vec<f64> = (0..=100).rev().map(|t| t as f64).collect();
     let mrs1 = rms(&ode_program(
