@@ -385,6 +385,19 @@ pub fn group_norm(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
+    group_norm_wg(gpu, xs, groups, silu, dt, seed, None)
+}
+
+/// [`group_norm`] with an explicit kernel workgroup size (`None`: the launcher's choice).
+pub fn group_norm_wg(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    groups: usize,
+    silu: bool,
+    dt: DType,
+    seed: u64,
+    wg: Option<u32>,
+) -> Result<Check> {
     let mut rng = TestRng(seed);
     let n: usize = xs.iter().product();
     // An offset and scale per sample so mean and variance matter.
@@ -401,7 +414,7 @@ pub fn group_norm(
     let b = upload(gpu, "beta", &[xs[1]], &bv, dt)?;
     let y = Tensor::empty(gpu, "y", &xs, dt)?;
     let eps = 1e-5;
-    gpu.run(|rec| ops::group_norm::group_norm(rec, &x, &g, &b, &y, groups, eps, silu))?;
+    gpu.run(|rec| ops::group_norm::group_norm_wg(rec, &x, &g, &b, &y, groups, eps, silu, wg))?;
     let want = r::group_norm(
         &widen(&xv),
         xs[0],
@@ -414,7 +427,7 @@ pub fn group_norm(
         silu,
     );
     Ok(check(
-        format!("group_norm {xs:?} G={groups} silu={silu} {dt:?}"),
+        format!("group_norm {xs:?} G={groups} silu={silu} wg={wg:?} {dt:?}"),
         &y.to_vec_f32(gpu)?,
         &want,
         2e-5,

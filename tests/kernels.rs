@@ -273,7 +273,12 @@ fn group_norm_random_shapes() {
                 ));
             }
             for (i, (xs, g)) in cases.into_iter().enumerate() {
-                checks.push(sc::group_norm(gpu, xs, g, i % 2 == 1, dt, rng.next_u64()).unwrap());
+                let seed = rng.next_u64();
+                for wg in [256, 64] {
+                    checks.push(
+                        sc::group_norm_wg(gpu, xs, g, i % 2 == 1, dt, seed, Some(wg)).unwrap(),
+                    );
+                }
             }
         }
     }

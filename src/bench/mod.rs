@@ -215,6 +215,13 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             Box::new(|rec| ops::group_norm::group_norm(rec, &x, &gamma, &beta, &y, 32, 1e-5, true)),
         ),
         (
+            "group_norm+silu (32 groups) workgroup 64",
+            4.0,
+            Box::new(|rec| {
+                ops::group_norm::group_norm_wg(rec, &x, &gamma, &beta, &y, 32, 1e-5, true, Some(64))
+            }),
+        ),
+        (
             "concat channels",
             2.0,
             Box::new(|rec| ops::concat::concat_channels(rec, &half, &half, &y)),

@@ -23,12 +23,33 @@ struct Params {
 
 /// The kernel key for a variant.
 pub fn key(dt: DType, silu: bool) -> KernelKey {
-    KernelKey::new("group_norm", "main", dt, [WG, 1, 1]).flag("SILU", silu)
+    key_wg(dt, silu, WG)
+}
+
+/// The default workgroup size: 64 on CPU adapters (1.10× on a [8,128,64,64] GroupNorm+SiLU on
+/// lavapipe, benches/README.md: barrier trees are expensive there), 256 elsewhere.
+pub fn default_wg(device: wgpu::DeviceType) -> u32 {
+    if device == wgpu::DeviceType::Cpu {
+        64
+    } else {
+        WG
+    }
+}
+
+/// The key with an explicit workgroup size (a power of two; 256 by default, 64 is the other
+/// tuning candidate: shallower barrier trees, fewer idle invocations on small groups).
+pub fn key_wg(dt: DType, silu: bool, wg: u32) -> KernelKey {
+    KernelKey::new("group_norm", "main", dt, [wg, 1, 1]).flag("SILU", silu)
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt, false), key(dt, true)]
+    let mut v = Vec::new();
+    for wg in [WG, 64] {
+        v.push(key_wg(dt, false, wg));
+        v.push(key_wg(dt, true, wg));
+    }
+    v
 }
 
 /// y = GroupNorm(x) · gamma + beta (then SiLU if `silu`). x, y [N, C, ...]; gamma, beta [C].
@@ -42,6 +63,23 @@ pub fn group_norm(
     groups: usize,
     eps: f32,
     silu: bool,
+) -> Result<()> {
+    group_norm_wg(rec, x, gamma, beta, y, groups, eps, silu, None)
+}
+
+/// [`group_norm`] with an explicit workgroup size (`None`: [`default_wg`], or the adapter's
+/// measured winner of 256 / 64 when tuning is on).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_wg(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    y: &Tensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+    wg: Option<u32>,
 ) -> Result<()> {
     const OP: &str = "group_norm";
     nonempty(OP, x)?;
@@ -99,6 +137,41 @@ pub fn group_norm(
         y.binding(gpu, OP)?,
     ];
     let g = grid_1d(gpu, OP, count as u64)?;
-    rec.dispatch(&key(x.dtype(), silu), bytemuck::bytes_of(&p), binds, g)?;
+    let dt = x.dtype();
+    let wg = if let Some(w) = wg {
+        if !w.is_power_of_two() || w > 1024 {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "workgroup",
+                reason: format!("{w} is not a power of two ≤ 1024"),
+            });
+        }
+        w
+    } else if gpu.tuner().enabled() {
+        let tkey = format!("group_norm|{dt:?}|{n}x{c}x{hw}|g{groups}|silu{silu}");
+        let cands: &[&'static str] = if default_wg(gpu.info().device_type) == 64 {
+            &["wg64", "wg256"]
+        } else {
+            &["wg256", "wg64"]
+        };
+        let pick = gpu.tuner().pick(&tkey, cands, &mut |cand| {
+            let mut r = gpu.recorder();
+            let k = key_wg(dt, silu, if cand == "wg64" { 64 } else { WG });
+            r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)?;
+            let one = r.finish()?;
+            crate::gpu::tuning::time_best(gpu, &|| {
+                one.submit(gpu);
+                Ok(())
+            })
+        })?;
+        if pick == "wg64" {
+            64
+        } else {
+            WG
+        }
+    } else {
+        default_wg(gpu.info().device_type)
+    };
+    rec.dispatch(&key_wg(dt, silu, wg), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }
