@@ -6,6 +6,7 @@
 // Fused epilogue: y = (acc + bias[co] + t[n, co] (ADD_NC) + r[n, co, p] (RESIDUAL)) · out_scale —
 // a ResnetBlock2D's time-embedding add after conv1 and its residual add and output scale after
 // conv2, without extra dispatches.
+// ROW3: the 3×3 stride-1 kernel below (needs scalar weights, i.e. not VEC4).
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
 
 struct Params {
@@ -48,6 +49,99 @@ fn gather(xb: u32, ci: u32, ky: u32, kx: u32, iy0: vec4<i32>, ix0: vec4<i32>) ->
   return select(vec4<f32>(0.0), v, ok);
 }
 
+
+// The output write with the fused epilogue, for CB channels × 4 pixels.
+fn write_out(n: u32, co0: u32, p0: u32, accs: array<vec4<f32>, ${CB}>) {
+  let yb = n * p.y_bs;
+  for (var r = 0u; r < ${CB}u; r = r + 1u) {
+    let co = co0 + r;
+    if (co >= p.cout) { break; }
+    var b = 0.0;
+#if BIAS
+    b = bias_ld(co);
+#endif
+#if ADD_NC
+    b = b + tnc_ld(n * p.cout + co);
+#endif
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      if (p0 + j < p.hw_out) {
+        let o = yb + co * p.hw_out + p0 + j;
+        var v = accs[r][j] + b;
+#if RESIDUAL
+        v = v + res_ld(o);
+#endif
+        y_st(o, v * p.out_scale);
+      }
+    }
+  }
+}
+
+#if ROW3
+// 3×3 stride-1 convolution, 4 consecutive output pixels of one row per invocation: per
+// (ci, ky) the 6 input values the 4 pixels × 3 taps need are loaded once (6 loads instead of
+// 12 gathers); a group of pixels straddling a row end takes the per-pixel path.
+@compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let p0 = gid.x * 4u;
+  let co0 = gid.y * ${CB}u;
+  if (p0 >= p.hw_out || co0 >= p.cout) { return; }
+  let n = wid.z;
+  let xb = n * p.x_bs;
+  let clast = p.cout - 1u;
+  var wr: array<u32, ${CB}>;
+  for (var r = 0u; r < ${CB}u; r = r + 1u) { wr[r] = min(co0 + r, clast) * p.k; }
+  var accs: array<vec4<f32>, ${CB}>;
+  for (var r = 0u; r < ${CB}u; r = r + 1u) { accs[r] = vec4<f32>(0.0); }
+  let oy = p0 / p.wo;
+  let ox0 = p0 % p.wo;
+  let hi = i32(p.h);
+  let wi = i32(p.w);
+  if (ox0 + 3u < p.wo) {
+    let ix0 = i32(ox0) - i32(p.pad);
+    for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
+      let cb = xb + ci * p.h * p.w;
+      for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+        let iy = i32(oy + ky) - i32(p.pad);
+        if (iy < 0 || iy >= hi) { continue; }
+        let rb = cb + u32(iy) * p.w;
+        var xs: array<f32, 6>;
+        for (var j = 0; j < 6; j = j + 1) {
+          let ix = ix0 + j;
+          xs[j] = select(0.0, x_ld(rb + u32(clamp(ix, 0, wi - 1))), ix >= 0 && ix < wi);
+        }
+        let kb = (ci * 3u + ky) * 3u;
+        for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+          let xv = vec4<f32>(xs[kx], xs[kx + 1u], xs[kx + 2u], xs[kx + 3u]);
+          for (var r = 0u; r < ${CB}u; r = r + 1u) {
+            accs[r] += wt_ld(wr[r] + kb + kx) * xv;
+          }
+        }
+      }
+    }
+  } else {
+    // Pixels in two rows: per-pixel gather over all taps.
+    var iy0 = vec4<i32>(0);
+    var ix0 = vec4<i32>(0);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let pj = min(p0 + j, p.hw_out - 1u);
+      iy0[j] = i32(pj / p.wo) - i32(p.pad);
+      ix0[j] = i32(pj % p.wo) - i32(p.pad);
+    }
+    for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
+      for (var ky = 0u; ky < 3u; ky = ky + 1u) {
+        for (var kx = 0u; kx < 3u; kx = kx + 1u) {
+          let xv = gather(xb, ci, ky, kx, iy0, ix0);
+          let kk = (ci * 3u + ky) * 3u + kx;
+          for (var r = 0u; r < ${CB}u; r = r + 1u) {
+            accs[r] += wt_ld(wr[r] + kk) * xv;
+          }
+        }
+      }
+    }
+  }
+  write_out(n, co0, p0, accs);
+}
+#else
 @compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let p0 = gid.x * 4u;
@@ -166,26 +260,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 #else
   let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
 #endif
-  let yb = n * p.y_bs;
-  for (var r = 0u; r < ${CB}u; r = r + 1u) {
-    let co = co0 + r;
-    if (co >= p.cout) { break; }
-    var b = 0.0;
-#if BIAS
-    b = bias_ld(co);
-#endif
-#if ADD_NC
-    b = b + tnc_ld(n * p.cout + co);
-#endif
-    for (var j = 0u; j < 4u; j = j + 1u) {
-      if (p0 + j < p.hw_out) {
-        let o = yb + co * p.hw_out + p0 + j;
-        var v = accs[r][j] + b;
-#if RESIDUAL
-        v = v + res_ld(o);
-#endif
-        y_st(o, v * p.out_scale);
-      }
-    }
-  }
+  write_out(n, co0, p0, accs);
 }
+#endif

@@ -289,7 +289,34 @@ pub fn conv2d(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    conv2d_check(gpu, xs, cout, kh, kw, args, bias, None, dt, seed)
+    conv2d_check(gpu, xs, cout, kh, kw, args, bias, None, dt, seed, None)
+}
+
+/// [`conv2d`] forcing a kernel variant (see `ops::conv2d::conv2d_variant`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forced(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    cout: usize,
+    args: Conv2dArgs,
+    epilogue: Option<f32>,
+    dt: DType,
+    seed: u64,
+    variant: &str,
+) -> Result<Check> {
+    conv2d_check(
+        gpu,
+        xs,
+        cout,
+        3,
+        3,
+        args,
+        true,
+        epilogue,
+        dt,
+        seed,
+        Some(variant),
+    )
 }
 
 /// conv2d against the f64 reference; with `epilogue = Some(scale)` also a per-(sample,
@@ -306,6 +333,7 @@ fn conv2d_check(
     epilogue: Option<f32>,
     dt: DType,
     seed: u64,
+    variant: Option<&str>,
 ) -> Result<Check> {
     let mut rng = TestRng(seed);
     let ws = [cout, xs[1], kh, kw];
@@ -345,11 +373,13 @@ fn conv2d_check(
             scale,
         },
     };
-    gpu.run(|rec| ops::conv2d::conv2d_fused(rec, &x, &w, bias.then_some(&b), &y, args, epi))?;
+    gpu.run(|rec| {
+        ops::conv2d::conv2d_variant(rec, &x, &w, bias.then_some(&b), &y, args, epi, variant)
+    })?;
     let k = xs[1] * kh * kw;
     Ok(check(
         format!(
-            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {dt:?}",
+            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {variant:?} {dt:?}",
             args.stride, args.padding
         ),
         &y.to_vec_f32(gpu)?,
@@ -373,7 +403,7 @@ pub fn conv2d_epilogue(
         padding: 1,
         extra_end: 0,
     };
-    conv2d_check(gpu, xs, cout, 3, 3, args, true, Some(scale), dt, seed)
+    conv2d_check(gpu, xs, cout, 3, 3, args, true, Some(scale), dt, seed, None)
 }
 
 /// GroupNorm (+ SiLU) of x [N, C, H, W].

@@ -185,6 +185,26 @@ fn conv2d_random_shapes() {
             ] {
                 checks.push(sc::conv2d_epilogue(gpu, xs, cout, scale, dt, rng.next_u64()).unwrap());
             }
+            // Every variant forced (the defaults differ per adapter): the 3×3 stride-1 row
+            // kernel and the gather kernel, rows whose width is and is not a multiple of 4
+            // (pixel groups straddling a row end), padding 0 and 1, with and without the fused
+            // epilogue, both register blocks.
+            for (xs, cout, pad, epi) in [
+                ([2, 4, 8, 8], 8, 1, None),
+                ([1, 3, 14, 14], 5, 1, Some(0.5f32)),
+                ([3, 5, 7, 9], 12, 1, None),
+                ([1, 2, 6, 5], 3, 0, Some(1.0)),
+            ] {
+                let args = diffuse::ops::conv2d::Conv2dArgs {
+                    stride: 1,
+                    padding: pad,
+                    extra_end: 0,
+                };
+                for v in ["row3-cb4", "row3-cb8", "cb4", "cb8"] {
+                    let seed = rng.next_u64();
+                    checks.push(sc::conv2d_forced(gpu, xs, cout, args, epi, dt, seed, v).unwrap());
+                }
+            }
             let mut cases: Vec<([usize; 4], usize, usize, usize, usize)> = vec![
                 ([1, 1, 1, 1], 1, 1, 1, 0),   // 1×1 spatial, 1×1 kernel
                 ([2, 3, 1, 1], 5, 3, 1, 1),   // 1×1 spatial, 3×3 kernel with padding

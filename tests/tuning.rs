@@ -56,8 +56,9 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     let path = cache("roundtrip");
     let gpu = tuned(&path);
     conv_and_softmax(&gpu);
-    // Two candidates each for 2 conv keys and 2 softmax keys.
-    assert_eq!(gpu.tuner().measurements(), 8);
+    // Four candidates (gather/row kernel × 4/8 channels) for each of the 2 conv keys (3×3
+    // stride 1) and two layouts for each of the 2 softmax keys.
+    assert_eq!(gpu.tuner().measurements(), 12);
     let table: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(table.len(), 4, "{table:?}");
@@ -65,7 +66,15 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     for (k, v) in &table {
         assert!(k.starts_with(adapter.as_str()), "key {k} names the adapter");
         assert!(
-            ["cb4", "cb8", "workgroup", "row-per-thread"].contains(&v.as_str()),
+            [
+                "cb4",
+                "cb8",
+                "row3-cb4",
+                "row3-cb8",
+                "workgroup",
+                "row-per-thread"
+            ]
+            .contains(&v.as_str()),
             "{k} → {v}"
         );
     }
@@ -77,7 +86,7 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     std::fs::write(&path, b"{ not json").unwrap();
     let fresh = tuned(&path);
     conv_and_softmax(&fresh);
-    assert_eq!(fresh.tuner().measurements(), 8);
+    assert_eq!(fresh.tuner().measurements(), 12);
     assert!(
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).is_ok()
     );

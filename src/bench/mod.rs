@@ -245,6 +245,59 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             }),
         ),
     ];
+    // The 3×3 stride-1 row kernel against the gather kernel (same register block), side by
+    // side: a row width that is a multiple of 4 and one whose pixel groups straddle rows.
+    for (nb, cin, hw, cout) in [(8, 64, 32, 64), (8, 64, 14, 64), (8, 32, 28, 32)] {
+        let x = rand_tensor(gpu, "x", &[nb, cin, hw, hw], dt)?;
+        let w = rand_tensor(gpu, "w", &[cout, cin, 3, 3], dt)?;
+        let bias = rand_tensor(gpu, "bias", &[cout], dt)?;
+        let y = Tensor::empty(gpu, "y", &[nb, cout, hw, hw], dt)?;
+        let args = Conv2dArgs {
+            stride: 1,
+            padding: 1,
+            extra_end: 0,
+        };
+        let cb = if ops::conv2d::cout_block(dt) == 8 {
+            "cb8"
+        } else {
+            "cb4"
+        };
+        let row = format!("row3-{cb}");
+        let time = |v: &str| {
+            time_op(gpu, &|rec| {
+                ops::conv2d::conv2d_variant(
+                    rec,
+                    &x,
+                    &w,
+                    Some(&bias),
+                    &y,
+                    args,
+                    ops::conv2d::Epilogue::default(),
+                    Some(v),
+                )
+            })
+        };
+        let (sg, sr) = (time(cb)?, time(&row)?);
+        let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
+        for (name, sec, note) in [
+            (cb.to_string(), sg, String::new()),
+            (
+                row.clone(),
+                sr,
+                format!("{:.2}x the gather kernel", sg / sr),
+            ),
+        ] {
+            rows.push(Row {
+                kind: "conv2d",
+                name: format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1 {name}"),
+                dtype: dt,
+                ms: sec * 1e3,
+                rate: flops / sec / 1e9,
+                unit: "GFLOP/s",
+                note,
+            });
+        }
+    }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).
     {

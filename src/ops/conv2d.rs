@@ -67,7 +67,21 @@ pub fn key_fused(
     add_nc: bool,
     residual: bool,
 ) -> KernelKey {
+    key_variant(dt, cb, false, vec4, bias, add_nc, residual)
+}
+
+/// The full key: `row3` selects the 3×3 stride-1 row kernel (scalar weights, so no `vec4`).
+pub fn key_variant(
+    dt: DType,
+    cb: usize,
+    row3: bool,
+    vec4: bool,
+    bias: bool,
+    add_nc: bool,
+    residual: bool,
+) -> KernelKey {
     KernelKey::new("conv2d", "main", dt, WG)
+        .flag("ROW3", row3)
         .define("CB", cb)
         .flag("CB8", cb == 8)
         .flag("VEC4", vec4)
@@ -83,6 +97,9 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         for i in 0..16u32 {
             let f = |b: u32| i & (1 << b) != 0;
             v.push(key_fused(dt, cb, f(0), f(1), f(2), f(3)));
+            if !f(0) {
+                v.push(key_variant(dt, cb, true, false, f(1), f(2), f(3)));
+            }
         }
     }
     v
@@ -157,6 +174,23 @@ pub fn conv2d_fused(
     y: &Tensor,
     args: Conv2dArgs,
     epi: Epilogue<'_>,
+) -> Result<()> {
+    conv2d_variant(rec, x, weight, bias, y, args, epi, None)
+}
+
+/// Kernel variants of [`conv2d_fused`]: "cb4" / "cb8" (gather kernel with 4 or 8 output
+/// channels per invocation) and, for 3×3 stride-1 convs, "row3-cb4" / "row3-cb8" (the row
+/// kernel). `None` picks the default or, with tuning on, the adapter's measured winner.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_variant(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    args: Conv2dArgs,
+    epi: Epilogue<'_>,
+    variant: Option<&str>,
 ) -> Result<()> {
     const OP: &str = "conv2d";
     nonempty(OP, x)?;
@@ -259,53 +293,79 @@ pub fn conv2d_fused(
         binds.push(r.binding(gpu, OP)?);
     }
     let dt = x.dtype();
-    let launch = |cb: usize| -> Result<(KernelKey, [u32; 3])> {
+    let row3_ok = kh == 3 && kw == 3 && args.stride == 1;
+    let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
+        let row3 = v.starts_with("row3");
+        let cb = if v.ends_with("cb8") { 8 } else { 4 };
+        if (row3 && !row3_ok) || !["cb4", "cb8", "row3-cb4", "row3-cb8"].contains(&v) {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "variant",
+                reason: format!(
+                    "`{v}` does not apply to a {kh}x{kw} stride-{} conv",
+                    args.stride
+                ),
+            });
+        }
         let groups = [
             u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
             u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
             u32_param(OP, "batch", n)?,
         ];
-        let key = key_fused(
+        let key = key_variant(
             dt,
             cb,
-            k % 4 == 0,
+            row3,
+            !row3 && k % 4 == 0,
             bias.is_some(),
             epi.add_nc.is_some(),
             epi.residual.is_some(),
         );
         Ok((key, groups))
     };
-    // The register block: the dtype's default, or the adapter's measured winner when tuning.
-    let default = cout_block(dt);
-    let cb = if gpu.tuner().enabled() {
-        let candidates: &[&'static str] = if default == 8 {
-            &["cb8", "cb4"]
+    // The variant: given, the default, or the adapter's measured winner when tuning. The row
+    // kernel is the default on CPU adapters when no pixel group straddles a row (Wo % 4 == 0):
+    // 1.03–1.22× there on lavapipe, but 0.68–0.78× when groups straddle (benches/README.md).
+    let gather: &'static str = if cout_block(dt) == 8 { "cb8" } else { "cb4" };
+    let default: &'static str =
+        if row3_ok && wo % 4 == 0 && gpu.info().device_type == wgpu::DeviceType::Cpu {
+            if gather == "cb8" {
+                "row3-cb8"
+            } else {
+                "row3-cb4"
+            }
         } else {
-            &["cb4", "cb8"]
+            gather
         };
-        let tkey = format!(
-            "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}",
-            args.stride, args.padding
-        );
-        let pick = gpu.tuner().pick(&tkey, candidates, &mut |c| {
-            let (key, groups) = launch(if c == "cb8" { 8 } else { 4 })?;
-            let mut r = gpu.recorder();
-            r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
-            let one = r.finish()?;
-            crate::gpu::tuning::time_best(gpu, &|| {
-                one.submit(gpu);
-                Ok(())
-            })
-        })?;
-        if pick == "cb8" {
-            8
-        } else {
-            4
+    let chosen: String = match variant {
+        Some(v) => v.to_string(),
+        None if gpu.tuner().enabled() => {
+            let mut candidates: Vec<&'static str> = vec![default];
+            for c in ["cb4", "cb8", "row3-cb4", "row3-cb8"] {
+                if c != default && (row3_ok || !c.starts_with("row3")) {
+                    candidates.push(c);
+                }
+            }
+            let tkey = format!(
+                "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}",
+                args.stride, args.padding
+            );
+            gpu.tuner()
+                .pick(&tkey, &candidates, &mut |c| {
+                    let (key, groups) = launch(c)?;
+                    let mut r = gpu.recorder();
+                    r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
+                    let one = r.finish()?;
+                    crate::gpu::tuning::time_best(gpu, &|| {
+                        one.submit(gpu);
+                        Ok(())
+                    })
+                })?
+                .to_string()
         }
-    } else {
-        default
+        None => default.to_string(),
     };
-    let (key, groups) = launch(cb)?;
+    let (key, groups) = launch(&chosen)?;
     rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
     Ok(())
 }
