@@ -57,6 +57,7 @@ if gen:
     for g in gen:
         if g["sampler"] not in names:
             names.append(g["sampler"])
+    print("**FID-FMNIST vs NFE — `assets/fmnist-ddpm`** (lower is better)\n")
     print("| sampler | " + " | ".join(f"NFE {n}" for n in cols) + " |")
     print("|---|" + "---|" * len(cols))
     for s in names:
@@ -76,7 +77,8 @@ if gen:
           f"{g0['adapter']}, {g0['driver']}.")
 cond = load("cond-*.json")
 if cond:
-    print("\n| guidance w | class accuracy | FID-FMNIST |\n|---|---|---|")
+    print("\n**Class accuracy vs guidance — `assets/fmnist-cond`** (the classifier's argmax against the requested label)\n")
+    print("| guidance w | class accuracy | FID-FMNIST |\n|---|---|---|")
     for c in sorted(cond, key=lambda c: c["guidance"] or 0):
         print(f"| {c['guidance'] or 0} | {100 * c['class_accuracy']:.1f} % | {c['fid_fmnist']:.2f} |")
     print(f"\n{cond[0]['num_samples']} samples per row ({cond[0]['num_samples'] // 10} per class), "
@@ -88,7 +90,8 @@ if res:
         name = r["sampler"] if r["sampler"] != "mrs" else f"MRS-{r['solver'].upper()} order {r['order']}"
         rows.setdefault(name, {})[r["nfe"]] = r
     nfes = sorted({r["nfe"] for r in res})
-    print("\n| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
+    print("\n**PSNR / SSIM vs NFE — `assets/fmnist-sr4`** (4× super-resolution, higher is better)\n")
+    print("| sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |")
     print("|---|" + "---|" * len(nfes))
     for name, cells in rows.items():
         print(f"| {name} | " + " | ".join(

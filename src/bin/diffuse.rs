@@ -649,7 +649,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
             "fid_floor_train_vs_test": floor_full,
             "fid_floor_at_num_samples": floor_k.map(|(_, f)| f),
             "seconds": rep.seconds, "adapter": info.name, "backend": format!("{:?}", info.backend),
-            "driver": info.driver,
+            "driver": format!("{} {}", info.driver, info.driver_info),
         });
         write_atomic(p, &format!("{v:#}\n"))?;
     }
@@ -738,7 +738,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
             "steps": a.r.steps, "nfe": rep.nfe, "pairs": rep.pairs, "seed": a.r.seed,
             "psnr": rep.psnr, "ssim": rep.ssim, "psnr_input": rep.psnr_input,
             "ssim_input": rep.ssim_input, "seconds": rep.seconds, "adapter": info.name,
-            "backend": format!("{:?}", info.backend), "driver": info.driver,
+            "backend": format!("{:?}", info.backend), "driver": format!("{} {}", info.driver, info.driver_info),
         });
         write_atomic(p, &format!("{v:#}\n"))?;
     }
