@@ -172,10 +172,12 @@ pub fn evaluate_generation(
             ),
         });
     }
-    let classes = model.classes(o.guidance.is_some());
+    let k = classifier.config.num_classes;
+    // Labels cycle over the classes the classifier knows (a class-conditional model's extra
+    // null label, used for guidance, is never requested).
+    let classes = model.classes(o.guidance.is_some()).map(|c| c.min(k));
     let t0 = std::time::Instant::now();
     let cls = classifier.prepare(gpu, o.batch.min(o.num_samples))?;
-    let k = classifier.config.num_classes;
     let (mut feats, mut logits, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     let mut nfe = 0;
     let mut done = 0;
