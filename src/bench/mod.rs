@@ -279,24 +279,16 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         };
         let (sg, sr) = (time(cb)?, time(&row)?);
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
-        for (name, sec, note) in [
-            (cb.to_string(), sg, String::new()),
-            (
-                row.clone(),
-                sr,
-                format!("{:.2}x the gather kernel", sg / sr),
-            ),
-        ] {
-            rows.push(Row {
-                kind: "conv2d",
-                name: format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1 {name}"),
-                dtype: dt,
-                ms: sec * 1e3,
-                rate: flops / sec / 1e9,
-                unit: "GFLOP/s",
-                note,
-            });
-        }
+        let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
+        push_pair(
+            &mut rows,
+            "conv2d",
+            &prefix,
+            dt,
+            flops,
+            (cb, sg),
+            (&row, sr),
+        );
     }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).
@@ -329,28 +321,15 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             ops::conv2d::conv2d_fused(rec, &x, &w, Some(&bias), &y, args, epi)
         })?;
         let flops = 2.0 * (64 * 8 * 32 * 32 * 64 * 9) as f64;
-        for (name, sec, note) in [
-            (
-                "conv + temb add + residual add (3 dispatches)",
-                unfused,
-                String::new(),
-            ),
-            (
-                "conv with fused epilogue",
-                fused,
-                format!("{:.2}x faster than 3 dispatches", unfused / fused),
-            ),
-        ] {
-            rows.push(Row {
-                kind: "conv2d",
-                name: format!("[8,64,32,32]→64 3x3 {name}"),
-                dtype: dt,
-                ms: sec * 1e3,
-                rate: flops / sec / 1e9,
-                unit: "GFLOP/s",
-                note,
-            });
-        }
+        push_pair(
+            &mut rows,
+            "conv2d",
+            "[8,64,32,32]→64 3x3",
+            dt,
+            flops,
+            ("conv + temb add + residual add (3 dispatches)", unfused),
+            ("conv with fused epilogue", fused),
+        );
     }
     // Attention over 196 tokens, 4 heads of 16 (the Fashion-MNIST UNets' 14×14 level, batch
     // 8): the fused online-softmax kernel vs GEMM → softmax → GEMM, side by side.
@@ -371,24 +350,16 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             ops::attention::attention_fused(rec, &q, &k, &v, &o, h, alpha)
         })?;
         let flops = 4.0 * (b * h * l * l * d) as f64;
-        for (name, sec, note) in [
-            ("GEMM + softmax + GEMM", unfused, String::new()),
-            (
-                "fused online softmax",
-                fused,
-                format!("{:.2}x the speed of the 3 dispatches", unfused / fused),
-            ),
-        ] {
-            rows.push(Row {
-                kind: "attn",
-                name: format!("[{b}, {l}, {h}x{d}] {name}"),
-                dtype: dt,
-                ms: sec * 1e3,
-                rate: flops / sec / 1e9,
-                unit: "GFLOP/s",
-                note,
-            });
-        }
+        let prefix = format!("[{b}, {l}, {h}x{d}]");
+        push_pair(
+            &mut rows,
+            "attn",
+            &prefix,
+            dt,
+            flops,
+            ("GEMM + softmax + GEMM", unfused),
+            ("fused online softmax", fused),
+        );
     }
     // Attention softmax (4 heads × 196 tokens, the shipped Fashion-MNIST UNets' 14×14 level,
     // batch 8) in both kernel layouts, side by side.
@@ -425,6 +396,38 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     }
 
     Ok(rows)
+}
+
+/// Two GFLOP/s rows measured side by side: a baseline and a variant, the variant's note giving
+/// its speed relative to the baseline.
+#[allow(clippy::too_many_arguments)]
+fn push_pair(
+    rows: &mut Vec<Row>,
+    kind: &'static str,
+    prefix: &str,
+    dt: DType,
+    flops: f64,
+    base: (&str, f64),
+    variant: (&str, f64),
+) {
+    for (name, sec, note) in [
+        (base.0, base.1, String::new()),
+        (
+            variant.0,
+            variant.1,
+            format!("{:.2}x the speed of `{}`", base.1 / variant.1, base.0),
+        ),
+    ] {
+        rows.push(Row {
+            kind,
+            name: format!("{prefix} {name}"),
+            dtype: dt,
+            ms: sec * 1e3,
+            rate: flops / sec / 1e9,
+            unit: "GFLOP/s",
+            note,
+        });
+    }
 }
 
 /// Prints rows as an aligned table.
