@@ -19,12 +19,36 @@ fn run(program: &Program, mix: &GaussianMixture, z: &[f32], cond: Option<&Tensor
     let gpu = common::gpu();
     let mut model =
         AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, 4, DType::F32).unwrap();
-    let exec = Executor::with_condition(gpu, &model, program, 0, true, cond).unwrap();
-    exec.set_noise(gpu, z).unwrap();
-    exec.run(gpu, &mut model, |_, _| {})
+    run_program(&mut model, program, 0, Some(z), cond)
+}
+
+/// Runs `program` on `model` with condition `cond` and returns the final sample: x_T is built
+/// from the standard-normal draw `noise`, or drawn in-kernel from `seed` when `None`.
+fn run_program(
+    model: &mut dyn diffuse::models::Denoiser,
+    program: &Program,
+    seed: u64,
+    noise: Option<&[f32]>,
+    cond: Option<&Tensor>,
+) -> Vec<f32> {
+    let gpu = common::gpu();
+    let exec =
+        Executor::with_condition(gpu, &*model, program, seed, noise.is_some(), cond).unwrap();
+    if let Some(z) = noise {
+        exec.set_noise(gpu, z).unwrap();
+    }
+    exec.run(gpu, model, |_, _| {})
         .unwrap()
         .to_vec_f32(gpu)
         .unwrap()
+}
+
+/// max |a − b| over paired elements.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 #[test]
@@ -129,13 +153,7 @@ fn rms_vs_exact(
     let batch = mu.shape()[0];
     let mut model =
         AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32).unwrap();
-    let exec = Executor::with_condition(gpu, &model, p, 0, true, Some(mu)).unwrap();
-    exec.set_noise(gpu, z).unwrap();
-    let x = exec
-        .run(gpu, &mut model, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
+    let x = run_program(&mut model, p, 0, Some(z), Some(mu));
     let se: f64 = x
         .iter()
         .zip(mu_v)
@@ -270,12 +288,7 @@ fn mr_sde_and_posterior_statistics() {
     for (name, p) in runs {
         let mut model =
             AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, n, DType::F32).unwrap();
-        let exec = Executor::with_condition(gpu, &model, &p, 17, false, Some(&mu)).unwrap();
-        let x = exec
-            .run(gpu, &mut model, |_, _| {})
-            .unwrap()
-            .to_vec_f32(gpu)
-            .unwrap();
+        let x = run_program(&mut model, &p, 17, None, Some(&mu));
         let y: Vec<f64> = x.iter().zip(&mu_v).map(|(a, m)| (*a - *m) as f64).collect();
         let mean: Vec<f64> = (0..4)
             .map(|j| (0..n).map(|i| y[i * 4 + j]).sum::<f64>() / n as f64)
@@ -393,13 +406,7 @@ fn rddm_last_step_returns_i0_hat() {
     let cond = t("I_in", &cond_v);
     let steps = 5;
     let p = rddm_program(&abar, &bbar, steps).unwrap();
-    let exec = Executor::with_condition(gpu, &m, &p, 0, true, Some(&cond)).unwrap();
-    exec.set_noise(gpu, &z).unwrap();
-    let got = exec
-        .run(gpu, &mut m, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
+    let got = run_program(&mut m, &p, 0, Some(&z), Some(&cond));
     // Host recurrence in f64 over the same times; the final state must be Î_0 of the last step.
     let idx: Vec<i64> = diffuse::schedule::linspace(-1.0, 999.0, steps + 1)
         .iter()
@@ -481,12 +488,7 @@ fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
     )
     .unwrap();
     let mut m = mk();
-    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
-    let got = exec
-        .run(gpu, &mut m, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
+    let got = run_program(&mut m, &p, 9, None, Some(&cond));
     assert_eq!(got, x0, "ResShift's last step must return x̂0 exactly");
     // Residual parameterisation: r̂ = y0 − x0 gives the same.
     let r: Vec<f32> = y0.iter().zip(&x0).map(|(y, x)| y - x).collect();
@@ -500,17 +502,8 @@ fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
         ResShiftPrediction::Residual,
     )
     .unwrap();
-    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
-    let got = exec
-        .run(gpu, &mut m, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
-    let worst = got
-        .iter()
-        .zip(&x0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let got = run_program(&mut m, &p, 9, None, Some(&cond));
+    let worst = max_diff(&got, &x0);
     assert!(worst < 1e-6, "{worst}");
     // Resfusion (T = 12 → 5 steps from √ᾱ = ½) produces finite samples.
     let sa = resfusion_sqrt_abar(12);
@@ -521,12 +514,7 @@ fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
     .unwrap();
     assert_eq!(p.nfe, 5);
     let mut m = mk();
-    let exec = Executor::with_condition(gpu, &m, &p, 9, false, Some(&cond)).unwrap();
-    let got = exec
-        .run(gpu, &mut m, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
+    let got = run_program(&mut m, &p, 9, None, Some(&cond));
     assert!(got.iter().all(|v| v.is_finite()));
 }
 
@@ -558,17 +546,8 @@ fn mr_schedules_and_denoise_last() {
     )
     .unwrap();
     let p = diffuse::solvers::mr_sampler::denoise_last(p, MrPrediction::Data).unwrap();
-    let exec = Executor::with_condition(gpu, &m, &p, 0, false, Some(&mu)).unwrap();
-    let got = exec
-        .run(gpu, &mut m, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
-    let worst = got
-        .iter()
-        .zip(&x0)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let got = run_program(&mut m, &p, 0, None, Some(&mu));
+    let worst = max_diff(&got, &x0);
     assert!(worst < 1e-6, "{worst}");
 }
 
@@ -641,12 +620,7 @@ fn mr_velocity_prediction_matches_noise_prediction() {
         } else {
             Box::new(inner)
         };
-        let exec = Executor::with_condition(gpu, model.as_ref(), p, 3, true, Some(&mu)).unwrap();
-        exec.set_noise(gpu, &z).unwrap();
-        exec.run(gpu, model.as_mut(), |_, _| {})
-            .unwrap()
-            .to_vec_f32(gpu)
-            .unwrap()
+        run_program(model.as_mut(), p, 3, Some(&z), Some(&mu))
     };
     for (name, eps_p, v_p) in [
         (
@@ -716,11 +690,7 @@ fn mr_velocity_prediction_matches_noise_prediction() {
             run_with(&eps_p.unwrap(), false),
             run_with(&v_p.unwrap(), true),
         );
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let worst = max_diff(&a, &b);
         println!("{name}: max|x_ε − x_v| = {worst:.2e}");
         assert!(worst < 1e-4, "{name}: {worst}");
         assert!(a.iter().all(|v| v.is_finite()));
@@ -785,13 +755,7 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
             matches!(prog.steps[0][2], Op::Threshold { .. }),
             "inserted after the store"
         );
-        let exec = Executor::with_condition(gpu, &model, &prog, 0, true, Some(&mu)).unwrap();
-        exec.set_noise(gpu, &vec![0.0; n * d]).unwrap();
-        let got = exec
-            .run(gpu, &mut model, |_, _| {})
-            .unwrap()
-            .to_vec_f32(gpu)
-            .unwrap();
+        let got = run_program(&mut model, &prog, 0, Some(&vec![0.0; n * d]), Some(&mu));
         let mut worst = 0f64;
         for s in 0..n {
             let v: Vec<f64> = x0[s * d..(s + 1) * d].iter().map(|&x| x as f64).collect();

@@ -24,6 +24,34 @@ pub enum MrPrediction {
     Data,
 }
 
+/// The ops every MR step starts with: on the first step, x_T = λ_s·z + μ (the executor draws
+/// λ_s·z); the model input; the model call at the float training-index time `t`.
+fn evaluate(sched: &MeanReverting, i: usize, t: f64, model_in: &[(Buf, f64)]) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if i == 0 {
+        ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
+    }
+    ops.push(lin(Buf::ModelIn, model_in.to_vec()));
+    ops.push(Op::Model(ModelTime {
+        t,
+        alpha: sched.m(t),
+        sigma: sched.sigma_bar(t),
+    }));
+    ops
+}
+
+/// An error for an order outside `1..=max` of the `kind` ("ODE" or "SDE") solver.
+fn check_order(kind: &str, order: usize, max: usize) -> Result<()> {
+    if (1..=max).contains(&order) {
+        return Ok(());
+    }
+    Err(Error::Argument {
+        op: "MR Sampler",
+        arg: "order",
+        reason: format!("{kind} orders 1–{max} are supported, not {order}"),
+    })
+}
+
 /// The MRS ODE program over descending times `ts` (training-index units, last > 0 or = 0 with
 /// σ̄ > 0); the model input is `model_in` (e.g. X, or X − Cond for a y-space model); x_T is
 /// μ + λ_s·z (init handled by the caller: the program's first instruction adds μ).
@@ -35,19 +63,10 @@ pub fn ode_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
-    if !(1..=3).contains(&order) {
-        return Err(Error::Argument {
-            op: "MR Sampler",
-            arg: "order",
-            reason: format!("ODE orders 1–3 are supported, not {order}"),
-        });
-    }
+    check_order("ODE", order, 3)?;
     let n = ts.len() - 1;
     let pt = |t: f64| (sched.m(t), sched.sigma_bar(t));
-    let lam = |t: f64| {
-        let (m, s) = pt(t);
-        m.ln() - s.ln()
-    };
+    let lam = |t: f64| sched.lambda(t);
     let hist = |k: usize| Buf::Slot(k % 3);
     let mut prog = Vec::new();
     // x_T = μ + λ_s z: the executor draws z·init; the first step adds μ.
@@ -55,17 +74,7 @@ pub fn ode_program(
         let (t_s, t_t) = (ts[i], ts[i + 1]);
         let ((m_s, s_s), (m_t, s_t)) = (pt(t_s), pt(t_t));
         let h = lam(t_t) - lam(t_s);
-        let time = ModelTime {
-            t: t_s,
-            alpha: m_s,
-            sigma: s_s,
-        };
-        let mut ops = Vec::new();
-        if i == 0 {
-            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
-        }
-        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
-        ops.push(Op::Model(time));
+        let mut ops = evaluate(sched, i, t_s, model_in);
         ops.push(lin(
             hist(i),
             stored(solve, network, m_s, s_s, sched.max_sigma)?,
@@ -189,34 +198,16 @@ pub fn sde_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
-    if !(1..=2).contains(&order) {
-        return Err(Error::Argument {
-            op: "MR Sampler",
-            arg: "order",
-            reason: format!("SDE orders 1–2 are supported, not {order}"),
-        });
-    }
+    check_order("SDE", order, 2)?;
     let pt = |t: f64| (sched.m(t), sched.sigma_bar(t));
-    let lam = |t: f64| {
-        let (m, s) = pt(t);
-        m.ln() - s.ln()
-    };
+    let lam = |t: f64| sched.lambda(t);
     let hist = |k: usize| Buf::Slot(k % 3);
     let mut prog = Vec::new();
     for i in 0..ts.len() - 1 {
         let (t_s, t_t) = (ts[i], ts[i + 1]);
         let ((m_s, s_s), (m_t, s_t)) = (pt(t_s), pt(t_t));
         let h = lam(t_t) - lam(t_s);
-        let mut ops = Vec::new();
-        if i == 0 {
-            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
-        }
-        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
-        ops.push(Op::Model(ModelTime {
-            t: t_s,
-            alpha: m_s,
-            sigma: s_s,
-        }));
+        let mut ops = evaluate(sched, i, t_s, model_in);
         ops.push(lin(
             hist(i),
             stored(solve, network, m_s, s_s, sched.max_sigma)?,
@@ -295,16 +286,7 @@ pub fn posterior_program(
         let b = (-sched.theta_bar[t] * sched.dt).exp();
         let c = (-sched.theta_bar[tp] * sched.dt).exp();
         let den = 1.0 - b * b;
-        let mut ops = Vec::new();
-        if i == 0 {
-            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
-        }
-        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
-        ops.push(Op::Model(ModelTime {
-            t: t as f64,
-            alpha: m_s,
-            sigma: s_s,
-        }));
+        let mut ops = evaluate(sched, i, t as f64, model_in);
         let x0 = stored(MrPrediction::Data, network, m_s, s_s, sched.max_sigma)?; // x̂0 − μ
         let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
         let terms = combine(&[
@@ -364,16 +346,7 @@ fn euler_steps(
         let g2 = 2.0 * sched.max_sigma * sched.max_sigma * th;
         // The probability-flow ODE halves the score term and drops the noise.
         let score_w = if ode { 0.5 * g2 } else { g2 };
-        let mut ops = Vec::new();
-        if i == 0 {
-            ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
-        }
-        ops.push(lin(Buf::ModelIn, model_in.to_vec()));
-        ops.push(Op::Model(ModelTime {
-            t: t as f64,
-            alpha: m_s,
-            sigma: s_s,
-        }));
+        let mut ops = evaluate(sched, i, t as f64, model_in);
         let eps = stored(MrPrediction::Noise, network, m_s, s_s, sched.max_sigma)?;
         // x − θ(μ − x)dt + g² ŝ dt = (1 + θdt) x − θdt μ − (g² dt / σ̄) ε̂
         let terms = combine(&[
