@@ -168,17 +168,7 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
     // Error against the exact PF-ODE solution; fitted global order within ±0.3 of theory.
     let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
-    let mix = GaussianMixture {
-        shape: [1, 4, 4],
-        weights: vec![0.6, 0.4],
-        means: vec![
-            (0..16)
-                .map(|i| if i % 2 == 0 { 0.5 } else { -0.3 })
-                .collect(),
-            (0..16).map(|i| if i < 8 { -0.4 } else { 0.6 }).collect(),
-        ],
-        variances: vec![0.3, 0.2],
-    };
+    let mix = common::smooth_mixture();
     let batch = 4;
     let mu_v = TestRng(8).values(batch * 16, -0.5, 0.5, DType::F32);
     let mu = Tensor::from_f32(gpu, "mu", &[batch, 1, 4, 4], &mu_v, DType::F32).unwrap();
@@ -225,15 +215,7 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
                 rms_vs_exact(&p, &mix, &mu, &mu_v, &z, &y_end, m_0)
             })
             .collect();
-        let xs: Vec<f64> = ns.iter().map(|&n| (n as f64).ln()).collect();
-        let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
-        let (mx, my) = (xs.iter().sum::<f64>() / 5.0, ys.iter().sum::<f64>() / 5.0);
-        let p = -xs
-            .iter()
-            .zip(&ys)
-            .map(|(x, y)| (x - mx) * (y - my))
-            .sum::<f64>()
-            / xs.iter().map(|x| (x - mx).powi(2)).sum::<f64>();
+        let p = common::fitted_order(&ns, &errs);
         println!(
             "MRS-ODE order {order} {solve:?}: fitted {p:.2}, RMS errors {:?}",
             errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()

@@ -41,34 +41,11 @@ fn run(mix: &GaussianMixture, program: &Program, z: &[f32], vp_state: bool) -> V
         .collect()
 }
 
-fn slope(ns: &[usize], errs: &[f64]) -> f64 {
-    let xs: Vec<f64> = ns.iter().map(|&n| (n as f64).ln()).collect();
-    let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
-    let (mx, my) = (
-        xs.iter().sum::<f64>() / xs.len() as f64,
-        ys.iter().sum::<f64>() / ys.len() as f64,
-    );
-    let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    -num / den
-}
-
 #[test]
 fn ode_solvers_converge_at_their_theoretical_order() {
     // A smooth two-mode mixture (broad components, moderate separation) keeps the flow in its
     // asymptotic regime over the measured N; the narrow named mixtures switch modes at small N.
-    let d = 16;
-    let mix = GaussianMixture {
-        shape: [1, 4, 4],
-        weights: vec![0.6, 0.4],
-        means: vec![
-            (0..d)
-                .map(|i| if i % 2 == 0 { 0.5 } else { -0.3 })
-                .collect(),
-            (0..d).map(|i| if i < 8 { -0.4 } else { 0.6 }).collect(),
-        ],
-        variances: vec![0.3, 0.2],
-    };
+    let mix = common::smooth_mixture();
     let vp = SchedulerConfig::default_for(SchedulerKind::Ddim)
         .vp()
         .unwrap();
@@ -164,7 +141,7 @@ fn ode_solvers_converge_at_their_theoretical_order() {
                 rms
             })
             .collect();
-        let p = slope(&ns, &errs);
+        let p = common::fitted_order(&ns, &errs);
         println!(
             "{name:<16} order {p:.2} (theory {theory})  RMS errors {:?}",
             errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()

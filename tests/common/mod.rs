@@ -209,3 +209,33 @@ pub fn trace_sqrt_db(m: &[f64], n: usize) -> f64 {
     }
     (0..n).map(|i| y[i * n + i]).sum()
 }
+
+/// The fitted global order of a method: minus the least-squares slope of ln(error) against
+/// ln(N).
+pub fn fitted_order(ns: &[usize], errs: &[f64]) -> f64 {
+    let xs: Vec<f64> = ns.iter().map(|&n| (n as f64).ln()).collect();
+    let ys: Vec<f64> = errs.iter().map(|e| e.ln()).collect();
+    let (mx, my) = (
+        xs.iter().sum::<f64>() / xs.len() as f64,
+        ys.iter().sum::<f64>() / ys.len() as f64,
+    );
+    let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    -num / den
+}
+
+/// A smooth two-mode mixture in 1×4×4 (broad components, moderate separation) that keeps a
+/// probability-flow ODE in its asymptotic regime for convergence-order measurements.
+pub fn smooth_mixture() -> diffuse::models::analytic::GaussianMixture {
+    diffuse::models::analytic::GaussianMixture {
+        shape: [1, 4, 4],
+        weights: vec![0.6, 0.4],
+        means: vec![
+            (0..16)
+                .map(|i| if i % 2 == 0 { 0.5 } else { -0.3 })
+                .collect(),
+            (0..16).map(|i| if i < 8 { -0.4 } else { 0.6 }).collect(),
+        ],
+        variances: vec![0.3, 0.2],
+    }
+}
