@@ -418,6 +418,19 @@ fn arg_error(op: &'static str, arg: &'static str, reason: String) -> Error {
     Error::Argument { op, arg, reason }
 }
 
+/// Writes the final sample: the PNG grid, and with `raw` the f32 tensor as `sample` (each file
+/// atomically).
+fn write_outputs(out: &Path, raw: Option<&Path>, x: &[f32], shape: &[usize]) -> Result<(), Error> {
+    if let Some(r) = raw {
+        let t = HostTensor {
+            shape: shape.to_vec(),
+            data: x.to_vec(),
+        };
+        write_f32_tensors(r, &[("sample", &t)])?;
+    }
+    diffuse::image_io::write_grid(out, x, [shape[0], shape[1], shape[2], shape[3]], None)
+}
+
 /// Writes `text` to `path` atomically (temporary file + rename).
 fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("json.partial");
@@ -480,20 +493,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let shape4 = [shape[0], shape[1], shape[2], shape[3]];
-    if let Some(r) = &a.raw {
-        write_f32_tensors(
-            r,
-            &[(
-                "sample",
-                &HostTensor {
-                    shape: shape.clone(),
-                    data: x.clone(),
-                },
-            )],
-        )?;
-    }
-    diffuse::image_io::write_grid(&a.out, &x, shape4, None)?;
+    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
     eprintln!(
         "wrote {} ({} samples, {} steps of {} in {secs:.1} s on {})",
         a.out.display(),
@@ -548,19 +548,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         bar.set_position(i as u64)
     })?;
     bar.finish_and_clear();
-    if let Some(r) = &a.raw {
-        write_f32_tensors(
-            r,
-            &[(
-                "sample",
-                &HostTensor {
-                    shape: shape.clone(),
-                    data: x.clone(),
-                },
-            )],
-        )?;
-    }
-    diffuse::image_io::write_grid(&a.out, &x, [shape[0], shape[1], shape[2], shape[3]], None)?;
+    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
     eprintln!(
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
