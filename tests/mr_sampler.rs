@@ -749,6 +749,13 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
         println!("ratio {ratio}, max {max}: max error {worst:.2e}");
         assert!(worst < 2e-6, "ratio {ratio} max {max}: {worst}");
     }
+    // A program naming a history slot it does not declare is refused, not a panic.
+    let bad = Program::new(1.0, 0, vec![vec![lin(Buf::Slot(1), vec![(Buf::X, 1.0)])]]);
+    let e = Executor::with_condition(gpu, &model, &bad, 0, false, Some(&mu))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("slot 1"), "{e}");
     assert!(dynamic_thresholding(
         Program::new(1.0, 1, vec![]),
         MrPrediction::Noise,

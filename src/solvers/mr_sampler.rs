@@ -307,7 +307,7 @@ pub fn posterior_program(
         });
         prog.push(ops);
     }
-    Ok(Program::new(sched.max_sigma, 1, prog))
+    Ok(Program::new(sched.max_sigma, 0, prog))
 }
 
 /// IR-SDE's Euler–Maruyama reverse SDE over integer t = T → 1 (Luo et al. 2023):
@@ -363,7 +363,7 @@ fn euler_steps(
         });
         prog.push(ops);
     }
-    Ok(Program::new(sched.max_sigma, 3, prog))
+    Ok(Program::new(sched.max_sigma, 0, prog))
 }
 
 /// `denoise_last`: appends an instruction replacing the final sample by the last evaluation's
