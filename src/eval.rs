@@ -179,7 +179,7 @@ pub fn evaluate_generation(
     let t0 = std::time::Instant::now();
     let cls = classifier.prepare(gpu, o.batch.min(o.num_samples))?;
     let (mut feats, mut logits, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    let mut nfe = 0;
+    let nfe = crate::solvers::build(cfg, o.steps)?.nfe;
     let mut done = 0;
     let mut chunk = 0u64;
     while done < o.num_samples {
@@ -203,7 +203,6 @@ pub fn evaluate_generation(
         let x = pipeline::sample(gpu, den.as_mut(), cfg, &opts, |i, n| {
             progress(before * n + i * b, o.num_samples * n)
         })?;
-        nfe = crate::solvers::build(cfg, o.steps)?.nfe;
         let clamped: Vec<f32> = x.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
         let (f, l) = classify(gpu, &cls, &clamped, k)?;
         feats.extend(f);
