@@ -194,6 +194,7 @@ fn conv2d_random_shapes() {
                 ([1, 3, 14, 14], 5, 1, Some(0.5f32)),
                 ([3, 5, 7, 9], 12, 1, None),
                 ([1, 2, 6, 5], 3, 0, Some(1.0)),
+                ([2, 3, 3, 3], 9, 1, Some(2.0)),
             ] {
                 let args = diffuse::ops::conv2d::Conv2dArgs {
                     stride: 1,

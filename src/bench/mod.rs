@@ -245,8 +245,8 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             }),
         ),
     ];
-    // The 3×3 stride-1 row kernel against the gather kernel (same register block), side by
-    // side: a row width that is a multiple of 4 and one whose pixel groups straddle rows.
+    // The 3×3 stride-1 row kernel against the general kernel (each with its default register
+    // block), side by side: row widths that are and are not a multiple of 4.
     for (nb, cin, hw, cout) in [(8, 64, 32, 64), (8, 64, 14, 64), (8, 32, 28, 32)] {
         let x = rand_tensor(gpu, "x", &[nb, cin, hw, hw], dt)?;
         let w = rand_tensor(gpu, "w", &[cout, cin, 3, 3], dt)?;
@@ -257,12 +257,8 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             padding: 1,
             extra_end: 0,
         };
-        let cb = if ops::conv2d::cout_block(dt) == 8 {
-            "cb8"
-        } else {
-            "cb4"
-        };
-        let row = format!("row3-{cb}");
+        let cb = ops::conv2d::default_variant(dt, false, true);
+        let row = ops::conv2d::default_variant(dt, true, true);
         let time = |v: &str| {
             time_op(gpu, &|rec| {
                 ops::conv2d::conv2d_variant(
@@ -277,18 +273,10 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
                 )
             })
         };
-        let (sg, sr) = (time(cb)?, time(&row)?);
+        let (sg, sr) = (time(cb)?, time(row)?);
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
         let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
-        push_pair(
-            &mut rows,
-            "conv2d",
-            &prefix,
-            dt,
-            flops,
-            (cb, sg),
-            (&row, sr),
-        );
+        push_pair(&mut rows, "conv2d", &prefix, dt, flops, (cb, sg), (row, sr));
     }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).

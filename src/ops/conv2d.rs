@@ -7,16 +7,19 @@ use crate::gpu::{KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
-/// Workgroup shape; each invocation computes [`cout_block`] output channels × 4 pixels.
+/// Workgroup shape; each invocation computes 4 or 8 output channels × 4 pixels.
 pub const WG: [u32; 3] = [8, 8, 1];
 
-/// Output channels per invocation (register-block rows) by dtype. Measured on lavapipe
-/// (Mesa 25, 2 cores): f32 runs best with 4 (55 % of the GEMM rate vs 43 % with 8), f16 with 8
-/// (63 % vs 54 %); see benches/README.md.
-pub fn cout_block(dt: DType) -> usize {
-    match dt {
-        DType::F32 => 4,
-        DType::F16 => 8,
+/// The default variant (see [`conv2d_variant`]). On CPU adapters 3×3 stride-1 convs take the
+/// row kernel, with 4 output channels per invocation in f32 and 8 in f16; everything else takes
+/// the general kernel with 8. Measured on lavapipe (Mesa 25, 2 cores, benches/README.md): row
+/// kernel 18–21 GFLOP/s f32 with 4 channels (14–20 with 8), general kernel 16–19 with 8 (13–15
+/// with 4). GPUs start from the general kernel; tuning measures the rest.
+pub fn default_variant(dt: DType, row3_ok: bool, cpu: bool) -> &'static str {
+    match (row3_ok && cpu, dt) {
+        (true, DType::F32) => "row3-cb4",
+        (true, DType::F16) => "row3-cb8",
+        (false, _) => "cb8",
     }
 }
 
@@ -52,30 +55,12 @@ struct Params {
     _p1: u32,
 }
 
-/// The kernel key for a variant.
-pub fn key(dt: DType, vec4: bool, bias: bool) -> KernelKey {
-    key_fused(dt, cout_block(dt), vec4, bias, false, false)
-}
-
-/// The kernel key with an explicit register block (4 or 8 output channels) and the fused
-/// epilogue's flags.
-pub fn key_fused(
-    dt: DType,
-    cb: usize,
-    vec4: bool,
-    bias: bool,
-    add_nc: bool,
-    residual: bool,
-) -> KernelKey {
-    key_variant(dt, cb, false, vec4, bias, add_nc, residual)
-}
-
-/// The full key: `row3` selects the 3×3 stride-1 row kernel (scalar weights, so no `vec4`).
+/// The kernel key: register block `cb` (4 or 8 output channels), `row3` for the 3×3 stride-1
+/// row kernel, and the fused epilogue's flags.
 pub fn key_variant(
     dt: DType,
     cb: usize,
     row3: bool,
-    vec4: bool,
     bias: bool,
     add_nc: bool,
     residual: bool,
@@ -84,7 +69,6 @@ pub fn key_variant(
         .flag("ROW3", row3)
         .define("CB", cb)
         .flag("CB8", cb == 8)
-        .flag("VEC4", vec4)
         .flag("BIAS", bias)
         .flag("ADD_NC", add_nc)
         .flag("RESIDUAL", residual)
@@ -94,11 +78,10 @@ pub fn key_variant(
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for cb in [4, 8] {
-        for i in 0..16u32 {
-            let f = |b: u32| i & (1 << b) != 0;
-            v.push(key_fused(dt, cb, f(0), f(1), f(2), f(3)));
-            if !f(0) {
-                v.push(key_variant(dt, cb, true, false, f(1), f(2), f(3)));
+        for row3 in [false, true] {
+            for i in 0..8u32 {
+                let f = |b: u32| i & (1 << b) != 0;
+                v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)));
             }
         }
     }
@@ -178,7 +161,7 @@ pub fn conv2d_fused(
     conv2d_variant(rec, x, weight, bias, y, args, epi, None)
 }
 
-/// Kernel variants of [`conv2d_fused`]: "cb4" / "cb8" (gather kernel with 4 or 8 output
+/// Kernel variants of [`conv2d_fused`]: "cb4" / "cb8" (the general kernel with 4 or 8 output
 /// channels per invocation) and, for 3×3 stride-1 convs, "row3-cb4" / "row3-cb8" (the row
 /// kernel). `None` picks the default or, with tuning on, the adapter's measured winner.
 #[allow(clippy::too_many_arguments)]
@@ -307,8 +290,15 @@ pub fn conv2d_variant(
                 ),
             });
         }
+        // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
+        // the flattened pixels.
+        let pixel_groups = if row3 {
+            ho * wo.div_ceil(4)
+        } else {
+            (ho * wo).div_ceil(4)
+        };
         let groups = [
-            u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
+            u32_param(OP, "pixel tiles", pixel_groups.div_ceil(WG[0] as usize))?,
             u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
             u32_param(OP, "batch", n)?,
         ];
@@ -316,27 +306,15 @@ pub fn conv2d_variant(
             dt,
             cb,
             row3,
-            !row3 && k % 4 == 0,
             bias.is_some(),
             epi.add_nc.is_some(),
             epi.residual.is_some(),
         );
         Ok((key, groups))
     };
-    // The variant: given, the default, or the adapter's measured winner when tuning. The row
-    // kernel is the default on CPU adapters when no pixel group straddles a row (Wo % 4 == 0):
-    // 1.03–1.22× there on lavapipe, but 0.68–0.78× when groups straddle (benches/README.md).
-    let gather: &'static str = if cout_block(dt) == 8 { "cb8" } else { "cb4" };
-    let default: &'static str =
-        if row3_ok && wo % 4 == 0 && gpu.info().device_type == wgpu::DeviceType::Cpu {
-            if gather == "cb8" {
-                "row3-cb8"
-            } else {
-                "row3-cb4"
-            }
-        } else {
-            gather
-        };
+    // The variant: given, the default, or the adapter's measured winner when tuning.
+    let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
+    let default = default_variant(dt, row3_ok, cpu);
     let chosen: String = match variant {
         Some(v) => v.to_string(),
         None if gpu.tuner().enabled() => {
