@@ -1,8 +1,11 @@
-// GroupNorm (+ optional fused SiLU): one workgroup per (sample, group). Two passes over the
-// group's contiguous block in NCHW (mean, then mean squared deviation — stabler than E[x²]−E[x]²),
-// then the affine transform. f32 statistics whatever the storage dtype.
+// GroupNorm (+ optional fused SiLU): one workgroup per (sample, group). One pass over the
+// group's contiguous block in NCHW gathers the sum and the sum of squares of x − K, shifted by
+// K = the block's first element (the shifted-data variance: as stable as two passes when K is
+// a typical value, and one pass fewer), then the affine transform. f32 statistics whatever the
+// storage dtype.
 //
-// Defines: SILU (apply x·sigmoid(x) to the normalised output). WG must be a power of two.
+// Defines: SILU (apply x·sigmoid(x) to the normalised output); SUBGROUP (reduce within
+// subgroups first: one barrier round instead of log2(WG)). WG must be a power of two.
 
 struct Params {
   c: u32,        // channels
@@ -19,23 +22,42 @@ struct Params {
 #tensor 3 beta read   // [C] shift (diffusers `norm.bias`)
 #tensor 4 y write     // [N, C, H, W]
 
-var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> red: array<vec2<f32>, ${WG}>;
 
-fn wg_sum(v: f32, lid: u32) -> f32 {
+#if SUBGROUP
+// Workgroup sum of (s, q) through subgroup sums: one partial per subgroup, then one barrier.
+fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sgs: u32) -> vec2<f32> {
+  let part = subgroupAdd(v);
+  if (sgi == 0u) { red[lid / sgs] = part; }
+  workgroupBarrier();
+  var t = vec2<f32>(0.0);
+  for (var i = 0u; i < ${WG}u / sgs; i = i + 1u) { t += red[i]; }
+  return t;
+}
+#else
+fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sgs: u32) -> vec2<f32> {
   red[lid] = v;
   workgroupBarrier();
   for (var s = ${WG}u / 2u; s > 0u; s = s >> 1u) {
     if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
     workgroupBarrier();
   }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
+  return red[0];
 }
+#endif
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32,
+#if SUBGROUP
+        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32,
+#endif
+) {
+#if SUBGROUP
+#else
+  let sgi = 0u;
+  let sgs = 1u;
+#endif
   let ng = wid.y * nwg.x + wid.x;
   if (ng >= p.count) { return; }
   let cpg = p.c / p.groups;
@@ -43,21 +65,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = ng % p.groups;
   let base = (n * p.c + g * cpg) * p.hw;
   let len = cpg * p.hw;
-  var s = 0.0;
-  for (var i = lid; i < len; i = i + ${WG}u) { s += x_ld(base + i); }
-  let mean = wg_sum(s, lid) / f32(len);
-  var q = 0.0;
+  let shift = x_ld(base);
+  var acc = vec2<f32>(0.0);
   for (var i = lid; i < len; i = i + ${WG}u) {
-    let d = x_ld(base + i) - mean;
-    q += d * d;
+    let d = x_ld(base + i) - shift;
+    acc += vec2<f32>(d, d * d);
   }
-  let inv = inverseSqrt(wg_sum(q, lid) / f32(len) + p.eps);
+  let t = wg_sum(acc, lid, sgi, sgs) / f32(len);
+  let mean = shift + t.x;
+  let inv = inverseSqrt(max(t.y - t.x * t.x, 0.0) + p.eps);
+  // Flat walk with the channel tracked incrementally (no division per element).
+  var ch = g * cpg + lid / p.hw;
+  var r = lid % p.hw;
   for (var i = lid; i < len; i = i + ${WG}u) {
-    let ch = g * cpg + i / p.hw;
-    var v = (x_ld(base + i) - mean) * inv * gamma_ld(ch) + beta_ld(ch);
+    let sc = inv * gamma_ld(ch);
+    var v = (x_ld(base + i) - mean) * sc + beta_ld(ch);
 #if SILU
     v = v / (1.0 + exp(-v));
 #endif
     y_st(base + i, v);
+    r = r + ${WG}u;
+    while (r >= p.hw) { r = r - p.hw; ch = ch + 1u; }
   }
 }

@@ -415,18 +415,21 @@ pub fn group_norm(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    group_norm_wg(gpu, xs, groups, silu, dt, seed, None)
+    group_norm_variant(gpu, xs, groups, silu, dt, seed, None, 0.5)
 }
 
-/// [`group_norm`] with an explicit kernel workgroup size (`None`: the launcher's choice).
-pub fn group_norm_wg(
+/// [`group_norm`] with an explicit kernel variant (`None`: the launcher's choice) and the
+/// inputs' common offset (a large one stresses the single-pass variance).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_variant(
     gpu: &Gpu,
     xs: [usize; 4],
     groups: usize,
     silu: bool,
     dt: DType,
     seed: u64,
-    wg: Option<u32>,
+    variant: Option<ops::group_norm::Variant>,
+    offset: f32,
 ) -> Result<Check> {
     let mut rng = TestRng(seed);
     let n: usize = xs.iter().product();
@@ -434,7 +437,7 @@ pub fn group_norm_wg(
     let xv = rng.values(n, -1.0, 1.0, dt);
     let xv: Vec<f32> = xv
         .iter()
-        .map(|v| 3.0 * v + 0.5)
+        .map(|v| 3.0 * v + offset)
         .map(|v| if dt == DType::F16 { round_f16(v) } else { v })
         .collect();
     let gv = rng.values(xs[1], 0.5, 1.5, dt);
@@ -444,7 +447,9 @@ pub fn group_norm_wg(
     let b = upload(gpu, "beta", &[xs[1]], &bv, dt)?;
     let y = Tensor::empty(gpu, "y", &xs, dt)?;
     let eps = 1e-5;
-    gpu.run(|rec| ops::group_norm::group_norm_wg(rec, &x, &g, &b, &y, groups, eps, silu, wg))?;
+    gpu.run(|rec| {
+        ops::group_norm::group_norm_variant(rec, &x, &g, &b, &y, groups, eps, silu, variant)
+    })?;
     let want = r::group_norm(
         &widen(&xv),
         xs[0],
@@ -457,7 +462,7 @@ pub fn group_norm_wg(
         silu,
     );
     Ok(check(
-        format!("group_norm {xs:?} G={groups} silu={silu} wg={wg:?} {dt:?}"),
+        format!("group_norm {xs:?} G={groups} silu={silu} {variant:?} offset {offset} {dt:?}"),
         &y.to_vec_f32(gpu)?,
         &want,
         2e-5,

@@ -295,10 +295,20 @@ fn group_norm_random_shapes() {
             }
             for (i, (xs, g)) in cases.into_iter().enumerate() {
                 let seed = rng.next_u64();
+                // Every variant the adapter can run; a large common offset on odd cases (the
+                // variance is accumulated in one pass, shifted by the group's first element).
+                let offset = if i % 2 == 1 { 100.0 } else { 0.5 };
                 for wg in [256, 64] {
-                    checks.push(
-                        sc::group_norm_wg(gpu, xs, g, i % 2 == 1, dt, seed, Some(wg)).unwrap(),
-                    );
+                    for subgroup in [false, true] {
+                        if subgroup && !diffuse::ops::group_norm::subgroup_ok(gpu.info(), wg) {
+                            continue;
+                        }
+                        let v = Some(diffuse::ops::group_norm::Variant { wg, subgroup });
+                        let silu = i % 2 == 1;
+                        checks.push(
+                            sc::group_norm_variant(gpu, xs, g, silu, dt, seed, v, offset).unwrap(),
+                        );
+                    }
                 }
             }
         }

@@ -184,7 +184,7 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     let half = rand_tensor(gpu, "half", &[8, 64, 64, 64], dt)?;
     let up_in = rand_tensor(gpu, "up_in", &[8, 128, 32, 32], dt)?;
     let bcast = rand_tensor(gpu, "bcast", &[8, 128, 1, 1], dt)?;
-    let mem: Vec<(&str, f64, RecordFn)> = vec![
+    let mut mem: Vec<(&str, f64, RecordFn)> = vec![
         (
             "silu",
             2.0,
@@ -211,15 +211,8 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         ),
         (
             "group_norm+silu (32 groups)",
-            4.0,
+            3.0,
             Box::new(|rec| ops::group_norm::group_norm(rec, &x, &gamma, &beta, &y, 32, 1e-5, true)),
-        ),
-        (
-            "group_norm+silu (32 groups) workgroup 64",
-            4.0,
-            Box::new(|rec| {
-                ops::group_norm::group_norm_wg(rec, &x, &gamma, &beta, &y, 32, 1e-5, true, Some(64))
-            }),
         ),
         (
             "concat channels",
@@ -369,6 +362,40 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             unit: "GB/s",
             note: "2 passes over the tensor".into(),
         });
+    }
+    // GroupNorm's other variants beside the default (subgroups only where the adapter has them).
+    let gn_default = ops::group_norm::default_variant(gpu.info());
+    for wg in [64, ops::group_norm::WG] {
+        for subgroup in [false, true] {
+            let v = ops::group_norm::Variant { wg, subgroup };
+            if v == gn_default || (subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg)) {
+                continue;
+            }
+            let name = match v.name() {
+                "wg64" => "group_norm+silu (32 groups) wg64",
+                "wg64-sg" => "group_norm+silu (32 groups) wg64-sg",
+                "wg256" => "group_norm+silu (32 groups) wg256",
+                _ => "group_norm+silu (32 groups) wg256-sg",
+            };
+            let (x, gamma, beta, y) = (&x, &gamma, &beta, &y);
+            mem.push((
+                name,
+                3.0,
+                Box::new(move |rec| {
+                    ops::group_norm::group_norm_variant(
+                        rec,
+                        x,
+                        gamma,
+                        beta,
+                        y,
+                        32,
+                        1e-5,
+                        true,
+                        Some(v),
+                    )
+                }),
+            ));
+        }
     }
     for (name, passes, f) in &mem {
         let s = time_op(gpu, f.as_ref())?;

@@ -21,33 +21,67 @@ struct Params {
     _p: [u32; 3],
 }
 
-/// The kernel key for a variant.
-pub fn key(dt: DType, silu: bool) -> KernelKey {
-    key_wg(dt, silu, WG)
+/// A kernel variant: workgroup size (a power of two; 256, or 64 — shallower reductions, fewer
+/// idle invocations on small groups) and whether the reduction goes through subgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub wg: u32,
+    pub subgroup: bool,
 }
 
-/// The default workgroup size: 64 on CPU adapters (1.10× on a [8,128,64,64] GroupNorm+SiLU on
-/// lavapipe, benches/README.md: barrier trees are expensive there), 256 elsewhere.
-pub fn default_wg(device: wgpu::DeviceType) -> u32 {
-    if device == wgpu::DeviceType::Cpu {
-        64
-    } else {
-        WG
+impl Variant {
+    /// The name the tuning cache stores.
+    pub fn name(&self) -> &'static str {
+        match (self.wg, self.subgroup) {
+            (64, false) => "wg64",
+            (64, true) => "wg64-sg",
+            (WG, false) => "wg256",
+            (WG, true) => "wg256-sg",
+            _ => "other",
+        }
     }
 }
 
-/// The key with an explicit workgroup size (a power of two; 256 by default, 64 is the other
-/// tuning candidate: shallower barrier trees, fewer idle invocations on small groups).
-pub fn key_wg(dt: DType, silu: bool, wg: u32) -> KernelKey {
-    KernelKey::new("group_norm", "main", dt, [wg, 1, 1]).flag("SILU", silu)
+/// The kernel key for a variant.
+pub fn key(dt: DType, silu: bool, v: Variant) -> KernelKey {
+    KernelKey::new("group_norm", "main", dt, [v.wg, 1, 1])
+        .flag("SILU", silu)
+        .flag("SUBGROUP", v.subgroup)
+}
+
+/// Whether the adapter can run the subgroup reduction with `wg` invocations (every subgroup
+/// full: its largest subgroup size divides the workgroup).
+pub fn subgroup_ok(info: &crate::gpu::GpuInfo, wg: u32) -> bool {
+    let max = info.subgroup_size.1;
+    info.subgroups && max > 0 && max <= wg && wg % max == 0
+}
+
+/// The default variant. CPU adapters: 64 invocations (1.10× on a [8,128,64,64]
+/// GroupNorm+SiLU on lavapipe, benches/README.md: barrier trees are expensive there) without
+/// subgroups (no measurable gain there). Elsewhere 256, through subgroups when available.
+pub fn default_variant(info: &crate::gpu::GpuInfo) -> Variant {
+    if info.device_type == wgpu::DeviceType::Cpu {
+        Variant {
+            wg: 64,
+            subgroup: false,
+        }
+    } else {
+        Variant {
+            wg: WG,
+            subgroup: subgroup_ok(info, WG),
+        }
+    }
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for wg in [WG, 64] {
-        v.push(key_wg(dt, false, wg));
-        v.push(key_wg(dt, true, wg));
+        for subgroup in [false, true] {
+            for silu in [false, true] {
+                v.push(key(dt, silu, Variant { wg, subgroup }));
+            }
+        }
     }
     v
 }
@@ -64,13 +98,13 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<()> {
-    group_norm_wg(rec, x, gamma, beta, y, groups, eps, silu, None)
+    group_norm_variant(rec, x, gamma, beta, y, groups, eps, silu, None)
 }
 
-/// [`group_norm`] with an explicit workgroup size (`None`: [`default_wg`], or the adapter's
-/// measured winner of 256 / 64 when tuning is on).
+/// [`group_norm`] with an explicit kernel variant (`None`: [`default_variant`], or the
+/// adapter's measured winner when tuning is on).
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_wg(
+pub fn group_norm_variant(
     rec: &mut Recorder<'_>,
     x: &Tensor,
     gamma: &Tensor,
@@ -79,7 +113,7 @@ pub fn group_norm_wg(
     groups: usize,
     eps: f32,
     silu: bool,
-    wg: Option<u32>,
+    variant: Option<Variant>,
 ) -> Result<()> {
     const OP: &str = "group_norm";
     nonempty(OP, x)?;
@@ -138,40 +172,58 @@ pub fn group_norm_wg(
     ];
     let g = grid_1d(gpu, OP, count as u64)?;
     let dt = x.dtype();
-    let wg = if let Some(w) = wg {
-        if !w.is_power_of_two() || w > 1024 {
+    let info = gpu.info();
+    let v = if let Some(v) = variant {
+        if !v.wg.is_power_of_two() || v.wg > 1024 {
             return Err(Error::Argument {
                 op: OP,
                 arg: "workgroup",
-                reason: format!("{w} is not a power of two ≤ 1024"),
+                reason: format!("{} is not a power of two ≤ 1024", v.wg),
             });
         }
-        w
+        if v.subgroup && !subgroup_ok(info, v.wg) {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "subgroup",
+                reason: format!(
+                    "the adapter cannot reduce through subgroups in {} invocations",
+                    v.wg
+                ),
+            });
+        }
+        v
     } else if gpu.tuner().enabled() {
         let tkey = format!("group_norm|{dt:?}|{n}x{c}x{hw}|g{groups}|silu{silu}");
-        let cands: &[&'static str] = if default_wg(gpu.info().device_type) == 64 {
-            &["wg64", "wg256"]
-        } else {
-            &["wg256", "wg64"]
-        };
-        let pick = gpu.tuner().pick(&tkey, cands, &mut |cand| {
+        let default = default_variant(info);
+        let mut cands = vec![default];
+        for wg in [64, WG] {
+            for subgroup in [false, true] {
+                let v = Variant { wg, subgroup };
+                if v != default && (!subgroup || subgroup_ok(info, wg)) {
+                    cands.push(v);
+                }
+            }
+        }
+        let names: Vec<&'static str> = cands.iter().map(|v| v.name()).collect();
+        let pick = gpu.tuner().pick(&tkey, &names, &mut |cand| {
+            let i = names.iter().position(|n| *n == cand).unwrap_or(0);
             let mut r = gpu.recorder();
-            let k = key_wg(dt, silu, if cand == "wg64" { 64 } else { WG });
-            r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)?;
+            r.dispatch(
+                &key(dt, silu, cands[i]),
+                bytemuck::bytes_of(&p),
+                binds.clone(),
+                g,
+            )?;
             let one = r.finish()?;
             crate::gpu::tuning::time_best(gpu, &|| {
                 one.submit(gpu);
                 Ok(())
             })
         })?;
-        if pick == "wg64" {
-            64
-        } else {
-            WG
-        }
+        cands[names.iter().position(|n| *n == pick).unwrap_or(0)]
     } else {
-        default_wg(gpu.info().device_type)
+        default_variant(info)
     };
-    rec.dispatch(&key_wg(dt, silu, wg), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(dt, silu, v), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }
