@@ -3,7 +3,9 @@
 // - default: one workgroup per row, tree reductions in workgroup memory (WG a power of two);
 // - ROW_PER_THREAD: one invocation per row, three serial passes, no barriers — faster where
 //   barriers are expensive and rows are short (CPU adapters such as lavapipe, attention over
-//   ≤ a few thousand tokens).
+//   ≤ a few thousand tokens);
+// - SUBGROUP: one subgroup per row (a workgroup holds num_subgroups rows), reductions with
+//   subgroupMax / subgroupAdd — no workgroup memory and no barriers (adapters with subgroups).
 
 struct Params {
   rows: u32,
@@ -16,6 +18,25 @@ struct Params {
 #tensor 1 x read    // [rows, cols] row-major (e.g. attention scores [B·heads·Lq, Lk])
 #tensor 2 y write   // [rows, cols]
 
+#if SUBGROUP
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32,
+        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32) {
+  let row = (wid.y * nwg.x + wid.x) * nsg + sid;
+  if (row >= p.rows) { return; }  // uniform within the subgroup
+  let base = row * p.cols;
+  var m = -3.4028235e38;
+  for (var i = sgi; i < p.cols; i = i + sgs) { m = max(m, p.scale * x_ld(base + i)); }
+  let mx = subgroupMax(m);
+  var s = 0.0;
+  for (var i = sgi; i < p.cols; i = i + sgs) { s += exp(p.scale * x_ld(base + i) - mx); }
+  let inv = 1.0 / subgroupAdd(s);
+  for (var i = sgi; i < p.cols; i = i + sgs) {
+    y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
+  }
+}
+#else
 #if ROW_PER_THREAD
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -65,4 +86,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
   }
 }
+#endif
 #endif

@@ -479,7 +479,7 @@ pub fn softmax(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    let layout = ops::softmax::default_layout(gpu.info().device_type, cols);
+    let layout = ops::softmax::default_layout(gpu.info(), cols);
     softmax_layout(gpu, rows, cols, scale, dt, seed, layout)
 }
 

@@ -56,9 +56,11 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     let path = cache("roundtrip");
     let gpu = tuned(&path);
     conv_and_softmax(&gpu);
-    // Four candidates (gather/row kernel × 4/8 channels) for each of the 2 conv keys (3×3
-    // stride 1) and two layouts for each of the 2 softmax keys.
-    assert_eq!(gpu.tuner().measurements(), 12);
+    // Four candidates (general/row kernel × 4/8 channels) for each of the 2 conv keys (3×3
+    // stride 1) and two layouts (three with subgroups) for each of the 2 softmax keys.
+    let layouts = 2 + diffuse::ops::softmax::subgroup_ok(gpu.info()) as u64;
+    let expected = 2 * 4 + 2 * layouts;
+    assert_eq!(gpu.tuner().measurements(), expected);
     let table: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(table.len(), 4, "{table:?}");
@@ -72,7 +74,8 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
                 "row3-cb4",
                 "row3-cb8",
                 "workgroup",
-                "row-per-thread"
+                "row-per-thread",
+                "subgroup"
             ]
             .contains(&v.as_str()),
             "{k} → {v}"
@@ -86,7 +89,7 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     std::fs::write(&path, b"{ not json").unwrap();
     let fresh = tuned(&path);
     conv_and_softmax(&fresh);
-    assert_eq!(fresh.tuner().measurements(), 12);
+    assert_eq!(fresh.tuner().measurements(), expected);
     assert!(
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&path).unwrap()).is_ok()
     );

@@ -343,13 +343,17 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         );
     }
     // Attention softmax (4 heads × 196 tokens, the shipped Fashion-MNIST UNets' 14×14 level,
-    // batch 8) in both kernel layouts, side by side.
+    // batch 8) in every kernel layout the adapter runs, side by side.
     let scores = rand_tensor(gpu, "scores", &[8 * 4 * 196, 196], dt)?;
     let probs = Tensor::empty(gpu, "probs", &[8 * 4 * 196, 196], dt)?;
     for layout in [
         ops::softmax::Layout::Workgroup,
         ops::softmax::Layout::RowPerThread,
+        ops::softmax::Layout::Subgroup,
     ] {
+        if layout == ops::softmax::Layout::Subgroup && !ops::softmax::subgroup_ok(gpu.info()) {
+            continue;
+        }
         let s = time_op(gpu, &|rec| {
             ops::softmax::softmax_with(rec, &scores, &probs, 0.25, layout)
         })?;

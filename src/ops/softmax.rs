@@ -19,14 +19,45 @@ pub enum Layout {
     Workgroup,
     /// One invocation per row, no barriers.
     RowPerThread,
+    /// One subgroup per row with subgroup reductions (needs subgroups; see [`subgroup_ok`]).
+    Subgroup,
+}
+
+impl Layout {
+    /// The name the tuning cache stores.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Workgroup => "workgroup",
+            Layout::RowPerThread => "row-per-thread",
+            Layout::Subgroup => "subgroup",
+        }
+    }
+}
+
+/// Invocations per workgroup of the subgroup layout (a workgroup holds WG_SUBGROUP / subgroup
+/// size rows).
+pub const WG_SUBGROUP: u32 = 64;
+
+/// Whether the adapter can run the subgroup layout: it has subgroups and a workgroup of
+/// [`WG_SUBGROUP`] splits into full ones.
+pub fn subgroup_ok(info: &crate::gpu::GpuInfo) -> bool {
+    let (min, max) = info.subgroup_size;
+    info.subgroups
+        && min > 0
+        && max <= WG_SUBGROUP
+        && WG_SUBGROUP % max == 0
+        && WG_SUBGROUP % min == 0
 }
 
 /// The layout [`softmax`] picks: rows per invocation on CPU adapters when rows are short
 /// (barriers are expensive there: 34× faster on a [6272, 196] attention softmax on lavapipe,
-/// see benches/README.md), workgroup reductions elsewhere.
-pub fn default_layout(device: wgpu::DeviceType, cols: usize) -> Layout {
-    if device == wgpu::DeviceType::Cpu && cols <= 4096 {
+/// see benches/README.md); elsewhere a subgroup per row when the adapter has subgroups and rows
+/// are short (≤ 4096), else workgroup reductions.
+pub fn default_layout(info: &crate::gpu::GpuInfo, cols: usize) -> Layout {
+    if info.device_type == wgpu::DeviceType::Cpu && cols <= 4096 {
         Layout::RowPerThread
+    } else if cols <= 4096 && subgroup_ok(info) {
+        Layout::Subgroup
     } else {
         Layout::Workgroup
     }
@@ -48,33 +79,40 @@ pub fn key(dt: DType, layout: Layout) -> KernelKey {
         Layout::RowPerThread => {
             KernelKey::new("softmax", "main", dt, [WG_ROWS, 1, 1]).flag("ROW_PER_THREAD", true)
         }
+        Layout::Subgroup => {
+            KernelKey::new("softmax", "main", dt, [WG_SUBGROUP, 1, 1]).flag("SUBGROUP", true)
+        }
     }
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt, Layout::Workgroup), key(dt, Layout::RowPerThread)]
+    vec![
+        key(dt, Layout::Workgroup),
+        key(dt, Layout::RowPerThread),
+        key(dt, Layout::Subgroup),
+    ]
 }
 
 /// y = softmax(scale · x) along the last dimension, in the adapter's default layout.
 pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Result<()> {
     let cols = *x.shape().last().unwrap_or(&1);
     let gpu = rec.gpu();
-    let default = default_layout(gpu.info().device_type, cols);
+    let default = default_layout(gpu.info(), cols);
     let layout = if gpu.tuner().enabled() {
-        let candidates: &[&'static str] = match default {
-            Layout::Workgroup => &["workgroup", "row-per-thread"],
-            Layout::RowPerThread => &["row-per-thread", "workgroup"],
-        };
-        let as_layout = |c: &str| {
-            if c == "workgroup" {
-                Layout::Workgroup
-            } else {
-                Layout::RowPerThread
+        let mut candidates = vec![default.name()];
+        for l in [Layout::RowPerThread, Layout::Workgroup, Layout::Subgroup] {
+            if l != default && (l != Layout::Subgroup || subgroup_ok(gpu.info())) {
+                candidates.push(l.name());
             }
+        }
+        let as_layout = |c: &str| match c {
+            "workgroup" => Layout::Workgroup,
+            "subgroup" => Layout::Subgroup,
+            _ => Layout::RowPerThread,
         };
         let key = format!("softmax|{:?}|{}x{cols}", x.dtype(), x.numel() / cols.max(1));
-        let pick = gpu.tuner().pick(&key, candidates, &mut |c| {
+        let pick = gpu.tuner().pick(&key, &candidates, &mut |c| {
             let mut r = gpu.recorder();
             softmax_with(&mut r, x, y, scale, as_layout(c))?;
             let one = r.finish()?;
@@ -114,6 +152,18 @@ pub fn softmax_with(
     let groups = match layout {
         Layout::Workgroup => rows as u64,
         Layout::RowPerThread => (rows as u64).div_ceil(WG_ROWS as u64),
+        Layout::Subgroup => {
+            if !subgroup_ok(gpu.info()) {
+                return Err(crate::error::Error::Argument {
+                    op: OP,
+                    arg: "layout",
+                    reason: "the adapter has no usable subgroups".into(),
+                });
+            }
+            // Rows per workgroup at the largest subgroup size (the fewest rows per group).
+            let per = (WG_SUBGROUP / gpu.info().subgroup_size.1) as u64;
+            (rows as u64).div_ceil(per)
+        }
     };
     let g = grid_1d(gpu, OP, groups)?;
     let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
