@@ -348,9 +348,19 @@ fn attention_case(c: usize, dim_head: usize, groups: Option<usize>, seed: u64) {
         };
         let mut block = AttentionBlock::load(&ld, "a", c, dim_head, groups, 1e-5, rescale).unwrap();
         let xt = Tensor::from_f32(gpu, "x", &[n, c, h, w], &x, dtype).unwrap();
-        // Both attention paths: the fused online-softmax kernel and GEMM–softmax–GEMM.
+        // Both attention paths: the fused online-softmax kernel and GEMM–softmax–GEMM (the
+        // fused kernel holds head dimensions up to DMAX and refuses larger ones).
         for fused in [true, false] {
             block.fused = Some(fused);
+            if fused && dim_head > diffuse::ops::attention::DMAX {
+                let mut g = Graph::new(gpu, dtype);
+                let err = block.forward(&mut g, &xt).err().map(|e| e.to_string());
+                assert!(
+                    err.as_deref().is_some_and(|e| e.contains("head dimension")),
+                    "{err:?}"
+                );
+                continue;
+            }
             let got = run_graph(dtype, |g| block.forward(g, &xt).unwrap());
             assert_close(
                 &format!("attention C={c} d={dim_head} groups={groups:?} fused={fused} {dtype:?}"),
@@ -367,6 +377,9 @@ fn attention_block_matches_cpu_reference() {
     attention_case(8, 4, Some(2), 11);
     attention_case(12, 12, Some(3), 12);
     attention_case(6, 3, None, 13);
+    // A head dimension above the fused kernel's limit (google/ddpm-cifar10-32 has one 256-wide
+    // head): the default GEMM path must take it.
+    attention_case(160, 160, Some(8), 14);
 }
 
 #[test]
