@@ -6,7 +6,8 @@
 // Fused epilogue: y = (acc + bias[co] + t[n, co] (ADD_NC) + r[n, co, p] (RESIDUAL)) · out_scale —
 // a ResnetBlock2D's time-embedding add after conv1 and its residual add and output scale after
 // conv2, without extra dispatches.
-// ROW3: the 3×3 stride-1 row kernel below; otherwise the general kernel (any size and stride).
+// TILE: the shared-memory implicit GEMM (CB = 4; its own 16×16 workgroup). ROW3: the 3×3
+// stride-1 row kernel; otherwise the general kernel (any size and stride).
 // Both loop over input channels innermost with every index computed outside that loop: on
 // lavapipe this runs at the GEMM kernel's rate, ~1.8× the earlier per-tap gather.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
@@ -58,6 +59,71 @@ fn write_out(n: u32, co0: u32, p0: u32, count: u32, accs: array<vec4<f32>, ${CB}
   }
 }
 
+#if TILE
+// Shared-memory implicit GEMM (the GPU-style tile; a tuning candidate): a 16×16 workgroup
+// computes 64 output channels × 64 flattened output pixels of one sample, 4 × 4 per
+// invocation. Per chunk of 16 k = (ci, ky, kx) the workgroup stages the weight tile
+// [64 co × 16 k] and the gathered input tile [16 k × 64 px] in workgroup memory (4 elements
+// of each per invocation), then every invocation reads its 4 weights and 4 inputs per k from
+// there: each input element is gathered once per workgroup instead of once per 4–8 channels.
+var<workgroup> wtile: array<f32, 1024>;  // [64 co][16 k]
+var<workgroup> xtile: array<f32, 1024>;  // [16 k][64 px]
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let n = wid.z;
+  let co_base = wid.y * 64u;
+  let p_base = wid.x * 64u;
+  let taps = p.kh * p.kw;
+  let xb = n * p.x_bs;
+  let hi = i32(p.h);
+  let wi = i32(p.w);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  for (var k0 = 0u; k0 < p.k; k0 = k0 + 16u) {
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let e = lid * 4u + j;
+      // Weights: row e / 16 (output channel), column e % 16 (k).
+      let co = co_base + e / 16u;
+      let kw_ = k0 + e % 16u;
+      var wv = 0.0;
+      if (co < p.cout && kw_ < p.k) { wv = wt_ld(co * p.k + kw_); }
+      wtile[e] = wv;
+      // Inputs: row e / 64 (k), column e % 64 (pixel).
+      let kx_ = k0 + e / 64u;
+      let px = p_base + e % 64u;
+      var xv = 0.0;
+      if (kx_ < p.k && px < p.hw_out) {
+        let ci = kx_ / taps;
+        let t = kx_ % taps;
+        let iy = i32((px / p.wo) * p.stride + t / p.kw) - i32(p.pad);
+        let ix = i32((px % p.wo) * p.stride + t % p.kw) - i32(p.pad);
+        if (iy >= 0 && iy < hi && ix >= 0 && ix < wi) {
+          xv = x_ld(xb + ci * p.h * p.w + u32(iy) * p.w + u32(ix));
+        }
+      }
+      xtile[e] = xv;
+    }
+    workgroupBarrier();
+    let r0 = lid3.y * 4u * 16u;
+    let c0 = lid3.x * 4u;
+    for (var kk = 0u; kk < 16u; kk = kk + 1u) {
+      let xv = vec4<f32>(xtile[kk * 64u + c0], xtile[kk * 64u + c0 + 1u],
+                         xtile[kk * 64u + c0 + 2u], xtile[kk * 64u + c0 + 3u]);
+      acc0 += wtile[r0 + kk] * xv;
+      acc1 += wtile[r0 + 16u + kk] * xv;
+      acc2 += wtile[r0 + 32u + kk] * xv;
+      acc3 += wtile[r0 + 48u + kk] * xv;
+    }
+    workgroupBarrier();
+  }
+  write_out(n, co_base + lid3.y * 4u, p_base + lid3.x * 4u, 4u,
+            array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+}
+#else
 #if ROW3
 // 3×3 stride-1 convolution. Pixels are tiled by rows: invocation x covers 4 consecutive pixels
 // of one output row (the last group of a row may be partial), so the 6 input columns its 4
@@ -210,4 +276,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 #endif
   write_out(n, co0, p0, 4u, accs);
 }
+#endif
 #endif

@@ -185,25 +185,33 @@ fn conv2d_random_shapes() {
             ] {
                 checks.push(sc::conv2d_epilogue(gpu, xs, cout, scale, dt, rng.next_u64()).unwrap());
             }
-            // Every variant forced (the defaults differ per adapter): the 3×3 stride-1 row
-            // kernel and the gather kernel, rows whose width is and is not a multiple of 4
-            // (pixel groups straddling a row end), padding 0 and 1, with and without the fused
-            // epilogue, both register blocks.
-            for (xs, cout, pad, epi) in [
-                ([2, 4, 8, 8], 8, 1, None),
-                ([1, 3, 14, 14], 5, 1, Some(0.5f32)),
-                ([3, 5, 7, 9], 12, 1, None),
-                ([1, 2, 6, 5], 3, 0, Some(1.0)),
-                ([2, 3, 3, 3], 9, 1, Some(2.0)),
+            // Every variant forced (the defaults differ per adapter): the shared-memory tile
+            // kernel, the 3×3 stride-1 row kernel and the general kernel; rows whose width is
+            // and is not a multiple of 4, padding 0 and 1, strides 1 and 2, 1×1 and 3×3
+            // kernels, K not a multiple of the tile's 16, several 64-channel × 64-pixel tiles,
+            // with and without the fused epilogue, both register blocks.
+            for (xs, cout, ksize, stride, pad, epi) in [
+                ([2, 4, 8, 8], 8, 3, 1, 1, None),
+                ([1, 3, 14, 14], 5, 3, 1, 1, Some(0.5f32)),
+                ([3, 5, 7, 9], 12, 3, 1, 1, None),
+                ([1, 2, 6, 5], 3, 3, 1, 0, Some(1.0)),
+                ([2, 3, 3, 3], 9, 3, 1, 1, Some(2.0)),
+                ([2, 7, 12, 11], 70, 3, 1, 1, Some(0.7)),
+                ([1, 6, 13, 10], 9, 3, 2, 1, None),
+                ([2, 20, 9, 9], 66, 1, 1, 0, Some(1.0)),
             ] {
                 let args = diffuse::ops::conv2d::Conv2dArgs {
-                    stride: 1,
+                    stride,
                     padding: pad,
                     extra_end: 0,
                 };
-                for v in ["row3-cb4", "row3-cb8", "cb4", "cb8"] {
+                for v in diffuse::ops::conv2d::VARIANTS {
+                    if v.starts_with("row3") && (ksize != 3 || stride != 1) {
+                        continue;
+                    }
                     let seed = rng.next_u64();
-                    checks.push(sc::conv2d_forced(gpu, xs, cout, args, epi, dt, seed, v).unwrap());
+                    let c = sc::conv2d_forced(gpu, xs, cout, ksize, args, epi, dt, seed, v);
+                    checks.push(c.unwrap());
                 }
             }
             let mut cases: Vec<([usize; 4], usize, usize, usize, usize)> = vec![

@@ -56,10 +56,11 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
     let path = cache("roundtrip");
     let gpu = tuned(&path);
     conv_and_softmax(&gpu);
-    // Four candidates (general/row kernel × 4/8 channels) for each of the 2 conv keys (3×3
-    // stride 1) and two layouts (three with subgroups) for each of the 2 softmax keys.
+    // Every conv variant (general/row kernel × 4/8 channels, and the tile kernel) for each of
+    // the 2 conv keys (3×3 stride 1) and two layouts (three with subgroups) for each of the 2
+    // softmax keys.
     let layouts = 2 + diffuse::ops::softmax::subgroup_ok(gpu.info()) as u64;
-    let expected = 2 * 4 + 2 * layouts;
+    let expected = 2 * diffuse::ops::conv2d::VARIANTS.len() as u64 + 2 * layouts;
     assert_eq!(gpu.tuner().measurements(), expected);
     let table: std::collections::BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -73,6 +74,7 @@ fn tuning_measures_once_caches_per_adapter_and_stays_correct() {
                 "cb8",
                 "row3-cb4",
                 "row3-cb8",
+                "tile64",
                 "workgroup",
                 "row-per-thread",
                 "subgroup"

@@ -238,8 +238,9 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             }),
         ),
     ];
-    // The 3×3 stride-1 row kernel against the general kernel (each with its default register
-    // block), side by side: row widths that are and are not a multiple of 4.
+    // The 3×3 stride-1 row kernel and the shared-memory tile kernel against the general kernel
+    // (each with its default register block), side by side: row widths that are and are not a
+    // multiple of 4.
     for (nb, cin, hw, cout) in [(8, 64, 32, 64), (8, 64, 14, 64), (8, 32, 28, 32)] {
         let x = rand_tensor(gpu, "x", &[nb, cin, hw, hw], dt)?;
         let w = rand_tensor(gpu, "w", &[cout, cin, 3, 3], dt)?;
@@ -266,10 +267,20 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
                 )
             })
         };
-        let (sg, sr) = (time(cb)?, time(row)?);
+        let (sg, sr, st) = (time(cb)?, time(row)?, time("tile64")?);
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
         let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
         push_pair(&mut rows, "conv2d", &prefix, dt, flops, (cb, sg), (row, sr));
+        // The shared-memory tile kernel (the GPU-style candidate) against the same baseline.
+        rows.push(Row {
+            kind: "conv2d",
+            name: format!("{prefix} tile64"),
+            dtype: dt,
+            ms: st * 1e3,
+            rate: flops / st / 1e9,
+            unit: "GFLOP/s",
+            note: format!("{:.2}x the speed of `{cb}`", sg / st),
+        });
     }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).

@@ -74,16 +74,34 @@ pub fn key_variant(
         .flag("RESIDUAL", residual)
 }
 
+/// Workgroup of the shared-memory tile kernel: 16×16 invocations, each 4 channels × 4 pixels,
+/// so one workgroup covers 64 output channels × 64 pixels.
+pub const TILE_WG: [u32; 3] = [16, 16, 1];
+
+/// The key of the shared-memory tile kernel ("tile64") with the fused epilogue's flags.
+pub fn key_tile(dt: DType, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
+    KernelKey::new("conv2d", "main", dt, TILE_WG)
+        .flag("TILE", true)
+        .define("CB", 4)
+        .flag("BIAS", bias)
+        .flag("ADD_NC", add_nc)
+        .flag("RESIDUAL", residual)
+}
+
+/// Every variant name [`conv2d_variant`] accepts.
+pub const VARIANTS: [&str; 5] = ["cb4", "cb8", "row3-cb4", "row3-cb8", "tile64"];
+
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for cb in [4, 8] {
-        for row3 in [false, true] {
-            for i in 0..8u32 {
-                let f = |b: u32| i & (1 << b) != 0;
+    for i in 0..8u32 {
+        let f = |b: u32| i & (1 << b) != 0;
+        for cb in [4, 8] {
+            for row3 in [false, true] {
                 v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)));
             }
         }
+        v.push(key_tile(dt, f(0), f(1), f(2)));
     }
     v
 }
@@ -161,8 +179,9 @@ pub fn conv2d_fused(
     conv2d_variant(rec, x, weight, bias, y, args, epi, None)
 }
 
-/// Kernel variants of [`conv2d_fused`]: "cb4" / "cb8" (the general kernel with 4 or 8 output
-/// channels per invocation) and, for 3×3 stride-1 convs, "row3-cb4" / "row3-cb8" (the row
+/// Kernel variants of [`conv2d_fused`] ([`VARIANTS`]): "tile64" (the shared-memory implicit
+/// GEMM, 64 channels × 64 pixels per workgroup), "cb4" / "cb8" (the general kernel with 4 or 8
+/// output channels per invocation) and, for 3×3 stride-1 convs, "row3-cb4" / "row3-cb8" (the row
 /// kernel). `None` picks the default or, with tuning on, the adapter's measured winner.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_variant(
@@ -279,17 +298,27 @@ pub fn conv2d_variant(
     let row3_ok = kh == 3 && kw == 3 && args.stride == 1;
     let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
         let row3 = v.starts_with("row3");
-        let cb = if v.ends_with("cb8") { 8 } else { 4 };
-        if (row3 && !row3_ok) || !["cb4", "cb8", "row3-cb4", "row3-cb8"].contains(&v) {
+        if (row3 && !row3_ok) || !VARIANTS.contains(&v) {
             return Err(Error::Argument {
                 op: OP,
                 arg: "variant",
                 reason: format!(
-                    "`{v}` does not apply to a {kh}x{kw} stride-{} conv",
-                    args.stride
+                    "`{v}` does not apply to a {kh}x{kw} stride-{} conv (variants: {})",
+                    args.stride,
+                    VARIANTS.join(", ")
                 ),
             });
         }
+        let (has_b, add, res) = (bias.is_some(), epi.add_nc.is_some(), epi.residual.is_some());
+        if v == "tile64" {
+            let groups = [
+                u32_param(OP, "pixel tiles", (ho * wo).div_ceil(64))?,
+                u32_param(OP, "channel tiles", cout.div_ceil(64))?,
+                u32_param(OP, "batch", n)?,
+            ];
+            return Ok((key_tile(dt, has_b, add, res), groups));
+        }
+        let cb = if v.ends_with("cb8") { 8 } else { 4 };
         // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
         // the flattened pixels.
         let pixel_groups = if row3 {
@@ -302,15 +331,7 @@ pub fn conv2d_variant(
             u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
             u32_param(OP, "batch", n)?,
         ];
-        let key = key_variant(
-            dt,
-            cb,
-            row3,
-            bias.is_some(),
-            epi.add_nc.is_some(),
-            epi.residual.is_some(),
-        );
-        Ok((key, groups))
+        Ok((key_variant(dt, cb, row3, has_b, add, res), groups))
     };
     // The variant: given, the default, or the adapter's measured winner when tuning.
     let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
@@ -319,7 +340,7 @@ pub fn conv2d_variant(
         Some(v) => v.to_string(),
         None if gpu.tuner().enabled() => {
             let mut candidates: Vec<&'static str> = vec![default];
-            for c in ["cb4", "cb8", "row3-cb4", "row3-cb8"] {
+            for c in VARIANTS {
                 if c != default && (row3_ok || !c.starts_with("row3")) {
                     candidates.push(c);
                 }
