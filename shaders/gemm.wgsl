@@ -2,6 +2,7 @@
 // Register-blocked: each invocation owns a 4×4 block of C; no shared memory (on lavapipe this
 // beats shared-memory tiling). With VEC4 the K loop reads A (and B) four elements at a time.
 //
+// TILE: the shared-memory variant below (its own 16×16 workgroup, scalar loads).
 // Defines: TRANS_B (B is [N, K], i.e. C = A·Bᵀ, as for nn.Linear weights and Q·Kᵀ),
 //   VEC4 (host checked K, lda, ldb, batch strides % 4 == 0, and N % 4 == 0 without TRANS_B),
 //   BIAS (adds bias[n]).
@@ -28,6 +29,82 @@ struct Params {
 #tensor 4 bias read     // [N]
 #endif
 
+// Stores a 4×4 block of C at (m0, n0): alpha · acc + bias, rows/columns past M/N skipped.
+fn store(cb: u32, m0: u32, n0: u32, accs: array<vec4<f32>, 4>) {
+  var add = vec4<f32>(0.0);
+  let nlast = p.n - 1u;
+#if BIAS
+  add = vec4<f32>(bias_ld(min(n0, nlast)), bias_ld(min(n0 + 1u, nlast)),
+                  bias_ld(min(n0 + 2u, nlast)), bias_ld(min(n0 + 3u, nlast)));
+#endif
+  for (var r = 0u; r < 4u; r = r + 1u) {
+    let m = m0 + r;
+    if (m >= p.m) { break; }
+    let v = p.alpha * accs[r] + add;
+    let crow = cb + m * p.ldc;
+    for (var c = 0u; c < 4u; c = c + 1u) {
+      if (n0 + c < p.n) { c_st(crow + n0 + c, v[c]); }
+    }
+  }
+}
+
+#if TILE
+// Shared-memory tile (the GPU-style variant; a tuning candidate): a 16×16 workgroup computes a
+// 64×64 block of C, 4×4 per invocation, staging A [64 m × 16 k] and B [16 k × 64 n] per chunk of
+// 16 k in workgroup memory (4 elements of each per invocation). Scalar loads (no VEC4).
+var<workgroup> at: array<f32, 1024>;  // [64 m][16 k]
+var<workgroup> bt: array<f32, 1024>;  // [16 k][64 n]
+
+@compute @workgroup_size(16, 16, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let zo = wid.z / p.batch_inner;
+  let zi = wid.z % p.batch_inner;
+  let ab = zo * p.a_s0 + zi * p.a_s1;
+  let bb = zo * p.b_s0 + zi * p.b_s1;
+  let cb = zo * p.c_s0 + zi * p.c_s1;
+  let m_base = wid.y * 64u;
+  let n_base = wid.x * 64u;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  for (var k0 = 0u; k0 < p.k; k0 = k0 + 16u) {
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let e = lid * 4u + j;
+      let am = m_base + e / 16u;
+      let ak = k0 + e % 16u;
+      var av = 0.0;
+      if (am < p.m && ak < p.k) { av = a_ld(ab + am * p.lda + ak); }
+      at[e] = av;
+      let bk = k0 + e / 64u;
+      let bn = n_base + e % 64u;
+      var bv = 0.0;
+      if (bk < p.k && bn < p.n) {
+#if TRANS_B
+        bv = b_ld(bb + bn * p.ldb + bk);
+#else
+        bv = b_ld(bb + bk * p.ldb + bn);
+#endif
+      }
+      bt[e] = bv;
+    }
+    workgroupBarrier();
+    let r0 = lid3.y * 64u;
+    let c0 = lid3.x * 4u;
+    for (var kk = 0u; kk < 16u; kk = kk + 1u) {
+      let bv = vec4<f32>(bt[kk * 64u + c0], bt[kk * 64u + c0 + 1u],
+                         bt[kk * 64u + c0 + 2u], bt[kk * 64u + c0 + 3u]);
+      acc0 += at[r0 + kk] * bv;
+      acc1 += at[r0 + 16u + kk] * bv;
+      acc2 += at[r0 + 32u + kk] * bv;
+      acc3 += at[r0 + 48u + kk] * bv;
+    }
+    workgroupBarrier();
+  }
+  store(cb, m_base + lid3.y * 4u, n_base + lid3.x * 4u, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+}
+#else
 @compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n0 = gid.x * 4u;
@@ -103,19 +180,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   }
 #endif
 
-  var add = vec4<f32>(0.0);
-#if BIAS
-  add = vec4<f32>(bias_ld(min(n0, nlast)), bias_ld(min(n0 + 1u, nlast)),
-                  bias_ld(min(n0 + 2u, nlast)), bias_ld(min(n0 + 3u, nlast)));
-#endif
-  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-  for (var r = 0u; r < 4u; r = r + 1u) {
-    let m = m0 + r;
-    if (m >= p.m) { break; }
-    let v = p.alpha * accs[r] + add;
-    let crow = cb + m * p.ldc;
-    for (var c = 0u; c < 4u; c = c + 1u) {
-      if (n0 + c < p.n) { c_st(crow + n0 + c, v[c]); }
-    }
-  }
+  store(cb, m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
 }
+#endif

@@ -223,6 +223,32 @@ pub fn matmul(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
+    matmul_variant(
+        gpu,
+        [batch, m, n, k],
+        trans_b,
+        shared_b,
+        bias,
+        dt,
+        seed,
+        None,
+    )
+}
+
+/// [`matmul`] of shape [batch, M, N, K] forcing a GEMM variant (`ops::gemm::VARIANTS`; `None`:
+/// the launcher's choice).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_variant(
+    gpu: &Gpu,
+    shape: [usize; 4],
+    trans_b: bool,
+    shared_b: bool,
+    bias: bool,
+    dt: DType,
+    seed: u64,
+    variant: Option<&str>,
+) -> Result<Check> {
+    let [batch, m, n, k] = shape;
     let mut rng = TestRng(seed);
     let bb = if shared_b { 1 } else { batch };
     let av = rng.values(batch * m * k, -1.0, 1.0, dt);
@@ -239,7 +265,6 @@ pub fn matmul(
     let bias_t = upload(gpu, "bias", &[n], &biasv, dt)?;
     let c = Tensor::empty(gpu, "c", &[batch, m, n], dt)?;
     let alpha = 0.75;
-    gpu.run(|rec| ops::gemm::matmul(rec, &a, &b, bias.then_some(&bias_t), &c, trans_b, alpha))?;
     let d = GemmDesc {
         m,
         n,
@@ -255,6 +280,15 @@ pub fn matmul(
         trans_b,
         alpha,
     };
+    match variant {
+        // The public entry point, as models call it.
+        None => gpu.run(|rec| {
+            ops::gemm::matmul(rec, &a, &b, bias.then_some(&bias_t), &c, trans_b, alpha)
+        })?,
+        Some(v) => gpu.run(|rec| {
+            ops::gemm::gemm_variant(rec, &d, &a, &b, bias.then_some(&bias_t), &c, Some(v))
+        })?,
+    }
     let mut want = vec![0.0; batch * m * n];
     let bw = widen(&biasv);
     r::gemm(
@@ -266,7 +300,7 @@ pub fn matmul(
     );
     Ok(check(
         format!(
-            "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {dt:?}",
+            "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {variant:?} {dt:?}",
             d.vec4_ok()
         ),
         &c.to_vec_f32(gpu)?,

@@ -166,6 +166,36 @@ fn gemm_random_shapes() {
                     )
                     .unwrap(),
                 );
+                // Every variant forced (the shared-memory tile is a tuning candidate).
+                for v in diffuse::ops::gemm::VARIANTS {
+                    let seed = rng.next_u64();
+                    let c = sc::matmul_variant(
+                        gpu,
+                        [b, m, n, k],
+                        trans_b,
+                        shared,
+                        bias,
+                        dt,
+                        seed,
+                        Some(v),
+                    );
+                    checks.push(c.unwrap());
+                }
+            }
+            // Several 64×64 tiles with K not a multiple of the tile's 16.
+            for tb in [false, true] {
+                let seed = rng.next_u64();
+                let c = sc::matmul_variant(
+                    gpu,
+                    [2, 130, 70, 37],
+                    tb,
+                    false,
+                    true,
+                    dt,
+                    seed,
+                    Some("tile64"),
+                );
+                checks.push(c.unwrap());
             }
         }
     }

@@ -131,6 +131,44 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             note: String::new(),
         });
     }
+    // The shared-memory tile GEMM (a tuning candidate for GPUs) beside the default, 1024³.
+    {
+        let n = 1024;
+        let a = rand_tensor(gpu, "a", &[n, n], dt)?;
+        let b = rand_tensor(gpu, "b", &[n, n], dt)?;
+        let c = Tensor::empty(gpu, "c", &[n, n], dt)?;
+        let d = ops::gemm::GemmDesc {
+            m: n,
+            n,
+            k: n,
+            batch: 1,
+            batch_inner: 1,
+            lda: n,
+            ldb: n,
+            ldc: n,
+            a_strides: [0, 0],
+            b_strides: [0, 0],
+            c_strides: [0, 0],
+            trans_b: false,
+            alpha: 1.0,
+        };
+        let time = |v: &'static str| {
+            time_op(gpu, &|rec| {
+                ops::gemm::gemm_variant(rec, &d, &a, &b, None, &c, Some(v))
+            })
+        };
+        let (sr, st) = (time("reg4x4")?, time("tile64")?);
+        let flops = 2.0 * (n * n * n) as f64;
+        push_pair(
+            &mut rows,
+            "gemm",
+            "b1 1024x1024x1024",
+            dt,
+            flops,
+            ("reg4x4", sr),
+            ("tile64", st),
+        );
+    }
     // conv2d beside a GEMM of the same M = Cout, N = batch·Ho·Wo, K = Cin·9.
     for (nb, cin, hw, cout, stride) in [
         (8, 64, 32, 64, 1),

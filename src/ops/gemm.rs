@@ -60,14 +60,30 @@ pub fn key(dt: DType, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
         .flag("BIAS", bias)
 }
 
+/// Workgroup of the shared-memory tile variant: 16×16 invocations, 4×4 each, a 64×64 block of C.
+pub const TILE_WG: [u32; 3] = [16, 16, 1];
+
+/// The key of the shared-memory tile variant ("tile64").
+pub fn key_tile(dt: DType, trans_b: bool, bias: bool) -> KernelKey {
+    KernelKey::new("gemm", "main", dt, TILE_WG)
+        .flag("TILE", true)
+        .flag("TRANS_B", trans_b)
+        .flag("BIAS", bias)
+}
+
+/// Variant names [`gemm_variant`] accepts: the register-blocked kernel (the default; vec4 loads
+/// where the shapes allow) and the shared-memory tile (a tuning candidate for GPUs).
+pub const VARIANTS: [&str; 2] = ["reg4x4", "tile64"];
+
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for t in [false, true] {
-        for v4 in [false, true] {
-            for b in [false, true] {
+        for b in [false, true] {
+            for v4 in [false, true] {
                 v.push(key(dt, t, v4, b));
             }
+            v.push(key_tile(dt, t, b));
         }
     }
     v
@@ -94,6 +110,20 @@ pub fn gemm(
     b: &Tensor,
     bias: Option<&Tensor>,
     c: &Tensor,
+) -> Result<()> {
+    gemm_variant(rec, d, a, b, bias, c, None)
+}
+
+/// [`gemm`] with an explicit variant ([`VARIANTS`]); `None` takes "reg4x4" or, with tuning on,
+/// the adapter's measured winner for this shape.
+pub fn gemm_variant(
+    rec: &mut Recorder<'_>,
+    d: &GemmDesc,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    variant: Option<&str>,
 ) -> Result<()> {
     const OP: &str = "gemm";
     for t in [a, b, c] {
@@ -166,17 +196,55 @@ pub fn gemm(
     if let Some(bias) = bias {
         binds.push(bias.binding(gpu, OP)?);
     }
-    let groups = [
-        u32_param(OP, "N tiles", d.n.div_ceil(4 * WG[0] as usize))?,
-        u32_param(OP, "M tiles", d.m.div_ceil(4 * WG[1] as usize))?,
-        u32_param(OP, "batch", d.batch)?,
-    ];
-    rec.dispatch(
-        &key(a.dtype(), d.trans_b, vec4, bias.is_some()),
-        bytemuck::bytes_of(&p),
-        binds,
-        groups,
-    )?;
+    let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
+        let (key, tile) = match v {
+            "reg4x4" => (
+                key(a.dtype(), d.trans_b, vec4, bias.is_some()),
+                4 * WG[0] as usize,
+            ),
+            "tile64" => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64),
+            _ => {
+                return Err(Error::Argument {
+                    op: OP,
+                    arg: "variant",
+                    reason: format!("`{v}` is not one of {}", VARIANTS.join(", ")),
+                })
+            }
+        };
+        let groups = [
+            u32_param(OP, "N tiles", d.n.div_ceil(tile))?,
+            u32_param(OP, "M tiles", d.m.div_ceil(tile))?,
+            u32_param(OP, "batch", d.batch)?,
+        ];
+        Ok((key, groups))
+    };
+    let chosen = match variant {
+        Some(v) => v,
+        None if gpu.tuner().enabled() => {
+            let tkey = format!(
+                "gemm|{:?}|b{}|{}x{}x{}|tb{}",
+                a.dtype(),
+                d.batch,
+                d.m,
+                d.n,
+                d.k,
+                d.trans_b
+            );
+            gpu.tuner().pick(&tkey, &VARIANTS, &mut |v| {
+                let (key, groups) = launch(v)?;
+                let mut r = gpu.recorder();
+                r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
+                let one = r.finish()?;
+                crate::gpu::tuning::time_best(gpu, &|| {
+                    one.submit(gpu);
+                    Ok(())
+                })
+            })?
+        }
+        None => VARIANTS[0],
+    };
+    let (key, groups) = launch(chosen)?;
+    rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
     Ok(())
 }
 
