@@ -831,6 +831,74 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
         )?);
         out.push(group_norm(gpu, [2, 16, 6, 6], 4, true, dt, 9)?);
         out.push(softmax(gpu, 12, 77, 0.125, dt, 10)?);
+        // Every kernel variant tuning may pick on this adapter, beside the defaults above.
+        let c3 = Conv2dArgs {
+            stride: 1,
+            padding: 1,
+            extra_end: 0,
+        };
+        for v in ops::conv2d::VARIANTS {
+            out.push(conv2d_forced(
+                gpu,
+                [2, 7, 12, 11],
+                70,
+                3,
+                c3,
+                Some(0.5),
+                dt,
+                21,
+                v,
+            )?);
+        }
+        for v in ops::gemm::VARIANTS {
+            out.push(matmul_variant(
+                gpu,
+                [2, 70, 66, 37],
+                true,
+                false,
+                true,
+                dt,
+                22,
+                Some(v),
+            )?);
+            out.push(matmul_variant(
+                gpu,
+                [2, 70, 66, 37],
+                false,
+                true,
+                false,
+                dt,
+                23,
+                Some(v),
+            )?);
+        }
+        for wg in [64, ops::group_norm::WG] {
+            for subgroup in [false, true] {
+                if subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg) {
+                    continue;
+                }
+                let v = Some(ops::group_norm::Variant { wg, subgroup });
+                out.push(group_norm_variant(
+                    gpu,
+                    [2, 16, 6, 6],
+                    4,
+                    true,
+                    dt,
+                    24,
+                    v,
+                    100.0,
+                )?);
+            }
+        }
+        for layout in [
+            ops::softmax::Layout::Workgroup,
+            ops::softmax::Layout::RowPerThread,
+            ops::softmax::Layout::Subgroup,
+        ] {
+            if layout != ops::softmax::Layout::Subgroup || ops::softmax::subgroup_ok(gpu.info()) {
+                out.push(softmax_layout(gpu, 12, 77, 0.125, dt, 25, layout)?);
+            }
+        }
         out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
         out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);
         out.push(concat(gpu, 2, 3, 5, 4, 4, dt, 13)?);
