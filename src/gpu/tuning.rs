@@ -149,14 +149,21 @@ fn save(path: &Path, table: &BTreeMap<String, String>) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Seconds per run of `f` (best of 3 after a warm-up), for [`Tuner::pick`]'s `measure`.
-pub fn time_best(gpu: &super::Gpu, f: &dyn Fn() -> Result<()>) -> Result<f64> {
-    f()?;
+/// Seconds per submission of what `record` records (best of 3 after a warm-up), for
+/// [`Tuner::pick`]'s `measure`.
+pub fn time_recorded(
+    gpu: &super::Gpu,
+    record: &mut dyn FnMut(&mut super::Recorder<'_>) -> Result<()>,
+) -> Result<f64> {
+    let mut r = gpu.recorder();
+    record(&mut r)?;
+    let one = r.finish()?;
+    one.submit(gpu);
     gpu.wait()?;
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        f()?;
+        one.submit(gpu);
         gpu.wait()?;
         best = best.min(t.elapsed().as_secs_f64());
     }

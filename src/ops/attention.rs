@@ -56,18 +56,14 @@ pub fn use_fused(
     let key = format!("attention|{:?}|{b}x{l}x{heads}x{}", q.dtype(), s[2] / heads);
     // Scratch score matrices only when a measurement actually runs (not on a cache hit).
     let pick = gpu.tuner().pick(&key, &["gemm", "fused"], &mut |c| {
-        let mut r = gpu.recorder();
-        if c == "fused" {
-            attention_fused(&mut r, q, k, v, out, heads, scale)?;
-        } else {
-            let scores = Tensor::empty(gpu, "attn.scores", &[b * heads, l, l], q.dtype())?;
-            let probs = Tensor::empty(gpu, "attn.probs", &[b * heads, l, l], q.dtype())?;
-            attention_gemm(&mut r, q, k, v, out, &scores, &probs, heads, scale)?;
-        }
-        let one = r.finish()?;
-        crate::gpu::tuning::time_best(gpu, &|| {
-            one.submit(gpu);
-            Ok(())
+        crate::gpu::tuning::time_recorded(gpu, &mut |r| {
+            if c == "fused" {
+                attention_fused(r, q, k, v, out, heads, scale)
+            } else {
+                let scores = Tensor::empty(gpu, "attn.scores", &[b * heads, l, l], q.dtype())?;
+                let probs = Tensor::empty(gpu, "attn.probs", &[b * heads, l, l], q.dtype())?;
+                attention_gemm(r, q, k, v, out, &scores, &probs, heads, scale)
+            }
         })
     })?;
     Ok(pick == "fused")

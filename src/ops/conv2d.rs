@@ -352,12 +352,9 @@ pub fn conv2d_variant(
             gpu.tuner()
                 .pick(&tkey, &candidates, &mut |c| {
                     let (key, groups) = launch(c)?;
-                    let mut r = gpu.recorder();
-                    r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
-                    let one = r.finish()?;
-                    crate::gpu::tuning::time_best(gpu, &|| {
-                        one.submit(gpu);
-                        Ok(())
+                    crate::gpu::tuning::time_recorded(gpu, &mut |r| {
+                        r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
+                            .map(|_| ())
                     })
                 })?
                 .to_string()

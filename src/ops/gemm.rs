@@ -232,12 +232,9 @@ pub fn gemm_variant(
             );
             gpu.tuner().pick(&tkey, &VARIANTS, &mut |v| {
                 let (key, groups) = launch(v)?;
-                let mut r = gpu.recorder();
-                r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)?;
-                let one = r.finish()?;
-                crate::gpu::tuning::time_best(gpu, &|| {
-                    one.submit(gpu);
-                    Ok(())
+                crate::gpu::tuning::time_recorded(gpu, &mut |r| {
+                    r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
+                        .map(|_| ())
                 })
             })?
         }

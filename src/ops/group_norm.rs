@@ -207,17 +207,10 @@ pub fn group_norm_variant(
         let names: Vec<&'static str> = cands.iter().map(|v| v.name()).collect();
         let pick = gpu.tuner().pick(&tkey, &names, &mut |cand| {
             let i = names.iter().position(|n| *n == cand).unwrap_or(0);
-            let mut r = gpu.recorder();
-            r.dispatch(
-                &key(dt, silu, cands[i]),
-                bytemuck::bytes_of(&p),
-                binds.clone(),
-                g,
-            )?;
-            let one = r.finish()?;
-            crate::gpu::tuning::time_best(gpu, &|| {
-                one.submit(gpu);
-                Ok(())
+            crate::gpu::tuning::time_recorded(gpu, &mut |r| {
+                let k = key(dt, silu, cands[i]);
+                r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)
+                    .map(|_| ())
             })
         })?;
         cands[names.iter().position(|n| *n == pick).unwrap_or(0)]

@@ -113,12 +113,8 @@ pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Re
         };
         let key = format!("softmax|{:?}|{}x{cols}", x.dtype(), x.numel() / cols.max(1));
         let pick = gpu.tuner().pick(&key, &candidates, &mut |c| {
-            let mut r = gpu.recorder();
-            softmax_with(&mut r, x, y, scale, as_layout(c))?;
-            let one = r.finish()?;
-            crate::gpu::tuning::time_best(gpu, &|| {
-                one.submit(gpu);
-                Ok(())
+            crate::gpu::tuning::time_recorded(gpu, &mut |r| {
+                softmax_with(r, x, y, scale, as_layout(c))
             })
         })?;
         as_layout(pick)
