@@ -31,6 +31,59 @@ pub struct AttnOptions {
     pub eps: f64,
 }
 
+impl AttnOptions {
+    /// The attention at `path` over `channels`, rescaled like the block's residual blocks.
+    fn load(
+        &self,
+        l: &Loader<'_>,
+        path: &str,
+        channels: usize,
+        opts: ResnetOptions,
+    ) -> Result<AttentionBlock> {
+        AttentionBlock::load(
+            l,
+            path,
+            channels,
+            self.dim_head,
+            self.groups,
+            self.eps,
+            opts.output_scale_factor,
+        )
+    }
+}
+
+/// A residual block followed by its attention, when the block has one.
+fn resnet_then_attention(
+    g: &mut Graph<'_>,
+    r: &ResnetBlock2D,
+    attention: Option<&AttentionBlock>,
+    x: &Tensor,
+    temb: &Tensor,
+) -> Result<Tensor> {
+    let y = r.forward(g, x, temb)?;
+    Ok(match attention {
+        Some(a) => {
+            let z = a.forward(g, &y)?;
+            g.release(y);
+            z
+        }
+        None => y,
+    })
+}
+
+/// The resampling residual block at `path` (`Resample::Resnet` in the config).
+fn resampling_resnet(
+    l: &Loader<'_>,
+    path: &str,
+    channels: usize,
+    resample: BlockResample,
+    opts: ResnetOptions,
+) -> Result<Box<ResnetBlock2D>> {
+    Ok(Box::new(ResnetBlock2D::load(
+        l, path, channels, channels, resample, opts,
+    )?))
+}
+
 impl DownBlock {
     #[allow(clippy::too_many_arguments)]
     pub fn load(
@@ -56,15 +109,7 @@ impl DownBlock {
                 opts,
             )?);
             if let Some(a) = attn {
-                attentions.push(AttentionBlock::load(
-                    l,
-                    &format!("{prefix}.attentions.{i}"),
-                    cout,
-                    a.dim_head,
-                    a.groups,
-                    a.eps,
-                    opts.output_scale_factor,
-                )?);
+                attentions.push(a.load(l, &format!("{prefix}.attentions.{i}"), cout, opts)?);
             }
         }
         let down = match down {
@@ -75,16 +120,13 @@ impl DownBlock {
                 cout,
                 padding,
             )?),
-            Some((super::config::Resample::Resnet, _)) => {
-                Down::Resnet(Box::new(ResnetBlock2D::load(
-                    l,
-                    &format!("{prefix}.downsamplers.0"),
-                    cout,
-                    cout,
-                    BlockResample::Down,
-                    opts,
-                )?))
-            }
+            Some((super::config::Resample::Resnet, _)) => Down::Resnet(resampling_resnet(
+                l,
+                &format!("{prefix}.downsamplers.0"),
+                cout,
+                BlockResample::Down,
+                opts,
+            )?),
         };
         Ok(DownBlock {
             resnets,
@@ -103,15 +145,7 @@ impl DownBlock {
     ) -> Result<Tensor> {
         let mut h = x;
         for (i, r) in self.resnets.iter().enumerate() {
-            let y = r.forward(g, &h, temb)?;
-            let y = match self.attentions.get(i) {
-                Some(a) => {
-                    let z = a.forward(g, &y)?;
-                    g.release(y);
-                    z
-                }
-                None => y,
-            };
+            let y = resnet_then_attention(g, r, self.attentions.get(i), &h, temb)?;
             skips.push(y.clone());
             h = y;
         }
@@ -147,17 +181,7 @@ impl MidBlock {
             opts,
         )?;
         let attention = attn
-            .map(|a| {
-                AttentionBlock::load(
-                    l,
-                    "mid_block.attentions.0",
-                    channels,
-                    a.dim_head,
-                    a.groups,
-                    a.eps,
-                    opts.output_scale_factor,
-                )
-            })
+            .map(|a| a.load(l, "mid_block.attentions.0", channels, opts))
             .transpose()?;
         let r1 = ResnetBlock2D::load(
             l,
@@ -174,12 +198,7 @@ impl MidBlock {
     }
 
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(g, x, temb)?;
-        if let Some(a) = &self.attention {
-            let y = a.forward(g, &h)?;
-            g.release(h);
-            h = y;
-        }
+        let h = resnet_then_attention(g, &self.resnets[0], self.attention.as_ref(), x, temb)?;
         let out = self.resnets[1].forward(g, &h, temb)?;
         g.release(h);
         Ok(out)
@@ -229,15 +248,7 @@ impl UpBlock {
                 opts,
             )?);
             if let Some(a) = attn {
-                attentions.push(AttentionBlock::load(
-                    l,
-                    &format!("{prefix}.attentions.{i}"),
-                    cout,
-                    a.dim_head,
-                    a.groups,
-                    a.eps,
-                    opts.output_scale_factor,
-                )?);
+                attentions.push(a.load(l, &format!("{prefix}.attentions.{i}"), cout, opts)?);
             }
         }
         let up = match up {
@@ -247,14 +258,13 @@ impl UpBlock {
                 &format!("{prefix}.upsamplers.0"),
                 cout,
             )?),
-            Some(super::config::Resample::Resnet) => Up::Resnet(Box::new(ResnetBlock2D::load(
+            Some(super::config::Resample::Resnet) => Up::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.upsamplers.0"),
                 cout,
-                cout,
                 BlockResample::Up,
                 opts,
-            )?)),
+            )?),
         };
         Ok(UpBlock {
             resnets,
@@ -286,16 +296,8 @@ impl UpBlock {
             crate::ops::concat::concat_channels(&mut g.rec, &h, &skip, &cat)?;
             g.release(h);
             g.release(skip);
-            let y = r.forward(g, &cat, temb)?;
+            h = resnet_then_attention(g, r, self.attentions.get(i), &cat, temb)?;
             g.release(cat);
-            h = match self.attentions.get(i) {
-                Some(a) => {
-                    let z = a.forward(g, &y)?;
-                    g.release(y);
-                    z
-                }
-                None => y,
-            };
         }
         let out = match &self.up {
             Up::None => return Ok(h),
@@ -422,15 +424,7 @@ impl SkipDownBlock {
     ) -> Result<(Tensor, Tensor)> {
         let mut h = x;
         for (i, r) in self.resnets.iter().enumerate() {
-            let y = r.forward(g, &h, temb)?;
-            let y = match self.attentions.get(i) {
-                Some(a) => {
-                    let z = a.forward(g, &y)?;
-                    g.release(y);
-                    z
-                }
-                None => y,
-            };
+            let y = resnet_then_attention(g, r, self.attentions.get(i), &h, temb)?;
             skips.push(y.clone());
             h = y;
         }
