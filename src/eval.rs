@@ -223,6 +223,50 @@ pub fn evaluate_generation(
     })
 }
 
+/// The first `num_samples` (all when `None`) (degraded, clean) pairs of a restoration test set
+/// (`degraded` and `clean`, equal [N, C, H, W] f32 tensors), checked finite. Returns both and
+/// the shape of what was taken.
+pub fn read_testset(
+    path: &Path,
+    num_samples: Option<usize>,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<usize>)> {
+    let load_err = |reason: String| Error::Load {
+        file: path.display().to_string(),
+        reason,
+    };
+    let w = Weights::open(path)?;
+    let degraded = w.read_f32("degraded", None)?;
+    if degraded.shape.len() != 4 {
+        return Err(load_err(format!(
+            "`degraded` has shape {:?}; expected [N, C, H, W]",
+            degraded.shape
+        )));
+    }
+    let clean = w.read_f32("clean", Some(&degraded.shape))?;
+    let mut shape = degraded.shape.clone();
+    let n = num_samples.unwrap_or(shape[0]);
+    if n == 0 || n > shape[0] {
+        return Err(Error::Argument {
+            op: "eval-restore",
+            arg: "--num-samples",
+            reason: format!("{n} is not in 1..={} (the test set's size)", shape[0]),
+        });
+    }
+    shape[0] = n;
+    let len = shape.iter().product();
+    let (mut degraded, mut clean) = (degraded.data, clean.data);
+    degraded.truncate(len);
+    clean.truncate(len);
+    for (name, t) in [("degraded", &degraded), ("clean", &clean)] {
+        if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+            return Err(load_err(format!(
+                "`{name}` holds a non-finite value at flat index {i}"
+            )));
+        }
+    }
+    Ok((degraded, clean, shape))
+}
+
 /// What `diffuse eval-restore` reports (means over the evaluated pairs).
 #[derive(Debug, Clone)]
 pub struct RestorationReport {

@@ -498,6 +498,20 @@ fn push_pair(
     }
 }
 
+/// Prints a forward profile (most expensive kernel variant first) as an aligned table.
+pub fn print_profile(rows: &[ProfileRow]) {
+    println!("{:>9} {:>6} {:>5}  kernel", "ms", "share", "count");
+    for r in rows {
+        println!(
+            "{:>9.3} {:>5.1}% {:>5}  {}",
+            r.seconds * 1e3,
+            100.0 * r.share,
+            r.dispatches,
+            r.label
+        );
+    }
+}
+
 /// Prints rows as an aligned table.
 pub fn print_rows(rows: &[Row]) {
     println!(

@@ -650,37 +650,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         .testset
         .clone()
         .unwrap_or_else(|| a.r.model.join("testset.safetensors"));
-    let w = Weights::open(&path)?;
-    let degraded = w.read_f32("degraded", None)?;
-    if degraded.shape.len() != 4 {
-        return Err(input_error(
-            &path,
-            format!(
-                "`degraded` has shape {:?}; expected [N, C, H, W]",
-                degraded.shape
-            ),
-        ));
-    }
-    let clean = w.read_f32("clean", Some(&degraded.shape))?;
-    let mut shape = degraded.shape.clone();
-    let n = a.num_samples.unwrap_or(shape[0]);
-    if n == 0 || n > shape[0] {
-        return Err(arg_error(
-            "eval-restore",
-            "--num-samples",
-            format!("{n} is not in 1..={} (the test set's size)", shape[0]),
-        ));
-    }
-    shape[0] = n;
-    let per: usize = shape[1..].iter().product();
-    for (name, t) in [("degraded", &degraded), ("clean", &clean)] {
-        if let Some(i) = t.data[..n * per].iter().position(|v| !v.is_finite()) {
-            return Err(input_error(
-                &path,
-                format!("`{name}` holds a non-finite value at flat index {i}"),
-            ));
-        }
-    }
+    let (degraded, clean, shape) = diffuse::eval::read_testset(&path, a.num_samples)?;
     let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
     restorer
@@ -690,8 +660,8 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
     let rep = diffuse::eval::evaluate_restoration(
         &gpu,
         &restorer,
-        &degraded.data[..n * per],
-        &clean.data[..n * per],
+        &degraded,
+        &clean,
         &shape,
         a.batch,
         a.r.seed,
@@ -810,16 +780,7 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
                 "\nprofile of one {name} forward, batch {}, {dt:?} (GPU timestamps per dispatch):",
                 a.batches[0]
             );
-            println!("{:>9} {:>6} {:>5}  kernel", "ms", "share", "count");
-            for r in &p {
-                println!(
-                    "{:>9.3} {:>5.1}% {:>5}  {}",
-                    r.seconds * 1e3,
-                    100.0 * r.share,
-                    r.dispatches,
-                    r.label
-                );
-            }
+            bench::print_profile(&p);
             profile.extend(p);
         }
     }
