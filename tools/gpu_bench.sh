@@ -28,7 +28,7 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f /usr/local/nvidia/share/vulkan/icd.d/nv
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
 if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 export WGPU_BACKEND=vulkan
@@ -37,5 +37,5 @@ export WGPU_BACKEND=vulkan
 DIFFUSE_TUNE="$OUT/tuning.json" "$B" bench --skip-kernels --batches "$BATCHES" 2>&1 \
     | tee "$OUT/tuned.txt"
 "$B" bench --model assets/fmnist-ddpm --batches "$BATCHES" --profile 2>&1 | tee "$OUT/fmnist.txt"
-PYTHONUNBUFFERED=1 python3 tools/bench_torch.py --model ddpm-cifar10-32 --batches "$BATCHES" \
+PYTHONUNBUFFERED=1 "${PYTHON:-python3}" tools/bench_torch.py --model ddpm-cifar10-32 --batches "$BATCHES" \
     --diffuse "$B" 2>&1 | tee "$OUT/torch.txt"
