@@ -52,6 +52,18 @@ impl AttnOptions {
     }
 }
 
+/// `y` through the attention when there is one (releasing `y`), else `y` itself.
+fn attend(g: &mut Graph<'_>, attention: Option<&AttentionBlock>, y: Tensor) -> Result<Tensor> {
+    Ok(match attention {
+        Some(a) => {
+            let z = a.forward(g, &y)?;
+            g.release(y);
+            z
+        }
+        None => y,
+    })
+}
+
 /// A residual block followed by its attention, when the block has one.
 fn resnet_then_attention(
     g: &mut Graph<'_>,
@@ -61,14 +73,7 @@ fn resnet_then_attention(
     temb: &Tensor,
 ) -> Result<Tensor> {
     let y = r.forward(g, x, temb)?;
-    Ok(match attention {
-        Some(a) => {
-            let z = a.forward(g, &y)?;
-            g.release(y);
-            z
-        }
-        None => y,
-    })
+    attend(g, attention, y)
 }
 
 /// The resampling residual block at `path` (`Resample::Resnet` in the config).
@@ -296,8 +301,9 @@ impl UpBlock {
             crate::ops::concat::concat_channels(&mut g.rec, &h, &skip, &cat)?;
             g.release(h);
             g.release(skip);
-            h = resnet_then_attention(g, r, self.attentions.get(i), &cat, temb)?;
+            let y = r.forward(g, &cat, temb)?;
             g.release(cat);
+            h = attend(g, self.attentions.get(i), y)?;
         }
         let out = match &self.up {
             Up::None => return Ok(h),
