@@ -872,7 +872,7 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
                 Some(v),
             )?);
         }
-        for wg in [64, ops::group_norm::WG] {
+        for wg in ops::group_norm::WORKGROUPS {
             for subgroup in [false, true] {
                 if subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg) {
                     continue;

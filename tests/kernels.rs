@@ -336,7 +336,7 @@ fn group_norm_random_shapes() {
                 // Every variant the adapter can run; a large common offset on odd cases (the
                 // variance is accumulated in one pass, shifted by the group's first element).
                 let offset = if i % 2 == 1 { 100.0 } else { 0.5 };
-                for wg in [256, 64] {
+                for wg in diffuse::ops::group_norm::WORKGROUPS {
                     for subgroup in [false, true] {
                         if subgroup && !diffuse::ops::group_norm::subgroup_ok(gpu.info(), wg) {
                             continue;

@@ -418,13 +418,15 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     }
     // GroupNorm's other variants beside the default (subgroups only where the adapter has them).
     let gn_default = ops::group_norm::default_variant(gpu.info());
-    for wg in [64, ops::group_norm::WG] {
+    for wg in ops::group_norm::WORKGROUPS {
         for subgroup in [false, true] {
             let v = ops::group_norm::Variant { wg, subgroup };
             if v == gn_default || (subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg)) {
                 continue;
             }
             let name = match v.name() {
+                "wg16" => "group_norm+silu (32 groups) wg16",
+                "wg16-sg" => "group_norm+silu (32 groups) wg16-sg",
                 "wg64" => "group_norm+silu (32 groups) wg64",
                 "wg64-sg" => "group_norm+silu (32 groups) wg64-sg",
                 "wg256" => "group_norm+silu (32 groups) wg256",

@@ -21,7 +21,10 @@ struct Params {
     _p: [u32; 3],
 }
 
-/// A kernel variant: workgroup size (a power of two; 256, or 64 — shallower reductions, fewer
+/// Workgroup sizes the variants use (256 is [`WG`]).
+pub const WORKGROUPS: [u32; 3] = [16, 64, WG];
+
+/// A kernel variant: workgroup size (a power of two; 256, or 64 / 16 — shallower reductions, fewer
 /// idle invocations on small groups) and whether the reduction goes through subgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Variant {
@@ -33,6 +36,8 @@ impl Variant {
     /// The name the tuning cache stores.
     pub fn name(&self) -> &'static str {
         match (self.wg, self.subgroup) {
+            (16, false) => "wg16",
+            (16, true) => "wg16-sg",
             (64, false) => "wg64",
             (64, true) => "wg64-sg",
             (WG, false) => "wg256",
@@ -56,27 +61,26 @@ pub fn subgroup_ok(info: &crate::gpu::GpuInfo, wg: u32) -> bool {
     info.subgroups && max > 0 && max <= wg && wg % max == 0
 }
 
-/// The default variant. CPU adapters: 64 invocations (1.10× on a [8,128,64,64]
-/// GroupNorm+SiLU on lavapipe, benches/README.md: barrier trees are expensive there) without
-/// subgroups (no measurable gain there). Elsewhere 256, through subgroups when available.
+/// The default variant. CPU adapters: 16 invocations through subgroups where the adapter has
+/// them (lavapipe, same run, vs 64 without: 1.03–1.7× across Fashion-MNIST and CIFAR shapes —
+/// fewer idle lanes and barrier rounds; benches/README.md). Elsewhere 256, through subgroups
+/// when available.
 pub fn default_variant(info: &crate::gpu::GpuInfo) -> Variant {
-    if info.device_type == wgpu::DeviceType::Cpu {
-        Variant {
-            wg: 64,
-            subgroup: false,
-        }
+    let wg = if info.device_type == wgpu::DeviceType::Cpu {
+        16
     } else {
-        Variant {
-            wg: WG,
-            subgroup: subgroup_ok(info, WG),
-        }
+        WG
+    };
+    Variant {
+        wg,
+        subgroup: subgroup_ok(info, wg),
     }
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for wg in [WG, 64] {
+    for wg in WORKGROUPS {
         for subgroup in [false, true] {
             for silu in [false, true] {
                 v.push(key(dt, silu, Variant { wg, subgroup }));
@@ -196,7 +200,7 @@ pub fn group_norm_variant(
         let tkey = format!("group_norm|{dt:?}|{n}x{c}x{hw}|g{groups}|silu{silu}");
         let default = default_variant(info);
         let mut cands = vec![default];
-        for wg in [64, WG] {
+        for wg in WORKGROUPS {
             for subgroup in [false, true] {
                 let v = Variant { wg, subgroup };
                 if v != default && (!subgroup || subgroup_ok(info, wg)) {
