@@ -25,17 +25,18 @@ struct Params {
 var<workgroup> red: array<vec2<f32>, ${WG}>;
 
 #if SUBGROUP
-// Workgroup sum of (s, q) through subgroup sums: one partial per subgroup, then one barrier.
-fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sgs: u32) -> vec2<f32> {
+// Workgroup sum of (s, q) through subgroup sums: one partial per subgroup (indexed by
+// subgroup_id, whatever the lane-to-subgroup mapping), then one barrier.
+fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sid: u32, nsg: u32) -> vec2<f32> {
   let part = subgroupAdd(v);
-  if (sgi == 0u) { red[lid / sgs] = part; }
+  if (sgi == 0u) { red[sid] = part; }
   workgroupBarrier();
   var t = vec2<f32>(0.0);
-  for (var i = 0u; i < ${WG}u / sgs; i = i + 1u) { t += red[i]; }
+  for (var i = 0u; i < nsg; i = i + 1u) { t += red[i]; }
   return t;
 }
 #else
-fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sgs: u32) -> vec2<f32> {
+fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sid: u32, nsg: u32) -> vec2<f32> {
   red[lid] = v;
   workgroupBarrier();
   for (var s = ${WG}u / 2u; s > 0u; s = s >> 1u) {
@@ -50,13 +51,15 @@ fn wg_sum(v: vec2<f32>, lid: u32, sgi: u32, sgs: u32) -> vec2<f32> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
 #if SUBGROUP
-        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32,
+        @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32,
+        @builtin(num_subgroups) nsg: u32,
 #endif
 ) {
 #if SUBGROUP
 #else
   let sgi = 0u;
-  let sgs = 1u;
+  let sid = 0u;
+  let nsg = 1u;
 #endif
   let ng = wid.y * nwg.x + wid.x;
   if (ng >= p.count) { return; }
@@ -71,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = x_ld(base + i) - shift;
     acc += vec2<f32>(d, d * d);
   }
-  let t = wg_sum(acc, lid, sgi, sgs) / f32(len);
+  let t = wg_sum(acc, lid, sgi, sid, nsg) / f32(len);
   let mean = shift + t.x;
   let inv = inverseSqrt(max(t.y - t.x * t.x, 0.0) + p.eps);
   // Flat walk with the channel tracked incrementally (no division per element).
