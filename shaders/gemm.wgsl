@@ -2,7 +2,8 @@
 // Register-blocked: each invocation owns a 4×4 block of C; no shared memory (on lavapipe this
 // beats shared-memory tiling). With VEC4 the K loop reads A (and B) four elements at a time.
 //
-// TILE: the shared-memory variant below (its own 16×16 workgroup, scalar loads).
+// TILE: the shared-memory variant below (its own 16×16 workgroup, scalar loads). ROWS = 4 | 8
+// rows of C per invocation in the register-blocked kernel (M8 set when 8).
 // Defines: TRANS_B (B is [N, K], i.e. C = A·Bᵀ, as for nn.Linear weights and Q·Kᵀ),
 //   VEC4 (host checked K, lda, ldb, batch strides % 4 == 0, and N % 4 == 0 without TRANS_B),
 //   BIAS (adds bias[n]).
@@ -108,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 @compute @workgroup_size(${WG_X}, ${WG_Y}, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n0 = gid.x * 4u;
-  let m0 = gid.y * 4u;
+  let m0 = gid.y * ${ROWS}u;
   if (m0 >= p.m || n0 >= p.n) { return; }
   let zo = wid.z / p.batch_inner;
   let zi = wid.z % p.batch_inner;
@@ -122,6 +123,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let ar1 = ab + min(m0 + 1u, mlast) * p.lda;
   let ar2 = ab + min(m0 + 2u, mlast) * p.lda;
   let ar3 = ab + min(m0 + 3u, mlast) * p.lda;
+#if M8
+  let ar4 = ab + min(m0 + 4u, mlast) * p.lda;
+  let ar5 = ab + min(m0 + 5u, mlast) * p.lda;
+  let ar6 = ab + min(m0 + 6u, mlast) * p.lda;
+  let ar7 = ab + min(m0 + 7u, mlast) * p.lda;
+#endif
 #if TRANS_B
   let br0 = bb + min(n0 + 0u, nlast) * p.ldb;
   let br1 = bb + min(n0 + 1u, nlast) * p.ldb;
@@ -137,6 +144,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
+#if M8
+  var acc4 = vec4<f32>(0.0);
+  var acc5 = vec4<f32>(0.0);
+  var acc6 = vec4<f32>(0.0);
+  var acc7 = vec4<f32>(0.0);
+#endif
 
 #if VEC4
   for (var k = 0u; k < p.k; k = k + 4u) {
@@ -144,6 +157,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let a1 = a_ld4((ar1 + k) >> 2u);
     let a2 = a_ld4((ar2 + k) >> 2u);
     let a3 = a_ld4((ar3 + k) >> 2u);
+#if M8
+    let a4 = a_ld4((ar4 + k) >> 2u);
+    let a5 = a_ld4((ar5 + k) >> 2u);
+    let a6 = a_ld4((ar6 + k) >> 2u);
+    let a7 = a_ld4((ar7 + k) >> 2u);
+#endif
 #if TRANS_B
     let b0 = b_ld4((br0 + k) >> 2u);
     let b1 = b_ld4((br1 + k) >> 2u);
@@ -153,6 +172,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
     acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
     acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+#if M8
+    acc4 += vec4<f32>(dot(a4, b0), dot(a4, b1), dot(a4, b2), dot(a4, b3));
+    acc5 += vec4<f32>(dot(a5, b0), dot(a5, b1), dot(a5, b2), dot(a5, b3));
+    acc6 += vec4<f32>(dot(a6, b0), dot(a6, b1), dot(a6, b2), dot(a6, b3));
+    acc7 += vec4<f32>(dot(a7, b0), dot(a7, b1), dot(a7, b2), dot(a7, b3));
+#endif
 #else
     let row = bb + k * p.ldb + n0;
     let b0 = b_ld4(row >> 2u);
@@ -163,6 +188,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     acc1 += a1.x * b0 + a1.y * b1 + a1.z * b2 + a1.w * b3;
     acc2 += a2.x * b0 + a2.y * b1 + a2.z * b2 + a2.w * b3;
     acc3 += a3.x * b0 + a3.y * b1 + a3.z * b2 + a3.w * b3;
+#if M8
+    acc4 += a4.x * b0 + a4.y * b1 + a4.z * b2 + a4.w * b3;
+    acc5 += a5.x * b0 + a5.y * b1 + a5.z * b2 + a5.w * b3;
+    acc6 += a6.x * b0 + a6.y * b1 + a6.z * b2 + a6.w * b3;
+    acc7 += a7.x * b0 + a7.y * b1 + a7.z * b2 + a7.w * b3;
+#endif
 #endif
   }
 #else
@@ -177,9 +208,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     acc1 += a_ld(ar1 + k) * bv;
     acc2 += a_ld(ar2 + k) * bv;
     acc3 += a_ld(ar3 + k) * bv;
+#if M8
+    acc4 += a_ld(ar4 + k) * bv;
+    acc5 += a_ld(ar5 + k) * bv;
+    acc6 += a_ld(ar6 + k) * bv;
+    acc7 += a_ld(ar7 + k) * bv;
+#endif
   }
 #endif
 
   store(cb, m0, n0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
+#if M8
+  store(cb, m0 + 4u, n0, array<vec4<f32>, 4>(acc4, acc5, acc6, acc7));
+#endif
 }
 #endif

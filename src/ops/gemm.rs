@@ -52,9 +52,16 @@ struct Params {
     _pad1: u32,
 }
 
-/// The kernel key for a variant.
+/// The kernel key for a variant of the register-blocked kernel (4 × 4 per invocation).
 pub fn key(dt: DType, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
+    key_rows(dt, 4, trans_b, vec4, bias)
+}
+
+/// The register-blocked kernel with `rows` (4 or 8) rows of C per invocation.
+pub fn key_rows(dt: DType, rows: usize, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
     KernelKey::new("gemm", "main", dt, WG)
+        .define("ROWS", rows)
+        .flag("M8", rows == 8)
         .flag("TRANS_B", trans_b)
         .flag("VEC4", vec4)
         .flag("BIAS", bias)
@@ -71,9 +78,21 @@ pub fn key_tile(dt: DType, trans_b: bool, bias: bool) -> KernelKey {
         .flag("BIAS", bias)
 }
 
-/// Variant names [`gemm_variant`] accepts: the register-blocked kernel (the default; vec4 loads
-/// where the shapes allow) and the shared-memory tile (a tuning candidate for GPUs).
-pub const VARIANTS: [&str; 2] = ["reg4x4", "tile64"];
+/// Variant names [`gemm_variant`] accepts: the register-blocked kernel with 4 or 8 rows of C
+/// per invocation (vec4 loads where the shapes allow) and the shared-memory tile (a tuning
+/// candidate for GPUs).
+pub const VARIANTS: [&str; 3] = ["reg4x4", "reg8x4", "tile64"];
+
+/// The default variant. CPU adapters take 8 rows per invocation when K ≥ 64 and M ≥ 8
+/// (lavapipe, side by side: 1.05–1.2× on 1024³ and the UNets' projection shapes, but 0.6–0.9×
+/// for single rows and K = 16 attention scores; benches/README.md); everything else 4.
+pub fn default_variant(info: &crate::gpu::GpuInfo, d: &GemmDesc) -> &'static str {
+    if info.device_type == wgpu::DeviceType::Cpu && d.k >= 64 && d.m >= 8 {
+        "reg8x4"
+    } else {
+        "reg4x4"
+    }
+}
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
@@ -81,7 +100,9 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
     for t in [false, true] {
         for b in [false, true] {
             for v4 in [false, true] {
-                v.push(key(dt, t, v4, b));
+                for rows in [4, 8] {
+                    v.push(key_rows(dt, rows, t, v4, b));
+                }
             }
             v.push(key_tile(dt, t, b));
         }
@@ -114,8 +135,8 @@ pub fn gemm(
     gemm_variant(rec, d, a, b, bias, c, None)
 }
 
-/// [`gemm`] with an explicit variant ([`VARIANTS`]); `None` takes "reg4x4" or, with tuning on,
-/// the adapter's measured winner for this shape.
+/// [`gemm`] with an explicit variant ([`VARIANTS`]); `None` takes [`default_variant`] or, with
+/// tuning on, the adapter's measured winner for this shape.
 pub fn gemm_variant(
     rec: &mut Recorder<'_>,
     d: &GemmDesc,
@@ -197,12 +218,14 @@ pub fn gemm_variant(
         binds.push(bias.binding(gpu, OP)?);
     }
     let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
-        let (key, tile) = match v {
-            "reg4x4" => (
-                key(a.dtype(), d.trans_b, vec4, bias.is_some()),
-                4 * WG[0] as usize,
-            ),
-            "tile64" => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64),
+        // The key and the columns × rows of C one workgroup covers.
+        let (key, cols, rows) = match v {
+            "reg4x4" | "reg8x4" => {
+                let rows = if v == "reg8x4" { 8 } else { 4 };
+                let k = key_rows(a.dtype(), rows, d.trans_b, vec4, bias.is_some());
+                (k, 4 * WG[0] as usize, rows * WG[1] as usize)
+            }
+            "tile64" => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64, 64),
             _ => {
                 return Err(Error::Argument {
                     op: OP,
@@ -212,8 +235,8 @@ pub fn gemm_variant(
             }
         };
         let groups = [
-            u32_param(OP, "N tiles", d.n.div_ceil(tile))?,
-            u32_param(OP, "M tiles", d.m.div_ceil(tile))?,
+            u32_param(OP, "N tiles", d.n.div_ceil(cols))?,
+            u32_param(OP, "M tiles", d.m.div_ceil(rows))?,
             u32_param(OP, "batch", d.batch)?,
         ];
         Ok((key, groups))
@@ -230,7 +253,10 @@ pub fn gemm_variant(
                 d.k,
                 d.trans_b
             );
-            gpu.tuner().pick(&tkey, &VARIANTS, &mut |v| {
+            let default = default_variant(gpu.info(), d);
+            let mut candidates = vec![default];
+            candidates.extend(VARIANTS.iter().filter(|v| **v != default));
+            gpu.tuner().pick(&tkey, &candidates, &mut |v| {
                 let (key, groups) = launch(v)?;
                 crate::gpu::tuning::time_recorded(gpu, &mut |r| {
                     r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
@@ -238,7 +264,7 @@ pub fn gemm_variant(
                 })
             })?
         }
-        None => VARIANTS[0],
+        None => default_variant(gpu.info(), d),
     };
     let (key, groups) = launch(chosen)?;
     rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
