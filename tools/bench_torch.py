@@ -92,7 +92,8 @@ def main():
     print(f"\ndiffuse on {rep['adapter']} ({rep['backend']}, {rep['driver']}) vs torch {torch.__version__} "
           f"on {torch.cuda.get_device_name() if cuda else 'CPU'} ({torch.get_num_threads()} threads)")
     print(f"{'batch':>5} {'diffuse ms/fwd':>15} {'torch ms/fwd':>13} {'ratio':>6} {'diffuse img/s':>14} {'torch img/s':>12}")
-    res = {(r['kind'], int(r['name'].split(' b')[1].split()[0])): r for r in rep['results']}
+    res = {(r['kind'], int(r['name'].split(' b')[1].split()[0])): r for r in rep['results']
+           if r['kind'] in ('forward', 'sampling')}
     for b in batches:
         fd = res[("forward", b)]["ms"]
         sd = res[("sampling", b)]["rate"]
