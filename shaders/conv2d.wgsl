@@ -7,7 +7,8 @@
 // a ResnetBlock2D's time-embedding add after conv1 and its residual add and output scale after
 // conv2, without extra dispatches.
 // TILE: the shared-memory implicit GEMM (CB = 4; its own 16×16 workgroup). ROW3: the 3×3
-// stride-1 row kernel; otherwise the general kernel (any size and stride).
+// stride-1 row kernel, with PACKED reading packed weights as vec4 (one load per 4 channels and
+// tap); otherwise the general kernel (any size and stride).
 // Both loop over input channels innermost with every index computed outside that loop: on
 // lavapipe this runs at the GEMM kernel's rate, ~1.8× the earlier per-tap gather.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
@@ -21,7 +22,11 @@ struct Params {
 #uniform Params
 
 #tensor 1 x read        // [N, Cin, H, W] input
+#if PACKED
+#tensor 2 wt read vec4  // [⌈Cout/4⌉, Cin, 3, 3, 4] (see conv_pack.wgsl): 4 channels innermost
+#else
 #tensor 2 wt read       // [Cout, Cin, kh, kw] = [Cout, K] row-major (PyTorch layout)
+#endif
 #tensor 3 y write       // [N, Cout, Ho, Wo] output
 #if BIAS
 #tensor 4 bias read     // [Cout]
@@ -171,6 +176,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let ua = vec4<u32>(clamp(ca, vec4<i32>(0), vec4<i32>(wi - 1)));
   let ub = vec2<u32>(clamp(cb, vec2<i32>(0), vec2<i32>(wi - 1)));
   let plane = p.h * p.w;
+#if PACKED
+  // vec4 offsets of the packed weight blocks (4 channels each) at (ci = 0, tap 0).
+  let blast = (p.cout - 1u) / 4u;
+  let pw_lo = min(co0 / 4u, blast) * p.cin * 9u;
+  let pw_hi = min(co0 / 4u + 1u, blast) * p.cin * 9u;
+#endif
   for (var ky = 0u; ky < 3u; ky = ky + 1u) {
     let iy = i32(oy + ky) - i32(p.pad);
     if (iy < 0 || iy >= hi) { continue; }
@@ -182,15 +193,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
       let v45 = select(vec2<f32>(0.0), vec2<f32>(x_ld(rb + ub.x), x_ld(rb + ub.y)), okb);
       let v1 = vec4<f32>(v0.yzw, v45.x);
       let v2 = vec4<f32>(v0.zw, v45);
+#if PACKED
+      let pw = pw_lo + kb;
+      let w0 = wt_ld4(pw);
+      let w1 = wt_ld4(pw + 1u);
+      let w2 = wt_ld4(pw + 2u);
+      acc0 += w0.x * v0 + w1.x * v1 + w2.x * v2;
+      acc1 += w0.y * v0 + w1.y * v1 + w2.y * v2;
+      acc2 += w0.z * v0 + w1.z * v1 + w2.z * v2;
+      acc3 += w0.w * v0 + w1.w * v1 + w2.w * v2;
+#else
       acc0 += wt_ld(wr0 + kb) * v0 + wt_ld(wr0 + kb + 1u) * v1 + wt_ld(wr0 + kb + 2u) * v2;
       acc1 += wt_ld(wr1 + kb) * v0 + wt_ld(wr1 + kb + 1u) * v1 + wt_ld(wr1 + kb + 2u) * v2;
       acc2 += wt_ld(wr2 + kb) * v0 + wt_ld(wr2 + kb + 1u) * v1 + wt_ld(wr2 + kb + 2u) * v2;
       acc3 += wt_ld(wr3 + kb) * v0 + wt_ld(wr3 + kb + 1u) * v1 + wt_ld(wr3 + kb + 2u) * v2;
+#endif
 #if CB8
+#if PACKED
+      let pw4 = pw_hi + kb;
+      let w4 = wt_ld4(pw4);
+      let w5 = wt_ld4(pw4 + 1u);
+      let w6 = wt_ld4(pw4 + 2u);
+      acc4 += w4.x * v0 + w5.x * v1 + w6.x * v2;
+      acc5 += w4.y * v0 + w5.y * v1 + w6.y * v2;
+      acc6 += w4.z * v0 + w5.z * v1 + w6.z * v2;
+      acc7 += w4.w * v0 + w5.w * v1 + w6.w * v2;
+#else
       acc4 += wt_ld(wr4 + kb) * v0 + wt_ld(wr4 + kb + 1u) * v1 + wt_ld(wr4 + kb + 2u) * v2;
       acc5 += wt_ld(wr5 + kb) * v0 + wt_ld(wr5 + kb + 1u) * v1 + wt_ld(wr5 + kb + 2u) * v2;
       acc6 += wt_ld(wr6 + kb) * v0 + wt_ld(wr6 + kb + 1u) * v1 + wt_ld(wr6 + kb + 2u) * v2;
       acc7 += wt_ld(wr7 + kb) * v0 + wt_ld(wr7 + kb + 1u) * v1 + wt_ld(wr7 + kb + 2u) * v2;
+#endif
 #endif
       rb = rb + plane;
       kb = kb + 9u;

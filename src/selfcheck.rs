@@ -408,14 +408,26 @@ fn conv2d_check(
             scale,
         },
     };
+    // A variant name ending in "+packed" also hands the op the packed weights (ops::conv_pack),
+    // packed by the GPU kernel as model loading does.
+    let (variant, packed) = match variant.and_then(|v| v.strip_suffix("+packed")) {
+        Some(v) => {
+            let shape = ops::conv_pack::packed_shape(&ws);
+            let pk = Tensor::empty(gpu, "weight.packed", &shape, dt)?;
+            gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
+            (Some(v), Some(pk))
+        }
+        None => (variant, None),
+    };
     gpu.run(|rec| {
-        ops::conv2d::conv2d_variant(rec, &x, &w, bias.then_some(&b), &y, args, epi, variant)
+        let bias = bias.then_some(&b);
+        ops::conv2d::conv2d_packed(rec, &x, &w, packed.as_ref(), bias, &y, args, epi, variant)
     })?;
     let k = xs[1] * kh * kw;
     Ok(check(
         format!(
-            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {variant:?} {dt:?}",
-            args.stride, args.padding
+            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {variant:?} packed={} {dt:?}",
+            args.stride, args.padding, packed.is_some()
         ),
         &y.to_vec_f32(gpu)?,
         &want,
@@ -837,7 +849,8 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             padding: 1,
             extra_end: 0,
         };
-        for v in ops::conv2d::VARIANTS {
+        let packed = ["row3-cb4+packed", "row3-cb8+packed"];
+        for v in ops::conv2d::VARIANTS.into_iter().chain(packed) {
             out.push(conv2d_forced(
                 gpu,
                 [2, 7, 12, 11],

@@ -16,6 +16,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv_pack", include_str!("../../shaders/conv_pack.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("resample", include_str!("../../shaders/resample.wgsl")),

@@ -31,8 +31,27 @@ impl Loader<'_> {
         k: usize,
         args: Conv2dArgs,
     ) -> Result<Conv2d> {
+        let weight = self.tensor(&format!("{prefix}.weight"), &[cout, cin, k, k])?;
+        // 3×3 stride-1 convs on CPU adapters run the row kernel by default: give it the weights
+        // in its packed layout too (vec4 weight loads; ops::conv_pack).
+        let cpu = self.gpu.info().device_type == wgpu::DeviceType::Cpu;
+        let packed = if cpu && k == 3 && args.stride == 1 {
+            let shape = ops::conv_pack::packed_shape(weight.shape());
+            let t = Tensor::empty(
+                self.gpu,
+                &format!("{prefix}.weight.packed"),
+                &shape,
+                self.dtype,
+            )?;
+            self.gpu
+                .run(|rec| ops::conv_pack::pack_weights(rec, &weight, &t))?;
+            Some(t)
+        } else {
+            None
+        };
         Ok(Conv2d {
-            weight: self.tensor(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
+            weight,
+            packed,
             bias: Some(self.tensor(&format!("{prefix}.bias"), &[cout])?),
             args,
             cout,
@@ -68,6 +87,8 @@ impl Loader<'_> {
 /// `nn.Conv2d`.
 pub struct Conv2d {
     pub weight: Tensor,
+    /// The weights in the row kernel's packed layout, where that kernel is the default.
+    pub packed: Option<Tensor>,
     pub bias: Option<Tensor>,
     pub args: Conv2dArgs,
     pub cout: usize,
@@ -92,14 +113,16 @@ impl Conv2d {
         let (ho, wo) = ops::conv2d::output_size(x, s[2], s[3], k, k, self.args)?;
         let y = g.alloc(name, &[s[0], self.cout, ho, wo])?;
         g.flops += 2 * (s[0] * self.cout * ho * wo * s[1] * k * k) as u64;
-        ops::conv2d::conv2d_fused(
+        ops::conv2d::conv2d_packed(
             &mut g.rec,
             x,
             &self.weight,
+            self.packed.as_ref(),
             self.bias.as_ref(),
             &y,
             self.args,
             epi,
+            None,
         )?;
         Ok(y)
     }

@@ -100,6 +100,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
             for row3 in [false, true] {
                 v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)));
             }
+            v.push(key_variant(dt, cb, true, f(0), f(1), f(2)).flag("PACKED", true));
         }
         v.push(key_tile(dt, f(0), f(1), f(2)));
     }
@@ -194,6 +195,24 @@ pub fn conv2d_variant(
     epi: Epilogue<'_>,
     variant: Option<&str>,
 ) -> Result<()> {
+    conv2d_packed(rec, x, weight, None, bias, y, args, epi, variant)
+}
+
+/// [`conv2d_variant`] with the weights also in the row kernel's packed layout
+/// ([`super::conv_pack`]): when the row kernel runs it reads `packed` (vec4 weight loads), every
+/// other kernel reads `weight`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_packed(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    packed: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    args: Conv2dArgs,
+    epi: Epilogue<'_>,
+    variant: Option<&str>,
+) -> Result<()> {
     const OP: &str = "conv2d";
     nonempty(OP, x)?;
     nonempty(OP, weight)?;
@@ -253,6 +272,17 @@ pub fn conv2d_variant(
             ));
         }
     }
+    if let Some(pk) = packed {
+        same_dtype(OP, x, pk)?;
+        let want = super::conv_pack::packed_shape(weight.shape());
+        if pk.shape() != want {
+            return Err(shape_err(
+                OP,
+                pk,
+                format!("expected {want:?} (`{}` packed)", weight.name()),
+            ));
+        }
+    }
     if !epi.scale.is_finite() {
         return Err(Error::Argument {
             op: OP,
@@ -296,7 +326,16 @@ pub fn conv2d_variant(
     }
     let dt = x.dtype();
     let row3_ok = kh == 3 && kw == 3 && args.stride == 1;
-    let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
+    // The packed weights' binding, swapped in for `weight` when the row kernel runs.
+    let packed_bind = packed.map(|t| t.binding(gpu, OP)).transpose()?;
+    let binds_for = |pack: bool| {
+        let mut b = binds.clone();
+        if let (true, Some(pb)) = (pack, &packed_bind) {
+            b[1] = pb.clone();
+        }
+        b
+    };
+    let launch = |v: &str| -> Result<(KernelKey, [u32; 3], bool)> {
         let row3 = v.starts_with("row3");
         if (row3 && !row3_ok) || !VARIANTS.contains(&v) {
             return Err(Error::Argument {
@@ -316,9 +355,10 @@ pub fn conv2d_variant(
                 u32_param(OP, "channel tiles", cout.div_ceil(64))?,
                 u32_param(OP, "batch", n)?,
             ];
-            return Ok((key_tile(dt, has_b, add, res), groups));
+            return Ok((key_tile(dt, has_b, add, res), groups, false));
         }
         let cb = if v.ends_with("cb8") { 8 } else { 4 };
+        let pack = row3 && packed.is_some();
         // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
         // the flattened pixels.
         let pixel_groups = if row3 {
@@ -331,7 +371,11 @@ pub fn conv2d_variant(
             u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
             u32_param(OP, "batch", n)?,
         ];
-        Ok((key_variant(dt, cb, row3, has_b, add, res), groups))
+        Ok((
+            key_variant(dt, cb, row3, has_b, add, res).flag("PACKED", pack),
+            groups,
+            pack,
+        ))
     };
     // The variant: given, the default, or the adapter's measured winner when tuning.
     let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
@@ -351,9 +395,9 @@ pub fn conv2d_variant(
             );
             gpu.tuner()
                 .pick(&tkey, &candidates, &mut |c| {
-                    let (key, groups) = launch(c)?;
+                    let (key, groups, pack) = launch(c)?;
                     crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-                        r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
+                        r.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)
                             .map(|_| ())
                     })
                 })?
@@ -361,7 +405,7 @@ pub fn conv2d_variant(
         }
         None => default.to_string(),
     };
-    let (key, groups) = launch(&chosen)?;
-    rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
+    let (key, groups, pack) = launch(&chosen)?;
+    rec.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)?;
     Ok(())
 }

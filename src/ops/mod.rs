@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod concat;
 pub mod conv2d;
+pub mod conv_pack;
 pub mod elementwise;
 pub mod embedding;
 pub mod fir;
@@ -31,6 +32,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(elementwise::variants(dt));
         v.extend(gemm::variants(dt));
         v.extend(conv2d::variants(dt));
+        v.extend(conv_pack::variants(dt));
         v.extend(group_norm::variants(dt));
         v.extend(softmax::variants(dt));
         v.extend(resample::variants(dt));
