@@ -322,8 +322,8 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             padding: 1,
             extra_end: 0,
         };
-        let cb = ops::conv2d::default_variant(dt, false, true);
-        let row = ops::conv2d::default_variant(dt, true, true);
+        let cb = ops::conv2d::default_variant(dt, false, true, false);
+        let row = ops::conv2d::default_variant(dt, true, true, false);
         let time = |v: &str| {
             time_op(gpu, &|rec| {
                 ops::conv2d::conv2d_variant(
@@ -339,9 +339,36 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             })
         };
         let (sg, sr, st) = (time(cb)?, time(row)?, time("tile64")?);
+        // The row kernel on packed weights (ops::conv_pack), as models on CPU adapters run it.
+        let pk = Tensor::empty(gpu, "pk", &ops::conv_pack::packed_shape(w.shape()), dt)?;
+        gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
+        let row_pk = ops::conv2d::default_variant(dt, true, true, true);
+        let sp = time_op(gpu, &|rec| {
+            let epi = ops::conv2d::Epilogue::default();
+            ops::conv2d::conv2d_packed(
+                rec,
+                &x,
+                &w,
+                Some(&pk),
+                Some(&bias),
+                &y,
+                args,
+                epi,
+                Some(row_pk),
+            )
+        })?;
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
         let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
         push_pair(&mut rows, "conv2d", &prefix, dt, flops, (cb, sg), (row, sr));
+        rows.push(Row {
+            kind: "conv2d",
+            name: format!("{prefix} {row_pk} packed"),
+            dtype: dt,
+            ms: sp * 1e3,
+            rate: flops / sp / 1e9,
+            unit: "GFLOP/s",
+            note: format!("{:.2}x the speed of `{cb}`", sg / sp),
+        });
         // The shared-memory tile kernel (the GPU-style candidate) against the same baseline.
         rows.push(Row {
             kind: "conv2d",

@@ -11,15 +11,17 @@ use bytemuck::{Pod, Zeroable};
 pub const WG: [u32; 3] = [8, 8, 1];
 
 /// The default variant (see [`conv2d_variant`]). On CPU adapters 3×3 stride-1 convs take the
-/// row kernel, with 4 output channels per invocation in f32 and 8 in f16; everything else takes
-/// the general kernel with 8. Measured on lavapipe (Mesa 25, 2 cores, benches/README.md): row
-/// kernel 18–21 GFLOP/s f32 with 4 channels (14–20 with 8), general kernel 16–19 with 8 (13–15
-/// with 4). GPUs start from the general kernel; tuning measures the rest.
-pub fn default_variant(dt: DType, row3_ok: bool, cpu: bool) -> &'static str {
-    match (row3_ok && cpu, dt) {
-        (true, DType::F32) => "row3-cb4",
-        (true, DType::F16) => "row3-cb8",
-        (false, _) => "cb8",
+/// row kernel: with packed weights ([`super::conv_pack`]) 8 output channels per invocation in
+/// both dtypes, without them 4 in f32 and 8 in f16; everything else takes the general kernel
+/// with 8. Measured on lavapipe (Mesa 25, 2 cores, benches/README.md): packed row kernel
+/// 22–29 GFLOP/s f32 with 8 channels (22–27 with 4); plain row kernel 18–21 f32 with 4 (14–20
+/// with 8); general kernel 16–19 with 8 (13–15 with 4). GPUs start from the general kernel;
+/// tuning measures the rest.
+pub fn default_variant(dt: DType, row3_ok: bool, cpu: bool, packed: bool) -> &'static str {
+    match (row3_ok && cpu, dt, packed) {
+        (true, DType::F32, false) => "row3-cb4",
+        (true, _, _) => "row3-cb8",
+        (false, _, _) => "cb8",
     }
 }
 
@@ -379,7 +381,7 @@ pub fn conv2d_packed(
     };
     // The variant: given, the default, or the adapter's measured winner when tuning.
     let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
-    let default = default_variant(dt, row3_ok, cpu);
+    let default = default_variant(dt, row3_ok, cpu, packed.is_some());
     let chosen: String = match variant {
         Some(v) => v.to_string(),
         None if gpu.tuner().enabled() => {
