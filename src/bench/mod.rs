@@ -98,21 +98,7 @@ pub fn gemm_rate(gpu: &Gpu, dt: DType) -> Result<f64> {
     let a = rand_tensor(gpu, "a", &[n, n], dt)?;
     let b = rand_tensor(gpu, "b", &[n, n], dt)?;
     let c = Tensor::empty(gpu, "c", &[n, n], dt)?;
-    let d = ops::gemm::GemmDesc {
-        m: n,
-        n,
-        k: n,
-        batch: 1,
-        batch_inner: 1,
-        lda: n,
-        ldb: n,
-        ldc: n,
-        a_strides: [0, 0],
-        b_strides: [0, 0],
-        c_strides: [0, 0],
-        trans_b: false,
-        alpha: 1.0,
-    };
+    let d = ops::gemm::GemmDesc::single(n, n, n, false);
     // The best of the variants, whatever the default: the honest denominator. (On CPU adapters
     // the shared-memory tile runs at ~0.3× — the kernel table shows it — and would add ~16 s.)
     let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
@@ -162,21 +148,7 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         let a = rand_tensor(gpu, "a", &[n, n], dt)?;
         let b = rand_tensor(gpu, "b", &[n, n], dt)?;
         let c = Tensor::empty(gpu, "c", &[n, n], dt)?;
-        let d = ops::gemm::GemmDesc {
-            m: n,
-            n,
-            k: n,
-            batch: 1,
-            batch_inner: 1,
-            lda: n,
-            ldb: n,
-            ldc: n,
-            a_strides: [0, 0],
-            b_strides: [0, 0],
-            c_strides: [0, 0],
-            trans_b: false,
-            alpha: 1.0,
-        };
+        let d = ops::gemm::GemmDesc::single(n, n, n, false);
         let time = |v: &'static str| {
             time_op(gpu, &|rec| {
                 ops::gemm::gemm_variant(rec, &d, &a, &b, None, &c, Some(v))
@@ -187,22 +159,15 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         let sb = time(base)?;
         for (i, v) in ops::gemm::VARIANTS.iter().enumerate() {
             let sv = if i == 0 { sb } else { time(v)? };
-            rows.push(Row {
-                kind: "gemm",
-                name: format!("b1 1024x1024x1024 {v}"),
-                dtype: dt,
-                ms: sv * 1e3,
-                rate: flops / sv / 1e9,
-                unit: "GFLOP/s",
-                note: if i == 0 {
-                    String::new()
-                } else {
-                    format!("{:.2}x the speed of `{base}`", sb / sv)
-                },
-            });
+            let name = format!("b1 1024x1024x1024 {v}");
+            let mut row = relative_row("gemm", name, dt, flops, sv, (base, sb));
+            if i == 0 {
+                row.note.clear();
+            }
+            rows.push(row);
         }
     }
-    // conv2d beside a GEMM of the same M = Cout, N = batch·Ho·Wo, K = Cin·9.
+    // conv2d (the default path) beside a GEMM of the same M = Cout, N = batch·Ho·Wo, K = Cin·9.
     for (nb, cin, hw, cout, stride) in [
         (8, 64, 32, 64, 1),
         (8, 128, 16, 128, 1),
@@ -219,8 +184,19 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             padding: 1,
             extra_end: 0,
         };
+        // As a model runs it: with the packed weights on CPU adapters (see nn::layers::Loader).
+        let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
+        let packed = if cpu && stride == 1 {
+            let pk = Tensor::empty(gpu, "pk", &ops::conv_pack::packed_shape(w.shape()), dt)?;
+            gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
+            Some(pk)
+        } else {
+            None
+        };
         let s = time_op(gpu, &|rec| {
-            ops::conv2d::conv2d(rec, &x, &w, Some(&bias), &y, args)
+            let epi = ops::conv2d::Epilogue::default();
+            let pk = packed.as_ref();
+            ops::conv2d::conv2d_packed(rec, &x, &w, pk, Some(&bias), &y, args, epi, None)
         })?;
         let (m, n, k) = (cout, nb * ho * ho, cin * 9);
         let flops = 2.0 * (m * n * k) as f64;
@@ -360,25 +336,11 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
         let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
         push_pair(&mut rows, "conv2d", &prefix, dt, flops, (cb, sg), (row, sr));
-        rows.push(Row {
-            kind: "conv2d",
-            name: format!("{prefix} {row_pk} packed"),
-            dtype: dt,
-            ms: sp * 1e3,
-            rate: flops / sp / 1e9,
-            unit: "GFLOP/s",
-            note: format!("{:.2}x the speed of `{cb}`", sg / sp),
-        });
+        let name = format!("{prefix} {row_pk} packed");
+        rows.push(relative_row("conv2d", name, dt, flops, sp, (cb, sg)));
         // The shared-memory tile kernel (the GPU-style candidate) against the same baseline.
-        rows.push(Row {
-            kind: "conv2d",
-            name: format!("{prefix} tile64"),
-            dtype: dt,
-            ms: st * 1e3,
-            rate: flops / st / 1e9,
-            unit: "GFLOP/s",
-            note: format!("{:.2}x the speed of `{cb}`", sg / st),
-        });
+        let name = format!("{prefix} tile64");
+        rows.push(relative_row("conv2d", name, dt, flops, st, (cb, sg)));
     }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).
@@ -528,6 +490,27 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// A GFLOP/s row for `sec` per op, its note giving the speed relative to `base` (name, seconds)
+/// measured in the same run.
+fn relative_row(
+    kind: &'static str,
+    name: String,
+    dt: DType,
+    flops: f64,
+    sec: f64,
+    base: (&str, f64),
+) -> Row {
+    Row {
+        kind,
+        name,
+        dtype: dt,
+        ms: sec * 1e3,
+        rate: flops / sec / 1e9,
+        unit: "GFLOP/s",
+        note: format!("{:.2}x the speed of `{}`", base.1 / sec, base.0),
+    }
+}
+
 /// Two GFLOP/s rows measured side by side: a baseline and a variant, the variant's note giving
 /// its speed relative to the baseline.
 #[allow(clippy::too_many_arguments)]
@@ -540,24 +523,18 @@ fn push_pair(
     base: (&str, f64),
     variant: (&str, f64),
 ) {
-    for (name, sec, note) in [
-        (base.0, base.1, String::new()),
-        (
-            variant.0,
-            variant.1,
-            format!("{:.2}x the speed of `{}`", base.1 / variant.1, base.0),
-        ),
-    ] {
-        rows.push(Row {
-            kind,
-            name: format!("{prefix} {name}"),
-            dtype: dt,
-            ms: sec * 1e3,
-            rate: flops / sec / 1e9,
-            unit: "GFLOP/s",
-            note,
-        });
-    }
+    let mut first = relative_row(
+        kind,
+        format!("{prefix} {}", base.0),
+        dt,
+        flops,
+        base.1,
+        base,
+    );
+    first.note.clear();
+    rows.push(first);
+    let name = format!("{prefix} {}", variant.0);
+    rows.push(relative_row(kind, name, dt, flops, variant.1, base));
 }
 
 /// Prints a forward profile (most expensive kernel variant first) as an aligned table.

@@ -111,6 +111,25 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
 }
 
 impl GemmDesc {
+    /// One contiguous, unbatched C [M, N] = A [M, K] · B ([K, N], or [N, K] with `trans_b`).
+    pub fn single(m: usize, n: usize, k: usize, trans_b: bool) -> GemmDesc {
+        GemmDesc {
+            m,
+            n,
+            k,
+            batch: 1,
+            batch_inner: 1,
+            lda: k,
+            ldb: if trans_b { k } else { n },
+            ldc: n,
+            a_strides: [0, 0],
+            b_strides: [0, 0],
+            c_strides: [0, 0],
+            trans_b,
+            alpha: 1.0,
+        }
+    }
+
     /// Whether the vec4 kernel applies (every K-row start and, without TRANS_B, every B row
     /// segment is 4-aligned).
     pub fn vec4_ok(&self) -> bool {
