@@ -7,8 +7,8 @@
 // a ResnetBlock2D's time-embedding add after conv1 and its residual add and output scale after
 // conv2, without extra dispatches.
 // TILE: the shared-memory implicit GEMM (CB = 4; its own 16×16 workgroup). ROW3: the 3×3
-// stride-1 row kernel, with PACKED reading packed weights as vec4 (one load per 4 channels and
-// tap); otherwise the general kernel (any size and stride).
+// stride-1 row kernel; otherwise the general kernel (any size and stride). PACKED (both): the
+// weights come packed (conv_pack.wgsl) and are read as vec4 (one load per 4 channels and tap).
 // Both loop over input channels innermost with every index computed outside that loop: on
 // lavapipe this runs at the GEMM kernel's rate, ~1.8× the earlier per-tap gather.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
@@ -278,6 +278,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let wi = vec4<i32>(i32(p.w));
   let plane = p.h * p.w;
   let taps = p.kh * p.kw;
+#if PACKED
+  // vec4 offsets of the packed weight blocks (4 channels each) at (ci = 0, tap 0).
+  let blast = (p.cout - 1u) / 4u;
+  let pw_lo = min(co0 / 4u, blast) * p.cin * taps;
+  let pw_hi = min(co0 / 4u + 1u, blast) * p.cin * taps;
+#endif
   for (var t = 0u; t < taps; t = t + 1u) {
     let iy = iy0 + vec4<i32>(i32(t / p.kw));
     let ix = ix0 + vec4<i32>(i32(t % p.kw));
@@ -288,6 +294,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     var kk = t;
     for (var ci = 0u; ci < p.cin; ci = ci + 1u) {
       let xv = select(vec4<f32>(0.0), vec4<f32>(x_ld(off.x), x_ld(off.y), x_ld(off.z), x_ld(off.w)), ok);
+#if PACKED
+      let wa = wt_ld4(pw_lo + kk);
+      acc0 += wa.x * xv;
+      acc1 += wa.y * xv;
+      acc2 += wa.z * xv;
+      acc3 += wa.w * xv;
+#if CB8
+      let wb = wt_ld4(pw_hi + kk);
+      acc4 += wb.x * xv;
+      acc5 += wb.y * xv;
+      acc6 += wb.z * xv;
+      acc7 += wb.w * xv;
+#endif
+#else
       acc0 += wt_ld(wr0 + kk) * xv;
       acc1 += wt_ld(wr1 + kk) * xv;
       acc2 += wt_ld(wr2 + kk) * xv;
@@ -297,6 +317,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
       acc5 += wt_ld(wr5 + kk) * xv;
       acc6 += wt_ld(wr6 + kk) * xv;
       acc7 += wt_ld(wr7 + kk) * xv;
+#endif
 #endif
       off = off + vec4<u32>(plane);
       kk = kk + taps;

@@ -849,7 +849,12 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             padding: 1,
             extra_end: 0,
         };
-        let packed = ["row3-cb4+packed", "row3-cb8+packed"];
+        let packed = [
+            "row3-cb4+packed",
+            "row3-cb8+packed",
+            "cb4+packed",
+            "cb8+packed",
+        ];
         for v in ops::conv2d::VARIANTS.into_iter().chain(packed) {
             out.push(conv2d_forced(
                 gpu,

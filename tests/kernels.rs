@@ -235,7 +235,12 @@ fn conv2d_random_shapes() {
                     padding: pad,
                     extra_end: 0,
                 };
-                let packed = ["row3-cb4+packed", "row3-cb8+packed"];
+                let packed = [
+                    "row3-cb4+packed",
+                    "row3-cb8+packed",
+                    "cb4+packed",
+                    "cb8+packed",
+                ];
                 for v in diffuse::ops::conv2d::VARIANTS.into_iter().chain(packed) {
                     if v.starts_with("row3") && (ksize != 3 || stride != 1) {
                         continue;

@@ -186,7 +186,7 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         };
         // As a model runs it: with the packed weights on CPU adapters (see nn::layers::Loader).
         let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
-        let packed = if cpu && stride == 1 {
+        let packed = if cpu {
             let pk = Tensor::empty(gpu, "pk", &ops::conv_pack::packed_shape(w.shape()), dt)?;
             gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
             Some(pk)

@@ -32,10 +32,10 @@ impl Loader<'_> {
         args: Conv2dArgs,
     ) -> Result<Conv2d> {
         let weight = self.tensor(&format!("{prefix}.weight"), &[cout, cin, k, k])?;
-        // 3×3 stride-1 convs on CPU adapters run the row kernel by default: give it the weights
-        // in its packed layout too (vec4 weight loads; ops::conv_pack).
+        // On CPU adapters the default conv kernels read the weights packed (vec4 weight loads;
+        // ops::conv_pack): pack them once here.
         let cpu = self.gpu.info().device_type == wgpu::DeviceType::Cpu;
-        let packed = if cpu && k == 3 && args.stride == 1 {
+        let packed = if cpu {
             let shape = ops::conv_pack::packed_shape(weight.shape());
             let t = Tensor::empty(
                 self.gpu,
@@ -87,7 +87,7 @@ impl Loader<'_> {
 /// `nn.Conv2d`.
 pub struct Conv2d {
     pub weight: Tensor,
-    /// The weights in the row kernel's packed layout, where that kernel is the default.
+    /// The weights in the packed layout the CPU-adapter kernels read (None elsewhere).
     pub packed: Option<Tensor>,
     pub bias: Option<Tensor>,
     pub args: Conv2dArgs,

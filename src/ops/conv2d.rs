@@ -102,7 +102,9 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
             for row3 in [false, true] {
                 v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)));
             }
-            v.push(key_variant(dt, cb, true, f(0), f(1), f(2)).flag("PACKED", true));
+            for row3 in [false, true] {
+                v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)).flag("PACKED", true));
+            }
         }
         v.push(key_tile(dt, f(0), f(1), f(2)));
     }
@@ -200,9 +202,8 @@ pub fn conv2d_variant(
     conv2d_packed(rec, x, weight, None, bias, y, args, epi, variant)
 }
 
-/// [`conv2d_variant`] with the weights also in the row kernel's packed layout
-/// ([`super::conv_pack`]): when the row kernel runs it reads `packed` (vec4 weight loads), every
-/// other kernel reads `weight`.
+/// [`conv2d_variant`] with the weights also in the packed layout ([`super::conv_pack`]): the row
+/// and general kernels then read `packed` (vec4 weight loads), the tile kernel `weight`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_packed(
     rec: &mut Recorder<'_>,
@@ -360,7 +361,7 @@ pub fn conv2d_packed(
             return Ok((key_tile(dt, has_b, add, res), groups, false));
         }
         let cb = if v.ends_with("cb8") { 8 } else { 4 };
-        let pack = row3 && packed.is_some();
+        let pack = packed.is_some();
         // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
         // the flattened pixels.
         let pixel_groups = if row3 {
