@@ -393,8 +393,11 @@ pub fn conv2d_packed(
                 }
             }
             let tkey = format!(
-                "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}",
-                args.stride, args.padding
+                "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}e{}|packed{}",
+                args.stride,
+                args.padding,
+                args.extra_end,
+                packed.is_some()
             );
             gpu.tuner()
                 .pick(&tkey, &candidates, &mut |c| {

@@ -52,11 +52,6 @@ struct Params {
     _pad1: u32,
 }
 
-/// The kernel key for a variant of the register-blocked kernel (4 × 4 per invocation).
-pub fn key(dt: DType, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
-    key_rows(dt, 4, trans_b, vec4, bias)
-}
-
 /// The register-blocked kernel with `rows` (4 or 8) rows of C per invocation.
 pub fn key_rows(dt: DType, rows: usize, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
     KernelKey::new("gemm", "main", dt, WG)
@@ -264,13 +259,14 @@ pub fn gemm_variant(
         Some(v) => v,
         None if gpu.tuner().enabled() => {
             let tkey = format!(
-                "gemm|{:?}|b{}|{}x{}x{}|tb{}",
+                "gemm|{:?}|b{}|{}x{}x{}|tb{}|vec4{}",
                 a.dtype(),
                 d.batch,
                 d.m,
                 d.n,
                 d.k,
-                d.trans_b
+                d.trans_b,
+                vec4
             );
             let default = default_variant(gpu.info(), d);
             let mut candidates = vec![default];
