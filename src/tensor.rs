@@ -60,31 +60,37 @@ fn storage_bytes(n: usize, dtype: DType) -> u64 {
     ((n * dtype.size()) as u64).div_ceil(16) * 16
 }
 
+/// A shape must be non-empty, and fit the device's buffer limit and u32 indexing.
+fn check_alloc(gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<()> {
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    if bytes == 0 || shape.is_empty() {
+        return Err(Error::Empty {
+            op: "allocate",
+            tensor: name.into(),
+            shape: shape.to_vec(),
+        });
+    }
+    let limit = gpu.info().max_buffer_size;
+    if bytes > limit || bytes / dtype.size() as u64 > u32::MAX as u64 {
+        return Err(Error::TooLarge {
+            op: "allocate",
+            what: format!("tensor `{name}` {shape:?} ({dtype:?}) in bytes"),
+            got: bytes,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 impl Tensor {
     /// An uninitialised tensor from the pool. Zero-sized shapes and sizes beyond the device's
     /// buffer limit are errors naming the tensor.
     pub fn empty(gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        check_alloc(gpu, name, shape, dtype)?;
         let n: usize = shape.iter().product();
-        if n == 0 || shape.is_empty() {
-            return Err(Error::Empty {
-                op: "allocate",
-                tensor: name.into(),
-                shape: shape.to_vec(),
-            });
-        }
-        let bytes = shape
-            .iter()
-            .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
-            .unwrap_or(u64::MAX);
-        let limit = gpu.info().max_buffer_size;
-        if bytes > limit || n > u32::MAX as usize {
-            return Err(Error::TooLarge {
-                op: "allocate",
-                what: format!("tensor `{name}` {shape:?} ({dtype:?}) in bytes"),
-                got: bytes,
-                limit,
-            });
-        }
         Ok(Tensor {
             alloc: gpu
                 .pool()
@@ -95,43 +101,28 @@ impl Tensor {
         })
     }
 
-    /// Bytes of storage a tensor of this shape and dtype needs.
-    pub fn bytes_for(shape: &[usize], dtype: DType) -> u64 {
-        storage_bytes(shape.iter().product(), dtype)
-    }
-
-    /// A tensor over an existing pooled buffer (activation planning); errors when it does not fit.
-    pub fn from_allocation(
-        gpu: &Gpu,
-        alloc: Arc<Allocation>,
+    /// A planned activation of `rec`: it gets a physical buffer, possibly shared with
+    /// activations whose lifetimes do not overlap, when the recording is finished (see
+    /// [`crate::gpu::plan`]). Until then only `rec`'s dispatches may use it.
+    pub fn activation(
+        rec: &mut crate::gpu::Recorder<'_>,
         name: &str,
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        if n == 0 {
-            return Err(Error::Empty {
-                op: "allocate",
-                tensor: name.into(),
-                shape: shape.to_vec(),
-            });
-        }
-        let need = storage_bytes(n, dtype);
-        if need > alloc.capacity() {
-            return Err(Error::TooLarge {
-                op: "allocate",
-                what: format!("tensor `{name}` {shape:?} for the given buffer"),
-                got: need,
-                limit: alloc.capacity(),
-            });
-        }
-        let _ = gpu;
+        check_alloc(rec.gpu(), name, shape, dtype)?;
+        let bytes = storage_bytes(shape.iter().product(), dtype);
         Ok(Tensor {
-            alloc,
+            alloc: rec.activation(bytes),
             shape: shape.to_vec(),
             dtype,
             name: name.into(),
         })
+    }
+
+    /// Bytes of storage a tensor of this shape and dtype needs.
+    pub fn bytes_for(shape: &[usize], dtype: DType) -> u64 {
+        storage_bytes(shape.iter().product(), dtype)
     }
 
     /// The pooled buffer behind the tensor.
@@ -150,7 +141,7 @@ impl Tensor {
         let mut enc = gpu
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.clear_buffer(t.alloc.buffer(), 0, Some(t.storage_bytes()));
+        enc.clear_buffer(t.buffer()?, 0, Some(t.storage_bytes()));
         gpu.queue().submit([enc.finish()]);
         Ok(t)
     }
@@ -172,7 +163,7 @@ impl Tensor {
     pub fn from_f16(gpu: &Gpu, name: &str, shape: &[usize], data: &[f16]) -> Result<Tensor> {
         let t = Self::empty(gpu, name, shape, DType::F16)?;
         t.check_len(data.len())?;
-        t.write_bytes(gpu, bytemuck::cast_slice(data));
+        t.write_bytes(gpu, bytemuck::cast_slice(data))?;
         Ok(t)
     }
 
@@ -186,7 +177,6 @@ impl Tensor {
                 self.write_bytes(gpu, bytemuck::cast_slice(&h))
             }
         }
-        Ok(())
     }
 
     fn check_len(&self, got: usize) -> Result<()> {
@@ -201,18 +191,35 @@ impl Tensor {
         Ok(())
     }
 
-    fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) {
+    /// The device buffer for host access; an error for an intermediate activation of a
+    /// recording (see [`crate::gpu::Recorder::activation`]): its buffer is shared.
+    fn buffer(&self) -> Result<&wgpu::Buffer> {
+        match self.alloc.try_buffer() {
+            Some(b) if self.alloc.is_shareable() => Ok(b),
+            _ => Err(Error::Argument {
+                op: "tensor",
+                arg: "tensor",
+                reason: format!(
+                    "`{}` is an intermediate activation of a recording; only a finished \
+                     recording's outputs can be read or written by the host",
+                    self.name
+                ),
+            }),
+        }
+    }
+
+    fn write_bytes(&self, gpu: &Gpu, bytes: &[u8]) -> Result<()> {
+        let buf = self.buffer()?;
         let whole = bytes.len() / 4 * 4;
         if whole > 0 {
-            gpu.queue()
-                .write_buffer(self.alloc.buffer(), 0, &bytes[..whole]);
+            gpu.queue().write_buffer(buf, 0, &bytes[..whole]);
         }
         if whole < bytes.len() {
             let mut tail = [0u8; 4];
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            gpu.queue()
-                .write_buffer(self.alloc.buffer(), whole as u64, &tail);
+            gpu.queue().write_buffer(buf, whole as u64, &tail);
         }
+        Ok(())
     }
 
     /// Downloads the contents as f32 (waits for all submitted work).
@@ -236,11 +243,12 @@ impl Tensor {
 
     fn read_bytes(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         let size = self.storage_bytes();
+        let buf = self.buffer()?;
         let staging = gpu.pool().alloc(size, BufferKind::Readback);
         let mut enc = gpu
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        enc.copy_buffer_to_buffer(self.alloc.buffer(), 0, staging.buffer(), 0, size);
+        enc.copy_buffer_to_buffer(buf, 0, staging.buffer(), 0, size);
         gpu.queue().submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         let slice = staging.buffer().slice(..size);

@@ -321,3 +321,74 @@ fn profile_times_every_dispatch_in_order() {
         got[0]
     );
 }
+
+/// `a ← alpha·x` as one planned activation of `rec`.
+fn scaled(rec: &mut diffuse::Recorder<'_>, x: &Tensor, alpha: f32, name: &str) -> Tensor {
+    let y = Tensor::activation(rec, name, x.shape(), DType::F32).unwrap();
+    let op = Unary::Affine { alpha, beta: 0.0 };
+    elementwise::unary(rec, op, x, &y).unwrap();
+    y
+}
+
+#[test]
+fn the_planner_keeps_an_activation_alive_until_its_last_reader() {
+    let g = gpu();
+    let n = 4096;
+    let x = Tensor::from_f32(g, "x", &[n], &vec![1.0; n], DType::F32).unwrap();
+    let mut rec = g.recorder();
+    // `a` is read by the sum right after it, and read again at the end: a release after its
+    // first reader (the old hand-written pattern) would hand its buffer to `c`, and the final
+    // sum would see c's 5 instead of a's 2.
+    let a = scaled(&mut rec, &x, 2.0, "a");
+    let b = scaled(&mut rec, &x, 3.0, "b");
+    let ab = Tensor::activation(&mut rec, "ab", &[n], DType::F32).unwrap();
+    elementwise::binary(&mut rec, Binary::Add, &a, &b, &ab).unwrap();
+    let c = scaled(&mut rec, &x, 5.0, "c");
+    let abc = Tensor::activation(&mut rec, "abc", &[n], DType::F32).unwrap();
+    elementwise::binary(&mut rec, Binary::Add, &ab, &c, &abc).unwrap();
+    let out = Tensor::activation(&mut rec, "out", &[n], DType::F32).unwrap();
+    elementwise::binary(&mut rec, Binary::Add, &abc, &a, &out).unwrap();
+    rec.output(&out.allocation()).unwrap();
+    let recording = rec.finish().unwrap();
+    recording.submit(g);
+    let got = out.to_vec_f32(g).unwrap();
+    assert!(got.iter().all(|&v| v == 12.0), "{:?}", &got[..4]);
+    // Six activations of 16 KiB; a, b, ab, c, abc, out: at most four live at once
+    // (a, ab, c, abc at the second sum; a, abc, out at the last).
+    assert!(recording.activation_bytes() <= 4 * 16384);
+    // Intermediate activations are private to their recording: the host cannot read them and
+    // other recordings cannot bind them (their buffers are shared).
+    let e = a.to_vec_f32(g).unwrap_err().to_string();
+    assert!(e.contains("`a` is an intermediate activation"), "{e}");
+    let y = Tensor::empty(g, "y", &[n], DType::F32).unwrap();
+    let e = g
+        .run(|rec| elementwise::unary(rec, Unary::Silu, &b, &y))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("intermediate activation of another recording"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_chain_of_activations_reuses_two_buffers() {
+    let g = gpu();
+    let n = 1 << 16;
+    let x = Tensor::from_f32(g, "x", &[n], &vec![1.0; n], DType::F32).unwrap();
+    let mut rec = g.recorder();
+    let mut h = scaled(&mut rec, &x, 2.0, "h0");
+    for i in 1..8 {
+        h = scaled(&mut rec, &h, 2.0, &format!("h{i}"));
+    }
+    rec.output(&h.allocation()).unwrap();
+    let recording = rec.finish().unwrap();
+    recording.submit(g);
+    assert!(h.to_vec_f32(g).unwrap().iter().all(|&v| v == 256.0));
+    assert_eq!(recording.activation_bytes(), 2 * 4 * n as u64);
+    // Replaying reuses the plan: the output stays correct and nothing is allocated.
+    let before = g.pool().stats().created;
+    recording.submit(g);
+    assert!(h.to_vec_f32(g).unwrap().iter().all(|&v| v == 256.0));
+    assert_eq!(g.pool().stats().created, before);
+}

@@ -103,7 +103,7 @@ fn run_graph(dtype: DType, f: impl FnOnce(&mut Graph<'_>) -> Tensor) -> Vec<f32>
     let gpu = common::gpu();
     let mut g = Graph::new(gpu, dtype);
     let y = f(&mut g);
-    let rec = g.rec.finish().unwrap();
+    let rec = g.finish(&[&y]).unwrap();
     rec.submit(gpu);
     y.to_vec_f32(gpu).unwrap()
 }

@@ -2,6 +2,7 @@
 //! optional features, the buffer pool, the kernel cache and command recording.
 
 mod kernels;
+pub mod plan;
 pub mod pool;
 mod record;
 pub mod shader;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// What a pooled buffer is for; each kind has its own free lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,18 +58,63 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
-/// A pooled device buffer. Returned to the pool when dropped.
+/// A pooled device buffer, returned to the pool when dropped — or a *planned* activation: a
+/// placeholder a [`Recorder`](super::Recorder) hands out while recording, given a physical
+/// pooled buffer (shared with activations whose lifetimes do not overlap) when the recording
+/// is finished.
 pub struct Allocation {
     buffer: Option<wgpu::Buffer>,
+    planned: OnceLock<Planned>,
     kind: BufferKind,
     capacity: u64,
     home: Weak<Inner>,
 }
 
 impl Allocation {
-    /// The wgpu buffer.
+    /// A planned activation of `bytes` bytes, without a buffer until
+    /// [`Allocation::assign`] gives it one.
+    pub(crate) fn planned(bytes: u64) -> Arc<Allocation> {
+        Arc::new(Allocation {
+            buffer: None,
+            planned: OnceLock::new(),
+            kind: BufferKind::Storage,
+            capacity: bytes,
+            home: Weak::new(),
+        })
+    }
+
+    /// Gives a planned activation its physical buffer (once); `output` marks an activation
+    /// that outlives its recording's dispatches (the host or other recordings may use it).
+    pub(crate) fn assign(&self, physical: Arc<Allocation>, output: bool) {
+        debug_assert!(self.buffer.is_none() && physical.capacity >= self.capacity);
+        let _ = self.planned.set(Planned { physical, output });
+    }
+
+    /// True for a planned activation (see the type's doc), assigned or not.
+    pub fn is_planned(&self) -> bool {
+        self.buffer.is_none()
+    }
+
+    /// True for a real buffer or a planned output of a finished recording: storage that the
+    /// host and other recordings may use. An intermediate activation's buffer is shared with
+    /// others once its recording is finished, so only that recording may use it.
+    pub fn is_shareable(&self) -> bool {
+        self.buffer.is_some() || self.planned.get().is_some_and(|p| p.output)
+    }
+
+    /// The wgpu buffer, or `None` for a planned activation whose recording is not finished.
+    pub fn try_buffer(&self) -> Option<&wgpu::Buffer> {
+        match &self.buffer {
+            Some(b) => Some(b),
+            None => self.planned.get().and_then(|p| p.physical.try_buffer()),
+        }
+    }
+
+    /// The wgpu buffer. Panics for a planned activation before its recording is finished
+    /// (an engine bug: recorded dispatches are the only users of an activation until then).
     pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("buffer present until drop")
+        self.try_buffer()
+            .expect("activation buffer used before its recording was finished")
     }
     /// Bytes the buffer holds (the size class, ≥ the requested size).
     pub fn capacity(&self) -> u64 {
@@ -89,6 +134,12 @@ impl Drop for Allocation {
             }
         }
     }
+}
+
+/// The physical buffer a planned activation was given.
+struct Planned {
+    physical: Arc<Allocation>,
+    output: bool,
 }
 
 /// Rounds a request up to its size class: multiples of 256 B below 4 KiB, then powers of two
@@ -147,6 +198,7 @@ impl Pool {
         self.inner.bytes_peak.fetch_max(now, Ordering::Relaxed);
         Arc::new(Allocation {
             buffer: Some(buffer),
+            planned: OnceLock::new(),
             kind,
             capacity: cap,
             home: Arc::downgrade(&self.inner),

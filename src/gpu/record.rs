@@ -8,6 +8,7 @@ use super::pool::{Allocation, BufferKind};
 use super::shader::BindingKind;
 use super::Gpu;
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A storage range bound to a kernel: a pooled buffer, byte offset and size.
@@ -30,6 +31,9 @@ pub struct Recorder<'g> {
     gpu: &'g Gpu,
     items: Vec<Pending>,
     params: Vec<u8>,
+    activations: Vec<Arc<Allocation>>,
+    own: HashMap<*const Allocation, usize>,
+    outputs: Vec<bool>,
 }
 
 const PARAM_ALIGN: usize = 256;
@@ -40,6 +44,38 @@ impl<'g> Recorder<'g> {
             gpu,
             items: Vec::new(),
             params: Vec::new(),
+            activations: Vec::new(),
+            own: HashMap::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// A planned activation buffer of `bytes` bytes: it gets physical storage when the
+    /// recording is finished (see the module doc). Use it only in dispatches of this recorder
+    /// until then; [`crate::Tensor::activation`] wraps it as a tensor.
+    pub fn activation(&mut self, bytes: u64) -> Arc<Allocation> {
+        let a = Allocation::planned(bytes);
+        self.own.insert(Arc::as_ptr(&a), self.activations.len());
+        self.activations.push(a.clone());
+        self.outputs.push(false);
+        a
+    }
+
+    /// Marks one of this recorder's activations as an output: it keeps its own storage until
+    /// the end of the recording and may be read by the host and bound by other recordings.
+    pub fn output(&mut self, alloc: &Arc<Allocation>) -> Result<()> {
+        match self.own.get(&Arc::as_ptr(alloc)) {
+            Some(&i) => {
+                self.outputs[i] = true;
+                Ok(())
+            }
+            None if !alloc.is_planned() => Ok(()),
+            None => Err(Error::Argument {
+                op: "output",
+                arg: "tensor",
+                reason: "an activation of another recording cannot be this recording's output"
+                    .into(),
+            }),
         }
     }
 
@@ -96,6 +132,7 @@ impl<'g> Recorder<'g> {
             }
         }
         check_aliasing(&kernel, &storage, key)?;
+        self.check_shareable(&kernel, &storage, key)?;
         let start = self.params.len();
         self.params.extend_from_slice(params);
         let padded = params.len().max(16).div_ceil(16) * 16;
@@ -112,8 +149,82 @@ impl<'g> Recorder<'g> {
         Ok(self.items.len() - 1)
     }
 
-    /// Builds the uniform buffer and bind groups.
-    pub fn finish(self) -> Result<Recording> {
+    /// A planned activation may be bound only by its own recorder, or once its recording is
+    /// finished, when it is an output.
+    fn check_shareable(&self, kernel: &Kernel, storage: &[Binding], key: &KernelKey) -> Result<()> {
+        let decls = kernel
+            .bindings
+            .iter()
+            .filter(|b| b.kind != BindingKind::Uniform);
+        for (s, d) in storage.iter().zip(decls) {
+            if s.alloc.is_planned()
+                && !self.own.contains_key(&Arc::as_ptr(&s.alloc))
+                && !s.alloc.is_shareable()
+            {
+                return Err(Error::Argument {
+                    op: "dispatch",
+                    arg: "bindings",
+                    reason: format!(
+                        "{}: `{}` is bound to an intermediate activation of another recording \
+                         (only a recording's outputs outlive it)",
+                        key.label(),
+                        d.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns physical buffers to the planned activations (see the module doc); returns the
+    /// bytes allocated for them.
+    fn plan_activations(&mut self) -> u64 {
+        let acts = std::mem::take(&mut self.activations);
+        let index = std::mem::take(&mut self.own);
+        let end = self.items.len();
+        let mut first = vec![usize::MAX; acts.len()];
+        let mut last = vec![0usize; acts.len()];
+        let mut bound = vec![0usize; acts.len()];
+        for (d, it) in self.items.iter().enumerate() {
+            for b in &it.storage {
+                if let Some(&i) = index.get(&Arc::as_ptr(&b.alloc)) {
+                    first[i] = first[i].min(d);
+                    last[i] = last[i].max(d);
+                    bound[i] += 1;
+                }
+            }
+        }
+        let mut usages = Vec::new();
+        let mut owner = Vec::new();
+        for (i, a) in acts.iter().enumerate() {
+            let output = self.outputs[i];
+            if bound[i] == 0 && !output {
+                continue;
+            }
+            let f = first[i].min(end);
+            let l = if output { end } else { last[i] };
+            usages.push(super::plan::Usage {
+                bytes: a.capacity(),
+                first: f,
+                last: l,
+            });
+            owner.push(i);
+        }
+        let plan = super::plan::plan(&usages);
+        let physical: Vec<Arc<Allocation>> = plan
+            .slot_bytes
+            .iter()
+            .map(|&b| self.gpu.pool().alloc(b, BufferKind::Storage))
+            .collect();
+        for (u, &i) in owner.iter().enumerate() {
+            acts[i].assign(physical[plan.slot[u]].clone(), self.outputs[i]);
+        }
+        physical.iter().map(|p| p.capacity()).sum()
+    }
+
+    /// Plans the activations, builds the uniform buffer and bind groups.
+    pub fn finish(mut self) -> Result<Recording> {
+        let activation_bytes = self.plan_activations();
         let gpu = self.gpu;
         let uniform = if self.params.is_empty() {
             None
@@ -179,6 +290,7 @@ impl<'g> Recorder<'g> {
             items,
             uniform,
             param_offsets: offsets,
+            activation_bytes,
             _keep: keep,
         })
     }
@@ -233,11 +345,18 @@ pub struct Recording {
     items: Vec<(Arc<Kernel>, wgpu::BindGroup, [u32; 3])>,
     uniform: Option<Arc<Allocation>>,
     param_offsets: Vec<u64>,
+    activation_bytes: u64,
     // Buffers stay alive (and out of the pool) while a recording may still use them.
     _keep: Vec<Arc<Allocation>>,
 }
 
 impl Recording {
+    /// Bytes of the physical buffers planned for the recording's activations (its activation
+    /// memory high-water mark).
+    pub fn activation_bytes(&self) -> u64 {
+        self.activation_bytes
+    }
+
     /// Number of dispatches.
     pub fn len(&self) -> usize {
         self.items.len()

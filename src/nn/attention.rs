@@ -63,13 +63,9 @@ impl AttentionBlock {
         };
         let tokens = g.alloc("attn.tokens", &[b, l, c])?;
         ops::transpose::transpose(&mut g.rec, normed.as_ref().unwrap_or(x), &tokens, b, c, l)?;
-        if let Some(n) = normed {
-            g.release(n);
-        }
         let q = self.to_q.forward(g, &tokens, "attn.q")?;
         let k = self.to_k.forward(g, &tokens, "attn.k")?;
         let v = self.to_v.forward(g, &tokens, "attn.v")?;
-        g.release(tokens);
         let heads_out = g.alloc("attn.heads", &[b, l, inner])?;
         g.flops += 4 * (b * h * l * l * d) as u64; // both attention products
         let scale = (1.0 / (d as f64).sqrt()) as f32;
@@ -85,19 +81,11 @@ impl AttentionBlock {
             ops::attention::attention_gemm(
                 &mut g.rec, &q, &k, &v, &heads_out, &scores, &probs, h, scale,
             )?;
-            g.release(scores);
-            g.release(probs);
         }
-        g.release(q);
-        g.release(k);
-        g.release(v);
         let out_tokens = self.to_out.forward(g, &heads_out, "attn.out_tokens")?;
-        g.release(heads_out);
         let out = g.alloc("attn.out", &s)?;
         ops::transpose::transpose(&mut g.rec, &out_tokens, &out, b, l, c)?;
-        g.release(out_tokens);
         let y = super::layers::add(g, &out, x, "attn.residual")?;
-        g.release(out);
         super::layers::scale_inplace(g, &y, self.rescale_output_factor)?;
         Ok(y)
     }

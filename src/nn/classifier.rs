@@ -153,16 +153,11 @@ impl FmnistClassifier {
         let last = self.convs.len() - 1;
         for (i, (conv, norm)) in self.convs.iter().zip(&self.norms).enumerate() {
             let c = conv.forward(&mut g, &h, &format!("convs.{i}"))?;
-            if i > 0 {
-                g.release(h);
-            }
             let n = norm.forward(&mut g, &c, true, &format!("norms.{i}"))?;
-            g.release(c);
             h = if i < last {
                 let sh = n.shape().to_vec();
                 let p = g.alloc(&format!("pool.{i}"), &[sh[0], sh[1], sh[2] / 2, sh[3] / 2])?;
                 ops::resample::avg_pool2x(&mut g.rec, &n, &p)?;
-                g.release(n);
                 p
             } else {
                 n
@@ -188,13 +183,11 @@ impl FmnistClassifier {
             false,
             1.0,
         )?;
-        g.release(h);
         let f = self.fc1.forward(&mut g, &pooled, "fc1")?;
         let features = g.alloc("features", f.shape())?;
         ops::elementwise::unary(&mut g.rec, ops::elementwise::Unary::Silu, &f, &features)?;
-        g.release(f);
         let logits = self.fc2.forward(&mut g, &features, "logits")?;
-        let recording = g.rec.finish()?;
+        let recording = g.finish(&[&features, &logits])?;
         Ok(ClassifierForward {
             recording,
             _ones: ones,

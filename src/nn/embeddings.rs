@@ -32,9 +32,7 @@ impl Mlp {
     fn forward(&self, g: &mut Graph<'_>, x: &Tensor) -> Result<Tensor> {
         let h = self.linear_1.forward(g, x, "temb.h")?;
         ops::elementwise::unary_inplace(&mut g.rec, Unary::Silu, &h)?;
-        let y = self.linear_2.forward(g, &h, "temb")?;
-        g.release(h);
-        Ok(y)
+        self.linear_2.forward(g, &h, "temb")
     }
 }
 
@@ -108,7 +106,6 @@ impl Conditioning {
     ) -> Result<Tensor> {
         let p = self.project(g, t, "time_proj")?;
         let emb = self.time_embedding.forward(g, &p)?;
-        g.release(p);
         if let (Some(class), Some(labels)) = (&self.class, labels) {
             let ce = match class {
                 Class::Lookup { table } => {
@@ -118,14 +115,10 @@ impl Conditioning {
                 }
                 Class::Timestep(mlp) => {
                     let p = self.project(g, labels, "class_proj")?;
-                    let y = mlp.forward(g, &p)?;
-                    g.release(p);
-                    y
+                    mlp.forward(g, &p)?
                 }
             };
             let sum = super::layers::add(g, &emb, &ce, "emb")?;
-            g.release(ce);
-            g.release(emb);
             ops::elementwise::unary_inplace(&mut g.rec, Unary::Silu, &sum)?;
             return Ok(sum);
         }

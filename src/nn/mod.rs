@@ -11,18 +11,15 @@ pub mod unet_2d;
 pub mod unet_2d_blocks;
 
 use crate::error::Result;
-use crate::gpu::{Allocation, Gpu, Recorder};
+use crate::gpu::{Gpu, Recorder};
 use crate::tensor::{DType, Tensor};
-use std::sync::Arc;
 
-/// A forward pass being recorded, with an activation planner: a tensor released after its last
-/// reader is recorded gives its buffer to the next activation that fits (dispatches in one pass
-/// run in order, so the reuse is safe). The recording keeps every buffer alive.
+/// A forward pass being recorded. Blocks only allocate: every activation is planned by the
+/// recorder from the dispatches that bind it (see [`crate::gpu::plan`]), so a buffer is reused
+/// only after its last reader; the outputs named at [`Graph::finish`] keep their own storage.
 pub struct Graph<'g> {
     pub rec: Recorder<'g>,
     pub dtype: DType,
-    free: Vec<Arc<Allocation>>,
-    bytes_planned: u64,
     /// Multiply-add FLOPs (2 per MAC) of the GEMMs and convolutions recorded so far.
     pub flops: u64,
 }
@@ -32,8 +29,6 @@ impl<'g> Graph<'g> {
         Graph {
             rec: gpu.recorder(),
             dtype,
-            free: Vec::new(),
-            bytes_planned: 0,
             flops: 0,
         }
     }
@@ -42,48 +37,22 @@ impl<'g> Graph<'g> {
         self.rec.gpu()
     }
 
-    /// An activation of the graph's dtype, reusing a released buffer when one is big enough
-    /// (the smallest such).
+    /// An activation of the graph's dtype.
     pub fn alloc(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.alloc_dtype(name, shape, self.dtype)
     }
 
     /// [`Graph::alloc`] with an explicit dtype.
     pub fn alloc_dtype(&mut self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let need = Tensor::bytes_for(shape, dtype);
-        let best = self
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.capacity() >= need)
-            .min_by_key(|(_, a)| a.capacity())
-            .map(|(i, _)| i);
-        match best {
-            Some(i) => {
-                let a = self.free.swap_remove(i);
-                Tensor::from_allocation(self.gpu(), a, name, shape, dtype)
-            }
-            None => {
-                let t = Tensor::empty(self.gpu(), name, shape, dtype)?;
-                self.bytes_planned += t.capacity();
-                Ok(t)
-            }
-        }
+        Tensor::activation(&mut self.rec, name, shape, dtype)
     }
 
-    /// Marks `t` dead: later activations may reuse its buffer. The caller must not read `t`
-    /// (or any view of it) in later recorded ops.
-    pub fn release(&mut self, t: Tensor) {
-        let a = t.allocation();
-        // A tensor reachable under two names (e.g. a skip that is also the block input) may be
-        // released twice; its buffer must enter the free list once.
-        if !self.free.iter().any(|f| Arc::ptr_eq(f, &a)) {
-            self.free.push(a);
+    /// Plans the activations and finishes the recording; `outputs` outlive it (the host and
+    /// other recordings may read them), every other activation is private to it.
+    pub fn finish(mut self, outputs: &[&Tensor]) -> Result<crate::gpu::Recording> {
+        for t in outputs {
+            self.rec.output(&t.allocation())?;
         }
-    }
-
-    /// Bytes of activation buffers this graph allocated (its memory high-water mark).
-    pub fn bytes_planned(&self) -> u64 {
-        self.bytes_planned
+        self.rec.finish()
     }
 }

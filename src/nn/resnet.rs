@@ -124,14 +124,10 @@ impl ResnetBlock2D {
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
         let mut h = self.norm1.forward(g, x, true, "resnet.h")?;
         let mut input = x.clone();
-        let mut input_owned = false;
         if matches!(self.resample, BlockResample::FirDown | BlockResample::FirUp) {
             let up = self.resample == BlockResample::FirUp;
             input = fir_resample(g, x, up, "resnet.input")?;
-            input_owned = true;
-            let h2 = fir_resample(g, &h, up, "resnet.h")?;
-            g.release(h);
-            h = h2;
+            h = fir_resample(g, &h, up, "resnet.h")?;
         } else if self.resample != BlockResample::None {
             let s = x.shape();
             let (ho, wo) = match self.resample {
@@ -147,22 +143,16 @@ impl ResnetBlock2D {
                 Ok(y)
             };
             input = resample(g, x, "resnet.input")?;
-            input_owned = true;
-            let h2 = resample(g, &h, "resnet.h")?;
-            g.release(h);
-            h = h2;
+            h = resample(g, &h, "resnet.h")?;
         }
         let t = self.time_emb_proj.forward(g, temb_act, "resnet.temb")?;
         let n = t.shape()[0];
         let h2 = if self.opts.scale_shift {
             let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
-            g.release(h);
             let normed = self.norm2.forward(g, &h1, false, "resnet.norm2")?;
-            g.release(h1);
             let y = g.alloc("resnet.modulated", normed.shape())?;
             ops::elementwise::modulate(&mut g.rec, &normed, &t, &y)?;
             ops::elementwise::unary_inplace(&mut g.rec, ops::elementwise::Unary::Silu, &y)?;
-            g.release(normed);
             y
         } else {
             // conv1 with the time projection added per (sample, channel) in its epilogue.
@@ -172,21 +162,10 @@ impl ResnetBlock2D {
                 ..Default::default()
             };
             let with_t = self.conv1.forward_fused(g, &h, "resnet.h_temb", epi)?;
-            g.release(h);
-            let y = self.norm2.forward(g, &with_t, true, "resnet.norm2")?;
-            g.release(with_t);
-            y
+            self.norm2.forward(g, &with_t, true, "resnet.norm2")?
         };
-        g.release(t);
         let shortcut = match &self.conv_shortcut {
-            Some(c) => {
-                let s = c.forward(g, &input, "resnet.shortcut")?;
-                if input_owned {
-                    g.release(input);
-                }
-                input_owned = true;
-                s
-            }
+            Some(c) => c.forward(g, &input, "resnet.shortcut")?,
             None => input,
         };
         // conv2 with the residual add and the output scale in its epilogue.
@@ -195,12 +174,7 @@ impl ResnetBlock2D {
             residual: Some(&shortcut),
             scale: (1.0 / self.opts.output_scale_factor) as f32,
         };
-        let out = self.conv2.forward_fused(g, &h2, "resnet.out", epi)?;
-        g.release(h2);
-        if input_owned {
-            g.release(shortcut);
-        }
-        Ok(out)
+        self.conv2.forward_fused(g, &h2, "resnet.out", epi)
     }
 }
 
@@ -249,7 +223,6 @@ impl Upsample2D {
         let up = g.alloc("upsample.nearest", &[s[0], s[1], 2 * s[2], 2 * s[3]])?;
         ops::resample::upsample_nearest(&mut g.rec, x, &up, 2)?;
         let y = self.conv.forward(g, &up, "upsample")?;
-        g.release(up);
         Ok(y)
     }
 }

@@ -290,24 +290,17 @@ impl UNet2DModel {
         let h = self.conv_in.forward(&mut g, &input, "conv_in")?;
         let mut skips = vec![h.clone()];
         let mut h = h;
-        // NCSN++'s image path: the (centred) input, FIR-downsampled by each skip block. The
-        // input tensor itself is never released (the host writes it before every run).
+        // NCSN++'s image path: the (centred) input, FIR-downsampled by each skip block.
         let mut skip_image = input.clone();
         for d in &self.down {
             h = match d {
                 Down::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
                 Down::Skip(b) => {
                     let (out, s) = b.forward(&mut g, h, &temb, skip_image.clone(), &mut skips)?;
-                    if !s.shares_storage(&skip_image) && !skip_image.shares_storage(&input) {
-                        g.release(skip_image);
-                    }
                     skip_image = s;
                     out
                 }
             };
-        }
-        if !skip_image.shares_storage(&input) {
-            g.release(skip_image);
         }
         if let Some(m) = &self.mid {
             h = m.forward(&mut g, &h, &temb)?;
@@ -323,27 +316,21 @@ impl UNet2DModel {
                 }
             };
         }
-        g.release(temb);
         let n = self
             .conv_norm_out
             .forward(&mut g, &h, true, "conv_norm_out")?;
-        g.release(h);
         let mut out = self.conv_out.forward(&mut g, &n, "conv_out")?;
-        g.release(n);
         if let Some(s) = skip_out {
-            let sum = super::layers::add(&mut g, &out, &s, "sample")?;
-            g.release(out);
-            g.release(s);
-            out = sum;
+            out = super::layers::add(&mut g, &out, &s, "sample")?;
         }
         if cfg.time_embedding_type == TimeEmbeddingType::Fourier {
             // diffusers divides the output by the timestep (the noise level σ).
             ops::elementwise::divide_per_sample(&mut g.rec, &out, &timesteps)?;
         }
         let output = out;
-        let bytes = g.bytes_planned();
         let flops = g.flops;
-        let recording = g.rec.finish()?;
+        let recording = g.finish(&[&output])?;
+        let bytes = recording.activation_bytes();
         Ok(UNetForward {
             recording,
             sample,

@@ -55,11 +55,7 @@ impl AttnOptions {
 /// `y` through the attention when there is one (releasing `y`), else `y` itself.
 fn attend(g: &mut Graph<'_>, attention: Option<&AttentionBlock>, y: Tensor) -> Result<Tensor> {
     Ok(match attention {
-        Some(a) => {
-            let z = a.forward(g, &y)?;
-            g.release(y);
-            z
-        }
+        Some(a) => a.forward(g, &y)?,
         None => y,
     })
 }
@@ -204,9 +200,7 @@ impl MidBlock {
 
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
         let h = resnet_then_attention(g, &self.resnets[0], self.attention.as_ref(), x, temb)?;
-        let out = self.resnets[1].forward(g, &h, temb)?;
-        g.release(h);
-        Ok(out)
+        self.resnets[1].forward(g, &h, temb)
     }
 }
 
@@ -299,10 +293,7 @@ impl UpBlock {
             let (s, k) = (h.shape().to_vec(), skip.shape()[1]);
             let cat = g.alloc("up.cat", &[s[0], s[1] + k, s[2], s[3]])?;
             crate::ops::concat::concat_channels(&mut g.rec, &h, &skip, &cat)?;
-            g.release(h);
-            g.release(skip);
             let y = r.forward(g, &cat, temb)?;
-            g.release(cat);
             h = attend(g, self.attentions.get(i), y)?;
         }
         let out = match &self.up {
@@ -310,7 +301,6 @@ impl UpBlock {
             Up::Conv(u) => u.forward(g, &h)?,
             Up::Resnet(r) => r.forward(g, &h, temb)?,
         };
-        g.release(h);
         Ok(out)
     }
 }
@@ -441,8 +431,6 @@ impl SkipDownBlock {
         let s = super::resnet::fir_resample(g, &skip_sample, false, "skip_sample")?;
         let sc = skip_conv.forward(g, &s, "skip_conv")?;
         let out = super::layers::add(g, &sc, &hd, "skip_down.out")?;
-        g.release(sc);
-        g.release(hd);
         skips.push(out.clone());
         Ok((out, s))
     }
@@ -540,40 +528,23 @@ impl SkipUpBlock {
             let (s, k) = (h.shape().to_vec(), skip.shape()[1]);
             let cat = g.alloc("up.cat", &[s[0], s[1] + k, s[2], s[3]])?;
             crate::ops::concat::concat_channels(&mut g.rec, &h, &skip, &cat)?;
-            g.release(h);
-            g.release(skip);
             h = r.forward(g, &cat, temb)?;
-            g.release(cat);
         }
         if let Some(a) = &self.attention {
-            let z = a.forward(g, &h)?;
-            g.release(h);
-            h = z;
+            h = a.forward(g, &h)?;
         }
         let mut skip_sample = match skip_sample {
-            Some(s) => {
-                let u = super::resnet::fir_resample(g, &s, true, "skip_sample")?;
-                g.release(s);
-                Some(u)
-            }
+            Some(s) => Some(super::resnet::fir_resample(g, &s, true, "skip_sample")?),
             None => None,
         };
         if let Some((norm, conv, resnet_up)) = &self.up {
             let n = norm.forward(g, &h, true, "skip_norm")?;
             let c = conv.forward(g, &n, "skip_conv")?;
-            g.release(n);
             skip_sample = Some(match skip_sample {
-                Some(s) => {
-                    let sum = super::layers::add(g, &s, &c, "skip_sample")?;
-                    g.release(s);
-                    g.release(c);
-                    sum
-                }
+                Some(s) => super::layers::add(g, &s, &c, "skip_sample")?,
                 None => c,
             });
-            let hu = resnet_up.forward(g, &h, temb)?;
-            g.release(h);
-            h = hu;
+            h = resnet_up.forward(g, &h, temb)?;
         }
         Ok((h, skip_sample))
     }
