@@ -128,8 +128,11 @@ impl Tuner {
         if let Some(name) = cached {
             let in_file = |reason: String| Error::Argument {
                 op: V::OP,
-                arg: "tuning cache",
-                reason: format!("{reason}, under `{full}` in {}", file.display()),
+                arg: "variant",
+                reason: format!(
+                    "{reason}, read from the tuning cache {} (key `{full}`)",
+                    file.display()
+                ),
             };
             let v = match name.parse::<V>() {
                 Ok(v) => v,
@@ -138,8 +141,7 @@ impl Tuner {
             };
             if !candidates.contains(&v) {
                 return Err(in_file(format!(
-                    "{} kernel variant `{v}` does not apply here (candidates: {})",
-                    V::OP,
+                    "`{v}` does not apply here (candidates: {})",
                     join(candidates)
                 )));
             }
@@ -192,11 +194,7 @@ pub fn parse_variant<V: Variant>(name: &str) -> Result<V> {
         .ok_or_else(|| Error::Argument {
             op: V::OP,
             arg: "variant",
-            reason: format!(
-                "unknown {} kernel variant `{name}` (valid: {})",
-                V::OP,
-                join(&all)
-            ),
+            reason: format!("unknown variant `{name}` (valid: {})", join(&all)),
         })
 }
 
