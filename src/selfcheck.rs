@@ -538,7 +538,7 @@ pub fn softmax(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    let layout = ops::softmax::default_kernel(gpu.info(), cols);
+    let layout = ops::softmax::default_variant(gpu.info(), cols);
     softmax_layout(gpu, rows, cols, scale, dt, seed, layout)
 }
 

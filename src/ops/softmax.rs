@@ -59,7 +59,7 @@ impl Variant for SoftmaxKernel {
         Self::ALL.to_vec()
     }
     fn default_for(info: &GpuInfo, cols: &usize) -> Self {
-        default_kernel(info, *cols)
+        default_variant(info, *cols)
     }
     fn unsupported(self, info: &GpuInfo, _: &usize) -> Option<String> {
         (self == SoftmaxKernel::Subgroup && !subgroup_ok(info))
@@ -86,7 +86,7 @@ pub fn subgroup_ok(info: &GpuInfo) -> bool {
 /// (barriers are expensive there: 34× faster on a [6272, 196] attention softmax on lavapipe,
 /// see benches/README.md); elsewhere a subgroup per row when the adapter has subgroups and rows
 /// are short (≤ 4096), else workgroup reductions.
-pub fn default_kernel(info: &GpuInfo, cols: usize) -> SoftmaxKernel {
+pub fn default_variant(info: &GpuInfo, cols: usize) -> SoftmaxKernel {
     if info.device_type == wgpu::DeviceType::Cpu && cols <= 4096 {
         SoftmaxKernel::RowPerThread
     } else if cols <= 4096 && subgroup_ok(info) {
