@@ -12,10 +12,11 @@
 //! the same Philox words.
 
 use crate::error::Result;
-use crate::ops::conv2d::Conv2dArgs;
+use crate::gpu::tuning::runnable;
+use crate::ops::conv2d::{Conv2dArgs, Conv2dDesc, ConvKernel, ConvShape};
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::embedding::TimestepEmbedding;
-use crate::ops::gemm::GemmDesc;
+use crate::ops::gemm::{GemmDesc, GemmKernel};
 use crate::ops::reduce::Reduce;
 use crate::ops::{self, rng::Philox};
 use crate::reference::{self as r, compare, round_f16, Comparison};
@@ -235,8 +236,7 @@ pub fn matmul(
     )
 }
 
-/// [`matmul`] of shape [batch, M, N, K] forcing a GEMM variant (`ops::gemm::VARIANTS`; `None`:
-/// the launcher's choice).
+/// [`matmul`] of shape [batch, M, N, K] forcing a GEMM kernel (`None`: the launcher's choice).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_variant(
     gpu: &Gpu,
@@ -246,7 +246,7 @@ pub fn matmul_variant(
     bias: bool,
     dt: DType,
     seed: u64,
-    variant: Option<&str>,
+    variant: Option<GemmKernel>,
 ) -> Result<Check> {
     let [batch, m, n, k] = shape;
     let mut rng = TestRng(seed);
@@ -285,9 +285,9 @@ pub fn matmul_variant(
         None => gpu.run(|rec| {
             ops::gemm::matmul(rec, &a, &b, bias.then_some(&bias_t), &c, trans_b, alpha)
         })?,
-        Some(v) => gpu.run(|rec| {
-            ops::gemm::gemm_variant(rec, &d, &a, &b, bias.then_some(&bias_t), &c, Some(v))
-        })?,
+        v @ Some(_) => {
+            gpu.run(|rec| ops::gemm::gemm_variant(rec, &d, &a, &b, bias.then_some(&bias_t), &c, v))?
+        }
     }
     let mut want = vec![0.0; batch * m * n];
     let bw = widen(&biasv);
@@ -300,8 +300,9 @@ pub fn matmul_variant(
     );
     Ok(check(
         format!(
-            "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {variant:?} {dt:?}",
-            d.vec4_ok()
+            "gemm b{batch} {m}x{n}x{k} tB={trans_b} shared={shared_b} bias={bias} vec4={} {} {dt:?}",
+            d.vec4_ok(),
+            label(variant)
         ),
         &c.to_vec_f32(gpu)?,
         &want,
@@ -326,7 +327,14 @@ pub fn conv2d(
     conv2d_check(gpu, xs, cout, kh, kw, args, bias, None, dt, seed, None)
 }
 
-/// [`conv2d`] forcing a kernel variant (see `ops::conv2d::conv2d_variant`).
+/// "default" or the forced variant's name, for check labels.
+fn label<V: std::fmt::Display>(v: Option<V>) -> String {
+    v.map_or("default".into(), |v| v.to_string())
+}
+
+/// [`conv2d`] forcing a kernel (see `ops::conv2d::conv2d_variant`); with `packed` the op also
+/// gets the weights in the packed layout (`ops::conv_pack`), packed by the GPU kernel as model
+/// loading does.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forced(
     gpu: &Gpu,
@@ -337,7 +345,8 @@ pub fn conv2d_forced(
     epilogue: Option<f32>,
     dt: DType,
     seed: u64,
-    variant: &str,
+    variant: ConvKernel,
+    packed: bool,
 ) -> Result<Check> {
     conv2d_check(
         gpu,
@@ -350,7 +359,7 @@ pub fn conv2d_forced(
         epilogue,
         dt,
         seed,
-        Some(variant),
+        Some((variant, packed)),
     )
 }
 
@@ -368,7 +377,7 @@ fn conv2d_check(
     epilogue: Option<f32>,
     dt: DType,
     seed: u64,
-    variant: Option<&str>,
+    variant: Option<(ConvKernel, bool)>,
 ) -> Result<Check> {
     let mut rng = TestRng(seed);
     let ws = [cout, xs[1], kh, kw];
@@ -408,26 +417,26 @@ fn conv2d_check(
             scale,
         },
     };
-    // A variant name ending in "+packed" also hands the op the packed weights (ops::conv_pack),
-    // packed by the GPU kernel as model loading does.
-    let (variant, packed) = match variant.and_then(|v| v.strip_suffix("+packed")) {
-        Some(v) => {
+    // Packed weights (ops::conv_pack), packed by the GPU kernel as model loading does.
+    let (variant, packed) = match variant {
+        Some((v, true)) => {
             let shape = ops::conv_pack::packed_shape(&ws);
             let pk = Tensor::empty(gpu, "weight.packed", &shape, dt)?;
             gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
             (Some(v), Some(pk))
         }
-        None => (variant, None),
+        Some((v, false)) => (Some(v), None),
+        None => (None, None),
     };
-    gpu.run(|rec| {
-        let bias = bias.then_some(&b);
-        ops::conv2d::conv2d_packed(rec, &x, &w, packed.as_ref(), bias, &y, args, epi, variant)
-    })?;
+    let d = Conv2dDesc::new(&x, &w, bias.then_some(&b), &y, args)
+        .with_packed(packed.as_ref())
+        .with_epilogue(epi);
+    gpu.run(|rec| ops::conv2d::conv2d_variant(rec, &d, variant))?;
     let k = xs[1] * kh * kw;
     Ok(check(
         format!(
-            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {variant:?} packed={} {dt:?}",
-            args.stride, args.padding, packed.is_some()
+            "conv2d {xs:?} -> {cout} k{kh}x{kw} s{} p{} bias={bias} epilogue={epilogue:?} {} packed={} {dt:?}",
+            args.stride, args.padding, label(variant), packed.is_some()
         ),
         &y.to_vec_f32(gpu)?,
         &want,
@@ -475,7 +484,7 @@ pub fn group_norm_variant(
     silu: bool,
     dt: DType,
     seed: u64,
-    variant: Option<ops::group_norm::Variant>,
+    variant: Option<ops::group_norm::GroupNormKernel>,
     offset: f32,
 ) -> Result<Check> {
     let mut rng = TestRng(seed);
@@ -509,7 +518,10 @@ pub fn group_norm_variant(
         silu,
     );
     Ok(check(
-        format!("group_norm {xs:?} G={groups} silu={silu} {variant:?} offset {offset} {dt:?}"),
+        format!(
+            "group_norm {xs:?} G={groups} silu={silu} {} offset {offset} {dt:?}",
+            label(variant)
+        ),
         &y.to_vec_f32(gpu)?,
         &want,
         2e-5,
@@ -526,7 +538,7 @@ pub fn softmax(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    let layout = ops::softmax::default_layout(gpu.info(), cols);
+    let layout = ops::softmax::default_variant(gpu.info(), cols);
     softmax_layout(gpu, rows, cols, scale, dt, seed, layout)
 }
 
@@ -538,16 +550,16 @@ pub fn softmax_layout(
     scale: f32,
     dt: DType,
     seed: u64,
-    layout: ops::softmax::Layout,
+    layout: ops::softmax::SoftmaxKernel,
 ) -> Result<Check> {
     let mut rng = TestRng(seed);
     let xv = rng.values(rows * cols, -4.0, 4.0, dt);
     let x = upload(gpu, "x", &[rows, cols], &xv, dt)?;
     let y = Tensor::empty(gpu, "y", &[rows, cols], dt)?;
-    gpu.run(|rec| ops::softmax::softmax_with(rec, &x, &y, scale, layout))?;
+    gpu.run(|rec| ops::softmax::softmax_variant(rec, &x, &y, scale, Some(layout)))?;
     let want = r::softmax(&widen(&xv), cols, scale as f64);
     Ok(check(
-        format!("softmax {rows}x{cols} {dt:?} {layout:?}"),
+        format!("softmax {rows}x{cols} {dt:?} {layout}"),
         &y.to_vec_f32(gpu)?,
         &want,
         1e-6,
@@ -849,26 +861,24 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             padding: 1,
             extra_end: 0,
         };
-        let packed = [
-            "row3-cb4+packed",
-            "row3-cb8+packed",
-            "cb4+packed",
-            "cb8+packed",
-        ];
-        for v in ops::conv2d::VARIANTS.into_iter().chain(packed) {
-            out.push(conv2d_forced(
-                gpu,
-                [2, 7, 12, 11],
-                70,
-                3,
-                c3,
-                Some(0.5),
-                dt,
-                21,
-                v,
-            )?);
+        let shape = ConvShape {
+            dt,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            packed: false,
+        };
+        for v in runnable::<ConvKernel>(gpu.info(), &shape) {
+            for packed in [false, true] {
+                if packed && !v.reads_packed() {
+                    continue;
+                }
+                let xs = [2, 7, 12, 11];
+                let epi = Some(0.5);
+                out.push(conv2d_forced(gpu, xs, 70, 3, c3, epi, dt, 21, v, packed)?);
+            }
         }
-        for v in ops::gemm::VARIANTS {
+        for v in GemmKernel::ALL {
             out.push(matmul_variant(
                 gpu,
                 [2, 70, 66, 37],
@@ -890,32 +900,20 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
                 Some(v),
             )?);
         }
-        for wg in ops::group_norm::WORKGROUPS {
-            for subgroup in [false, true] {
-                if subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg) {
-                    continue;
-                }
-                let v = Some(ops::group_norm::Variant { wg, subgroup });
-                out.push(group_norm_variant(
-                    gpu,
-                    [2, 16, 6, 6],
-                    4,
-                    true,
-                    dt,
-                    24,
-                    v,
-                    100.0,
-                )?);
-            }
+        for v in runnable::<ops::group_norm::GroupNormKernel>(gpu.info(), &()) {
+            out.push(group_norm_variant(
+                gpu,
+                [2, 16, 6, 6],
+                4,
+                true,
+                dt,
+                24,
+                Some(v),
+                100.0,
+            )?);
         }
-        for layout in [
-            ops::softmax::Layout::Workgroup,
-            ops::softmax::Layout::RowPerThread,
-            ops::softmax::Layout::Subgroup,
-        ] {
-            if layout != ops::softmax::Layout::Subgroup || ops::softmax::subgroup_ok(gpu.info()) {
-                out.push(softmax_layout(gpu, 12, 77, 0.125, dt, 25, layout)?);
-            }
+        for layout in runnable::<ops::softmax::SoftmaxKernel>(gpu.info(), &77) {
+            out.push(softmax_layout(gpu, 12, 77, 0.125, dt, 25, layout)?);
         }
         out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
         out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);

@@ -6,7 +6,11 @@ mod common;
 use common::{assert_checks, gpu, gpu_packed, gpu_small_bindings};
 use diffuse::gpu::F16Mode;
 use diffuse::ops::elementwise::{self, Binary, Unary};
-use diffuse::ops::{self, conv2d::Conv2dArgs, rng::Philox};
+use diffuse::ops::{
+    self,
+    conv2d::{Conv2dArgs, Conv2dDesc},
+    rng::Philox,
+};
 use diffuse::selfcheck as sc;
 use diffuse::{DType, Error, Tensor};
 
@@ -62,15 +66,17 @@ fn replay_allocates_nothing_and_compiles_nothing() {
     ops::group_norm::group_norm(&mut rec, &x, &gamma, &beta, &h, 4, 1e-5, true).unwrap();
     ops::conv2d::conv2d(
         &mut rec,
-        &h,
-        &w,
-        None,
-        &y,
-        Conv2dArgs {
-            stride: 1,
-            padding: 1,
-            extra_end: 0,
-        },
+        &Conv2dDesc::new(
+            &h,
+            &w,
+            None,
+            &y,
+            Conv2dArgs {
+                stride: 1,
+                padding: 1,
+                extra_end: 0,
+            },
+        ),
     )
     .unwrap();
     let rng_at = rec.len();
@@ -182,15 +188,17 @@ fn bad_arguments_return_errors_naming_the_tensors() {
         .run(|rec| {
             ops::conv2d::conv2d(
                 rec,
-                &x,
-                &w,
-                None,
-                &y,
-                Conv2dArgs {
-                    stride: 1,
-                    padding: 1,
-                    extra_end: 0,
-                },
+                &Conv2dDesc::new(
+                    &x,
+                    &w,
+                    None,
+                    &y,
+                    Conv2dArgs {
+                        stride: 1,
+                        padding: 1,
+                        extra_end: 0,
+                    },
+                ),
             )
         })
         .unwrap_err();
@@ -201,15 +209,17 @@ fn bad_arguments_return_errors_naming_the_tensors() {
         .run(|rec| {
             ops::conv2d::conv2d(
                 rec,
-                &x,
-                &w,
-                None,
-                &bad_y,
-                Conv2dArgs {
-                    stride: 1,
-                    padding: 1,
-                    extra_end: 0,
-                },
+                &Conv2dDesc::new(
+                    &x,
+                    &w,
+                    None,
+                    &bad_y,
+                    Conv2dArgs {
+                        stride: 1,
+                        padding: 1,
+                        extra_end: 0,
+                    },
+                ),
             )
         })
         .unwrap_err();
@@ -219,15 +229,17 @@ fn bad_arguments_return_errors_naming_the_tensors() {
         .run(|rec| {
             ops::conv2d::conv2d(
                 rec,
-                &tiny,
-                &w,
-                None,
-                &y,
-                Conv2dArgs {
-                    stride: 1,
-                    padding: 0,
-                    extra_end: 0,
-                },
+                &Conv2dDesc::new(
+                    &tiny,
+                    &w,
+                    None,
+                    &y,
+                    Conv2dArgs {
+                        stride: 1,
+                        padding: 0,
+                        extra_end: 0,
+                    },
+                ),
             )
         })
         .unwrap_err();

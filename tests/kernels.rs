@@ -5,7 +5,8 @@
 mod common;
 
 use common::{assert_checks, gpus};
-use diffuse::ops::conv2d::Conv2dArgs;
+use diffuse::gpu::tuning::runnable;
+use diffuse::ops::conv2d::{Conv2dArgs, ConvKernel, ConvShape};
 use diffuse::ops::elementwise::{Binary, Unary};
 use diffuse::ops::embedding::TimestepEmbedding;
 use diffuse::ops::reduce::Reduce;
@@ -167,7 +168,7 @@ fn gemm_random_shapes() {
                     .unwrap(),
                 );
                 // Every variant forced (the shared-memory tile is a tuning candidate).
-                for v in diffuse::ops::gemm::VARIANTS {
+                for v in diffuse::ops::gemm::GemmKernel::ALL {
                     let seed = rng.next_u64();
                     let c = sc::matmul_variant(
                         gpu,
@@ -193,7 +194,7 @@ fn gemm_random_shapes() {
                     true,
                     dt,
                     seed,
-                    Some("tile64"),
+                    Some(diffuse::ops::gemm::GemmKernel::Tile64),
                 );
                 checks.push(c.unwrap());
             }
@@ -235,19 +236,28 @@ fn conv2d_random_shapes() {
                     padding: pad,
                     extra_end: 0,
                 };
-                let packed = [
-                    "row3-cb4+packed",
-                    "row3-cb8+packed",
-                    "cb4+packed",
-                    "cb8+packed",
-                ];
-                for v in diffuse::ops::conv2d::VARIANTS.into_iter().chain(packed) {
-                    if v.starts_with("row3") && (ksize != 3 || stride != 1) {
-                        continue;
+                let shape = ConvShape {
+                    dt,
+                    kh: ksize,
+                    kw: ksize,
+                    stride,
+                    packed: false,
+                };
+                let runs = runnable::<ConvKernel>(gpu.info(), &shape);
+                // The row kernel exactly where it applies; packed weights for every kernel
+                // that reads them.
+                let row3 = runs.iter().any(|v| matches!(v, ConvKernel::Row3 { .. }));
+                assert_eq!(row3, ksize == 3 && stride == 1);
+                for v in runs {
+                    for packed in [false, true] {
+                        if packed && !v.reads_packed() {
+                            continue;
+                        }
+                        let seed = rng.next_u64();
+                        let c =
+                            sc::conv2d_forced(gpu, xs, cout, ksize, args, epi, dt, seed, v, packed);
+                        checks.push(c.unwrap());
                     }
-                    let seed = rng.next_u64();
-                    let c = sc::conv2d_forced(gpu, xs, cout, ksize, args, epi, dt, seed, v);
-                    checks.push(c.unwrap());
                 }
             }
             let mut cases: Vec<([usize; 4], usize, usize, usize, usize)> = vec![
@@ -342,17 +352,13 @@ fn group_norm_random_shapes() {
                 // Every variant the adapter can run; a large common offset on odd cases (the
                 // variance is accumulated in one pass, shifted by the group's first element).
                 let offset = if i % 2 == 1 { 100.0 } else { 0.5 };
-                for wg in diffuse::ops::group_norm::WORKGROUPS {
-                    for subgroup in [false, true] {
-                        if subgroup && !diffuse::ops::group_norm::subgroup_ok(gpu.info(), wg) {
-                            continue;
-                        }
-                        let v = Some(diffuse::ops::group_norm::Variant { wg, subgroup });
-                        let silu = i % 2 == 1;
-                        checks.push(
-                            sc::group_norm_variant(gpu, xs, g, silu, dt, seed, v, offset).unwrap(),
-                        );
-                    }
+                use diffuse::ops::group_norm::GroupNormKernel;
+                for v in runnable::<GroupNormKernel>(gpu.info(), &()) {
+                    let silu = i % 2 == 1;
+                    checks.push(
+                        sc::group_norm_variant(gpu, xs, g, silu, dt, seed, Some(v), offset)
+                            .unwrap(),
+                    );
                 }
             }
         }
@@ -373,11 +379,8 @@ fn softmax_random_shapes() {
                 (rng.range(1, 40), rng.range(1, 700)),
             ] {
                 let (scale, seed) = (rng.uniform(0.05, 2.0) as f32, rng.next_u64());
-                use diffuse::ops::softmax::{subgroup_ok, Layout};
-                for layout in [Layout::Workgroup, Layout::RowPerThread, Layout::Subgroup] {
-                    if layout == Layout::Subgroup && !subgroup_ok(gpu.info()) {
-                        continue;
-                    }
+                use diffuse::ops::softmax::SoftmaxKernel;
+                for layout in runnable::<SoftmaxKernel>(gpu.info(), &cols) {
                     checks.push(
                         sc::softmax_layout(gpu, rows, cols, scale, dt, seed, layout).unwrap(),
                     );

@@ -9,6 +9,7 @@ mod model;
 pub use model::{forward_rows, profile_forward, sampling_rows, ProfileRow};
 
 use crate::error::Result;
+use crate::gpu::tuning::runnable;
 use crate::gpu::{Gpu, GpuInfo, Recorder};
 use crate::ops::conv2d::Conv2dArgs;
 use crate::ops::elementwise::Unary;
@@ -103,8 +104,8 @@ pub fn gemm_rate(gpu: &Gpu, dt: DType) -> Result<f64> {
     // the shared-memory tile runs at ~0.3× — the kernel table shows it — and would add ~16 s.)
     let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
     let mut best = f64::INFINITY;
-    for v in ops::gemm::VARIANTS {
-        if cpu && v == "tile64" {
+    for v in ops::gemm::GemmKernel::ALL {
+        if cpu && v == ops::gemm::GemmKernel::Tile64 {
             continue;
         }
         best = best.min(time_op(gpu, &|rec| {
@@ -149,18 +150,18 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         let b = rand_tensor(gpu, "b", &[n, n], dt)?;
         let c = Tensor::empty(gpu, "c", &[n, n], dt)?;
         let d = ops::gemm::GemmDesc::single(n, n, n, false);
-        let time = |v: &'static str| {
+        let time = |v: ops::gemm::GemmKernel| {
             time_op(gpu, &|rec| {
                 ops::gemm::gemm_variant(rec, &d, &a, &b, None, &c, Some(v))
             })
         };
         let flops = 2.0 * (n * n * n) as f64;
-        let base = ops::gemm::VARIANTS[0];
+        let base = ops::gemm::GemmKernel::ALL[0];
         let sb = time(base)?;
-        for (i, v) in ops::gemm::VARIANTS.iter().enumerate() {
+        for (i, v) in ops::gemm::GemmKernel::ALL.into_iter().enumerate() {
             let sv = if i == 0 { sb } else { time(v)? };
             let name = format!("b1 1024x1024x1024 {v}");
-            let mut row = relative_row("gemm", name, dt, flops, sv, (base, sb));
+            let mut row = relative_row("gemm", name, dt, flops, sv, (&base.to_string(), sb));
             if i == 0 {
                 row.note.clear();
             }
@@ -193,11 +194,9 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         } else {
             None
         };
-        let s = time_op(gpu, &|rec| {
-            let epi = ops::conv2d::Epilogue::default();
-            let pk = packed.as_ref();
-            ops::conv2d::conv2d_packed(rec, &x, &w, pk, Some(&bias), &y, args, epi, None)
-        })?;
+        let d = ops::conv2d::Conv2dDesc::new(&x, &w, Some(&bias), &y, args)
+            .with_packed(packed.as_ref());
+        let s = time_op(gpu, &|rec| ops::conv2d::conv2d(rec, &d))?;
         let (m, n, k) = (cout, nb * ho * ho, cin * 9);
         let flops = 2.0 * (m * n * k) as f64;
         let ga = rand_tensor(gpu, "ga", &[m, k], dt)?;
@@ -231,6 +230,14 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     let half = rand_tensor(gpu, "half", &[8, 64, 64, 64], dt)?;
     let up_in = rand_tensor(gpu, "up_in", &[8, 128, 32, 32], dt)?;
     let bcast = rand_tensor(gpu, "bcast", &[8, 128, 1, 1], dt)?;
+    // GroupNorm's other variants beside the default (subgroups only where the adapter has them).
+    let gn_default = ops::group_norm::default_variant(gpu.info());
+    let gn_others: Vec<(String, ops::group_norm::GroupNormKernel)> =
+        runnable::<ops::group_norm::GroupNormKernel>(gpu.info(), &())
+            .into_iter()
+            .filter(|&v| v != gn_default)
+            .map(|v| (format!("group_norm+silu (32 groups) {v}"), v))
+            .collect();
     let mut mem: Vec<(&str, f64, RecordFn)> = vec![
         (
             "silu",
@@ -300,47 +307,37 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         };
         let cb = ops::conv2d::default_variant(dt, false, true, false);
         let row = ops::conv2d::default_variant(dt, true, true, false);
-        let time = |v: &str| {
-            time_op(gpu, &|rec| {
-                ops::conv2d::conv2d_variant(
-                    rec,
-                    &x,
-                    &w,
-                    Some(&bias),
-                    &y,
-                    args,
-                    ops::conv2d::Epilogue::default(),
-                    Some(v),
-                )
-            })
+        let d = ops::conv2d::Conv2dDesc::new(&x, &w, Some(&bias), &y, args);
+        let time = |v: ops::conv2d::ConvKernel| {
+            time_op(gpu, &|rec| ops::conv2d::conv2d_variant(rec, &d, Some(v)))
         };
-        let (sg, sr, st) = (time(cb)?, time(row)?, time("tile64")?);
+        let tile = ops::conv2d::ConvKernel::Tile64;
+        let (sg, sr, st) = (time(cb)?, time(row)?, time(tile)?);
         // The row kernel on packed weights (ops::conv_pack), as models on CPU adapters run it.
         let pk = Tensor::empty(gpu, "pk", &ops::conv_pack::packed_shape(w.shape()), dt)?;
         gpu.run(|rec| ops::conv_pack::pack_weights(rec, &w, &pk))?;
         let row_pk = ops::conv2d::default_variant(dt, true, true, true);
+        let dp = d.with_packed(Some(&pk));
         let sp = time_op(gpu, &|rec| {
-            let epi = ops::conv2d::Epilogue::default();
-            ops::conv2d::conv2d_packed(
-                rec,
-                &x,
-                &w,
-                Some(&pk),
-                Some(&bias),
-                &y,
-                args,
-                epi,
-                Some(row_pk),
-            )
+            ops::conv2d::conv2d_variant(rec, &dp, Some(row_pk))
         })?;
         let flops = 2.0 * (cout * nb * hw * hw * cin * 9) as f64;
         let prefix = format!("[{nb},{cin},{hw},{hw}]→{cout} 3x3 s1");
-        push_pair(&mut rows, "conv2d", &prefix, dt, flops, (cb, sg), (row, sr));
+        let (cb, row) = (cb.to_string(), row.to_string());
+        push_pair(
+            &mut rows,
+            "conv2d",
+            &prefix,
+            dt,
+            flops,
+            (&cb, sg),
+            (&row, sr),
+        );
         let name = format!("{prefix} {row_pk} packed");
-        rows.push(relative_row("conv2d", name, dt, flops, sp, (cb, sg)));
+        rows.push(relative_row("conv2d", name, dt, flops, sp, (&cb, sg)));
         // The shared-memory tile kernel (the GPU-style candidate) against the same baseline.
-        let name = format!("{prefix} tile64");
-        rows.push(relative_row("conv2d", name, dt, flops, st, (cb, sg)));
+        let name = format!("{prefix} {tile}");
+        rows.push(relative_row("conv2d", name, dt, flops, st, (&cb, sg)));
     }
     // A ResnetBlock2D conv with its time-embedding and residual adds: three dispatches vs the
     // fused epilogue, side by side ([8, 64, 32, 32], 3×3).
@@ -360,7 +357,10 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
         let t4 = t.reshape(&[8, 64, 1, 1])?;
         let add = ops::elementwise::Binary::Add;
         let unfused = time_op(gpu, &|rec| {
-            ops::conv2d::conv2d(rec, &x, &w, Some(&bias), &y, args)?;
+            ops::conv2d::conv2d(
+                rec,
+                &ops::conv2d::Conv2dDesc::new(&x, &w, Some(&bias), &y, args),
+            )?;
             ops::elementwise::binary(rec, add, &y, &t4, &y2)?;
             ops::elementwise::binary(rec, add, &y2, &r, &y)
         })?;
@@ -369,9 +369,8 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             residual: Some(&r),
             scale: 1.0,
         };
-        let fused = time_op(gpu, &|rec| {
-            ops::conv2d::conv2d_fused(rec, &x, &w, Some(&bias), &y, args, epi)
-        })?;
+        let d = ops::conv2d::Conv2dDesc::new(&x, &w, Some(&bias), &y, args).with_epilogue(epi);
+        let fused = time_op(gpu, &|rec| ops::conv2d::conv2d(rec, &d))?;
         let flops = 2.0 * (64 * 8 * 32 * 32 * 64 * 9) as f64;
         push_pair(
             &mut rows,
@@ -417,16 +416,9 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
     // batch 8) in every kernel layout the adapter runs, side by side.
     let scores = rand_tensor(gpu, "scores", &[8 * 4 * 196, 196], dt)?;
     let probs = Tensor::empty(gpu, "probs", &[8 * 4 * 196, 196], dt)?;
-    for layout in [
-        ops::softmax::Layout::Workgroup,
-        ops::softmax::Layout::RowPerThread,
-        ops::softmax::Layout::Subgroup,
-    ] {
-        if layout == ops::softmax::Layout::Subgroup && !ops::softmax::subgroup_ok(gpu.info()) {
-            continue;
-        }
+    for layout in runnable::<ops::softmax::SoftmaxKernel>(gpu.info(), &196) {
         let s = time_op(gpu, &|rec| {
-            ops::softmax::softmax_with(rec, &scores, &probs, 0.25, layout)
+            ops::softmax::softmax_variant(rec, &scores, &probs, 0.25, Some(layout))
         })?;
         rows.push(Row {
             kind: "memory",
@@ -438,41 +430,15 @@ pub fn kernel_rows(gpu: &Gpu, dt: DType) -> Result<Vec<Row>> {
             note: "2 passes over the tensor".into(),
         });
     }
-    // GroupNorm's other variants beside the default (subgroups only where the adapter has them).
-    let gn_default = ops::group_norm::default_variant(gpu.info());
-    for wg in ops::group_norm::WORKGROUPS {
-        for subgroup in [false, true] {
-            let v = ops::group_norm::Variant { wg, subgroup };
-            if v == gn_default || (subgroup && !ops::group_norm::subgroup_ok(gpu.info(), wg)) {
-                continue;
-            }
-            let name = match v.name() {
-                "wg16" => "group_norm+silu (32 groups) wg16",
-                "wg16-sg" => "group_norm+silu (32 groups) wg16-sg",
-                "wg64" => "group_norm+silu (32 groups) wg64",
-                "wg64-sg" => "group_norm+silu (32 groups) wg64-sg",
-                "wg256" => "group_norm+silu (32 groups) wg256",
-                _ => "group_norm+silu (32 groups) wg256-sg",
-            };
-            let (x, gamma, beta, y) = (&x, &gamma, &beta, &y);
-            mem.push((
-                name,
-                3.0,
-                Box::new(move |rec| {
-                    ops::group_norm::group_norm_variant(
-                        rec,
-                        x,
-                        gamma,
-                        beta,
-                        y,
-                        32,
-                        1e-5,
-                        true,
-                        Some(v),
-                    )
-                }),
-            ));
-        }
+    for (name, v) in &gn_others {
+        let (x, gamma, beta, y, v) = (&x, &gamma, &beta, &y, *v);
+        mem.push((
+            name,
+            3.0,
+            Box::new(move |rec| {
+                ops::group_norm::group_norm_variant(rec, x, gamma, beta, y, 32, 1e-5, true, Some(v))
+            }),
+        ));
     }
     for (name, passes, f) in &mem {
         let s = time_op(gpu, f.as_ref())?;

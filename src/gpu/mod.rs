@@ -244,11 +244,12 @@ impl Gpu {
         &self.pool
     }
 
-    /// The compiled-kernel cache.
+    /// The per-adapter tuning table ops consult through [`tuning::select`].
     pub fn tuner(&self) -> &Tuner {
         &self.tuner
     }
 
+    /// The compiled-kernel cache.
     pub fn kernels(&self) -> &KernelCache {
         &self.kernels
     }

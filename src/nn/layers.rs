@@ -113,17 +113,10 @@ impl Conv2d {
         let (ho, wo) = ops::conv2d::output_size(x, s[2], s[3], k, k, self.args)?;
         let y = g.alloc(name, &[s[0], self.cout, ho, wo])?;
         g.flops += 2 * (s[0] * self.cout * ho * wo * s[1] * k * k) as u64;
-        ops::conv2d::conv2d_packed(
-            &mut g.rec,
-            x,
-            &self.weight,
-            self.packed.as_ref(),
-            self.bias.as_ref(),
-            &y,
-            self.args,
-            epi,
-            None,
-        )?;
+        let d = ops::conv2d::Conv2dDesc::new(x, &self.weight, self.bias.as_ref(), &y, self.args)
+            .with_packed(self.packed.as_ref())
+            .with_epilogue(epi);
+        ops::conv2d::conv2d(&mut g.rec, &d)?;
         Ok(y)
     }
 }

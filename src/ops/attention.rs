@@ -5,12 +5,13 @@
 //!   Gimelshein, "Online normalizer calculation for softmax", 2018), one invocation per (batch,
 //!   head, query), no score matrix. On lavapipe it measured 2.6× slower than the GEMM path for
 //!   196 tokens (benches/README.md), so it is only chosen where per-adapter tuning
-//!   (`DIFFUSE_TUNE`) measures it faster ([`use_fused`]).
+//!   (`DIFFUSE_TUNE`) measures it faster ([`select_kernel`]).
 
 use super::gemm::GemmDesc;
 use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param, WG_1D};
-use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
+use crate::gpu::{GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -37,8 +38,84 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
     vec![key(dt)]
 }
 
-/// Whether to use [`attention_fused`] for this attention: only when tuning is on and it
-/// measures faster than [`attention_gemm`] on this adapter and shape (the default is GEMM).
+/// The attention path; its `Display` is the name the tuning cache stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`attention_gemm`]: GEMM → softmax → GEMM through a score matrix (the default): "gemm".
+    Gemm,
+    /// [`attention_fused`]: one online-softmax pass, head dimensions up to [`DMAX`]: "fused".
+    Fused,
+}
+
+impl AttentionKernel {
+    /// Both paths, the default first.
+    pub const ALL: [AttentionKernel; 2] = [AttentionKernel::Gemm, AttentionKernel::Fused];
+}
+
+impl std::fmt::Display for AttentionKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttentionKernel::Gemm => "gemm",
+            AttentionKernel::Fused => "fused",
+        })
+    }
+}
+
+impl std::str::FromStr for AttentionKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_variant(s)
+    }
+}
+
+impl Variant for AttentionKernel {
+    const OP: &'static str = "attention";
+    /// The head dimension.
+    type Ctx = usize;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn default_for(_: &GpuInfo, _: &usize) -> Self {
+        AttentionKernel::Gemm
+    }
+    fn unsupported(self, _: &GpuInfo, &d: &usize) -> Option<String> {
+        (self == AttentionKernel::Fused && d > DMAX)
+            .then(|| format!("holds head dimensions up to {DMAX}, not {d}"))
+    }
+}
+
+/// The path for this attention: [`AttentionKernel::Gemm`] unless tuning is on and the fused
+/// kernel measures faster on this adapter and shape. Invalid shapes take the GEMM path, whose
+/// checks report them.
+pub fn select_kernel(
+    gpu: &crate::gpu::Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<AttentionKernel> {
+    let s = q.shape();
+    if s.len() != 3 || heads == 0 {
+        return Ok(AttentionKernel::Gemm);
+    }
+    let (b, l, d) = (s[0], s[1], s[2] / heads);
+    let tuning_key = || format!("{:?}|{b}x{l}x{heads}x{d}", q.dtype());
+    // Scratch score matrices only when a measurement actually runs (not on a cache hit).
+    select(gpu, None, &d, tuning_key, &mut |c| {
+        time_recorded(gpu, &mut |r| match c {
+            AttentionKernel::Fused => attention_fused(r, q, k, v, out, heads, scale),
+            AttentionKernel::Gemm => {
+                let scores = Tensor::empty(gpu, "attn.scores", &[b * heads, l, l], q.dtype())?;
+                let probs = Tensor::empty(gpu, "attn.probs", &[b * heads, l, l], q.dtype())?;
+                attention_gemm(r, q, k, v, out, &scores, &probs, heads, scale)
+            }
+        })
+    })
+}
+
+/// Whether [`select_kernel`] picks [`attention_fused`].
 pub fn use_fused(
     gpu: &crate::gpu::Gpu,
     q: &Tensor,
@@ -48,25 +125,7 @@ pub fn use_fused(
     heads: usize,
     scale: f32,
 ) -> Result<bool> {
-    let s = q.shape();
-    if !gpu.tuner().enabled() || s.len() != 3 || heads == 0 || s[2] / heads > DMAX {
-        return Ok(false);
-    }
-    let (b, l) = (s[0], s[1]);
-    let key = format!("attention|{:?}|{b}x{l}x{heads}x{}", q.dtype(), s[2] / heads);
-    // Scratch score matrices only when a measurement actually runs (not on a cache hit).
-    let pick = gpu.tuner().pick(&key, &["gemm", "fused"], &mut |c| {
-        crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-            if c == "fused" {
-                attention_fused(r, q, k, v, out, heads, scale)
-            } else {
-                let scores = Tensor::empty(gpu, "attn.scores", &[b * heads, l, l], q.dtype())?;
-                let probs = Tensor::empty(gpu, "attn.probs", &[b * heads, l, l], q.dtype())?;
-                attention_gemm(r, q, k, v, out, &scores, &probs, heads, scale)
-            }
-        })
-    })?;
-    Ok(pick == "fused")
+    Ok(select_kernel(gpu, q, k, v, out, heads, scale)? == AttentionKernel::Fused)
 }
 
 /// out = softmax(scale · q kᵀ) v per (batch, head) through `scores` and `probs`

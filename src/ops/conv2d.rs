@@ -3,25 +3,135 @@
 
 use super::{nonempty, rank, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
+use crate::gpu::{GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
 /// Workgroup shape; each invocation computes 4 or 8 output channels × 4 pixels.
 pub const WG: [u32; 3] = [8, 8, 1];
 
-/// The default variant (see [`conv2d_variant`]). On CPU adapters 3×3 stride-1 convs take the
-/// row kernel: with packed weights ([`super::conv_pack`]) 8 output channels per invocation in
-/// both dtypes, without them 4 in f32 and 8 in f16; everything else takes the general kernel
-/// with 8. Measured on lavapipe (Mesa 25, 2 cores, benches/README.md): packed row kernel
-/// 22–29 GFLOP/s f32 with 8 channels (22–27 with 4); plain row kernel 18–21 f32 with 4 (14–20
-/// with 8); general kernel 16–19 with 8 (13–15 with 4). GPUs start from the general kernel;
-/// tuning measures the rest.
-pub fn default_variant(dt: DType, row3_ok: bool, cpu: bool, packed: bool) -> &'static str {
+/// A conv2d kernel variant; its `Display` is the name the tuning cache stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// The general kernel (any size and stride), `cb` (4 or 8) output channels × 4 pixels per
+    /// invocation: "cb4", "cb8".
+    General { cb: usize },
+    /// The 3×3 stride-1 row kernel, `cb` (4 or 8) output channels × 4 pixels of one output row
+    /// per invocation: "row3-cb4", "row3-cb8".
+    Row3 { cb: usize },
+    /// The shared-memory implicit GEMM, 64 output channels × 64 pixels per workgroup (a tuning
+    /// candidate for GPUs; reads the PyTorch-layout weights): "tile64".
+    Tile64,
+}
+
+impl ConvKernel {
+    /// Every variant, in the order tuning measures them.
+    pub const ALL: [ConvKernel; 5] = [
+        ConvKernel::General { cb: 4 },
+        ConvKernel::General { cb: 8 },
+        ConvKernel::Row3 { cb: 4 },
+        ConvKernel::Row3 { cb: 8 },
+        ConvKernel::Tile64,
+    ];
+
+    /// Whether the kernel can run a kh×kw conv with this stride (the row kernel needs 3×3
+    /// stride 1).
+    pub fn applies_to(self, kh: usize, kw: usize, stride: usize) -> bool {
+        !matches!(self, ConvKernel::Row3 { .. }) || (kh == 3 && kw == 3 && stride == 1)
+    }
+
+    /// Whether the kernel reads the packed weights ([`super::conv_pack`]) when they are given.
+    pub fn reads_packed(self) -> bool {
+        !matches!(self, ConvKernel::Tile64)
+    }
+
+    /// The kernel key with the fused epilogue's flags and, for the row and general kernels,
+    /// whether they read packed weights.
+    pub fn key(
+        self,
+        dt: DType,
+        bias: bool,
+        add_nc: bool,
+        residual: bool,
+        packed: bool,
+    ) -> KernelKey {
+        match self {
+            ConvKernel::General { cb } => {
+                key_variant(dt, cb, false, bias, add_nc, residual).flag("PACKED", packed)
+            }
+            ConvKernel::Row3 { cb } => {
+                key_variant(dt, cb, true, bias, add_nc, residual).flag("PACKED", packed)
+            }
+            ConvKernel::Tile64 => key_tile(dt, bias, add_nc, residual),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvKernel::General { cb } => write!(f, "cb{cb}"),
+            ConvKernel::Row3 { cb } => write!(f, "row3-cb{cb}"),
+            ConvKernel::Tile64 => write!(f, "tile64"),
+        }
+    }
+}
+
+impl std::str::FromStr for ConvKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_variant(s)
+    }
+}
+
+/// What decides which conv kernels apply and the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub dt: DType,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    /// Packed weights are given.
+    pub packed: bool,
+}
+
+impl Variant for ConvKernel {
+    const OP: &'static str = "conv2d";
+    type Ctx = ConvShape;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn default_for(info: &GpuInfo, c: &ConvShape) -> Self {
+        let row3_ok = ConvKernel::Row3 { cb: 4 }.applies_to(c.kh, c.kw, c.stride);
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        default_variant(c.dt, row3_ok, cpu, c.packed)
+    }
+    fn unsupported(self, _: &GpuInfo, c: &ConvShape) -> Option<String> {
+        match self {
+            ConvKernel::General { cb } | ConvKernel::Row3 { cb } if cb != 4 && cb != 8 => {
+                Some("has a register block other than 4 or 8 channels".into())
+            }
+            _ if !self.applies_to(c.kh, c.kw, c.stride) => Some(format!(
+                "does not apply to a {}x{} stride-{} conv",
+                c.kh, c.kw, c.stride
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The default variant. On CPU adapters 3×3 stride-1 convs take the row kernel: with packed
+/// weights ([`super::conv_pack`]) 8 output channels per invocation in both dtypes, without
+/// them 4 in f32 and 8 in f16; everything else takes the general kernel with 8. Measured on
+/// lavapipe (Mesa 25, 2 cores, benches/README.md): packed row kernel 22–29 GFLOP/s f32 with 8
+/// channels (22–27 with 4); plain row kernel 18–21 f32 with 4 (14–20 with 8); general kernel
+/// 16–19 with 8 (13–15 with 4). GPUs start from the general kernel; tuning measures the rest.
+pub fn default_variant(dt: DType, row3_ok: bool, cpu: bool, packed: bool) -> ConvKernel {
     match (row3_ok && cpu, dt, packed) {
-        (true, DType::F32, false) => "row3-cb4",
-        (true, _, _) => "row3-cb8",
-        (false, _, _) => "cb8",
+        (true, DType::F32, false) => ConvKernel::Row3 { cb: 4 },
+        (true, _, _) => ConvKernel::Row3 { cb: 8 },
+        (false, _, _) => ConvKernel::General { cb: 8 },
     }
 }
 
@@ -90,23 +200,18 @@ pub fn key_tile(dt: DType, bias: bool, add_nc: bool, residual: bool) -> KernelKe
         .flag("RESIDUAL", residual)
 }
 
-/// Every variant name [`conv2d_variant`] accepts.
-pub const VARIANTS: [&str; 5] = ["cb4", "cb8", "row3-cb4", "row3-cb8", "tile64"];
-
-/// All variants (for validation).
+/// All kernel keys (for validation): every [`ConvKernel`] with every epilogue, the row and
+/// general kernels also on packed weights.
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for i in 0..8u32 {
         let f = |b: u32| i & (1 << b) != 0;
-        for cb in [4, 8] {
-            for row3 in [false, true] {
-                v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)));
-            }
-            for row3 in [false, true] {
-                v.push(key_variant(dt, cb, row3, f(0), f(1), f(2)).flag("PACKED", true));
+        for k in ConvKernel::ALL {
+            v.push(k.key(dt, f(0), f(1), f(2), false));
+            if k.reads_packed() {
+                v.push(k.key(dt, f(0), f(1), f(2), true));
             }
         }
-        v.push(key_tile(dt, f(0), f(1), f(2)));
     }
     v
 }
@@ -158,64 +263,75 @@ pub fn output_size(
     Ok(((hp - kh) / a.stride + 1, (wp - kw) / a.stride + 1))
 }
 
-/// y = conv2d(x, weight) + bias. x [N, Cin, H, W], weight [Cout, Cin, kh, kw], bias [Cout],
-/// y [N, Cout, Ho, Wo] with Ho = (H + 2·pad − kh) / stride + 1.
-pub fn conv2d(
-    rec: &mut Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    y: &Tensor,
-    args: Conv2dArgs,
-) -> Result<()> {
-    conv2d_fused(rec, x, weight, bias, y, args, Epilogue::default())
+/// One convolution: y = (conv2d(x, weight) + bias + epilogue adds) · epilogue scale.
+/// x [N, Cin, H, W], weight [Cout, Cin, kh, kw], bias [Cout], y [N, Cout, Ho, Wo] with
+/// Ho = (H + 2·pad + extra_end − kh) / stride + 1.
+#[derive(Clone, Copy)]
+pub struct Conv2dDesc<'a> {
+    pub x: &'a Tensor,
+    pub weight: &'a Tensor,
+    /// `weight` also in the packed layout ([`super::conv_pack`]): the row and general kernels
+    /// then read it (vec4 weight loads), the tile kernel reads `weight`.
+    pub packed: Option<&'a Tensor>,
+    pub bias: Option<&'a Tensor>,
+    pub y: &'a Tensor,
+    pub args: Conv2dArgs,
+    pub epilogue: Epilogue<'a>,
 }
 
-/// [`conv2d`] with a fused epilogue (see [`Epilogue`]).
-pub fn conv2d_fused(
-    rec: &mut Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    y: &Tensor,
-    args: Conv2dArgs,
-    epi: Epilogue<'_>,
-) -> Result<()> {
-    conv2d_variant(rec, x, weight, bias, y, args, epi, None)
+impl<'a> Conv2dDesc<'a> {
+    /// A plain conv (no packed weights, no epilogue).
+    pub fn new(
+        x: &'a Tensor,
+        weight: &'a Tensor,
+        bias: Option<&'a Tensor>,
+        y: &'a Tensor,
+        args: Conv2dArgs,
+    ) -> Self {
+        Conv2dDesc {
+            x,
+            weight,
+            packed: None,
+            bias,
+            y,
+            args,
+            epilogue: Epilogue::default(),
+        }
+    }
+
+    /// With the packed weights (see [`Conv2dDesc::packed`]).
+    pub fn with_packed(self, packed: Option<&'a Tensor>) -> Self {
+        Conv2dDesc { packed, ..self }
+    }
+
+    /// With a fused epilogue (see [`Epilogue`]).
+    pub fn with_epilogue(self, epilogue: Epilogue<'a>) -> Self {
+        Conv2dDesc { epilogue, ..self }
+    }
 }
 
-/// Kernel variants of [`conv2d_fused`] ([`VARIANTS`]): "tile64" (the shared-memory implicit
-/// GEMM, 64 channels × 64 pixels per workgroup), "cb4" / "cb8" (the general kernel with 4 or 8
-/// output channels per invocation) and, for 3×3 stride-1 convs, "row3-cb4" / "row3-cb8" (the row
-/// kernel). `None` picks the default or, with tuning on, the adapter's measured winner.
-#[allow(clippy::too_many_arguments)]
+/// Records the convolution `d` with the default kernel or, with tuning on, the adapter's
+/// measured winner.
+pub fn conv2d(rec: &mut Recorder<'_>, d: &Conv2dDesc<'_>) -> Result<()> {
+    conv2d_variant(rec, d, None)
+}
+
+/// [`conv2d`] with an explicit kernel ([`ConvKernel`]; an error when it does not apply to the
+/// conv); `None` as [`conv2d`].
 pub fn conv2d_variant(
     rec: &mut Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    y: &Tensor,
-    args: Conv2dArgs,
-    epi: Epilogue<'_>,
-    variant: Option<&str>,
+    d: &Conv2dDesc<'_>,
+    variant: Option<ConvKernel>,
 ) -> Result<()> {
-    conv2d_packed(rec, x, weight, None, bias, y, args, epi, variant)
-}
-
-/// [`conv2d_variant`] with the weights also in the packed layout ([`super::conv_pack`]): the row
-/// and general kernels then read `packed` (vec4 weight loads), the tile kernel `weight`.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_packed(
-    rec: &mut Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    packed: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    y: &Tensor,
-    args: Conv2dArgs,
-    epi: Epilogue<'_>,
-    variant: Option<&str>,
-) -> Result<()> {
+    let Conv2dDesc {
+        x,
+        weight,
+        packed,
+        bias,
+        y,
+        args,
+        epilogue: epi,
+    } = *d;
     const OP: &str = "conv2d";
     nonempty(OP, x)?;
     nonempty(OP, weight)?;
@@ -328,8 +444,14 @@ pub fn conv2d_packed(
         binds.push(r.binding(gpu, OP)?);
     }
     let dt = x.dtype();
-    let row3_ok = kh == 3 && kw == 3 && args.stride == 1;
-    // The packed weights' binding, swapped in for `weight` when the row kernel runs.
+    let shape = ConvShape {
+        dt,
+        kh,
+        kw,
+        stride: args.stride,
+        packed: packed.is_some(),
+    };
+    // The packed weights' binding, swapped in for `weight` when the row or general kernel runs.
     let packed_bind = packed.map(|t| t.binding(gpu, OP)).transpose()?;
     let binds_for = |pack: bool| {
         let mut b = binds.clone();
@@ -338,29 +460,20 @@ pub fn conv2d_packed(
         }
         b
     };
-    let launch = |v: &str| -> Result<(KernelKey, [u32; 3], bool)> {
-        let row3 = v.starts_with("row3");
-        if (row3 && !row3_ok) || !VARIANTS.contains(&v) {
-            return Err(Error::Argument {
-                op: OP,
-                arg: "variant",
-                reason: format!(
-                    "`{v}` does not apply to a {kh}x{kw} stride-{} conv (variants: {})",
-                    args.stride,
-                    VARIANTS.join(", ")
-                ),
-            });
-        }
+    let launch = |v: ConvKernel| -> Result<(KernelKey, [u32; 3], bool)> {
         let (has_b, add, res) = (bias.is_some(), epi.add_nc.is_some(), epi.residual.is_some());
-        if v == "tile64" {
-            let groups = [
-                u32_param(OP, "pixel tiles", (ho * wo).div_ceil(64))?,
-                u32_param(OP, "channel tiles", cout.div_ceil(64))?,
-                u32_param(OP, "batch", n)?,
-            ];
-            return Ok((key_tile(dt, has_b, add, res), groups, false));
-        }
-        let cb = if v.ends_with("cb8") { 8 } else { 4 };
+        let (cb, row3) = match v {
+            ConvKernel::Tile64 => {
+                let groups = [
+                    u32_param(OP, "pixel tiles", (ho * wo).div_ceil(64))?,
+                    u32_param(OP, "channel tiles", cout.div_ceil(64))?,
+                    u32_param(OP, "batch", n)?,
+                ];
+                return Ok((v.key(dt, has_b, add, res, false), groups, false));
+            }
+            ConvKernel::General { cb } => (cb, false),
+            ConvKernel::Row3 { cb } => (cb, true),
+        };
         let pack = packed.is_some();
         // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
         // the flattened pixels.
@@ -374,44 +487,26 @@ pub fn conv2d_packed(
             u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
             u32_param(OP, "batch", n)?,
         ];
-        Ok((
-            key_variant(dt, cb, row3, has_b, add, res).flag("PACKED", pack),
-            groups,
-            pack,
-        ))
+        Ok((v.key(dt, has_b, add, res, pack), groups, pack))
     };
     // The variant: given, the default, or the adapter's measured winner when tuning.
-    let cpu = gpu.info().device_type == wgpu::DeviceType::Cpu;
-    let default = default_variant(dt, row3_ok, cpu, packed.is_some());
-    let chosen: String = match variant {
-        Some(v) => v.to_string(),
-        None if gpu.tuner().enabled() => {
-            let mut candidates: Vec<&'static str> = vec![default];
-            for c in VARIANTS {
-                if c != default && (row3_ok || !c.starts_with("row3")) {
-                    candidates.push(c);
-                }
-            }
-            let tkey = format!(
-                "conv2d|{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}e{}|packed{}",
-                args.stride,
-                args.padding,
-                args.extra_end,
-                packed.is_some()
-            );
-            gpu.tuner()
-                .pick(&tkey, &candidates, &mut |c| {
-                    let (key, groups, pack) = launch(c)?;
-                    crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-                        r.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)
-                            .map(|_| ())
-                    })
-                })?
-                .to_string()
-        }
-        None => default.to_string(),
+    let tuning_key = || {
+        format!(
+            "{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}e{}|packed{}",
+            args.stride,
+            args.padding,
+            args.extra_end,
+            packed.is_some()
+        )
     };
-    let (key, groups, pack) = launch(&chosen)?;
+    let chosen = select(gpu, variant, &shape, tuning_key, &mut |c| {
+        let (key, groups, pack) = launch(c)?;
+        time_recorded(gpu, &mut |r| {
+            r.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)
+                .map(|_| ())
+        })
+    })?;
+    let (key, groups, pack) = launch(chosen)?;
     rec.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)?;
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use super::{nonempty, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
+use crate::gpu::{GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -73,36 +74,94 @@ pub fn key_tile(dt: DType, trans_b: bool, bias: bool) -> KernelKey {
         .flag("BIAS", bias)
 }
 
-/// Variant names [`gemm_variant`] accepts: the register-blocked kernel with 4 or 8 rows of C
-/// per invocation (vec4 loads where the shapes allow) and the shared-memory tile (a tuning
-/// candidate for GPUs).
-pub const VARIANTS: [&str; 3] = ["reg4x4", "reg8x4", "tile64"];
+/// A GEMM kernel variant; its `Display` is the name the tuning cache stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// Register-blocked, 4 rows × 4 columns of C per invocation (vec4 loads along K where the
+    /// shapes allow): "reg4x4".
+    Reg4x4,
+    /// Register-blocked, 8 rows × 4 columns: "reg8x4".
+    Reg8x4,
+    /// The shared-memory tile, 64×64 of C per 16×16 workgroup (a tuning candidate for GPUs):
+    /// "tile64".
+    Tile64,
+}
+
+impl GemmKernel {
+    /// Every variant, in the order tuning measures them.
+    pub const ALL: [GemmKernel; 3] = [GemmKernel::Reg4x4, GemmKernel::Reg8x4, GemmKernel::Tile64];
+}
+
+impl std::fmt::Display for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GemmKernel::Reg4x4 => "reg4x4",
+            GemmKernel::Reg8x4 => "reg8x4",
+            GemmKernel::Tile64 => "tile64",
+        })
+    }
+}
+
+impl std::str::FromStr for GemmKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_variant(s)
+    }
+}
+
+impl Variant for GemmKernel {
+    const OP: &'static str = "gemm";
+    type Ctx = GemmDesc;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn default_for(info: &GpuInfo, d: &GemmDesc) -> Self {
+        default_variant(info, d)
+    }
+    fn unsupported(self, _: &GpuInfo, _: &GemmDesc) -> Option<String> {
+        None
+    }
+}
 
 /// The default variant. CPU adapters take 8 rows per invocation when K ≥ 64 and M ≥ 8
 /// (lavapipe, side by side: 1.05–1.2× on 1024³ and the UNets' projection shapes, but 0.6–0.9×
 /// for single rows and K = 16 attention scores; benches/README.md); everything else 4.
-pub fn default_variant(info: &crate::gpu::GpuInfo, d: &GemmDesc) -> &'static str {
+pub fn default_variant(info: &GpuInfo, d: &GemmDesc) -> GemmKernel {
     if info.device_type == wgpu::DeviceType::Cpu && d.k >= 64 && d.m >= 8 {
-        "reg8x4"
+        GemmKernel::Reg8x4
     } else {
-        "reg4x4"
+        GemmKernel::Reg4x4
     }
 }
 
-/// All variants (for validation).
+/// All kernel keys (for validation): every [`GemmKernel`], with and without Bᵀ, bias and (for
+/// the register-blocked kernels) vec4 loads.
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for t in [false, true] {
         for b in [false, true] {
-            for v4 in [false, true] {
-                for rows in [4, 8] {
-                    v.push(key_rows(dt, rows, t, v4, b));
+            for kernel in GemmKernel::ALL {
+                match kernel {
+                    GemmKernel::Tile64 => v.push(key_tile(dt, t, b)),
+                    GemmKernel::Reg4x4 | GemmKernel::Reg8x4 => {
+                        for v4 in [false, true] {
+                            v.push(key_rows(dt, rows_of(kernel), t, v4, b));
+                        }
+                    }
                 }
             }
-            v.push(key_tile(dt, t, b));
         }
     }
     v
+}
+
+/// Rows of C per invocation of a register-blocked kernel (64 for the tile's workgroup tile).
+fn rows_of(k: GemmKernel) -> usize {
+    match k {
+        GemmKernel::Reg4x4 => 4,
+        GemmKernel::Reg8x4 => 8,
+        GemmKernel::Tile64 => 64,
+    }
 }
 
 impl GemmDesc {
@@ -149,7 +208,7 @@ pub fn gemm(
     gemm_variant(rec, d, a, b, bias, c, None)
 }
 
-/// [`gemm`] with an explicit variant ([`VARIANTS`]); `None` takes [`default_variant`] or, with
+/// [`gemm`] with an explicit kernel ([`GemmKernel`]); `None` takes [`default_variant`] or, with
 /// tuning on, the adapter's measured winner for this shape.
 pub fn gemm_variant(
     rec: &mut Recorder<'_>,
@@ -158,7 +217,7 @@ pub fn gemm_variant(
     b: &Tensor,
     bias: Option<&Tensor>,
     c: &Tensor,
-    variant: Option<&str>,
+    variant: Option<GemmKernel>,
 ) -> Result<()> {
     const OP: &str = "gemm";
     for t in [a, b, c] {
@@ -231,22 +290,15 @@ pub fn gemm_variant(
     if let Some(bias) = bias {
         binds.push(bias.binding(gpu, OP)?);
     }
-    let launch = |v: &str| -> Result<(KernelKey, [u32; 3])> {
+    let launch = |v: GemmKernel| -> Result<(KernelKey, [u32; 3])> {
         // The key and the columns × rows of C one workgroup covers.
         let (key, cols, rows) = match v {
-            "reg4x4" | "reg8x4" => {
-                let rows = if v == "reg8x4" { 8 } else { 4 };
+            GemmKernel::Reg4x4 | GemmKernel::Reg8x4 => {
+                let rows = rows_of(v);
                 let k = key_rows(a.dtype(), rows, d.trans_b, vec4, bias.is_some());
                 (k, 4 * WG[0] as usize, rows * WG[1] as usize)
             }
-            "tile64" => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64, 64),
-            _ => {
-                return Err(Error::Argument {
-                    op: OP,
-                    arg: "variant",
-                    reason: format!("`{v}` is not one of {}", VARIANTS.join(", ")),
-                })
-            }
+            GemmKernel::Tile64 => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64, 64),
         };
         let groups = [
             u32_param(OP, "N tiles", d.n.div_ceil(cols))?,
@@ -255,32 +307,25 @@ pub fn gemm_variant(
         ];
         Ok((key, groups))
     };
-    let chosen = match variant {
-        Some(v) => v,
-        None if gpu.tuner().enabled() => {
-            let tkey = format!(
-                "gemm|{:?}|b{}|{}x{}x{}|tb{}|vec4{}",
-                a.dtype(),
-                d.batch,
-                d.m,
-                d.n,
-                d.k,
-                d.trans_b,
-                vec4
-            );
-            let default = default_variant(gpu.info(), d);
-            let mut candidates = vec![default];
-            candidates.extend(VARIANTS.iter().filter(|v| **v != default));
-            gpu.tuner().pick(&tkey, &candidates, &mut |v| {
-                let (key, groups) = launch(v)?;
-                crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-                    r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
-                        .map(|_| ())
-                })
-            })?
-        }
-        None => default_variant(gpu.info(), d),
+    let tuning_key = || {
+        format!(
+            "{:?}|b{}|{}x{}x{}|tb{}|vec4{}",
+            a.dtype(),
+            d.batch,
+            d.m,
+            d.n,
+            d.k,
+            d.trans_b,
+            vec4
+        )
     };
+    let chosen = select(gpu, variant, d, tuning_key, &mut |v| {
+        let (key, groups) = launch(v)?;
+        time_recorded(gpu, &mut |r| {
+            r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
+                .map(|_| ())
+        })
+    })?;
     let (key, groups) = launch(chosen)?;
     rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
     Ok(())

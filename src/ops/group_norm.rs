@@ -3,7 +3,8 @@
 
 use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
+use crate::gpu::{GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -24,31 +25,58 @@ struct Params {
 /// Workgroup sizes the variants use (256 is [`WG`]).
 pub const WORKGROUPS: [u32; 3] = [16, 64, WG];
 
-/// A kernel variant: workgroup size (a power of two; 256, or 64 / 16 — shallower reductions, fewer
-/// idle invocations on small groups) and whether the reduction goes through subgroups.
+/// A kernel variant: workgroup size (one of [`WORKGROUPS`]: 256, or 64 / 16 — shallower
+/// reductions, fewer idle invocations on small groups) and whether the reduction goes through
+/// subgroups. Its `Display` is the name the tuning cache stores: "wg16", "wg16-sg", … "wg256-sg".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Variant {
+pub struct GroupNormKernel {
     pub wg: u32,
     pub subgroup: bool,
 }
 
-impl Variant {
-    /// The name the tuning cache stores.
-    pub fn name(&self) -> &'static str {
-        match (self.wg, self.subgroup) {
-            (16, false) => "wg16",
-            (16, true) => "wg16-sg",
-            (64, false) => "wg64",
-            (64, true) => "wg64-sg",
-            (WG, false) => "wg256",
-            (WG, true) => "wg256-sg",
-            _ => "other",
+impl std::fmt::Display for GroupNormKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sg = if self.subgroup { "-sg" } else { "" };
+        write!(f, "wg{}{sg}", self.wg)
+    }
+}
+
+impl std::str::FromStr for GroupNormKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_variant(s)
+    }
+}
+
+impl Variant for GroupNormKernel {
+    const OP: &'static str = "group_norm";
+    type Ctx = ();
+    /// Every workgroup size, each without and with subgroups.
+    fn all() -> Vec<Self> {
+        WORKGROUPS
+            .iter()
+            .flat_map(|&wg| [false, true].map(|subgroup| GroupNormKernel { wg, subgroup }))
+            .collect()
+    }
+    fn default_for(info: &GpuInfo, _: &()) -> Self {
+        default_variant(info)
+    }
+    fn unsupported(self, info: &GpuInfo, _: &()) -> Option<String> {
+        if !WORKGROUPS.contains(&self.wg) {
+            Some(format!("has a workgroup size not in {WORKGROUPS:?}"))
+        } else if self.subgroup && !subgroup_ok(info, self.wg) {
+            Some(format!(
+                "needs subgroups that split {} invocations, which the adapter does not have",
+                self.wg
+            ))
+        } else {
+            None
         }
     }
 }
 
 /// The kernel key for a variant.
-pub fn key(dt: DType, silu: bool, v: Variant) -> KernelKey {
+pub fn key(dt: DType, silu: bool, v: GroupNormKernel) -> KernelKey {
     KernelKey::new("group_norm", "main", dt, [v.wg, 1, 1])
         .flag("SILU", silu)
         .flag("SUBGROUP", v.subgroup)
@@ -56,7 +84,7 @@ pub fn key(dt: DType, silu: bool, v: Variant) -> KernelKey {
 
 /// Whether the adapter can run the subgroup reduction with `wg` invocations (every subgroup
 /// full: its largest subgroup size divides the workgroup).
-pub fn subgroup_ok(info: &crate::gpu::GpuInfo, wg: u32) -> bool {
+pub fn subgroup_ok(info: &GpuInfo, wg: u32) -> bool {
     let max = info.subgroup_size.1;
     info.subgroups && max > 0 && max <= wg && wg % max == 0
 }
@@ -65,26 +93,24 @@ pub fn subgroup_ok(info: &crate::gpu::GpuInfo, wg: u32) -> bool {
 /// them (lavapipe, same run, vs 64 without: 1.03–1.7× across Fashion-MNIST and CIFAR shapes —
 /// fewer idle lanes and barrier rounds; benches/README.md). Elsewhere 256, through subgroups
 /// when available.
-pub fn default_variant(info: &crate::gpu::GpuInfo) -> Variant {
+pub fn default_variant(info: &GpuInfo) -> GroupNormKernel {
     let wg = if info.device_type == wgpu::DeviceType::Cpu {
         16
     } else {
         WG
     };
-    Variant {
+    GroupNormKernel {
         wg,
         subgroup: subgroup_ok(info, wg),
     }
 }
 
-/// All variants (for validation).
+/// All kernel keys (for validation): every [`GroupNormKernel`], with and without SiLU.
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for wg in WORKGROUPS {
-        for subgroup in [false, true] {
-            for silu in [false, true] {
-                v.push(key(dt, silu, Variant { wg, subgroup }));
-            }
+    for k in GroupNormKernel::all() {
+        for silu in [false, true] {
+            v.push(key(dt, silu, k));
         }
     }
     v
@@ -105,8 +131,8 @@ pub fn group_norm(
     group_norm_variant(rec, x, gamma, beta, y, groups, eps, silu, None)
 }
 
-/// [`group_norm`] with an explicit kernel variant (`None`: [`default_variant`], or the
-/// adapter's measured winner when tuning is on).
+/// [`group_norm`] with an explicit kernel variant (an error when the adapter cannot run it;
+/// `None`: [`default_variant`], or the adapter's measured winner when tuning is on).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_variant(
     rec: &mut Recorder<'_>,
@@ -117,7 +143,7 @@ pub fn group_norm_variant(
     groups: usize,
     eps: f32,
     silu: bool,
-    variant: Option<Variant>,
+    variant: Option<GroupNormKernel>,
 ) -> Result<()> {
     const OP: &str = "group_norm";
     nonempty(OP, x)?;
@@ -176,51 +202,14 @@ pub fn group_norm_variant(
     ];
     let g = grid_1d(gpu, OP, count as u64)?;
     let dt = x.dtype();
-    let info = gpu.info();
-    let v = if let Some(v) = variant {
-        if !v.wg.is_power_of_two() || v.wg > 1024 {
-            return Err(Error::Argument {
-                op: OP,
-                arg: "workgroup",
-                reason: format!("{} is not a power of two ≤ 1024", v.wg),
-            });
-        }
-        if v.subgroup && !subgroup_ok(info, v.wg) {
-            return Err(Error::Argument {
-                op: OP,
-                arg: "subgroup",
-                reason: format!(
-                    "the adapter cannot reduce through subgroups in {} invocations",
-                    v.wg
-                ),
-            });
-        }
-        v
-    } else if gpu.tuner().enabled() {
-        let tkey = format!("group_norm|{dt:?}|{n}x{c}x{hw}|g{groups}|silu{silu}");
-        let default = default_variant(info);
-        let mut cands = vec![default];
-        for wg in WORKGROUPS {
-            for subgroup in [false, true] {
-                let v = Variant { wg, subgroup };
-                if v != default && (!subgroup || subgroup_ok(info, wg)) {
-                    cands.push(v);
-                }
-            }
-        }
-        let names: Vec<&'static str> = cands.iter().map(|v| v.name()).collect();
-        let pick = gpu.tuner().pick(&tkey, &names, &mut |cand| {
-            let i = names.iter().position(|n| *n == cand).unwrap_or(0);
-            crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-                let k = key(dt, silu, cands[i]);
-                r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)
-                    .map(|_| ())
-            })
-        })?;
-        cands[names.iter().position(|n| *n == pick).unwrap_or(0)]
-    } else {
-        default_variant(info)
-    };
+    let tuning_key = || format!("{dt:?}|{n}x{c}x{hw}|g{groups}|silu{silu}");
+    let v = select(gpu, variant, &(), tuning_key, &mut |cand| {
+        time_recorded(gpu, &mut |r| {
+            let k = key(dt, silu, cand);
+            r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)
+                .map(|_| ())
+        })
+    })?;
     rec.dispatch(&key(dt, silu, v), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! batched [`super::gemm`] it forms unfused attention.
 
 use super::{grid_1d, nonempty, same_dtype, same_shape, u32_param};
-use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::error::{Error, Result};
+use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
+use crate::gpu::{GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -12,25 +13,57 @@ pub const WG: u32 = 256;
 /// Rows per workgroup of the row-per-invocation layout.
 pub const WG_ROWS: u32 = 64;
 
-/// Which kernel layout computes the rows.
+/// Which kernel layout computes the rows; its `Display` is the name the tuning cache stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// One workgroup per row with tree reductions.
+pub enum SoftmaxKernel {
+    /// One workgroup per row with tree reductions: "workgroup".
     Workgroup,
-    /// One invocation per row, no barriers.
+    /// One invocation per row, no barriers: "row-per-thread".
     RowPerThread,
-    /// One subgroup per row with subgroup reductions (needs subgroups; see [`subgroup_ok`]).
+    /// One subgroup per row with subgroup reductions (needs subgroups; see [`subgroup_ok`]):
+    /// "subgroup".
     Subgroup,
 }
 
-impl Layout {
-    /// The name the tuning cache stores.
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Workgroup => "workgroup",
-            Layout::RowPerThread => "row-per-thread",
-            Layout::Subgroup => "subgroup",
-        }
+impl SoftmaxKernel {
+    /// Every layout.
+    pub const ALL: [SoftmaxKernel; 3] = [
+        SoftmaxKernel::Workgroup,
+        SoftmaxKernel::RowPerThread,
+        SoftmaxKernel::Subgroup,
+    ];
+}
+
+impl std::fmt::Display for SoftmaxKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SoftmaxKernel::Workgroup => "workgroup",
+            SoftmaxKernel::RowPerThread => "row-per-thread",
+            SoftmaxKernel::Subgroup => "subgroup",
+        })
+    }
+}
+
+impl std::str::FromStr for SoftmaxKernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        parse_variant(s)
+    }
+}
+
+impl Variant for SoftmaxKernel {
+    const OP: &'static str = "softmax";
+    /// The row length.
+    type Ctx = usize;
+    fn all() -> Vec<Self> {
+        Self::ALL.to_vec()
+    }
+    fn default_for(info: &GpuInfo, cols: &usize) -> Self {
+        default_variant(info, *cols)
+    }
+    fn unsupported(self, info: &GpuInfo, _: &usize) -> Option<String> {
+        (self == SoftmaxKernel::Subgroup && !subgroup_ok(info))
+            .then(|| "needs subgroups the adapter does not have".into())
     }
 }
 
@@ -40,7 +73,7 @@ pub const WG_SUBGROUP: u32 = 64;
 
 /// Whether the adapter can run the subgroup layout: it has subgroups and a workgroup of
 /// [`WG_SUBGROUP`] splits into full ones.
-pub fn subgroup_ok(info: &crate::gpu::GpuInfo) -> bool {
+pub fn subgroup_ok(info: &GpuInfo) -> bool {
     let (min, max) = info.subgroup_size;
     info.subgroups
         && min > 0
@@ -49,17 +82,17 @@ pub fn subgroup_ok(info: &crate::gpu::GpuInfo) -> bool {
         && WG_SUBGROUP % min == 0
 }
 
-/// The layout [`softmax`] picks: rows per invocation on CPU adapters when rows are short
+/// The default layout: rows per invocation on CPU adapters when rows are short
 /// (barriers are expensive there: 34× faster on a [6272, 196] attention softmax on lavapipe,
 /// see benches/README.md); elsewhere a subgroup per row when the adapter has subgroups and rows
 /// are short (≤ 4096), else workgroup reductions.
-pub fn default_layout(info: &crate::gpu::GpuInfo, cols: usize) -> Layout {
+pub fn default_variant(info: &GpuInfo, cols: usize) -> SoftmaxKernel {
     if info.device_type == wgpu::DeviceType::Cpu && cols <= 4096 {
-        Layout::RowPerThread
+        SoftmaxKernel::RowPerThread
     } else if cols <= 4096 && subgroup_ok(info) {
-        Layout::Subgroup
+        SoftmaxKernel::Subgroup
     } else {
-        Layout::Workgroup
+        SoftmaxKernel::Workgroup
     }
 }
 
@@ -73,64 +106,37 @@ struct Params {
 }
 
 /// The kernel key.
-pub fn key(dt: DType, layout: Layout) -> KernelKey {
-    match layout {
-        Layout::Workgroup => KernelKey::new("softmax", "main", dt, [WG, 1, 1]),
-        Layout::RowPerThread => {
+pub fn key(dt: DType, kernel: SoftmaxKernel) -> KernelKey {
+    match kernel {
+        SoftmaxKernel::Workgroup => KernelKey::new("softmax", "main", dt, [WG, 1, 1]),
+        SoftmaxKernel::RowPerThread => {
             KernelKey::new("softmax", "main", dt, [WG_ROWS, 1, 1]).flag("ROW_PER_THREAD", true)
         }
-        Layout::Subgroup => {
+        SoftmaxKernel::Subgroup => {
             KernelKey::new("softmax", "main", dt, [WG_SUBGROUP, 1, 1]).flag("SUBGROUP", true)
         }
     }
 }
 
-/// All variants (for validation).
+/// All kernel keys (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![
-        key(dt, Layout::Workgroup),
-        key(dt, Layout::RowPerThread),
-        key(dt, Layout::Subgroup),
-    ]
+    SoftmaxKernel::ALL.iter().map(|&k| key(dt, k)).collect()
 }
 
-/// y = softmax(scale · x) along the last dimension, in the adapter's default layout.
+/// y = softmax(scale · x) along the last dimension, in the adapter's default layout (or, with
+/// tuning on, its measured winner).
 pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Result<()> {
-    let cols = *x.shape().last().unwrap_or(&1);
-    let gpu = rec.gpu();
-    let default = default_layout(gpu.info(), cols);
-    let layout = if gpu.tuner().enabled() {
-        let mut candidates = vec![default.name()];
-        for l in [Layout::RowPerThread, Layout::Workgroup, Layout::Subgroup] {
-            if l != default && (l != Layout::Subgroup || subgroup_ok(gpu.info())) {
-                candidates.push(l.name());
-            }
-        }
-        let as_layout = |c: &str| match c {
-            "workgroup" => Layout::Workgroup,
-            "subgroup" => Layout::Subgroup,
-            _ => Layout::RowPerThread,
-        };
-        let key = format!("softmax|{:?}|{}x{cols}", x.dtype(), x.numel() / cols.max(1));
-        let pick = gpu.tuner().pick(&key, &candidates, &mut |c| {
-            crate::gpu::tuning::time_recorded(gpu, &mut |r| {
-                softmax_with(r, x, y, scale, as_layout(c))
-            })
-        })?;
-        as_layout(pick)
-    } else {
-        default
-    };
-    softmax_with(rec, x, y, scale, layout)
+    softmax_variant(rec, x, y, scale, None)
 }
 
-/// [`softmax`] in an explicit layout.
-pub fn softmax_with(
+/// [`softmax`] in an explicit layout (an error when the adapter cannot run it); `None` as
+/// [`softmax`].
+pub fn softmax_variant(
     rec: &mut Recorder<'_>,
     x: &Tensor,
     y: &Tensor,
     scale: f32,
-    layout: Layout,
+    variant: Option<SoftmaxKernel>,
 ) -> Result<()> {
     const OP: &str = "softmax";
     nonempty(OP, x)?;
@@ -139,23 +145,20 @@ pub fn softmax_with(
     let cols = *x.shape().last().unwrap_or(&1);
     let rows = x.numel() / cols;
     let gpu = rec.gpu();
+    let tuning_key = || format!("{:?}|{rows}x{cols}", x.dtype());
+    let kernel = select(gpu, variant, &cols, tuning_key, &mut |c| {
+        time_recorded(gpu, &mut |r| softmax_variant(r, x, y, scale, Some(c)))
+    })?;
     let p = Params {
         rows: u32_param(OP, "rows", rows)?,
         cols: u32_param(OP, "cols", cols)?,
         scale,
         _p: 0,
     };
-    let groups = match layout {
-        Layout::Workgroup => rows as u64,
-        Layout::RowPerThread => (rows as u64).div_ceil(WG_ROWS as u64),
-        Layout::Subgroup => {
-            if !subgroup_ok(gpu.info()) {
-                return Err(crate::error::Error::Argument {
-                    op: OP,
-                    arg: "layout",
-                    reason: "the adapter has no usable subgroups".into(),
-                });
-            }
+    let groups = match kernel {
+        SoftmaxKernel::Workgroup => rows as u64,
+        SoftmaxKernel::RowPerThread => (rows as u64).div_ceil(WG_ROWS as u64),
+        SoftmaxKernel::Subgroup => {
             // Rows per workgroup at the largest subgroup size (the fewest rows per group).
             let per = (WG_SUBGROUP / gpu.info().subgroup_size.1) as u64;
             (rows as u64).div_ceil(per)
@@ -163,6 +166,6 @@ pub fn softmax_with(
     };
     let g = grid_1d(gpu, OP, groups)?;
     let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype(), layout), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(x.dtype(), kernel), bytemuck::bytes_of(&p), binds, g)?;
     Ok(())
 }
