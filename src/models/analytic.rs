@@ -5,11 +5,10 @@
 
 use super::{Denoiser, Prediction};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelKey};
-use crate::ops::{grid_1d, WG_1D};
+use crate::gpu::Gpu;
+use crate::ops::analytic::{self as kernel, Mixture, Output};
 use crate::schedule::ModelTime;
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// An isotropic Gaussian mixture over [C, H, W] samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,56 +119,6 @@ impl GaussianMixture {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    k: u32,
-    _p0: u32,
-    alpha: f32,
-    sigma: f32,
-    _p1: [u32; 2],
-    logw: [f32; 8],
-    s2: [f32; 8],
-}
-
-/// Workgroup size for `d` dimensions per sample: a power of two from 8 to 256 (one workgroup per
-/// sample, so small samples must not idle 256 invocations each).
-fn workgroup(d: usize) -> u32 {
-    (d.next_power_of_two() as u32).clamp(8, WG_1D)
-}
-
-fn key(dt: DType, pred: Prediction, wg: u32) -> KernelKey {
-    KernelKey::new("analytic", "main", dt, [wg, 1, 1]).flag(
-        match pred {
-            Prediction::Epsilon => "PRED_EPS",
-            Prediction::Sample => "PRED_X0",
-            Prediction::VPrediction => "PRED_V",
-            Prediction::Flow => "PRED_FLOW",
-            Prediction::Score => "PRED_SCORE",
-        },
-        true,
-    )
-}
-
-/// All variants (for validation).
-pub fn variants(dt: DType) -> Vec<KernelKey> {
-    let mut v = Vec::new();
-    for p in [
-        Prediction::Epsilon,
-        Prediction::Sample,
-        Prediction::VPrediction,
-        Prediction::Flow,
-        Prediction::Score,
-    ] {
-        for wg in [8, WG_1D] {
-            v.push(key(dt, p, wg));
-        }
-    }
-    v
-}
-
 /// The mixture as a GPU [`Denoiser`] for `batch` samples.
 pub struct AnalyticDenoiser {
     pub mixture: GaussianMixture,
@@ -188,11 +137,11 @@ impl AnalyticDenoiser {
         dtype: DType,
     ) -> Result<Self> {
         let k = mixture.weights.len();
-        if k == 0 || k > 8 {
+        if k == 0 || k > kernel::MAX_COMPONENTS {
             return Err(Error::Argument {
                 op: "analytic model",
                 arg: "components",
-                reason: format!("{k} components (1..=8 supported)"),
+                reason: format!("{k} components (1..={} supported)", kernel::MAX_COMPONENTS),
             });
         }
         let [c, h, w] = mixture.shape;
@@ -226,35 +175,21 @@ impl Denoiser for AnalyticDenoiser {
     }
     fn run(&mut self, gpu: &Gpu, time: ModelTime) -> Result<()> {
         let m = &self.mixture;
-        let mut p = Params {
-            n: self.input.shape()[0] as u32,
-            d: m.dim() as u32,
-            k: m.weights.len() as u32,
-            _p0: 0,
-            alpha: time.alpha as f32,
-            sigma: time.sigma as f32,
-            _p1: [0; 2],
-            logw: [0.0; 8],
-            s2: [0.0; 8],
+        let out = match self.prediction {
+            Prediction::Epsilon => Output::Epsilon,
+            Prediction::Sample => Output::Sample,
+            Prediction::VPrediction => Output::V,
+            Prediction::Flow => Output::Flow,
+            Prediction::Score => Output::Score,
         };
-        for k in 0..m.weights.len() {
-            p.logw[k] = m.weights[k].ln() as f32;
-            p.s2[k] = m.variances[k] as f32;
-        }
+        let mix = Mixture {
+            weights: &m.weights,
+            variances: &m.variances,
+            alpha: time.alpha,
+            sigma: time.sigma,
+        };
         gpu.run(|rec| {
-            let g = grid_1d(gpu, "analytic", p.n as u64)?;
-            let binds = vec![
-                self.input.binding(gpu, "analytic")?,
-                self.means.binding(gpu, "analytic")?,
-                self.output.binding(gpu, "analytic")?,
-            ];
-            rec.dispatch(
-                &key(self.input.dtype(), self.prediction, workgroup(m.dim())),
-                bytemuck::bytes_of(&p),
-                binds,
-                g,
-            )?;
-            Ok(())
+            kernel::gaussian_mixture(rec, &self.input, &self.means, &self.output, out, &mix)
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{Denoiser, Prediction};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recording};
 use crate::nn::unet_2d::UNetForward;
 use crate::ops;
 use crate::schedule::ModelTime;
@@ -14,15 +14,19 @@ pub struct GuidedUNet {
     forward: UNetForward,
     prediction: Prediction,
     labels: Vec<i64>,
-    scale: f32,
     input: Tensor,
-    uncond: Tensor,
     output: Tensor,
+    /// The input written into both halves of the forward's batch.
+    before: Recording,
+    /// The two halves of the forward's output combined into `output`.
+    after: Recording,
+    _uncond: Tensor,
 }
 
 impl GuidedUNet {
     /// `forward` must be prepared for 2N samples; `labels` are the N conditional labels and
-    /// `null_label` the unconditional one.
+    /// `null_label` the unconditional one. The copies in and the combination out are
+    /// recorded once.
     pub fn new(
         gpu: &Gpu,
         forward: UNetForward,
@@ -33,7 +37,7 @@ impl GuidedUNet {
     ) -> Result<Self> {
         let s = forward.sample.shape().to_vec();
         let n = labels.len();
-        if s[0] != 2 * n {
+        if n == 0 || s[0] != 2 * n {
             return Err(Error::Argument {
                 op: "guidance",
                 arg: "batch",
@@ -45,25 +49,37 @@ impl GuidedUNet {
             });
         }
         let half = [n, s[1], s[2], s[3]];
-        let bytes = (half.iter().product::<usize>() * forward.sample.dtype().size()) as u64;
-        if bytes % 4 != 0 {
-            return Err(Error::Argument {
-                op: "guidance",
-                arg: "batch",
-                reason: format!("{n} samples of {:?} in {:?} are not a whole number of 4-byte words; use an even batch", &s[1..], forward.sample.dtype()),
-            });
-        }
+        let dt = forward.sample.dtype();
+        let input = Tensor::zeros(gpu, "guided.input", &half, dt)?;
+        let uncond = Tensor::zeros(gpu, "guided.uncond", &half, dt)?;
+        let output = Tensor::zeros(gpu, "guided.output", &half, dt)?;
+        // The batch halves as channel blocks of one sample: [2N, C, H, W] = [1, 2·N·C, H, W].
+        let planes = |t: &Tensor, c: usize| t.reshape(&[1, c * s[1], s[2], s[3]]);
+        let before = {
+            let mut rec = gpu.recorder();
+            let x = planes(&input, n)?;
+            ops::concat::concat_channels(&mut rec, &x, &x, &planes(&forward.sample, 2 * n)?)?;
+            rec.finish()?
+        };
+        let after = {
+            let mut rec = gpu.recorder();
+            let out = planes(&forward.output, 2 * n)?;
+            ops::concat::slice_channels(&mut rec, &out, 0, &planes(&output, n)?)?;
+            ops::concat::slice_channels(&mut rec, &out, n * s[1], &planes(&uncond, n)?)?;
+            ops::elementwise::axpby(&mut rec, 1.0 - scale, &uncond, scale, &output)?;
+            rec.finish()?
+        };
         let mut all = labels.to_vec();
         all.extend(std::iter::repeat_n(null_label, n));
-        let dt = forward.sample.dtype();
         Ok(GuidedUNet {
-            input: Tensor::zeros(gpu, "guided.input", &half, dt)?,
-            uncond: Tensor::zeros(gpu, "guided.uncond", &half, dt)?,
-            output: Tensor::zeros(gpu, "guided.output", &half, dt)?,
+            input,
+            output,
+            before,
+            after,
+            _uncond: uncond,
             forward,
             prediction,
             labels: all,
-            scale,
         })
     }
 }
@@ -79,38 +95,11 @@ impl Denoiser for GuidedUNet {
         self.prediction
     }
     fn run(&mut self, gpu: &Gpu, time: ModelTime) -> Result<()> {
-        let bytes = self
-            .input
-            .storage_bytes()
-            .min((self.input.numel() * self.input.dtype().size()) as u64);
-        let (src, dst) = (self.input.allocation(), self.forward.sample.allocation());
-        let mut enc = gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("cfg.in"),
-            });
-        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
-        enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), bytes, bytes);
-        gpu.queue().submit([enc.finish()]);
+        self.before.submit(gpu);
         let n2 = self.labels.len();
         self.forward
             .run(gpu, &vec![time.t as f32; n2], Some(&self.labels))?;
-        let out = self.forward.output.allocation();
-        let mut enc = gpu
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("cfg.out"),
-            });
-        enc.copy_buffer_to_buffer(out.buffer(), 0, self.output.allocation().buffer(), 0, bytes);
-        enc.copy_buffer_to_buffer(
-            out.buffer(),
-            bytes,
-            self.uncond.allocation().buffer(),
-            0,
-            bytes,
-        );
-        gpu.queue().submit([enc.finish()]);
-        let w = self.scale;
-        gpu.run(|rec| ops::elementwise::axpby(rec, 1.0 - w, &self.uncond, w, &self.output))
+        self.after.submit(gpu);
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! the tensors), picks the kernel variant and appends dispatches to a [`Recorder`]; nothing
 //! runs until the recording is submitted.
 
+pub mod analytic;
 pub mod attention;
 pub mod concat;
 pub mod conv2d;
@@ -11,10 +12,13 @@ pub mod embedding;
 pub mod fir;
 pub mod gemm;
 pub mod group_norm;
+pub mod langevin;
 pub mod reduce;
 pub mod resample;
 pub mod rng;
 pub mod softmax;
+pub mod solver_step;
+pub mod threshold;
 pub mod transpose;
 
 use crate::error::{Error, Result};
@@ -42,6 +46,10 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(rng::variants(dt));
         v.extend(transpose::variants(dt));
         v.extend(fir::variants(dt));
+        v.extend(solver_step::variants(dt));
+        v.extend(threshold::variants(dt));
+        v.extend(langevin::variants(dt));
+        v.extend(analytic::variants(dt));
     }
     v
 }

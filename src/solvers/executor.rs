@@ -4,83 +4,12 @@
 
 use super::program::{Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelKey, Recorder, Recording};
+use crate::gpu::{Gpu, Recorder, Recording};
 use crate::models::Denoiser;
-use crate::ops::{grid_1d, WG_1D};
+use crate::ops::rng::Philox;
+use crate::ops::solver_step::{update, Update};
+use crate::ops::{langevin, threshold};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    stream: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    c_self: f32,
-    c_z: f32,
-    clamp_to: f32,
-    _p0: u32,
-    c: [f32; 4],
-}
-
-fn dt_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-    }
-}
-
-/// The update kernel's key for a dst dtype, input dtypes and options.
-pub fn step_key(
-    dst: DType,
-    inputs: &[DType],
-    self_term: bool,
-    noise: bool,
-    clamp: bool,
-) -> KernelKey {
-    let mut k = KernelKey::new("solver_step", "main", dst, [WG_1D, 1, 1])
-        .define("DT_DST", dt_name(dst))
-        .define("NIN", inputs.len())
-        .flag("SELF", self_term)
-        .flag("NOISE", noise)
-        .flag("CLAMP", clamp);
-    for (i, d) in inputs.iter().enumerate() {
-        k = k
-            .flag(&format!("IN{i}"), true)
-            .define(&format!("DT_IN{i}"), dt_name(*d));
-    }
-    k
-}
-
-fn threshold_key(shift: bool) -> KernelKey {
-    KernelKey::new("threshold", "main", DType::F32, [WG_1D, 1, 1]).flag("SHIFT", shift)
-}
-
-/// Variants for validation: every input count, both dtypes, all options.
-pub fn variants() -> Vec<KernelKey> {
-    let mut v = vec![
-        KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]),
-        threshold_key(false),
-        threshold_key(true),
-    ];
-    for dst in [DType::F32, DType::F16] {
-        for nin in 0..=4 {
-            let ins: Vec<DType> = (0..nin)
-                .map(|i| if i % 2 == 0 { DType::F32 } else { DType::F16 })
-                .collect();
-            for (s, n, c) in [
-                (false, false, false),
-                (true, true, true),
-                (false, true, false),
-                (true, false, true),
-            ] {
-                v.push(step_key(dst, &ins, s, n, c));
-            }
-        }
-    }
-    v
-}
 
 enum Exec {
     Rec(Recording),
@@ -124,6 +53,14 @@ impl Ctx<'_> {
         }
     }
 
+    fn next_stream(&mut self) -> Philox {
+        self.stream += 1;
+        Philox {
+            seed: self.seed,
+            stream: self.stream,
+        }
+    }
+
     /// Records a Langevin corrector update: fresh z, per-sample norms, fused update.
     fn record_langevin(
         &mut self,
@@ -133,101 +70,17 @@ impl Ctx<'_> {
         snr: f64,
         alpha: f64,
     ) -> Result<()> {
-        use crate::ops::{reduce, rng};
-        self.stream += 1;
-        let (g, z, x) = (self.buf(grad), self.buf(noise), self.x);
-        rng::fill(
-            rec,
-            rng::Distribution::Normal,
-            rng::Philox {
-                seed: self.seed,
-                stream: self.stream,
-            },
-            0,
-            z,
-        )?;
-        reduce::reduce(rec, reduce::Reduce::L2Norm, g, &self.norms[0])?;
-        reduce::reduce(rec, reduce::Reduce::L2Norm, z, &self.norms[1])?;
-        #[repr(C)]
-        #[derive(Clone, Copy, Pod, Zeroable)]
-        struct P {
-            n: u32,
-            samples: u32,
-            snr: f32,
-            alpha: f32,
-        }
-        let p = P {
-            n: x.numel() as u32,
-            samples: x.shape()[0] as u32,
-            snr: snr as f32,
-            alpha: alpha as f32,
+        let philox = self.next_stream();
+        let norms = langevin::Norms {
+            grad: &self.norms[0],
+            noise: &self.norms[1],
         };
-        let gpu = rec.gpu();
-        let k = KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]);
-        let binds = vec![
-            x.binding(gpu, "langevin")?,
-            g.binding(gpu, "langevin")?,
-            z.binding(gpu, "langevin")?,
-            self.norms[0].binding(gpu, "langevin")?,
-            self.norms[1].binding(gpu, "langevin")?,
-        ];
-        let grid = grid_1d(gpu, "langevin", (x.numel() as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), binds, grid)?;
-        Ok(())
+        let (g, z) = (self.buf(grad), self.buf(noise));
+        langevin::langevin(rec, self.x, g, z, &norms, philox, snr, alpha)
     }
 
-    /// Records dynamic thresholding of `buf` (one workgroup per sample).
-    fn record_threshold(
-        &self,
-        rec: &mut Recorder<'_>,
-        buf: Buf,
-        shift: Option<Buf>,
-        ratio: f64,
-        max: f64,
-    ) -> Result<()> {
-        let t = self.buf(buf);
-        if !(0.0..=1.0).contains(&ratio) || max.is_nan() || max < 1.0 || t.dtype() != DType::F32 {
-            return Err(Error::Argument {
-                op: "dynamic thresholding",
-                arg: "ratio",
-                reason: format!(
-                    "ratio {ratio} must lie in [0, 1] and max {max} be ≥ 1 (f32 state buffers)"
-                ),
-            });
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Pod, Zeroable)]
-        struct P {
-            per_sample: u32,
-            rank: u32,
-            frac: f32,
-            max_value: f32,
-        }
-        let n = t.shape()[0];
-        let d = t.numel() / n;
-        let pos = ratio * (d - 1) as f64;
-        let p = P {
-            per_sample: d as u32,
-            rank: pos.floor() as u32,
-            frac: (pos - pos.floor()) as f32,
-            max_value: max as f32,
-        };
-        let gpu = rec.gpu();
-        let mut binds = vec![t.binding(gpu, "threshold")?];
-        if let Some(sh) = shift {
-            binds.push(self.buf(sh).binding(gpu, "threshold")?);
-        }
-        let grid = grid_1d(gpu, "threshold", n as u64)?;
-        rec.dispatch(
-            &threshold_key(shift.is_some()),
-            bytemuck::bytes_of(&p),
-            binds,
-            grid,
-        )?;
-        Ok(())
-    }
-
-    /// Records `dst = Σ terms + noise·z (clamped)`, split into ≤ 4-input dispatches.
+    /// Records `dst = Σ terms + noise·z (clamped)`: a term reading dst itself becomes the
+    /// update's `keep` coefficient.
     fn record_lin(
         &mut self,
         rec: &mut Recorder<'_>,
@@ -236,72 +89,31 @@ impl Ctx<'_> {
         noise: f64,
         clamp: Option<f64>,
     ) -> Result<()> {
-        let gpu = rec.gpu();
-        let stream = if noise != 0.0 {
-            self.stream += 1;
-            self.stream
+        let noise = if noise != 0.0 {
+            Some((self.next_stream(), noise as f32))
         } else {
-            0
+            None
         };
-        let d = self.buf(dst);
-        let c_self = terms
+        let keep = terms.iter().any(|(b, _)| *b == dst).then(|| {
+            terms
+                .iter()
+                .filter(|(b, _)| *b == dst)
+                .map(|(_, c)| c)
+                .sum::<f64>() as f32
+        });
+        let others: Vec<(&Tensor, f32)> = terms
             .iter()
-            .filter(|(b, _)| *b == dst)
-            .map(|(_, c)| c)
-            .sum::<f64>();
-        let mut self_term = terms.iter().any(|(b, _)| *b == dst);
-        let others: Vec<(Buf, f64)> = terms.iter().filter(|(b, _)| *b != dst).copied().collect();
-        let chunks: Vec<&[(Buf, f64)]> = if others.is_empty() {
-            vec![&[]]
-        } else {
-            others.chunks(4).collect()
+            .filter(|(b, _)| *b != dst)
+            .map(|&(b, c)| (self.buf(b), c as f32))
+            .collect();
+        let u = Update {
+            dst: self.buf(dst),
+            keep,
+            terms: &others,
+            noise,
+            clamp: clamp.map(|c| c as f32),
         };
-        let nchunks = chunks.len();
-        for (ci, chunk) in chunks.into_iter().enumerate() {
-            let last = ci + 1 == nchunks;
-            let mut p = Params {
-                n: d.numel() as u32,
-                stream,
-                seed_lo: self.seed as u32,
-                seed_hi: (self.seed >> 32) as u32,
-                c_self: if ci == 0 { c_self as f32 } else { 1.0 },
-                c_z: if last { noise as f32 } else { 0.0 },
-                clamp_to: clamp.unwrap_or(0.0) as f32,
-                _p0: 0,
-                c: [0.0; 4],
-            };
-            let mut binds = vec![d.binding(gpu, "solver_step")?];
-            let mut dts = Vec::new();
-            for (j, (b, c)) in chunk.iter().enumerate() {
-                let t = self.buf(*b);
-                if t.shape() != d.shape() {
-                    return Err(Error::Shape {
-                        op: "solver_step",
-                        tensor: t.name().into(),
-                        got: t.shape().to_vec(),
-                        expected: format!("{:?} (the shape of `{}`)", d.shape(), d.name()),
-                    });
-                }
-                p.c[j] = *c as f32;
-                dts.push(t.dtype());
-                binds.push(t.binding(gpu, "solver_step")?);
-            }
-            let k = step_key(
-                d.dtype(),
-                &dts,
-                self_term,
-                last && noise != 0.0,
-                last && clamp.is_some(),
-            );
-            let g = grid_1d(
-                gpu,
-                "solver_step",
-                (d.numel() as u64).div_ceil(WG_1D as u64),
-            )?;
-            rec.dispatch(&k, bytemuck::bytes_of(&p), binds, g)?;
-            self_term = true;
-        }
-        Ok(())
+        update(rec, &u)
     }
 }
 
@@ -409,54 +221,26 @@ impl Executor {
         };
         let init = {
             let mut rec = gpu.recorder();
-            match &noise_in {
-                Some(z) => {
-                    let p = Params {
-                        n: x.numel() as u32,
-                        stream: 0,
-                        seed_lo: 0,
-                        seed_hi: 0,
-                        c_self: 0.0,
-                        c_z: 0.0,
-                        clamp_to: 0.0,
-                        _p0: 0,
-                        c: [program.init_sigma as f32, 0.0, 0.0, 0.0],
-                    };
-                    let k = step_key(DType::F32, &[DType::F32], false, false, false);
-                    let g = grid_1d(
-                        gpu,
-                        "solver_step",
-                        (x.numel() as u64).div_ceil(WG_1D as u64),
-                    )?;
-                    rec.dispatch(
-                        &k,
-                        bytemuck::bytes_of(&p),
-                        vec![x.binding(gpu, "x")?, z.binding(gpu, "noise")?],
-                        g,
-                    )?;
-                }
-                None => {
-                    // Stream 0: x_T = init_sigma · z.
-                    let p = Params {
-                        n: x.numel() as u32,
-                        stream: 0,
-                        seed_lo: seed as u32,
-                        seed_hi: (seed >> 32) as u32,
-                        c_self: 0.0,
-                        c_z: program.init_sigma as f32,
-                        clamp_to: 0.0,
-                        _p0: 0,
-                        c: [0.0; 4],
-                    };
-                    let k = step_key(DType::F32, &[], false, true, false);
-                    let g = grid_1d(
-                        gpu,
-                        "solver_step",
-                        (x.numel() as u64).div_ceil(WG_1D as u64),
-                    )?;
-                    rec.dispatch(&k, bytemuck::bytes_of(&p), vec![x.binding(gpu, "x")?], g)?;
-                }
-            }
+            let scale = program.init_sigma as f32;
+            let u = match &noise_in {
+                // x_T = init_sigma · (the uploaded draw).
+                Some(z) => Update {
+                    dst: &x,
+                    keep: None,
+                    terms: &[(z, scale)],
+                    noise: None,
+                    clamp: None,
+                },
+                // Stream 0: x_T = init_sigma · z.
+                None => Update {
+                    dst: &x,
+                    keep: None,
+                    terms: &[],
+                    noise: Some((Philox { seed, stream: 0 }, scale)),
+                    clamp: None,
+                },
+            };
+            update(&mut rec, &u)?;
             rec.finish()?
         };
         let mut steps = Vec::new();
@@ -490,7 +274,8 @@ impl Executor {
                         max,
                     } => {
                         let r = rec.get_or_insert_with(|| gpu.recorder());
-                        ctx.record_threshold(r, *buf, *shift, *ratio, *max)?;
+                        let shift = shift.map(|b| ctx.buf(b));
+                        threshold::dynamic_threshold(r, ctx.buf(*buf), shift, *ratio, *max)?;
                     }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {
