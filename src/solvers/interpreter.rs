@@ -56,7 +56,7 @@ impl State<'_> {
             Buf::ModelAux => aux.ok_or_else(|| {
                 arg(
                     "model",
-                    "the model has no second head (checked after its first run)".into(),
+                    "this program reads a second model head but the model has none".into(),
                 )
             })?,
         })
@@ -472,7 +472,7 @@ mod tests {
             0,
             vec![vec![Op::Model(T), lin(Buf::X, vec![(Buf::ModelAux, 1.0)])]],
         );
-        assert!(e(&aux, &opts(&shape), &mut m).contains("second head"));
+        assert!(e(&aux, &opts(&shape), &mut m).contains("second model head"));
         let thr = Program::new(
             1.0,
             0,
