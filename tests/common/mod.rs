@@ -3,6 +3,8 @@
 //! GL cannot pass as green).
 #![allow(dead_code)]
 
+pub mod fixed;
+
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::models::{HostDenoiser, Prediction};
 use diffuse::selfcheck::Check;
