@@ -5,7 +5,8 @@
 //! stream 0; every `Lin` with noise and every `Langevin` takes the next stream (1, 2, … in
 //! program order) and element e of the state draws element e. Langevin steps (Song et al.
 //! 2021, Alg. 4/5) take their size from per-sample L2 norms; dynamic thresholding (Imagen) uses
-//! the exact linear-interpolated quantile of torch.quantile; clamps are to ±c.
+//! the exact linear-interpolated quantile of torch.quantile; clamps are to ±c. Everything is
+//! f64: no f32 rounding of the state and no f16 rounding of the model's buffers.
 
 use super::program::{Buf, Op, Program};
 use crate::error::{Error, Result};
