@@ -1,46 +1,43 @@
 //! The MRS–DPM-Solver identity (MR issue): MR Sampler on (x, μ) — written from the paper's
 //! update rules with μ — equals the solver library's DPM-Solver(++) on y = x − μ with α → m_t,
-//! σ → σ̄_t, for orders 1–3 and data / noise prediction, on a closed-form model of y.
+//! σ → σ̄_t, for orders 1–3 and data / noise prediction, on a closed-form model of y. Every
+//! test that runs a program runs it on the GPU executor and, as `<name>_interpreter`, through
+//! the f64 host interpreter (`solvers::interpreter`, no adapter needed).
 
 mod common;
 
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
-use diffuse::models::Prediction;
+use common::fixed::{run_error, run_fixed, run_program};
+use common::Backend;
+use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+use diffuse::models::{HostDenoiser, Prediction};
 use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind, SolverType};
 use diffuse::schedule::restoration::MeanReverting;
 use diffuse::selfcheck::TestRng;
-use diffuse::solvers::executor::Executor;
 use diffuse::solvers::mr_sampler::{ode_program, MrPrediction};
 use diffuse::solvers::program::{Buf, ModelTime};
 use diffuse::solvers::{dpm_solver, program::Program};
 use diffuse::{DType, Tensor};
 
-fn run(program: &Program, mix: &GaussianMixture, z: &[f32], cond: Option<&Tensor>) -> Vec<f32> {
-    let gpu = common::gpu();
-    let mut model =
-        AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, 4, DType::F32).unwrap();
-    run_program(&mut model, program, 0, Some(z), cond)
-}
-
-/// Runs `program` on `model` with condition `cond` and returns the final sample: x_T is built
-/// from the standard-normal draw `noise`, or drawn in-kernel from `seed` when `None`.
-fn run_program(
-    model: &mut dyn diffuse::models::Denoiser,
+/// Runs `program` on the analytic ε-model `mix` from x_T = init·z with condition `cond`.
+fn run(
+    backend: Backend,
     program: &Program,
-    seed: u64,
-    noise: Option<&[f32]>,
-    cond: Option<&Tensor>,
+    mix: &GaussianMixture,
+    z: &[f32],
+    cond: Option<&[f32]>,
 ) -> Vec<f32> {
-    let gpu = common::gpu();
-    let exec =
-        Executor::with_condition(gpu, &*model, program, seed, noise.is_some(), cond).unwrap();
-    if let Some(z) = noise {
-        exec.set_noise(gpu, z).unwrap();
-    }
-    exec.run(gpu, model, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap()
+    let batch = z.len() / mix.dim();
+    let x = common::run_analytic(
+        backend,
+        mix,
+        Prediction::Epsilon,
+        batch,
+        program,
+        0,
+        Some(z),
+        cond,
+    );
+    x.iter().map(|&v| v as f32).collect()
 }
 
 /// max |a − b| over paired elements.
@@ -53,7 +50,15 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
-    let gpu = common::gpu();
+    mrs_identity(Backend::Gpu);
+}
+
+#[test]
+fn mr_sampler_equals_dpm_solver_on_x_minus_mu_interpreter() {
+    mrs_identity(Backend::Host);
+}
+
+fn mrs_identity(backend: Backend) {
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     // y0 = x0 − μ ~ a two-mode mixture in 1×4×4.
     let mix = GaussianMixture {
@@ -68,7 +73,6 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
         variances: vec![0.01, 0.02],
     };
     let mu_v = TestRng(5).values(4 * 16, -0.8, 0.8, DType::F32);
-    let mu = Tensor::from_f32(gpu, "mu", &[4, 1, 4, 4], &mu_v, DType::F32).unwrap();
     let z = TestRng(6).values(4 * 16, -2.0, 2.0, DType::F32);
     for steps in [10usize, 20] {
         let ts: Vec<f64> = diffuse::schedule::linspace(100.0, 0.0, steps + 1);
@@ -91,7 +95,7 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
                     &[(Buf::X, 1.0), (Buf::Cond, -1.0)],
                 )
                 .unwrap();
-                let x = run(&mrs, &mix, &z, Some(&mu));
+                let x = run(backend, &mrs, &mix, &z, Some(&mu_v));
                 let mut cfg = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
                 cfg.solver_order = order;
                 cfg.solver_type = SolverType::Heun;
@@ -102,7 +106,7 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
                 };
                 let mut dpm = dpm_solver::on_points(&cfg, &pts, &[(Buf::X, 1.0)]).unwrap();
                 dpm.init_sigma = sched.max_sigma;
-                let y = run(&dpm, &mix, &z, None);
+                let y = run(backend, &dpm, &mix, &z, None);
                 let worst = x
                     .iter()
                     .zip(&y)
@@ -110,7 +114,7 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
                     .map(|((a, b), m)| (a - (b + m)).abs())
                     .fold(0f32, f32::max);
                 println!(
-                    "steps {steps} order {order} {solve:?}: max|x_MRS − (y_DPM + μ)| = {worst:.2e}"
+                    "{backend:?} steps {steps} order {order} {solve:?}: max|x_MRS − (y_DPM + μ)| = {worst:.2e}"
                 );
                 assert!(
                     worst < 2e-5,
@@ -129,11 +133,7 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
         &[(Buf::X, 1.0)],
     )
     .unwrap();
-    let model = AnalyticDenoiser::new(gpu, mix, Prediction::Epsilon, 4, DType::F32).unwrap();
-    let e = Executor::new(gpu, &model, &mrs, 0, false)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = run_error(backend, &[4, 1, 4, 4], &mrs, None);
     assert!(e.contains("condition"), "{e}");
 }
 
@@ -141,19 +141,15 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
 /// from the draw `z` with condition μ (values `mu_v`), against the exact solution `y_end`.
 #[allow(clippy::too_many_arguments)]
 fn rms_vs_exact(
+    backend: Backend,
     p: &Program,
     mix: &GaussianMixture,
-    mu: &Tensor,
     mu_v: &[f32],
     z: &[f32],
     y_end: &[f64],
     m_end: f64,
 ) -> f64 {
-    let gpu = common::gpu();
-    let batch = mu.shape()[0];
-    let mut model =
-        AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32).unwrap();
-    let x = run_program(&mut model, p, 0, Some(z), Some(mu));
+    let x = run(backend, p, mix, z, Some(mu_v));
     let se: f64 = x
         .iter()
         .zip(mu_v)
@@ -165,13 +161,20 @@ fn rms_vs_exact(
 
 #[test]
 fn mr_sampler_ode_converges_at_orders_one_two_three() {
+    mrs_ode_orders(Backend::Gpu);
+}
+
+#[test]
+fn mr_sampler_ode_converges_at_orders_one_two_three_interpreter() {
+    mrs_ode_orders(Backend::Host);
+}
+
+fn mrs_ode_orders(backend: Backend) {
     // Error against the exact PF-ODE solution; fitted global order within ±0.3 of theory.
-    let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let mix = common::smooth_mixture();
     let batch = 4;
     let mu_v = TestRng(8).values(batch * 16, -0.5, 0.5, DType::F32);
-    let mu = Tensor::from_f32(gpu, "mu", &[batch, 1, 4, 4], &mu_v, DType::F32).unwrap();
     let z = TestRng(9).values(batch * 16, -1.5, 1.5, DType::F32);
     let (m_t, s_t) = (sched.m(100.0), sched.sigma_bar(100.0));
     let y_t: Vec<f64> = z
@@ -212,12 +215,12 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
                         .collect(),
                 };
                 let p = ode_program(&sched, &ts, order, solve, Prediction::Epsilon, &yin).unwrap();
-                rms_vs_exact(&p, &mix, &mu, &mu_v, &z, &y_end, m_0)
+                rms_vs_exact(backend, &p, &mix, &mu_v, &z, &y_end, m_0)
             })
             .collect();
         let p = common::fitted_order(&ns, &errs);
         println!(
-            "MRS-ODE order {order} {solve:?}: fitted {p:.2}, RMS errors {:?}",
+            "{backend:?} MRS-ODE order {order} {solve:?}: fitted {p:.2}, RMS errors {:?}",
             errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()
         );
         assert!(
@@ -229,9 +232,17 @@ fn mr_sampler_ode_converges_at_orders_one_two_three() {
 
 #[test]
 fn mr_sde_and_posterior_statistics() {
+    mr_statistics(Backend::Gpu);
+}
+
+#[test]
+fn mr_sde_and_posterior_statistics_interpreter() {
+    mr_statistics(Backend::Host);
+}
+
+fn mr_statistics(backend: Backend) {
     // x0 − μ ~ N(d, s² I) in 4 dims, 10⁴ samples. SDE-1 and the posterior step coincide, and
     // at 100 steps both under-disperse like DDPM (the exact E[x0|x_t] replaces x0).
-    let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let d = [0.2, -0.1, 0.05, 0.3];
     let mix = GaussianMixture {
@@ -244,7 +255,6 @@ fn mr_sde_and_posterior_statistics() {
     let mu_v: Vec<f32> = (0..n * 4)
         .map(|i| [0.5f32, -0.5, 0.0, 0.25][i % 4])
         .collect();
-    let mu = Tensor::from_f32(gpu, "mu", &[n, 1, 2, 2], &mu_v, DType::F32).unwrap();
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
     let sde = |k: usize, order: usize| {
         diffuse::solvers::mr_sampler::sde_program(
@@ -268,10 +278,17 @@ fn mr_sde_and_posterior_statistics() {
         ),
     ];
     for (name, p) in runs {
-        let mut model =
-            AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, n, DType::F32).unwrap();
-        let x = run_program(&mut model, &p, 17, None, Some(&mu));
-        let y: Vec<f64> = x.iter().zip(&mu_v).map(|(a, m)| (*a - *m) as f64).collect();
+        let x = common::run_analytic(
+            backend,
+            &mix,
+            Prediction::Epsilon,
+            n,
+            &p,
+            17,
+            None,
+            Some(&mu_v),
+        );
+        let y: Vec<f64> = x.iter().zip(&mu_v).map(|(a, m)| a - *m as f64).collect();
         let mean: Vec<f64> = (0..4)
             .map(|j| (0..n).map(|i| y[i * 4 + j]).sum::<f64>() / n as f64)
             .collect();
@@ -287,7 +304,7 @@ fn mr_sde_and_posterior_statistics() {
         let worst_mean = (0..4).map(|j| (mean[j] - d[j]).abs()).fold(0.0, f64::max);
         let tm = 5.0 * 0.2 / (n as f64).sqrt();
         println!(
-            "{name}: max|mean − d| {worst_mean:.2e} (5 SE {tm:.1e}), pooled var {var:.5} vs 0.04"
+            "{backend:?} {name}: max|mean − d| {worst_mean:.2e} (5 SE {tm:.1e}), pooled var {var:.5} vs 0.04"
         );
         // The means are unbiased for every variant: asserted. The variance is asserted for the
         // second-order SDE solver at 200 steps (within 5 SE); first-order steps (SDE-1 ≡ the
@@ -334,42 +351,19 @@ fn mr_sde_and_posterior_statistics() {
     }
 }
 
-/// A model whose prediction is a fixed tensor (to check exact round trips).
-struct Fixed {
-    input: Tensor,
-    output: Tensor,
-}
-
-/// A fixed two-head model (RDDM: residual, noise).
-struct FixedTwo {
-    input: Tensor,
-    res: Tensor,
-    noise: Tensor,
-}
-
-impl diffuse::models::Denoiser for FixedTwo {
-    fn input(&self) -> &Tensor {
-        &self.input
-    }
-    fn output(&self) -> &Tensor {
-        &self.res
-    }
-    fn aux_output(&self) -> Option<&Tensor> {
-        Some(&self.noise)
-    }
-    fn prediction(&self) -> Prediction {
-        Prediction::Sample
-    }
-    fn run(&mut self, _: &diffuse::Gpu, _: ModelTime) -> diffuse::Result<()> {
-        Ok(())
-    }
+#[test]
+fn rddm_last_step_returns_i0_hat() {
+    rddm_last_step(Backend::Gpu);
 }
 
 #[test]
-fn rddm_last_step_returns_i0_hat() {
+fn rddm_last_step_returns_i0_hat_interpreter() {
+    rddm_last_step(Backend::Host);
+}
+
+fn rddm_last_step(backend: Backend) {
     use diffuse::schedule::restoration::rddm_schedule;
     use diffuse::solvers::residual_shift::rddm_program;
-    let gpu = common::gpu();
     let (abar, bbar) = rddm_schedule(1000, 0.01);
     assert!(
         (abar[999] - 1.0).abs() < 1e-12 && (bbar[999] - 0.1).abs() < 1e-12,
@@ -379,16 +373,19 @@ fn rddm_last_step_returns_i0_hat() {
     let eps = TestRng(2).values(16, -1.0, 1.0, DType::F32);
     let cond_v = TestRng(3).values(16, -1.0, 1.0, DType::F32);
     let z = TestRng(4).values(16, -1.0, 1.0, DType::F32);
-    let t = |n: &str, v: &[f32]| Tensor::from_f32(gpu, n, &[1, 1, 4, 4], v, DType::F32).unwrap();
-    let mut m = FixedTwo {
-        input: t("in", &[0.0; 16]),
-        res: t("res", &res),
-        noise: t("eps", &eps),
-    };
-    let cond = t("I_in", &cond_v);
+    let shape = [1, 1, 4, 4];
     let steps = 5;
     let p = rddm_program(&abar, &bbar, steps).unwrap();
-    let got = run_program(&mut m, &p, 0, Some(&z), Some(&cond));
+    let got = run_fixed(
+        backend,
+        &shape,
+        &res,
+        Some(&eps),
+        &p,
+        0,
+        Some(&z),
+        Some(&cond_v),
+    );
     // Host recurrence in f64 over the same times; the final state must be Î_0 of the last step.
     let idx: Vec<i64> = diffuse::schedule::linspace(-1.0, 999.0, steps + 1)
         .iter()
@@ -421,46 +418,30 @@ fn rddm_last_step_returns_i0_hat() {
         );
     }
     // A single-head model cannot run RDDM.
-    let one = Fixed {
-        input: t("in", &[0.0; 16]),
-        output: t("o", &res),
-    };
-    let e = Executor::with_condition(gpu, &one, &p, 0, false, Some(&cond))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = run_error(backend, &shape, &p, Some(&cond_v));
     assert!(e.contains("second model head"), "{e}");
-}
-
-impl diffuse::models::Denoiser for Fixed {
-    fn input(&self) -> &Tensor {
-        &self.input
-    }
-    fn output(&self) -> &Tensor {
-        &self.output
-    }
-    fn prediction(&self) -> Prediction {
-        Prediction::Sample
-    }
-    fn run(&mut self, _: &diffuse::Gpu, _: ModelTime) -> diffuse::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]
 fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
+    resshift_and_resfusion(Backend::Gpu);
+}
+
+#[test]
+fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs_interpreter() {
+    resshift_and_resfusion(Backend::Host);
+}
+
+fn resshift_and_resfusion(backend: Backend) {
     use diffuse::schedule::restoration::{resfusion_sqrt_abar, resshift_sqrt_eta};
     use diffuse::solvers::residual_shift::{
         resfusion_program, resshift_program, ResShiftPrediction,
     };
-    let gpu = common::gpu();
     let x0 = TestRng(3).values(2 * 16, -1.0, 1.0, DType::F32);
     let y0 = TestRng(4).values(2 * 16, -1.0, 1.0, DType::F32);
-    let mk = || Fixed {
-        input: Tensor::zeros(gpu, "in", &[2, 1, 4, 4], DType::F32).unwrap(),
-        output: Tensor::from_f32(gpu, "x0", &[2, 1, 4, 4], &x0, DType::F32).unwrap(),
-    };
-    let cond = Tensor::from_f32(gpu, "y0", &[2, 1, 4, 4], &y0, DType::F32).unwrap();
+    let shape = [2, 1, 4, 4];
+    let run =
+        |out: &[f32], p: &Program| run_fixed(backend, &shape, out, None, p, 9, None, Some(&y0));
     // ResShift (T = 4, κ = 2, min_noise 0.2): whatever x_T, an x0-predicting model that returns x0
     // lands exactly on x0 (the t = 1 posterior has mean x̂0 and no variance).
     let p = resshift_program(
@@ -469,22 +450,17 @@ fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
         ResShiftPrediction::XStart,
     )
     .unwrap();
-    let mut m = mk();
-    let got = run_program(&mut m, &p, 9, None, Some(&cond));
+    let got = run(&x0, &p);
     assert_eq!(got, x0, "ResShift's last step must return x̂0 exactly");
     // Residual parameterisation: r̂ = y0 − x0 gives the same.
     let r: Vec<f32> = y0.iter().zip(&x0).map(|(y, x)| y - x).collect();
-    let mut m = Fixed {
-        input: Tensor::zeros(gpu, "in", &[2, 1, 4, 4], DType::F32).unwrap(),
-        output: Tensor::from_f32(gpu, "r", &[2, 1, 4, 4], &r, DType::F32).unwrap(),
-    };
     let p = resshift_program(
         &resshift_sqrt_eta(4, 2.0, 0.2, 0.3),
         2.0,
         ResShiftPrediction::Residual,
     )
     .unwrap();
-    let got = run_program(&mut m, &p, 9, None, Some(&cond));
+    let got = run(&r, &p);
     let worst = max_diff(&got, &x0);
     assert!(worst < 1e-6, "{worst}");
     // Resfusion (T = 12 → 5 steps from √ᾱ = ½) produces finite samples.
@@ -495,14 +471,21 @@ fn resshift_posterior_at_t1_returns_x0_and_resfusion_runs() {
     )
     .unwrap();
     assert_eq!(p.nfe, 5);
-    let mut m = mk();
-    let got = run_program(&mut m, &p, 9, None, Some(&cond));
+    let got = run(&x0, &p);
     assert!(got.iter().all(|v| v.is_finite()));
 }
 
 #[test]
 fn mr_schedules_and_denoise_last() {
-    let gpu = common::gpu();
+    mr_schedules_denoise_last(Backend::Gpu);
+}
+
+#[test]
+fn mr_schedules_and_denoise_last_interpreter() {
+    mr_schedules_denoise_last(Backend::Host);
+}
+
+fn mr_schedules_denoise_last(backend: Backend) {
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     for ts in [sched.karras_times(12), sched.linear_lambda_times(12, -5.0)] {
         assert_eq!(ts.len(), 13);
@@ -512,12 +495,6 @@ fn mr_schedules_and_denoise_last() {
     // denoise_last returns μ + the last x̂0 − μ: with a fixed x0-predicting model, exactly x0.
     let x0 = TestRng(11).values(16, -1.0, 1.0, DType::F32);
     let mu_v = TestRng(12).values(16, -1.0, 1.0, DType::F32);
-    let t = |n: &str, v: &[f32]| Tensor::from_f32(gpu, n, &[1, 1, 4, 4], v, DType::F32).unwrap();
-    let mut m = Fixed {
-        input: t("in", &[0.0; 16]),
-        output: t("x0", &x0),
-    };
-    let mu = t("mu", &mu_v);
     let p = ode_program(
         &sched,
         &sched.karras_times(6),
@@ -528,7 +505,7 @@ fn mr_schedules_and_denoise_last() {
     )
     .unwrap();
     let p = diffuse::solvers::mr_sampler::denoise_last(p, MrPrediction::Data).unwrap();
-    let got = run_program(&mut m, &p, 0, None, Some(&mu));
+    let got = run_fixed(backend, &[1, 1, 4, 4], &x0, None, &p, 0, None, Some(&mu_v));
     let worst = max_diff(&got, &x0);
     assert!(worst < 1e-6, "{worst}");
 }
@@ -573,10 +550,18 @@ impl diffuse::models::Denoiser for Velocity {
 
 #[test]
 fn mr_velocity_prediction_matches_noise_prediction() {
+    mr_velocity(Backend::Gpu);
+}
+
+#[test]
+fn mr_velocity_prediction_matches_noise_prediction_interpreter() {
+    mr_velocity(Backend::Host);
+}
+
+fn mr_velocity(backend: Backend) {
     // The same analytic y-space model seen as an ε- and as a v-network: every MR program gives
     // the same samples (f32 rounding apart).
     use diffuse::solvers::mr_sampler::{posterior_program, sde_program};
-    let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let mix = GaussianMixture {
         shape: [1, 4, 4],
@@ -585,11 +570,38 @@ fn mr_velocity_prediction_matches_noise_prediction() {
         variances: vec![0.01, 0.02],
     };
     let mu_v = TestRng(15).values(4 * 16, -0.8, 0.8, DType::F32);
-    let mu = Tensor::from_f32(gpu, "mu", &[4, 1, 4, 4], &mu_v, DType::F32).unwrap();
     let z = TestRng(16).values(4 * 16, -2.0, 2.0, DType::F32);
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
     let ts = sched.linear_lambda_times(10, -5.0);
+    let lambda_s = sched.max_sigma;
     let run_with = |p: &Program, velocity: bool| -> Vec<f32> {
+        if backend == Backend::Host {
+            // The same velocity network on the host: v = a·ε̂ + b·y at (m, σ̄).
+            let mut eps = HostMixture {
+                mixture: mix.clone(),
+                prediction: Prediction::Epsilon,
+            };
+            let mut v = |y: &[f64], t: ModelTime, out: &mut [f64]| {
+                eps.run(y, t, out).unwrap();
+                let (m, s) = (t.alpha, t.sigma);
+                let (a, b) = (lambda_s * m + s * s / (lambda_s * m), -s / (lambda_s * m));
+                out.iter_mut()
+                    .zip(y)
+                    .for_each(|(o, yi)| *o = a * *o + b * yi);
+            };
+            let model: &mut dyn HostDenoiser = if velocity {
+                &mut v
+            } else {
+                &mut HostMixture {
+                    mixture: mix.clone(),
+                    prediction: Prediction::Epsilon,
+                }
+            };
+            let x = common::run_host(model, &[4, 1, 4, 4], p, 3, Some(&z), Some(&mu_v));
+            return x.iter().map(|&v| v as f32).collect();
+        }
+        let gpu = common::gpu();
+        let mu = Tensor::from_f32(gpu, "mu", &[4, 1, 4, 4], &mu_v, DType::F32).unwrap();
         let inner =
             AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, 4, DType::F32).unwrap();
         let mut model: Box<dyn diffuse::models::Denoiser> = if velocity {
@@ -597,7 +609,7 @@ fn mr_velocity_prediction_matches_noise_prediction() {
             Box::new(Velocity {
                 inner,
                 out,
-                lambda_s: sched.max_sigma,
+                lambda_s,
             })
         } else {
             Box::new(inner)
@@ -673,7 +685,7 @@ fn mr_velocity_prediction_matches_noise_prediction() {
             run_with(&v_p.unwrap(), true),
         );
         let worst = max_diff(&a, &b);
-        println!("{name}: max|x_ε − x_v| = {worst:.2e}");
+        println!("{backend:?} {name}: max|x_ε − x_v| = {worst:.2e}");
         assert!(worst < 1e-4, "{name}: {worst}");
         assert!(a.iter().all(|v| v.is_finite()));
     }
@@ -692,9 +704,17 @@ fn threshold_reference(v: &[f64], q: f64, max: f64) -> Vec<f64> {
 
 #[test]
 fn dynamic_thresholding_matches_a_cpu_quantile() {
+    dynamic_thresholding_vs_cpu(Backend::Gpu);
+}
+
+#[test]
+fn dynamic_thresholding_matches_a_cpu_quantile_interpreter() {
+    dynamic_thresholding_vs_cpu(Backend::Host);
+}
+
+fn dynamic_thresholding_vs_cpu(backend: Backend) {
     use diffuse::solvers::mr_sampler::dynamic_thresholding;
     use diffuse::solvers::program::{lin, Op};
-    let gpu = common::gpu();
     // Four samples of D = 3·5·7 = 105 (not a multiple of the workgroup): quantiles below 1
     // (pure clip at 1), between 1 and the max, above the max, and with ties.
     let (n, d) = (4, 105);
@@ -711,11 +731,6 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
     }
     let mu_v = TestRng(50).values(n * d, -0.5, 0.5, DType::F32);
     let shape = [n, 3, 5, 7];
-    let mu = Tensor::from_f32(gpu, "mu", &shape, &mu_v, DType::F32).unwrap();
-    let mut model = Fixed {
-        input: Tensor::zeros(gpu, "in", &shape, DType::F32).unwrap(),
-        output: Tensor::from_f32(gpu, "x0", &shape, &x0, DType::F32).unwrap(),
-    };
     let t = ModelTime {
         t: 1.0,
         alpha: 1.0,
@@ -737,7 +752,17 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
             matches!(prog.steps[0][2], Op::Threshold { .. }),
             "inserted after the store"
         );
-        let got = run_program(&mut model, &prog, 0, Some(&vec![0.0; n * d]), Some(&mu));
+        let zero = vec![0.0; n * d];
+        let got = run_fixed(
+            backend,
+            &shape,
+            &x0,
+            None,
+            &prog,
+            0,
+            Some(&zero),
+            Some(&mu_v),
+        );
         let mut worst = 0f64;
         for s in 0..n {
             let v: Vec<f64> = x0[s * d..(s + 1) * d].iter().map(|&x| x as f64).collect();
@@ -746,15 +771,12 @@ fn dynamic_thresholding_matches_a_cpu_quantile() {
                 worst = worst.max((got[s * d + j] as f64 - want[j]).abs());
             }
         }
-        println!("ratio {ratio}, max {max}: max error {worst:.2e}");
+        println!("{backend:?} ratio {ratio}, max {max}: max error {worst:.2e}");
         assert!(worst < 2e-6, "ratio {ratio} max {max}: {worst}");
     }
     // A program naming a history slot it does not declare is refused, not a panic.
     let bad = Program::new(1.0, 0, vec![vec![lin(Buf::Slot(1), vec![(Buf::X, 1.0)])]]);
-    let e = Executor::with_condition(gpu, &model, &bad, 0, false, Some(&mu))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = run_error(backend, &shape, &bad, Some(&mu_v));
     assert!(e.contains("slot 1"), "{e}");
     assert!(dynamic_thresholding(
         Program::new(1.0, 1, vec![]),
@@ -783,11 +805,19 @@ fn mr_step_orders_follow_the_reference_driver() {
 
 #[test]
 fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
+    ir_sde_pf_ode(Backend::Gpu);
+}
+
+#[test]
+fn ir_sde_probability_flow_ode_tracks_the_exact_solution_interpreter() {
+    ir_sde_pf_ode(Backend::Host);
+}
+
+fn ir_sde_pf_ode(backend: Backend) {
     // IR-SDE's PF-ODE by Euler (one step per training time, T = 100) against the exact PF-ODE
     // solution on an analytic y-space mixture: a first-order method at 100 steps, so its error
     // must be small and of the size of MRS-ODE order 1 on the same 100 integer times.
     use diffuse::solvers::mr_sampler::pf_ode_program;
-    let gpu = common::gpu();
     let sched = MeanReverting::cosine(100, 0.005, 50.0, false);
     let mix = GaussianMixture {
         shape: [1, 4, 4],
@@ -797,7 +827,6 @@ fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
     };
     let batch = 4;
     let mu_v = TestRng(30).values(batch * 16, -0.5, 0.5, DType::F32);
-    let mu = Tensor::from_f32(gpu, "mu", &[batch, 1, 4, 4], &mu_v, DType::F32).unwrap();
     let z = TestRng(31).values(batch * 16, -1.5, 1.5, DType::F32);
     let (m_t, s_t) = (sched.m(100.0), sched.sigma_bar(100.0));
     let (m_0, s_0) = (sched.m(0.0), sched.sigma_bar(0.0));
@@ -807,7 +836,7 @@ fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
         .collect();
     let y_end = common::exact_pf_ode(&mix, &y_t, s_t / m_t, s_0 / m_0);
     let yin = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-    let rms = |p: &Program| rms_vs_exact(p, &mix, &mu, &mu_v, &z, &y_end, m_0);
+    let rms = |p: &Program| rms_vs_exact(backend, p, &mix, &mu_v, &z, &y_end, m_0);
     let pf = rms(&pf_ode_program(&sched, Prediction::Epsilon, &yin).unwrap());
     let ts: Vec<f64> = (0..=100).rev().map(|t| t as f64).collect();
     let mrs1 = rms(&ode_program(
@@ -819,7 +848,7 @@ fn ir_sde_probability_flow_ode_tracks_the_exact_solution() {
         &yin,
     )
     .unwrap());
-    println!("IR-SDE PF-ODE (Euler, 100 steps): RMS error {pf:.3e}; MRS-ODE-1 on the same times {mrs1:.3e}");
+    println!("{backend:?} IR-SDE PF-ODE (Euler, 100 steps): RMS error {pf:.3e}; MRS-ODE-1 on the same times {mrs1:.3e}");
     assert!(pf < 0.05, "PF-ODE error {pf}");
     assert!(pf < 5.0 * mrs1.max(1e-3), "PF-ODE {pf} vs MRS-1 {mrs1}");
 }

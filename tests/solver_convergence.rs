@@ -6,12 +6,13 @@
 
 mod common;
 
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
+use common::Backend;
+use diffuse::models::analytic::GaussianMixture;
 use diffuse::models::Prediction;
 use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind};
 use diffuse::selfcheck::TestRng;
 use diffuse::solvers::program::Program;
-use diffuse::solvers::{ddim, dpm_solver, euler, executor::Executor, heun, unipc, Grid};
+use diffuse::solvers::{ddim, dpm_solver, euler, heun, unipc, Grid};
 use diffuse::DType;
 
 const SIGMA_MAX: f64 = 80.0;
@@ -24,25 +25,41 @@ fn exact(mix: &GaussianMixture, y0: &[f64]) -> Vec<f64> {
 }
 
 /// Runs `program` from x_T = init·z and returns y = x/α at σ_min (VP solvers end in VP scale).
-fn run(mix: &GaussianMixture, program: &Program, z: &[f32], vp_state: bool) -> Vec<f64> {
-    let gpu = common::gpu();
-    let mut model =
-        AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, BATCH, DType::F32).unwrap();
-    let exec = Executor::new(gpu, &model, program, 0, true).unwrap();
-    exec.set_noise(gpu, z).unwrap();
-    let x = exec
-        .run(gpu, &mut model, |_, _| {})
-        .unwrap()
-        .to_vec_f32(gpu)
-        .unwrap();
+fn run(
+    backend: Backend,
+    mix: &GaussianMixture,
+    program: &Program,
+    z: &[f32],
+    vp_state: bool,
+) -> Vec<f64> {
+    let x = common::run_analytic(
+        backend,
+        mix,
+        Prediction::Epsilon,
+        BATCH,
+        program,
+        0,
+        Some(z),
+        None,
+    );
     let a_end = 1.0 / (SIGMA_MIN * SIGMA_MIN + 1.0).sqrt();
     x.iter()
-        .map(|&v| if vp_state { v as f64 / a_end } else { v as f64 })
+        .map(|&v| if vp_state { v / a_end } else { v })
         .collect()
 }
 
 #[test]
 fn ode_solvers_converge_at_their_theoretical_order() {
+    check_orders(Backend::Gpu);
+}
+
+/// The same measurement through the f64 host interpreter (no adapter needed).
+#[test]
+fn ode_solvers_converge_at_their_theoretical_order_interpreter() {
+    check_orders(Backend::Host);
+}
+
+fn check_orders(backend: Backend) {
     // A smooth two-mode mixture (broad components, moderate separation) keeps the flow in its
     // asymptotic regime over the measured N; the narrow named mixtures switch modes at small N.
     let mix = common::smooth_mixture();
@@ -130,7 +147,7 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             .iter()
             .map(|&n| {
                 let grid = Grid::karras(&vp, SIGMA_MIN, SIGMA_MAX, n);
-                let got = run(&mix, &build(&grid), &z, *vp_state);
+                let got = run(backend, &mix, &build(&grid), &z, *vp_state);
                 let rms = (got
                     .iter()
                     .zip(reference.iter())
@@ -143,7 +160,7 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             .collect();
         let p = common::fitted_order(&ns, &errs);
         println!(
-            "{name:<16} order {p:.2} (theory {theory})  RMS errors {:?}",
+            "{backend:?} {name:<16} order {p:.2} (theory {theory})  RMS errors {:?}",
             errs.iter().map(|e| format!("{e:.2e}")).collect::<Vec<_>>()
         );
         let tol = if *theory == 2.5 { 0.8 } else { 0.3 };

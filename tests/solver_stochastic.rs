@@ -4,11 +4,13 @@
 //! have per-dimension means within 5 standard errors (5·s/√n) of μ, pooled variance within 5
 //! standard errors of s² (5·s²·√(2/(n·D))), and off-diagonal covariances within 6 standard
 //! errors of 0 (s²/√n, 6σ over the 6 pairs). Also: same seed → identical bits, different seed →
-//! different samples.
+//! different samples. The statistics are also checked through the f64 host interpreter
+//! (`solvers::interpreter`, no adapter needed).
 
 mod common;
 
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
+use common::Backend;
+use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::pipeline::{sample, SampleOptions};
 use diffuse::schedule::config::SchedulerConfig;
 use diffuse::DType;
@@ -26,8 +28,13 @@ fn gaussian() -> GaussianMixture {
     }
 }
 
-fn draw(name: &str, steps: usize, seed: u64, batch: usize) -> (GaussianMixture, Vec<f32>) {
-    let gpu = common::gpu();
+fn draw(
+    backend: Backend,
+    name: &str,
+    steps: usize,
+    seed: u64,
+    batch: usize,
+) -> (GaussianMixture, Vec<f32>) {
     let mix = gaussian();
     // "ddim-eta1": DDIM with η = 1 (stochastic, DDPM-like).
     let mut cfg = SchedulerConfig::named(name.strip_suffix("-eta1").unwrap_or(name), None).unwrap();
@@ -37,6 +44,17 @@ fn draw(name: &str, steps: usize, seed: u64, batch: usize) -> (GaussianMixture, 
     cfg.clip_sample = None;
     // EDM's S_noise = 1.003 deliberately inflates the noise; the statistics test wants 1.
     cfg.churn.s_noise = 1.0;
+    if backend == Backend::Host {
+        let program = diffuse::solvers::build(&cfg, steps).unwrap();
+        let mut model = HostMixture {
+            mixture: mix.clone(),
+            prediction: cfg.prediction,
+        };
+        let [c, h, w] = mix.shape;
+        let x = common::run_host(&mut model, &[batch, c, h, w], &program, seed, None, None);
+        return (mix, x.iter().map(|&v| v as f32).collect());
+    }
+    let gpu = common::gpu();
     let mut model =
         AnalyticDenoiser::new(gpu, mix.clone(), cfg.prediction, batch, DType::F32).unwrap();
     let x = sample(
@@ -54,8 +72,8 @@ fn draw(name: &str, steps: usize, seed: u64, batch: usize) -> (GaussianMixture, 
     (mix, x)
 }
 
-fn check_moments(name: &str, steps: usize) -> Result<(), String> {
-    let (mix, x) = draw(name, steps, 11, N);
+fn check_moments(backend: Backend, name: &str, steps: usize) -> Result<(), String> {
+    let (mix, x) = draw(backend, name, steps, 11, N);
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
         return Err(format!("{name}: non-finite sample value at {i}"));
     }
@@ -88,7 +106,7 @@ fn check_moments(name: &str, steps: usize) -> Result<(), String> {
         6.0 * s2 / n.sqrt(),
     );
     println!(
-        "{name:<18} {steps:>4} steps: max|mean−μ| {worst_mean:.2e} (≤ {tm:.1e}), pooled var {pooled:.5} vs {s2:.5} (±{tv:.1e}), max|cov_ij| {worst_off:.2e} (≤ {tc:.1e})"
+        "{backend:?} {name:<18} {steps:>4} steps: max|mean−μ| {worst_mean:.2e} (≤ {tm:.1e}), pooled var {pooled:.5} vs {s2:.5} (±{tv:.1e}), max|cov_ij| {worst_off:.2e} (≤ {tc:.1e})"
     );
     let mut errs = Vec::new();
     if worst_mean > tm {
@@ -109,6 +127,16 @@ fn check_moments(name: &str, steps: usize) -> Result<(), String> {
 
 #[test]
 fn stochastic_samplers_match_the_data_distribution() {
+    check_samplers(Backend::Gpu);
+}
+
+/// The same statistics through the f64 host interpreter (no adapter needed).
+#[test]
+fn stochastic_samplers_match_the_data_distribution_interpreter() {
+    check_samplers(Backend::Host);
+}
+
+fn check_samplers(backend: Backend) {
     let mut failures = Vec::new();
     let list: Vec<(String, usize)> = match std::env::var("DIFFUSE_STOCH") {
         Ok(v) => v
@@ -135,7 +163,7 @@ fn stochastic_samplers_match_the_data_distribution() {
         ],
     };
     for (name, steps) in list.iter().map(|(a, b)| (a.as_str(), *b)) {
-        if let Err(e) = check_moments(name, steps) {
+        if let Err(e) = check_moments(backend, name, steps) {
             failures.push(e);
         }
     }
@@ -150,9 +178,9 @@ fn same_seed_same_bits_different_seed_different_samples() {
         "sde-dpm-solver++",
         "dpm-solver++",
     ] {
-        let a = draw(name, 10, 5, 8).1;
-        let b = draw(name, 10, 5, 8).1;
-        let c = draw(name, 10, 6, 8).1;
+        let a = draw(Backend::Gpu, name, 10, 5, 8).1;
+        let b = draw(Backend::Gpu, name, 10, 5, 8).1;
+        let c = draw(Backend::Gpu, name, 10, 6, 8).1;
         assert!(
             a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
             "{name}: same seed differs"

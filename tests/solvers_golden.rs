@@ -1,12 +1,13 @@
 //! Full-loop parity with diffusers (`tools/gen_solver_golden.py`): each case runs diffusers'
 //! `set_timesteps` / `scale_model_input` / `step` loop from a fixed x_T on a closed-form
 //! Gaussian-mixture model or the `unet_ddpm_like` golden UNet; the engine's final sample must be
-//! within 1e-4·max|x| of diffusers'.
+//! within 1e-4·max|x| of diffusers'. The closed-form cases also run through the f64 host
+//! interpreter (`solvers::interpreter`), which needs no adapter.
 
 mod common;
 
 use diffuse::load::{read_json, Weights};
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
+use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::models::unet::UNetDenoiser;
 use diffuse::models::Denoiser;
 use diffuse::nn::unet_2d::UNet2DModel;
@@ -50,6 +51,27 @@ pub fn toy() -> GaussianMixture {
     }
 }
 
+/// Whether `got` is within 1e-4·max|x| of diffusers' `want` (printed either way).
+fn within(name: &str, nfe: usize, got: &[f64], want: &[f32]) -> bool {
+    let xmax = want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let (mut worst, mut at) = (0f64, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - *w as f64).abs();
+        if d > worst || d.is_nan() {
+            worst = if d.is_nan() { f64::INFINITY } else { d };
+            at = i;
+        }
+    }
+    let ok = worst <= 1e-4 * xmax;
+    println!(
+        "{name:<32} {nfe:>3} NFE  max|Δ| {worst:.2e} at [{at}] (got {} want {})  max|x| {xmax:.3}  {}",
+        got[at],
+        want[at],
+        if ok { "ok" } else { "FAIL" }
+    );
+    ok
+}
+
 #[test]
 fn final_samples_match_diffusers() {
     let gpu = common::gpu();
@@ -84,27 +106,47 @@ fn final_samples_match_diffusers() {
             .unwrap()
             .to_vec_f32(gpu)
             .unwrap();
-        let xmax = want.data.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        let (mut worst, mut at) = (0f64, 0);
-        for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
-            let d = (*g as f64 - *w as f64).abs();
-            if d > worst || d.is_nan() {
-                worst = if d.is_nan() { f64::INFINITY } else { d };
-                at = i;
-            }
-        }
-        let ok = worst <= 1e-4 * xmax;
-        println!(
-            "{name:<32} {:>3} NFE  max|Δ| {worst:.2e} at [{at}] (got {} want {})  max|x| {xmax:.3}  {}",
-            program.nfe,
-            got[at],
-            want.data[at],
-            if ok { "ok" } else { "FAIL" }
-        );
-        if !ok {
+        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+        if !within(name, program.nfe, &got, &want.data) {
             failures.push(name.to_string());
         }
     }
+    assert!(
+        failures.is_empty(),
+        "cases off diffusers by more than 1e-4·max|x|: {failures:?}"
+    );
+}
+
+/// The closed-form ("toy") cases through the f64 host interpreter (no adapter needed); the UNet
+/// cases need the GPU.
+#[test]
+fn final_samples_match_diffusers_interpreter() {
+    let cases = read_json(&dir().join("solvers/cases.json")).unwrap();
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        if case["model"].as_str().unwrap() != "toy" {
+            continue;
+        }
+        let cfg = SchedulerConfig::from_json(&case["config"], name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let io = Weights::open(&dir().join(format!("solvers/{name}.safetensors"))).unwrap();
+        let z = io.read_f32("z", None).unwrap();
+        let want = io.read_f32("expected", None).unwrap();
+        let program = solvers::build(&cfg, steps).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut model = HostMixture {
+            mixture: toy(),
+            prediction: cfg.prediction,
+        };
+        let got = common::run_host(&mut model, &z.shape, &program, 0, Some(&z.data), None);
+        if !within(name, program.nfe, &got, &want.data) {
+            failures.push(name.to_string());
+        }
+        ran += 1;
+    }
+    assert!(ran >= 20, "only {ran} closed-form cases");
     assert!(
         failures.is_empty(),
         "cases off diffusers by more than 1e-4·max|x|: {failures:?}"

@@ -1,9 +1,10 @@
 //! Closed-form models: data distributed as an isotropic Gaussian mixture, whose ε / x0 / v at any
 //! VP noise level is exact (`shaders/analytic.wgsl`; f64 twin for references). They make solver
 //! tests exact: convergence orders against the true ODE solution, and sample statistics against
-//! the true data distribution. Usable from the CLI as `--model analytic:<name>`.
+//! the true data distribution. Usable from the CLI as `--model analytic:<name>`, and on the host
+//! ([`HostMixture`]) by the program interpreter.
 
-use super::{Denoiser, Prediction};
+use super::{Denoiser, HostDenoiser, Prediction};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::analytic::{self as kernel, Mixture, Output};
@@ -103,6 +104,25 @@ impl GaussianMixture {
         out
     }
 
+    /// The model output in parameterisation `pred` for one sample x (VP input at `time`), in
+    /// f64: ε = (x − α x̂0)/σ, v = α ε − σ x̂0, flow = ε − x̂0, score = −ε/σ (as the kernel).
+    pub fn predict_f64(&self, x: &[f64], time: ModelTime, pred: Prediction) -> Vec<f64> {
+        let (a, s) = (time.alpha, time.sigma);
+        let mut out = self.x0_f64(x, a, s);
+        for (o, &xi) in out.iter_mut().zip(x) {
+            let x0 = *o;
+            let eps = (xi - a * x0) / s;
+            *o = match pred {
+                Prediction::Epsilon => eps,
+                Prediction::Sample => x0,
+                Prediction::VPrediction => a * eps - s * x0,
+                Prediction::Flow => eps - x0,
+                Prediction::Score => -eps / s,
+            };
+        }
+        out
+    }
+
     /// Mean and per-dimension variance of the data distribution.
     pub fn moments(&self) -> (Vec<f64>, Vec<f64>) {
         let d = self.dim();
@@ -116,6 +136,35 @@ impl GaussianMixture {
         }
         let var = (0..d).map(|i| second[i] - mean[i] * mean[i]).collect();
         (mean, var)
+    }
+}
+
+/// The mixture as a host (f64) model for the program interpreter: each sample of the input is
+/// one draw of [`GaussianMixture::dim`] values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostMixture {
+    pub mixture: GaussianMixture,
+    pub prediction: Prediction,
+}
+
+impl HostDenoiser for HostMixture {
+    fn run(&mut self, input: &[f64], time: ModelTime, output: &mut [f64]) -> Result<()> {
+        let d = self.mixture.dim();
+        if d == 0 || input.len() % d != 0 || output.len() != input.len() {
+            return Err(Error::Argument {
+                op: "analytic model",
+                arg: "input",
+                reason: format!(
+                    "{} input and {} output values are not whole samples of {d} dimensions",
+                    input.len(),
+                    output.len()
+                ),
+            });
+        }
+        for (x, y) in input.chunks(d).zip(output.chunks_mut(d)) {
+            y.copy_from_slice(&self.mixture.predict_f64(x, time, self.prediction));
+        }
+        Ok(())
     }
 }
 

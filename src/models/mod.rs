@@ -1,5 +1,6 @@
 //! What a solver can call: the denoiser trait, its parameterisations, and the backends — the
-//! recorded UNet2DModel and closed-form Gaussian-mixture models.
+//! recorded UNet2DModel and closed-form Gaussian-mixture models — plus the host (f64) twin of
+//! the trait that `solvers::interpreter` calls.
 
 pub mod analytic;
 pub mod conditioned;
@@ -29,5 +30,28 @@ pub trait Denoiser {
     /// `run`; `None` for single-head models.
     fn aux_output(&self) -> Option<&Tensor> {
         None
+    }
+}
+
+/// A model evaluated on the host in f64: the twin of [`Denoiser`] that the program interpreter
+/// (`solvers::interpreter`) calls. It reads the model input and writes the raw prediction (in
+/// the parameterisation the program was built for). Any
+/// `FnMut(&[f64], ModelTime, &mut [f64])` is one.
+pub trait HostDenoiser {
+    /// Writes the prediction at `time` for `input` ([N, C, H, W] flat) into `output` (same
+    /// length).
+    fn run(&mut self, input: &[f64], time: ModelTime, output: &mut [f64]) -> Result<()>;
+
+    /// The second head of a two-head model, valid after `run` (same length as the output);
+    /// `None` for single-head models.
+    fn aux_output(&self) -> Option<&[f64]> {
+        None
+    }
+}
+
+impl<F: FnMut(&[f64], ModelTime, &mut [f64])> HostDenoiser for F {
+    fn run(&mut self, input: &[f64], time: ModelTime, output: &mut [f64]) -> Result<()> {
+        self(input, time, output);
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Floor 4: solvers. Each algorithm is host-side f64 coefficient code that emits a
 //! [`program::Program`] (one file per algorithm); [`executor::Executor`] runs any program on the
-//! GPU with one fused update kernel. Parameterisations are converted in one place
-//! ([`program::x0_terms`], [`program::eps_terms`]).
+//! GPU with one fused update kernel; [`interpreter::run`] runs it on the host in f64 (the
+//! executor's reference, and the solver tests' path without an adapter). Parameterisations are
+//! converted in one place ([`program::x0_terms`], [`program::eps_terms`]).
 
 pub mod ddim;
 pub mod ddpm;
@@ -11,6 +12,7 @@ pub mod euler;
 pub mod executor;
 pub mod flow;
 pub mod heun;
+pub mod interpreter;
 pub mod mr_sampler;
 pub mod program;
 pub mod residual_shift;

@@ -3,8 +3,15 @@
 //! GL cannot pass as green).
 #![allow(dead_code)]
 
+pub mod fixed;
+
+use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+use diffuse::models::{HostDenoiser, Prediction};
 use diffuse::selfcheck::Check;
-use diffuse::{Gpu, GpuOptions};
+use diffuse::solvers::executor::Executor;
+use diffuse::solvers::interpreter::{self, HostRun};
+use diffuse::solvers::program::Program;
+use diffuse::{DType, Gpu, GpuOptions, Tensor};
 use std::sync::OnceLock;
 
 /// The backend named by WGPU_BACKEND, if any.
@@ -238,4 +245,78 @@ pub fn smooth_mixture() -> diffuse::models::analytic::GaussianMixture {
         ],
         variances: vec![0.3, 0.2],
     }
+}
+
+/// Where a solver test runs its program: the GPU executor (needs an adapter) or the f64 host
+/// interpreter (`solvers::interpreter`, runs anywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Gpu,
+    Host,
+}
+
+/// Runs `program` on the closed-form model `mix` (parameterisation `pred`, f32 on the GPU) for
+/// `batch` samples: x_T = init_sigma·`noise`, or drawn from `seed` (stream 0) when `None`;
+/// `cond` is μ for programs that read it. Returns the final state.
+#[allow(clippy::too_many_arguments)]
+pub fn run_analytic(
+    backend: Backend,
+    mix: &GaussianMixture,
+    pred: Prediction,
+    batch: usize,
+    program: &Program,
+    seed: u64,
+    noise: Option<&[f32]>,
+    cond: Option<&[f32]>,
+) -> Vec<f64> {
+    let [c, h, w] = mix.shape;
+    let shape = [batch, c, h, w];
+    match backend {
+        Backend::Gpu => {
+            let gpu = gpu();
+            let mut model =
+                AnalyticDenoiser::new(gpu, mix.clone(), pred, batch, DType::F32).unwrap();
+            let mu = cond.map(|m| Tensor::from_f32(gpu, "mu", &shape, m, DType::F32).unwrap());
+            let exec =
+                Executor::with_condition(gpu, &model, program, seed, noise.is_some(), mu.as_ref())
+                    .unwrap();
+            if let Some(z) = noise {
+                exec.set_noise(gpu, z).unwrap();
+            }
+            let x = exec.run(gpu, &mut model, |_, _| {}).unwrap();
+            x.to_vec_f32(gpu)
+                .unwrap()
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        }
+        Backend::Host => {
+            let mut model = HostMixture {
+                mixture: mix.clone(),
+                prediction: pred,
+            };
+            run_host(&mut model, &shape, program, seed, noise, cond)
+        }
+    }
+}
+
+/// Runs `program` through the host interpreter on `model` (state `shape`), x_T and μ as in
+/// [`run_analytic`].
+pub fn run_host(
+    model: &mut dyn HostDenoiser,
+    shape: &[usize],
+    program: &Program,
+    seed: u64,
+    noise: Option<&[f32]>,
+    cond: Option<&[f32]>,
+) -> Vec<f64> {
+    let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let (noise, cond) = (noise.map(f64s), cond.map(f64s));
+    let opts = HostRun {
+        shape,
+        seed,
+        noise: noise.as_deref(),
+        cond: cond.as_deref(),
+    };
+    interpreter::run(program, model, &opts, |_, _| {}).unwrap()
 }

@@ -1,0 +1,495 @@
+//! Runs a [`Program`] on the host in f64 with a host model ([`HostDenoiser`]): the reference
+//! semantics of the GPU executor ([`super::executor`]), so solver tests run without an adapter
+//! and the executor is tested against it. Noise is the reference Philox4x32-10
+//! ([`crate::reference::philox_normal`]) numbered exactly as on the GPU: x_T is element e of
+//! stream 0; every `Lin` with noise and every `Langevin` takes the next stream (1, 2, … in
+//! program order) and element e of the state draws element e. Langevin steps (Song et al.
+//! 2021, Alg. 4/5) take their size from per-sample L2 norms; dynamic thresholding (Imagen) uses
+//! the exact linear-interpolated quantile of torch.quantile; clamps are to ±c. Everything is
+//! f64: no f32 rounding of the state and no f16 rounding of the model's buffers.
+
+use super::program::{Buf, Op, Program};
+use crate::error::{Error, Result};
+use crate::models::HostDenoiser;
+use crate::reference::philox_normal;
+
+/// How a host run starts and what it is conditioned on.
+#[derive(Debug, Clone, Copy)]
+pub struct HostRun<'a> {
+    /// The state's shape, batch first ([N, C, H, W]); Langevin norms and thresholding quantiles
+    /// are per sample.
+    pub shape: &'a [usize],
+    /// Keys every noise draw (stream 0 is x_T).
+    pub seed: u64,
+    /// x_T = init_sigma · `noise` (a standard-normal draw of the state's size) instead of the
+    /// stream-0 draw, like `Executor::set_noise`.
+    pub noise: Option<&'a [f64]>,
+    /// The condition image μ read as [`Buf::Cond`] (the state's size).
+    pub cond: Option<&'a [f64]>,
+}
+
+/// The buffers of one run.
+struct State<'a> {
+    x: Vec<f64>,
+    model_in: Vec<f64>,
+    model_out: Vec<f64>,
+    slots: Vec<Vec<f64>>,
+    cond: Option<&'a [f64]>,
+    samples: usize,
+}
+
+fn arg(arg: &'static str, reason: String) -> Error {
+    Error::Argument {
+        op: "interpreter",
+        arg,
+        reason,
+    }
+}
+
+impl State<'_> {
+    fn get<'b>(&'b self, b: Buf, aux: Option<&'b [f64]>) -> Result<&'b [f64]> {
+        Ok(match b {
+            Buf::X => &self.x,
+            Buf::ModelIn => &self.model_in,
+            Buf::ModelOut => &self.model_out,
+            Buf::Slot(i) => &self.slots[i],
+            Buf::Cond => self.cond.expect("checked before the run"),
+            Buf::ModelAux => aux.ok_or_else(|| {
+                arg(
+                    "model",
+                    "this program reads a second model head but the model has none".into(),
+                )
+            })?,
+        })
+    }
+
+    fn get_mut(&mut self, b: Buf) -> Result<&mut Vec<f64>> {
+        Ok(match b {
+            Buf::X => &mut self.x,
+            Buf::ModelIn => &mut self.model_in,
+            Buf::ModelOut => &mut self.model_out,
+            Buf::Slot(i) => &mut self.slots[i],
+            Buf::Cond | Buf::ModelAux => {
+                return Err(arg(
+                    "program",
+                    format!("{b:?} is read-only but an instruction writes it"),
+                ))
+            }
+        })
+    }
+}
+
+/// Every buffer an instruction names, with whether it writes it.
+fn buffers(op: &Op) -> Vec<(Buf, bool)> {
+    match op {
+        Op::Lin { dst, terms, .. } => {
+            let mut v = vec![(*dst, true)];
+            v.extend(terms.iter().map(|(b, _)| (*b, false)));
+            v
+        }
+        Op::Langevin { grad, noise, .. } => vec![(*grad, false), (*noise, true), (Buf::X, true)],
+        Op::Threshold { buf, shift, .. } => {
+            let mut v = vec![(*buf, true)];
+            v.extend(shift.iter().map(|b| (*b, false)));
+            v
+        }
+        Op::Model(_) => vec![(Buf::ModelIn, false), (Buf::ModelOut, true)],
+    }
+}
+
+/// Checks a program and run against each other: slots declared, μ given where read, lengths.
+fn check(program: &Program, opts: &HostRun<'_>) -> Result<usize> {
+    let n: usize = opts.shape.iter().product();
+    if opts.shape.is_empty() || n == 0 {
+        return Err(arg(
+            "shape",
+            format!("the state shape {:?} is empty", opts.shape),
+        ));
+    }
+    for (name, v) in [("noise", opts.noise), ("cond", opts.cond)] {
+        if let Some(v) = v {
+            if v.len() != n {
+                return Err(Error::HostLength {
+                    tensor: name.into(),
+                    got: v.len(),
+                    want: n,
+                    shape: opts.shape.to_vec(),
+                });
+            }
+        }
+    }
+    for (b, write) in program.steps.iter().flatten().flat_map(buffers) {
+        match b {
+            Buf::Slot(i) if i >= program.slots => {
+                return Err(arg(
+                    "program",
+                    format!(
+                        "the program reads history slot {i} but declares {} slots",
+                        program.slots
+                    ),
+                ))
+            }
+            Buf::Cond if opts.cond.is_none() => {
+                return Err(arg(
+                    "condition",
+                    "this program reads the condition image μ but none was given".into(),
+                ))
+            }
+            Buf::Cond | Buf::ModelAux if write => {
+                return Err(arg(
+                    "program",
+                    format!("{b:?} is read-only but an instruction writes it"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
+/// Per-sample L2 norms of `v` over `samples` samples.
+fn norms(v: &[f64], samples: usize) -> Vec<f64> {
+    v.chunks(v.len() / samples)
+        .map(|s| s.iter().map(|a| a * a).sum::<f64>().sqrt())
+        .collect()
+}
+
+/// torch.quantile of |v| at `ratio` (linear interpolation at position ratio·(D − 1)).
+fn abs_quantile(v: &[f64], ratio: f64) -> f64 {
+    let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+    a.sort_by(f64::total_cmp);
+    let pos = ratio * (a.len() - 1) as f64;
+    let k = pos.floor() as usize;
+    let hi = a[(k + 1).min(a.len() - 1)];
+    a[k] + (pos - k as f64) * (hi - a[k])
+}
+
+/// Runs `program` on `model` and returns the final state X (f64, the state's shape);
+/// `progress(step, total)` is called after each step.
+pub fn run(
+    program: &Program,
+    model: &mut dyn HostDenoiser,
+    opts: &HostRun<'_>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    let n = check(program, opts)?;
+    let seed = opts.seed;
+    let x = match opts.noise {
+        Some(z) => z.iter().map(|v| program.init_sigma * v).collect(),
+        None => (0..n)
+            .map(|e| program.init_sigma * philox_normal(seed, 0, e as u64))
+            .collect(),
+    };
+    let mut st = State {
+        x,
+        model_in: vec![0.0; n],
+        model_out: vec![0.0; n],
+        slots: vec![vec![0.0; n]; program.slots],
+        cond: opts.cond,
+        samples: opts.shape[0],
+    };
+    let mut stream = 0u32;
+    let total = program.steps.len();
+    for (si, step) in program.steps.iter().enumerate() {
+        for op in step {
+            match op {
+                Op::Model(t) => model.run(&st.model_in, *t, &mut st.model_out)?,
+                Op::Lin {
+                    dst,
+                    terms,
+                    noise,
+                    clamp,
+                } => {
+                    let mut v = vec![0.0; n];
+                    for (b, c) in terms {
+                        for (o, s) in v.iter_mut().zip(st.get(*b, model.aux_output())?) {
+                            *o += c * s;
+                        }
+                    }
+                    if *noise != 0.0 {
+                        stream += 1;
+                        for (e, o) in v.iter_mut().enumerate() {
+                            *o += noise * philox_normal(seed, stream, e as u64);
+                        }
+                    }
+                    if let Some(c) = clamp {
+                        v.iter_mut().for_each(|o| *o = o.clamp(-c, *c));
+                    }
+                    *st.get_mut(*dst)? = v;
+                }
+                Op::Langevin {
+                    grad,
+                    noise,
+                    snr,
+                    alpha,
+                } => {
+                    stream += 1;
+                    let z: Vec<f64> = (0..n)
+                        .map(|e| philox_normal(seed, stream, e as u64))
+                        .collect();
+                    *st.get_mut(*noise)? = z.clone();
+                    let g = st.get(*grad, model.aux_output())?.to_vec();
+                    let sg: f64 = norms(&g, st.samples).iter().sum();
+                    let sz: f64 = norms(&z, st.samples).iter().sum();
+                    let r = snr * sz / sg.max(1e-30);
+                    let eps = 2.0 * alpha * r * r;
+                    for ((xv, gv), zv) in st.x.iter_mut().zip(&g).zip(&z) {
+                        *xv += eps * gv + (2.0 * eps).sqrt() * zv;
+                    }
+                }
+                Op::Threshold {
+                    buf,
+                    shift,
+                    ratio,
+                    max,
+                } => {
+                    if !(0.0..=1.0).contains(ratio) || max.is_nan() || *max < 1.0 {
+                        return Err(Error::Argument {
+                            op: "dynamic thresholding",
+                            arg: "ratio",
+                            reason: format!(
+                                "ratio {ratio} must lie in [0, 1] and max {max} be ≥ 1"
+                            ),
+                        });
+                    }
+                    let sh = match shift {
+                        Some(b) => st.get(*b, model.aux_output())?.to_vec(),
+                        None => vec![0.0; n],
+                    };
+                    let d = n / st.samples;
+                    let t = st.get_mut(*buf)?;
+                    for (tv, sv) in t.chunks_mut(d).zip(sh.chunks(d)) {
+                        let v: Vec<f64> = tv.iter().zip(sv).map(|(a, b)| a + b).collect();
+                        let s = abs_quantile(&v, *ratio).clamp(1.0, *max);
+                        for ((o, vi), si) in tv.iter_mut().zip(&v).zip(sv) {
+                            *o = vi.clamp(-s, s) / s - si;
+                        }
+                    }
+                }
+            }
+        }
+        progress(si + 1, total);
+    }
+    Ok(st.x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solvers::program::{lin, ModelTime};
+
+    const T: ModelTime = ModelTime {
+        t: 1.0,
+        alpha: 0.6,
+        sigma: 0.8,
+    };
+
+    fn opts(shape: &[usize]) -> HostRun<'_> {
+        HostRun {
+            shape,
+            seed: 42,
+            noise: None,
+            cond: None,
+        }
+    }
+
+    #[test]
+    fn noise_streams_are_numbered_as_on_the_gpu() {
+        // x_T from stream 0; the first drawing Lin takes stream 1, a Langevin stream 2, the
+        // next drawing Lin stream 3 (a Lin without noise takes none).
+        let p = Program::new(
+            2.0,
+            3,
+            vec![
+                vec![Op::Lin {
+                    dst: Buf::Slot(0),
+                    terms: vec![],
+                    noise: 1.0,
+                    clamp: None,
+                }],
+                vec![
+                    lin(Buf::Slot(1), vec![(Buf::X, 0.5)]),
+                    Op::Langevin {
+                        grad: Buf::Slot(1),
+                        noise: Buf::Slot(2),
+                        snr: 0.1,
+                        alpha: 1.0,
+                    },
+                ],
+                vec![Op::Lin {
+                    dst: Buf::X,
+                    terms: vec![(Buf::Slot(0), 1.0), (Buf::Slot(2), 10.0)],
+                    noise: 100.0,
+                    clamp: None,
+                }],
+            ],
+        );
+        let shape = [2, 3];
+        let got = run(
+            &p,
+            &mut |_: &[f64], _, _: &mut [f64]| {},
+            &opts(&shape),
+            |_, _| {},
+        )
+        .unwrap();
+        for (e, g) in got.iter().enumerate() {
+            let z = |s| philox_normal(42, s, e as u64);
+            let want = z(1) + 10.0 * z(2) + 100.0 * z(3);
+            assert!((g - want).abs() < 1e-12, "element {e}: {g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn lin_reads_before_it_writes_and_clamps() {
+        // X ← clamp(2·X − X + 3·ModelOut, ±1.5) with X = init·z and ModelOut = 0.1·ModelIn.
+        let p = Program::new(
+            1.0,
+            0,
+            vec![vec![
+                lin(Buf::ModelIn, vec![(Buf::X, 1.0)]),
+                Op::Model(T),
+                Op::Lin {
+                    dst: Buf::X,
+                    terms: vec![(Buf::X, 2.0), (Buf::X, -1.0), (Buf::ModelOut, 3.0)],
+                    noise: 0.0,
+                    clamp: Some(1.5),
+                },
+            ]],
+        );
+        let z = [0.2, -0.9, 2.0, -0.1];
+        let shape = [4];
+        let o = HostRun {
+            noise: Some(&z),
+            ..opts(&shape)
+        };
+        let mut model = |x: &[f64], t: ModelTime, y: &mut [f64]| {
+            assert_eq!(t, T);
+            y.iter_mut().zip(x).for_each(|(a, b)| *a = 0.1 * b);
+        };
+        let mut calls = vec![];
+        let got = run(&p, &mut model, &o, |i, n| calls.push((i, n))).unwrap();
+        assert_eq!(calls, [(1, 1)]);
+        // 1.3·z, the third clamped.
+        for (g, w) in got.iter().zip([0.26, -1.17, 1.5, -0.13]) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn langevin_step_size_follows_the_norm_ratio() {
+        // grad = ModelOut = constant 1 per element: ‖g_b‖ = √D; ε = 2·α·(snr·Σ‖z_b‖/Σ‖g_b‖)².
+        let p = Program::new(
+            0.0,
+            1,
+            vec![vec![
+                Op::Model(T),
+                Op::Langevin {
+                    grad: Buf::ModelOut,
+                    noise: Buf::Slot(0),
+                    snr: 0.3,
+                    alpha: 0.7,
+                },
+            ]],
+        );
+        let shape = [3, 4];
+        let mut ones = |_: &[f64], _, y: &mut [f64]| y.iter_mut().for_each(|v| *v = 1.0);
+        let got = run(&p, &mut ones, &opts(&shape), |_, _| {}).unwrap();
+        let z: Vec<f64> = (0..12).map(|e| philox_normal(42, 1, e)).collect();
+        let zn: f64 = z
+            .chunks(4)
+            .map(|s| s.iter().map(|v| v * v).sum::<f64>().sqrt())
+            .sum();
+        let eps = 2.0 * 0.7 * (0.3 * zn / (3.0 * 2.0f64)).powi(2);
+        for (g, zv) in got.iter().zip(&z) {
+            let want = eps + (2.0 * eps).sqrt() * zv;
+            assert!((g - want).abs() < 1e-12, "{g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn threshold_uses_the_interpolated_quantile_per_sample() {
+        // Sample 0: |v| = [0.5, 3, 2, 4, 1]; q = 0.5 → position 2 of [0.5, 1, 2, 3, 4] = 2;
+        // s = 2. Sample 1: |v| ≤ 0.9 → s = clamp(·, 1, max) = 1 (a pure clip). Sample 2:
+        // q = 0.5 → 5, capped at max = 3. With a shift: v = buf + shift, buf = v' − shift.
+        let z = [
+            0.5, -3.0, 2.0, 4.0, -1.0, //
+            0.9, -0.2, 0.1, 0.3, -0.4, //
+            5.0, 6.0, -5.0, 7.0, 1.0,
+        ];
+        let shape = [3, 5];
+        let mu: Vec<f64> = (0..15).map(|i| 0.1 * i as f64).collect();
+        let thr = |buf, shift| Op::Threshold {
+            buf,
+            shift,
+            ratio: 0.5,
+            max: 3.0,
+        };
+        // In place on X; and on slot = X − μ with the shift μ (the MR data solver's form).
+        let direct = Program::new(1.0, 0, vec![vec![thr(Buf::X, None)]]);
+        let shifted = Program::new(
+            1.0,
+            1,
+            vec![vec![
+                lin(Buf::Slot(0), vec![(Buf::X, 1.0), (Buf::Cond, -1.0)]),
+                thr(Buf::Slot(0), Some(Buf::Cond)),
+                lin(Buf::X, vec![(Buf::Slot(0), 1.0), (Buf::Cond, 1.0)]),
+            ]],
+        );
+        for (name, p) in [("direct", direct), ("shifted", shifted)] {
+            let o = HostRun {
+                noise: Some(&z),
+                cond: Some(&mu),
+                ..opts(&shape)
+            };
+            let got = run(&p, &mut |_: &[f64], _, _: &mut [f64]| {}, &o, |_, _| {}).unwrap();
+            for (i, g) in got.iter().enumerate() {
+                let s = [2.0, 1.0, 3.0][i / 5];
+                let want = z[i].clamp(-s, s) / s;
+                assert!((g - want).abs() < 1e-12, "{name} [{i}]: {g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_programs_and_runs_are_errors() {
+        let shape = [1, 4];
+        let mut m = |_: &[f64], _, _: &mut [f64]| {};
+        let e = |p: &Program, o: &HostRun<'_>, m: &mut dyn HostDenoiser| {
+            run(p, m, o, |_, _| {}).unwrap_err().to_string()
+        };
+        let slot = Program::new(1.0, 1, vec![vec![lin(Buf::Slot(1), vec![(Buf::X, 1.0)])]]);
+        assert!(e(&slot, &opts(&shape), &mut m).contains("slot 1"));
+        let cond = Program::new(1.0, 0, vec![vec![lin(Buf::X, vec![(Buf::Cond, 1.0)])]]);
+        assert!(e(&cond, &opts(&shape), &mut m).contains("condition"));
+        let write = Program::new(1.0, 0, vec![vec![lin(Buf::Cond, vec![(Buf::X, 1.0)])]]);
+        let mu = [0.0; 4];
+        let o = HostRun {
+            cond: Some(&mu),
+            ..opts(&shape)
+        };
+        assert!(e(&write, &o, &mut m).contains("read-only"));
+        let aux = Program::new(
+            1.0,
+            0,
+            vec![vec![Op::Model(T), lin(Buf::X, vec![(Buf::ModelAux, 1.0)])]],
+        );
+        assert!(e(&aux, &opts(&shape), &mut m).contains("second model head"));
+        let thr = Program::new(
+            1.0,
+            0,
+            vec![vec![Op::Threshold {
+                buf: Buf::X,
+                shift: None,
+                ratio: 1.5,
+                max: 2.0,
+            }]],
+        );
+        assert!(e(&thr, &opts(&shape), &mut m).contains("ratio 1.5"));
+        let short = [0.0; 3];
+        let o = HostRun {
+            noise: Some(&short),
+            ..opts(&shape)
+        };
+        assert!(e(&slot, &o, &mut m).contains("noise"));
+    }
+}
