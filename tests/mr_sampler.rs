@@ -6,7 +6,8 @@ mod common;
 
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
 use diffuse::models::Prediction;
-use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind, SolverType};
+use diffuse::schedule::config::{DpmAlgorithm, SolverType};
+use diffuse::schedule::options::DpmSolverConfig;
 use diffuse::schedule::restoration::MeanReverting;
 use diffuse::selfcheck::TestRng;
 use diffuse::solvers::executor::Executor;
@@ -92,15 +93,19 @@ fn mr_sampler_equals_dpm_solver_on_x_minus_mu() {
                 )
                 .unwrap();
                 let x = run(&mrs, &mix, &z, Some(&mu));
-                let mut cfg = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
-                cfg.solver_order = order;
-                cfg.solver_type = SolverType::Heun;
-                cfg.lower_order_final = false;
-                cfg.algorithm = match solve {
-                    MrPrediction::Data => DpmAlgorithm::DpmSolverPlusPlus,
-                    MrPrediction::Noise => DpmAlgorithm::DpmSolver,
+                let cfg = DpmSolverConfig {
+                    solver_order: order,
+                    solver_type: SolverType::Heun,
+                    lower_order_final: false,
+                    algorithm: match solve {
+                        MrPrediction::Data => DpmAlgorithm::DpmSolverPlusPlus,
+                        MrPrediction::Noise => DpmAlgorithm::DpmSolver,
+                    },
+                    ..Default::default()
                 };
-                let mut dpm = dpm_solver::on_points(&cfg, &pts, &[(Buf::X, 1.0)]).unwrap();
+                let mut dpm =
+                    dpm_solver::on_points(&cfg, Prediction::Epsilon, &pts, &[(Buf::X, 1.0)])
+                        .unwrap();
                 dpm.init_sigma = sched.max_sigma;
                 let y = run(&dpm, &mix, &z, None);
                 let worst = x

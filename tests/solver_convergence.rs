@@ -9,6 +9,7 @@ mod common;
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture};
 use diffuse::models::Prediction;
 use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind};
+use diffuse::schedule::options::{DpmSolverConfig, UniPcConfig};
 use diffuse::selfcheck::TestRng;
 use diffuse::solvers::program::Program;
 use diffuse::solvers::{ddim, dpm_solver, euler, executor::Executor, heun, unipc, Grid};
@@ -58,12 +59,11 @@ fn ode_solvers_converge_at_their_theoretical_order() {
         &mix,
         &z.iter().map(|&v| v as f64 * SIGMA_MAX).collect::<Vec<_>>(),
     );
-    let dpm = |order: usize, alg: DpmAlgorithm| {
-        let mut c = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
-        c.solver_order = order;
-        c.algorithm = alg;
-        c.lower_order_final = false;
-        c
+    let dpm = |order: usize, alg: DpmAlgorithm| DpmSolverConfig {
+        solver_order: order,
+        algorithm: alg,
+        lower_order_final: false,
+        ..Default::default()
     };
     let ns = [10usize, 14, 20, 28, 40, 56];
     type Builder<'a> = Box<dyn Fn(&Grid) -> Program + 'a>;
@@ -91,7 +91,12 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             2.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+                dpm_solver::on_grid(
+                    &dpm(2, DpmAlgorithm::DpmSolverPlusPlus),
+                    Prediction::Epsilon,
+                    g,
+                )
+                .unwrap()
             }),
         ),
         (
@@ -99,7 +104,12 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             3.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(3, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+                dpm_solver::on_grid(
+                    &dpm(3, DpmAlgorithm::DpmSolverPlusPlus),
+                    Prediction::Epsilon,
+                    g,
+                )
+                .unwrap()
             }),
         ),
         (
@@ -107,7 +117,8 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             2.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), g).unwrap()
+                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), Prediction::Epsilon, g)
+                    .unwrap()
             }),
         ),
         // UniP-2 with the UniC corrector: order 2 to 3 (the corrector raises the order by one
@@ -117,9 +128,11 @@ fn ode_solvers_converge_at_their_theoretical_order() {
             2.5,
             true,
             Box::new(move |g: &Grid| {
-                let mut c = SchedulerConfig::default_for(SchedulerKind::UniPc);
-                c.lower_order_final = false;
-                unipc::on_grid(&c, g)
+                let c = UniPcConfig {
+                    lower_order_final: false,
+                    ..Default::default()
+                };
+                unipc::on_grid(&c, Prediction::Epsilon, g)
             }),
         ),
     ];

@@ -67,13 +67,14 @@ fn final_samples_match_diffusers() {
         let program = solvers::build(&cfg, steps).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut model: Box<dyn Denoiser> = match case["model"].as_str().unwrap() {
             "toy" => Box::new(
-                AnalyticDenoiser::new(gpu, toy(), cfg.prediction, z.shape[0], DType::F32).unwrap(),
+                AnalyticDenoiser::new(gpu, toy(), cfg.train.prediction, z.shape[0], DType::F32)
+                    .unwrap(),
             ),
             _ => Box::new(UNetDenoiser {
                 forward: unet
                     .prepare(gpu, z.shape[0], z.shape[2], z.shape[3])
                     .unwrap(),
-                prediction: cfg.prediction,
+                prediction: cfg.train.prediction,
                 labels: None,
             }),
         };
@@ -135,7 +136,7 @@ fn f16_model_with_f32_solver_state_tracks_diffusers() {
         forward: unet
             .prepare(gpu, z.shape[0], z.shape[2], z.shape[3])
             .unwrap(),
-        prediction: cfg.prediction,
+        prediction: cfg.train.prediction,
         labels: None,
     };
     let program = solvers::build(&cfg, 10).unwrap();

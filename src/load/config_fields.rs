@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::Value;
+use std::ops::RangeInclusive;
 
 /// The fields of one config object; `null` reads as absent (diffusers writes `null` for
 /// "use the default").
@@ -63,6 +64,49 @@ impl<'a> ConfigFields<'a> {
 
     pub fn opt_usize(&self, k: &str) -> Result<Option<usize>> {
         self.get(k).map(|_| self.usize(k, 0)).transpose()
+    }
+
+    /// A checked integer in `range`: a JSON integer, or a number with no fractional part
+    /// (`1000.0`); a fraction, a negative, a string or a value outside `range` is an error
+    /// naming the field (never truncated). `d` when absent.
+    pub fn int(&self, k: &str, d: usize, range: RangeInclusive<usize>) -> Result<usize> {
+        self.get(k)
+            .map_or(Ok(d), |v| self.checked_int(k, v, &range))
+    }
+
+    /// A list of checked integers, each in `range` (see [`Self::int`]); empty when absent.
+    pub fn ints(&self, k: &str, range: RangeInclusive<usize>) -> Result<Vec<usize>> {
+        match self.get(k) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(|v| self.checked_int(k, v, &range)).collect(),
+            Some(v) => Err(self.err(k, format!("expected a list of integers, got {v}"))),
+        }
+    }
+
+    fn checked_int(&self, k: &str, v: &Value, range: &RangeInclusive<usize>) -> Result<usize> {
+        let n = match (v.as_u64(), v.as_f64()) {
+            (Some(n), _) => Some(n),
+            // 2^64 itself is exactly representable and would saturate in the cast.
+            (None, Some(x)) if x >= 0.0 && x.fract() == 0.0 && x < 18446744073709551616.0 => {
+                Some(x as u64)
+            }
+            _ => None,
+        };
+        let n =
+            n.ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}")))?;
+        usize::try_from(n)
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                self.err(
+                    k,
+                    format!(
+                        "{n} is out of range (expected {}..={})",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })
     }
 
     /// A finite-or-not JSON number (strict: no string spellings).
