@@ -84,24 +84,20 @@ impl<'a> ConfigFields<'a> {
     }
 
     fn checked_int(&self, k: &str, v: &Value, range: &RangeInclusive<usize>) -> Result<usize> {
-        let n = match (v.as_u64(), v.as_f64()) {
-            (Some(n), _) => Some(n),
-            // 2^64 itself is exactly representable and would saturate in the cast.
-            (None, Some(x)) if x >= 0.0 && x.fract() == 0.0 && x < 18446744073709551616.0 => {
-                Some(x as u64)
-            }
-            _ => None,
-        };
-        let n =
-            n.ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}")))?;
-        usize::try_from(n)
-            .ok()
+        let whole = v.as_u64().map(Some).or_else(|| {
+            let x = v.as_f64().filter(|x| *x >= 0.0 && x.fract() == 0.0)?;
+            // 2^64 and above would saturate in the cast: out of range, not truncated.
+            Some((x < 18446744073709551616.0).then_some(x as u64))
+        });
+        let n = whole
+            .ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}")))?;
+        n.and_then(|n| usize::try_from(n).ok())
             .filter(|n| range.contains(n))
             .ok_or_else(|| {
                 self.err(
                     k,
                     format!(
-                        "{n} is out of range (expected {}..={})",
+                        "{v} is out of range (expected {}..={})",
                         range.start(),
                         range.end()
                     ),
@@ -155,5 +151,36 @@ impl<'a> ConfigFields<'a> {
             Some(v) if !ok(v) => Err(self.err(k, format!("value {v} is not supported"))),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigFields;
+    use serde_json::json;
+
+    #[test]
+    fn checked_integers() {
+        let v = json!({
+            "whole_float": 1e3, "big_float": 18446744073709551616.0, "max": 18446744073709551615u64,
+            "neg_zero": -0.0, "null": null, "list": [0, 2.0, 7],
+        });
+        let f = ConfigFields::new(&v, "c.json").unwrap();
+        assert_eq!(f.int("whole_float", 0, 0..=1000).unwrap(), 1000);
+        assert_eq!(f.int("neg_zero", 5, 0..=1).unwrap(), 0);
+        assert_eq!(f.int("null", 5, 0..=1).unwrap(), 5, "null reads as absent");
+        assert_eq!(f.int("absent", 5, 0..=1).unwrap(), 5);
+        assert_eq!(f.ints("list", 0..=7).unwrap(), vec![0, 2, 7]);
+        assert!(f.ints("absent", 0..=7).unwrap().is_empty());
+        for (k, range) in [
+            ("whole_float", 0..=999),
+            ("big_float", 0..=usize::MAX),
+            ("max", 0..=usize::MAX - 1),
+        ] {
+            let e = f.int(k, 0, range).unwrap_err().to_string();
+            assert!(e.contains("out of range") && e.contains(k), "{e}");
+        }
+        let e = f.ints("list", 0..=6).unwrap_err().to_string();
+        assert!(e.contains("7 is out of range (expected 0..=6)"), "{e}");
     }
 }

@@ -294,9 +294,14 @@ impl SolverConfig {
                 grid: sigma_grid(f)?,
                 ancestral: kind == K::EulerAncestral,
             }),
-            K::Heun => SolverConfig::Heun(HeunConfig {
-                grid: sigma_grid(f)?,
-            }),
+            K::Heun => {
+                choice(f, "final_sigmas_type", (), &[("zero", ())])?;
+                let g = sigma_grid(f)?;
+                SolverConfig::Heun(HeunConfig {
+                    spacing: g.spacing,
+                    use_karras_sigmas: g.use_karras_sigmas,
+                })
+            }
             K::DpmSolverMultistep => SolverConfig::DpmSolver(dpm_solver(f)?),
             K::UniPc => SolverConfig::UniPc(unipc(f)?),
             K::FlowMatchEuler | K::FlowMatchHeun => SolverConfig::Flow(FlowConfig {

@@ -169,10 +169,22 @@ pub struct EulerConfig {
     pub ancestral: bool,
 }
 
-/// `HeunDiscreteScheduler`'s options.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// `HeunDiscreteScheduler`'s options (its final σ is always zero: diffusers' Heun has no
+/// `final_sigmas_type`, and the corrector needs a network time at every σ > 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeunConfig {
-    pub grid: SigmaGrid,
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+}
+
+impl Default for HeunConfig {
+    fn default() -> Self {
+        let g = SigmaGrid::default();
+        HeunConfig {
+            spacing: g.spacing,
+            use_karras_sigmas: g.use_karras_sigmas,
+        }
+    }
 }
 
 /// `DPMSolverMultistepScheduler`'s options.

@@ -8,12 +8,17 @@ use crate::error::Result;
 use crate::models::Prediction;
 use crate::schedule::check_steps;
 use crate::schedule::config::TrainingSchedule;
-use crate::schedule::options::HeunConfig;
+use crate::schedule::options::{HeunConfig, SigmaGrid};
 
 pub fn program(cfg: &HeunConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
-    let (t, sigma) = super::sigma_timesteps(&cfg.grid, train, steps)?;
-    let init = super::euler_init_sigma(cfg.grid.spacing, &sigma);
+    let grid = SigmaGrid {
+        spacing: cfg.spacing,
+        use_karras_sigmas: cfg.use_karras_sigmas,
+        final_sigma_zero: true,
+    };
+    let (t, sigma) = super::sigma_timesteps(&grid, train, steps)?;
+    let init = super::euler_init_sigma(cfg.spacing, &sigma);
     Ok(on_grid(train.prediction, &Grid { t, sigma }, init))
 }
 
