@@ -74,7 +74,8 @@ fn executor_matches_the_interpreter_on_scheduler_programs() {
             Op::Langevin { .. } => true,
             _ => false,
         });
-        let run = |b, seed| common::run_analytic(b, &mix, cfg.prediction, 6, &p, seed, None, None);
+        let run =
+            |b, seed| common::run_analytic(b, &mix, cfg.train.prediction, 6, &p, seed, None, None);
         let (gpu, host) = (run(Backend::Gpu, 77), run(Backend::Host, 77));
         let d = rel_diff(&gpu, &host);
         // A different seed moves the sample far more than the backends differ.

@@ -10,7 +10,8 @@ use common::fixed::{run_error, run_fixed, run_program};
 use common::Backend;
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::models::{HostDenoiser, Prediction};
-use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind, SolverType};
+use diffuse::schedule::config::{DpmAlgorithm, SolverType};
+use diffuse::schedule::options::DpmSolverConfig;
 use diffuse::schedule::restoration::MeanReverting;
 use diffuse::selfcheck::TestRng;
 use diffuse::solvers::mr_sampler::{ode_program, MrPrediction};
@@ -96,15 +97,19 @@ fn mrs_identity(backend: Backend) {
                 )
                 .unwrap();
                 let x = run(backend, &mrs, &mix, &z, Some(&mu_v));
-                let mut cfg = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
-                cfg.solver_order = order;
-                cfg.solver_type = SolverType::Heun;
-                cfg.lower_order_final = false;
-                cfg.algorithm = match solve {
-                    MrPrediction::Data => DpmAlgorithm::DpmSolverPlusPlus,
-                    MrPrediction::Noise => DpmAlgorithm::DpmSolver,
+                let cfg = DpmSolverConfig {
+                    solver_order: order,
+                    solver_type: SolverType::Heun,
+                    lower_order_final: false,
+                    algorithm: match solve {
+                        MrPrediction::Data => DpmAlgorithm::DpmSolverPlusPlus,
+                        MrPrediction::Noise => DpmAlgorithm::DpmSolver,
+                    },
+                    ..Default::default()
                 };
-                let mut dpm = dpm_solver::on_points(&cfg, &pts, &[(Buf::X, 1.0)]).unwrap();
+                let mut dpm =
+                    dpm_solver::on_points(&cfg, Prediction::Epsilon, &pts, &[(Buf::X, 1.0)])
+                        .unwrap();
                 dpm.init_sigma = sched.max_sigma;
                 let y = run(backend, &dpm, &mix, &z, None);
                 let worst = x

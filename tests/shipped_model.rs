@@ -28,7 +28,7 @@ fn shipped_model_loads_and_samples_clothing_like_images() {
     let batch = 16;
     let mut den = UNetDenoiser {
         forward: model.prepare(gpu, batch, 28, 28).unwrap(),
-        prediction: cfg.prediction,
+        prediction: cfg.train.prediction,
         labels: None,
     };
     let x = sample(
@@ -89,7 +89,7 @@ fn shipped_class_conditional_model_samples_with_guidance() {
     let cfg = SchedulerConfig::named("dpm-solver++", Some(&base)).unwrap();
     let labels: Vec<i64> = (0..10).collect();
     let fwd = model.prepare(gpu, 20, 28, 28).unwrap();
-    let mut den = GuidedUNet::new(gpu, fwd, cfg.prediction, &labels, 10, 3.0).unwrap();
+    let mut den = GuidedUNet::new(gpu, fwd, cfg.train.prediction, &labels, 10, 3.0).unwrap();
     let x = sample(
         gpu,
         &mut den,

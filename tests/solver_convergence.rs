@@ -10,6 +10,7 @@ use common::Backend;
 use diffuse::models::analytic::GaussianMixture;
 use diffuse::models::Prediction;
 use diffuse::schedule::config::{DpmAlgorithm, SchedulerConfig, SchedulerKind};
+use diffuse::schedule::options::{DpmSolverConfig, UniPcConfig};
 use diffuse::selfcheck::TestRng;
 use diffuse::solvers::program::Program;
 use diffuse::solvers::{ddim, dpm_solver, euler, heun, unipc, Grid};
@@ -75,12 +76,11 @@ fn check_orders(backend: Backend) {
         &mix,
         &z.iter().map(|&v| v as f64 * SIGMA_MAX).collect::<Vec<_>>(),
     );
-    let dpm = |order: usize, alg: DpmAlgorithm| {
-        let mut c = SchedulerConfig::default_for(SchedulerKind::DpmSolverMultistep);
-        c.solver_order = order;
-        c.algorithm = alg;
-        c.lower_order_final = false;
-        c
+    let dpm = |order: usize, alg: DpmAlgorithm| DpmSolverConfig {
+        solver_order: order,
+        algorithm: alg,
+        lower_order_final: false,
+        ..Default::default()
     };
     let ns = [10usize, 14, 20, 28, 40, 56];
     type Builder<'a> = Box<dyn Fn(&Grid) -> Program + 'a>;
@@ -108,7 +108,12 @@ fn check_orders(backend: Backend) {
             2.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+                dpm_solver::on_grid(
+                    &dpm(2, DpmAlgorithm::DpmSolverPlusPlus),
+                    Prediction::Epsilon,
+                    g,
+                )
+                .unwrap()
             }),
         ),
         (
@@ -116,7 +121,12 @@ fn check_orders(backend: Backend) {
             3.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(3, DpmAlgorithm::DpmSolverPlusPlus), g).unwrap()
+                dpm_solver::on_grid(
+                    &dpm(3, DpmAlgorithm::DpmSolverPlusPlus),
+                    Prediction::Epsilon,
+                    g,
+                )
+                .unwrap()
             }),
         ),
         (
@@ -124,7 +134,8 @@ fn check_orders(backend: Backend) {
             2.0,
             true,
             Box::new(move |g: &Grid| {
-                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), g).unwrap()
+                dpm_solver::on_grid(&dpm(2, DpmAlgorithm::DpmSolver), Prediction::Epsilon, g)
+                    .unwrap()
             }),
         ),
         // UniP-2 with the UniC corrector: order 2 to 3 (the corrector raises the order by one
@@ -134,9 +145,11 @@ fn check_orders(backend: Backend) {
             2.5,
             true,
             Box::new(move |g: &Grid| {
-                let mut c = SchedulerConfig::default_for(SchedulerKind::UniPc);
-                c.lower_order_final = false;
-                unipc::on_grid(&c, g)
+                let c = UniPcConfig {
+                    lower_order_final: false,
+                    ..Default::default()
+                };
+                unipc::on_grid(&c, Prediction::Epsilon, g)
             }),
         ),
     ];

@@ -12,7 +12,7 @@ mod common;
 use common::Backend;
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::pipeline::{sample, SampleOptions};
-use diffuse::schedule::config::SchedulerConfig;
+use diffuse::schedule::config::{SchedulerConfig, SolverConfig};
 use diffuse::DType;
 
 const N: usize = 10_000;
@@ -38,17 +38,23 @@ fn draw(
     let mix = gaussian();
     // "ddim-eta1": DDIM with η = 1 (stochastic, DDPM-like).
     let mut cfg = SchedulerConfig::named(name.strip_suffix("-eta1").unwrap_or(name), None).unwrap();
-    if name.ends_with("-eta1") {
-        cfg.eta = 1.0;
+    match &mut cfg.solver {
+        SolverConfig::Ddim(c) => {
+            if name.ends_with("-eta1") {
+                c.eta = 1.0;
+            }
+            c.clip_sample = None;
+        }
+        SolverConfig::Ddpm(c) => c.clip_sample = None,
+        // EDM's S_noise = 1.003 deliberately inflates the noise; the statistics test wants 1.
+        SolverConfig::Edm(c) => c.churn.s_noise = 1.0,
+        _ => {}
     }
-    cfg.clip_sample = None;
-    // EDM's S_noise = 1.003 deliberately inflates the noise; the statistics test wants 1.
-    cfg.churn.s_noise = 1.0;
     if backend == Backend::Host {
         let program = diffuse::solvers::build(&cfg, steps).unwrap();
         let mut model = HostMixture {
             mixture: mix.clone(),
-            prediction: cfg.prediction,
+            prediction: cfg.train.prediction,
         };
         let [c, h, w] = mix.shape;
         let x = common::run_host(&mut model, &[batch, c, h, w], &program, seed, None, None);
@@ -56,7 +62,7 @@ fn draw(
     }
     let gpu = common::gpu();
     let mut model =
-        AnalyticDenoiser::new(gpu, mix.clone(), cfg.prediction, batch, DType::F32).unwrap();
+        AnalyticDenoiser::new(gpu, mix.clone(), cfg.train.prediction, batch, DType::F32).unwrap();
     let x = sample(
         gpu,
         &mut model,
@@ -234,7 +240,8 @@ fn one_program_serves_concurrent_runs_and_reports_progress() {
     let gpu = common::gpu();
     let cfg = SchedulerConfig::named("sde-dpm-solver++", None).unwrap();
     let program = diffuse::solvers::build(&cfg, 12).unwrap();
-    let mk = || AnalyticDenoiser::new(gpu, gaussian(), cfg.prediction, 16, DType::F32).unwrap();
+    let mk =
+        || AnalyticDenoiser::new(gpu, gaussian(), cfg.train.prediction, 16, DType::F32).unwrap();
     let (mut ma, mut mb) = (mk(), mk());
     let a = Executor::new(gpu, &ma, &program, 1, false).unwrap();
     let b = Executor::new(gpu, &mb, &program, 2, false).unwrap();

@@ -89,13 +89,14 @@ fn final_samples_match_diffusers() {
         let program = solvers::build(&cfg, steps).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut model: Box<dyn Denoiser> = match case["model"].as_str().unwrap() {
             "toy" => Box::new(
-                AnalyticDenoiser::new(gpu, toy(), cfg.prediction, z.shape[0], DType::F32).unwrap(),
+                AnalyticDenoiser::new(gpu, toy(), cfg.train.prediction, z.shape[0], DType::F32)
+                    .unwrap(),
             ),
             _ => Box::new(UNetDenoiser {
                 forward: unet
                     .prepare(gpu, z.shape[0], z.shape[2], z.shape[3])
                     .unwrap(),
-                prediction: cfg.prediction,
+                prediction: cfg.train.prediction,
                 labels: None,
             }),
         };
@@ -138,7 +139,7 @@ fn final_samples_match_diffusers_interpreter() {
         let program = solvers::build(&cfg, steps).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut model = HostMixture {
             mixture: toy(),
-            prediction: cfg.prediction,
+            prediction: cfg.train.prediction,
         };
         let got = common::run_host(&mut model, &z.shape, &program, 0, Some(&z.data), None);
         if !within(name, program.nfe, &got, &want.data) {
@@ -177,7 +178,7 @@ fn f16_model_with_f32_solver_state_tracks_diffusers() {
         forward: unet
             .prepare(gpu, z.shape[0], z.shape[2], z.shape[3])
             .unwrap(),
-        prediction: cfg.prediction,
+        prediction: cfg.train.prediction,
         labels: None,
     };
     let program = solvers::build(&cfg, 10).unwrap();

@@ -137,7 +137,7 @@ pub fn sampling_rows(
     for &batch in batches {
         let mut den = crate::models::unet::UNetDenoiser {
             forward: model.prepare(gpu, batch, h, w)?,
-            prediction: cfg.prediction,
+            prediction: cfg.train.prediction,
             labels: model
                 .num_classes()
                 .map(|k| (0..batch).map(|i| (i % k) as i64).collect()),
@@ -158,7 +158,7 @@ pub fn sampling_rows(
         let per_step = secs / program.steps.len().max(1) as f64;
         rows.push(Row {
             kind: "sampling",
-            name: format!("{name} b{batch} {} {steps} steps", cfg.kind.class_name()),
+            name: format!("{name} b{batch} {} {steps} steps", cfg.kind().class_name()),
             dtype: model.dtype,
             ms: secs * 1e3,
             rate: batch as f64 / secs,

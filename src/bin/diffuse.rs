@@ -453,7 +453,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         a.s.scheduler.as_deref(),
         a.s.scheduler_config.as_deref(),
     )?;
-    diffuse::schedule::check_steps(a.s.steps, cfg.num_train_timesteps)?;
+    diffuse::schedule::check_steps(a.s.steps, cfg.train.num_train_timesteps)?;
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let labels = match (a.class_label, loaded.classes(a.s.guidance.is_some())) {
@@ -481,7 +481,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         .as_ref()
         .map(|p| generate::read_noise(p, &shape))
         .transpose()?;
-    let bar = progress_bar(a.s.steps as u64, cfg.kind.class_name(), "steps");
+    let bar = progress_bar(a.s.steps as u64, cfg.kind().class_name(), "steps");
     let t0 = std::time::Instant::now();
     let sopts = diffuse::pipeline::SampleOptions {
         steps: a.s.steps,
@@ -499,7 +499,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         a.out.display(),
         shape[0],
         a.s.steps,
-        cfg.kind.class_name(),
+        cfg.kind().class_name(),
         gpu.info().name
     );
     Ok(())
@@ -568,7 +568,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         a.s.scheduler.as_deref(),
         a.s.scheduler_config.as_deref(),
     )?;
-    diffuse::schedule::check_steps(a.s.steps, cfg.num_train_timesteps)?;
+    diffuse::schedule::check_steps(a.s.steps, cfg.train.num_train_timesteps)?;
     let stats_path = a.classifier.join(eval::FID_STATS);
     let test = eval::read_stats(&stats_path, "test")?;
     let train = eval::read_stats(&stats_path, "train")?;
@@ -588,7 +588,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         guidance: a.s.guidance,
         dtype: a.s.dtype,
     };
-    let bar = progress_bar(1000, cfg.kind.class_name(), "‰");
+    let bar = progress_bar(1000, cfg.kind().class_name(), "‰");
     let rep = eval::evaluate_generation(
         &gpu,
         &loaded,
@@ -613,7 +613,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
     let info = gpu.info();
     println!(
         "{} {} steps ({} NFE), {} samples: FID-FMNIST {:.3}{}",
-        cfg.kind.class_name(),
+        cfg.kind().class_name(),
         a.s.steps,
         rep.nfe,
         rep.num_samples,
@@ -630,7 +630,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
     if let Some(p) = &a.json {
         let v = serde_json::json!({
-            "model": a.s.model, "scheduler": cfg.kind.class_name(),
+            "model": a.s.model, "scheduler": cfg.kind().class_name(),
             "sampler": a.s.scheduler, "steps": a.s.steps, "nfe": rep.nfe,
             "num_samples": rep.num_samples, "guidance": a.s.guidance, "seed": a.s.seed,
             "fid_fmnist": rep.fid, "class_accuracy": rep.accuracy,

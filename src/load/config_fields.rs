@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::Value;
+use std::ops::RangeInclusive;
 
 /// The fields of one config object; `null` reads as absent (diffusers writes `null` for
 /// "use the default").
@@ -65,6 +66,45 @@ impl<'a> ConfigFields<'a> {
         self.get(k).map(|_| self.usize(k, 0)).transpose()
     }
 
+    /// A checked integer in `range`: a JSON integer, or a number with no fractional part
+    /// (`1000.0`); a fraction, a negative, a string or a value outside `range` is an error
+    /// naming the field (never truncated). `d` when absent.
+    pub fn int(&self, k: &str, d: usize, range: RangeInclusive<usize>) -> Result<usize> {
+        self.get(k)
+            .map_or(Ok(d), |v| self.checked_int(k, v, &range))
+    }
+
+    /// A list of checked integers, each in `range` (see [`Self::int`]); empty when absent.
+    pub fn ints(&self, k: &str, range: RangeInclusive<usize>) -> Result<Vec<usize>> {
+        match self.get(k) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(|v| self.checked_int(k, v, &range)).collect(),
+            Some(v) => Err(self.err(k, format!("expected a list of integers, got {v}"))),
+        }
+    }
+
+    fn checked_int(&self, k: &str, v: &Value, range: &RangeInclusive<usize>) -> Result<usize> {
+        let whole = v.as_u64().map(Some).or_else(|| {
+            let x = v.as_f64().filter(|x| *x >= 0.0 && x.fract() == 0.0)?;
+            // 2^64 and above would saturate in the cast: out of range, not truncated.
+            Some((x < 18446744073709551616.0).then_some(x as u64))
+        });
+        let n = whole
+            .ok_or_else(|| self.err(k, format!("expected a non-negative integer, got {v}")))?;
+        n.and_then(|n| usize::try_from(n).ok())
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                self.err(
+                    k,
+                    format!(
+                        "{v} is out of range (expected {}..={})",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })
+    }
+
     /// A finite-or-not JSON number (strict: no string spellings).
     pub fn f64(&self, k: &str, d: f64) -> Result<f64> {
         self.read(k, d, "a number", Value::as_f64)
@@ -111,5 +151,36 @@ impl<'a> ConfigFields<'a> {
             Some(v) if !ok(v) => Err(self.err(k, format!("value {v} is not supported"))),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigFields;
+    use serde_json::json;
+
+    #[test]
+    fn checked_integers() {
+        let v = json!({
+            "whole_float": 1e3, "big_float": 18446744073709551616.0, "max": 18446744073709551615u64,
+            "neg_zero": -0.0, "null": null, "list": [0, 2.0, 7],
+        });
+        let f = ConfigFields::new(&v, "c.json").unwrap();
+        assert_eq!(f.int("whole_float", 0, 0..=1000).unwrap(), 1000);
+        assert_eq!(f.int("neg_zero", 5, 0..=1).unwrap(), 0);
+        assert_eq!(f.int("null", 5, 0..=1).unwrap(), 5, "null reads as absent");
+        assert_eq!(f.int("absent", 5, 0..=1).unwrap(), 5);
+        assert_eq!(f.ints("list", 0..=7).unwrap(), vec![0, 2, 7]);
+        assert!(f.ints("absent", 0..=7).unwrap().is_empty());
+        for (k, range) in [
+            ("whole_float", 0..=999),
+            ("big_float", 0..=usize::MAX),
+            ("max", 0..=usize::MAX - 1),
+        ] {
+            let e = f.int(k, 0, range).unwrap_err().to_string();
+            assert!(e.contains("out of range") && e.contains(k), "{e}");
+        }
+        let e = f.ints("list", 0..=6).unwrap_err().to_string();
+        assert!(e.contains("7 is out of range (expected 0..=6)"), "{e}");
     }
 }

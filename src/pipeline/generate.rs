@@ -121,7 +121,7 @@ impl LoadedModel {
                 return Ok(Box::new(AnalyticDenoiser::new(
                     gpu,
                     mix,
-                    cfg.prediction,
+                    cfg.train.prediction,
                     req.batch,
                     req.dtype,
                 )?));
@@ -152,7 +152,7 @@ impl LoadedModel {
             }
             return Ok(Box::new(UNetDenoiser {
                 forward: unet.prepare(gpu, req.batch, h, w)?,
-                prediction: cfg.prediction,
+                prediction: cfg.train.prediction,
                 labels: None,
             }));
         };
@@ -179,14 +179,14 @@ impl LoadedModel {
             Some(scale) => Box::new(GuidedUNet::new(
                 gpu,
                 unet.prepare(gpu, 2 * req.batch, h, w)?,
-                cfg.prediction,
+                cfg.train.prediction,
                 &labels,
                 (k - 1) as i64,
                 scale,
             )?),
             None => Box::new(UNetDenoiser {
                 forward: unet.prepare(gpu, req.batch, h, w)?,
-                prediction: cfg.prediction,
+                prediction: cfg.train.prediction,
                 labels: Some(labels),
             }),
         })

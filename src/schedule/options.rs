@@ -1,4 +1,7 @@
-//! Sampler options that scheduler configs carry (data only; the solvers use them).
+//! Sampler options that scheduler configs carry, one struct per solver with diffusers' defaults
+//! as its `Default` (data only; the solvers use them, `config` parses them).
+
+use super::Spacing;
 
 /// EDM's churn parameters (S_churn = 0: deterministic Heun).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,8 +54,6 @@ pub struct ScoreSdeOptions {
     pub snr: f64,
     /// The last time (1e-5 VE, 1e-3 VP in the paper).
     pub eps: f64,
-    /// The network's time input is t·time_scale for VP models; VE models receive σ.
-    pub time_scale: f64,
 }
 
 impl Sde {
@@ -73,4 +74,206 @@ impl Sde {
             }
         }
     }
+}
+
+/// DDPM's `variance_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarianceType {
+    FixedSmall,
+    FixedLarge,
+}
+
+/// DPM-Solver's `algorithm_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpmAlgorithm {
+    /// Noise prediction (Lu et al. 2022).
+    DpmSolver,
+    /// Data prediction (Lu et al. 2022b).
+    DpmSolverPlusPlus,
+    SdeDpmSolver,
+    SdeDpmSolverPlusPlus,
+}
+
+/// DPM-Solver's `solver_type` for the second-order term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+/// `DDPMScheduler`'s options (defaults: diffusers').
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdpmConfig {
+    pub spacing: Spacing,
+    /// `clip_sample` with its range (`clip_sample_range`).
+    pub clip_sample: Option<f64>,
+    pub variance_type: VarianceType,
+}
+
+impl Default for DdpmConfig {
+    fn default() -> Self {
+        DdpmConfig {
+            spacing: Spacing::Leading,
+            clip_sample: Some(1.0),
+            variance_type: VarianceType::FixedSmall,
+        }
+    }
+}
+
+/// `DDIMScheduler`'s options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdimConfig {
+    pub spacing: Spacing,
+    /// `clip_sample` with its range (`clip_sample_range`).
+    pub clip_sample: Option<f64>,
+    pub set_alpha_to_one: bool,
+    /// η (a `step` argument in diffusers; 0 by default).
+    pub eta: f64,
+}
+
+impl Default for DdimConfig {
+    fn default() -> Self {
+        DdimConfig {
+            spacing: Spacing::Leading,
+            clip_sample: Some(1.0),
+            set_alpha_to_one: true,
+            eta: 0.0,
+        }
+    }
+}
+
+/// The σ grid of the Euler family's `set_timesteps` (`EulerDiscreteScheduler`,
+/// `EulerAncestralDiscreteScheduler`, `HeunDiscreteScheduler`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SigmaGrid {
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+    /// `final_sigmas_type == "zero"` (else `sigma_min`).
+    pub final_sigma_zero: bool,
+}
+
+impl Default for SigmaGrid {
+    fn default() -> Self {
+        SigmaGrid {
+            spacing: Spacing::Linspace,
+            use_karras_sigmas: false,
+            final_sigma_zero: true,
+        }
+    }
+}
+
+/// `EulerDiscreteScheduler` (`ancestral: false`) or `EulerAncestralDiscreteScheduler`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EulerConfig {
+    pub grid: SigmaGrid,
+    pub ancestral: bool,
+}
+
+/// `HeunDiscreteScheduler`'s options (its final σ is always zero: diffusers' Heun has no
+/// `final_sigmas_type`, and the corrector needs a network time at every σ > 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeunConfig {
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+}
+
+impl Default for HeunConfig {
+    fn default() -> Self {
+        let g = SigmaGrid::default();
+        HeunConfig {
+            spacing: g.spacing,
+            use_karras_sigmas: g.use_karras_sigmas,
+        }
+    }
+}
+
+/// `DPMSolverMultistepScheduler`'s options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpmSolverConfig {
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+    /// Timesteps uniform in log σ (`use_lu_lambdas`, Lu et al.).
+    pub use_lu_lambdas: bool,
+    /// `final_sigmas_type == "zero"` (else `sigma_min`).
+    pub final_sigma_zero: bool,
+    pub lambda_min_clipped: f64,
+    /// 1, 2 or 3.
+    pub solver_order: usize,
+    pub algorithm: DpmAlgorithm,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+}
+
+impl Default for DpmSolverConfig {
+    fn default() -> Self {
+        DpmSolverConfig {
+            spacing: Spacing::Linspace,
+            use_karras_sigmas: false,
+            use_lu_lambdas: false,
+            final_sigma_zero: true,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            solver_order: 2,
+            algorithm: DpmAlgorithm::DpmSolverPlusPlus,
+            solver_type: SolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+        }
+    }
+}
+
+/// `UniPCMultistepScheduler`'s options (the final σ is always zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniPcConfig {
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+    /// 1, 2 or 3.
+    pub solver_order: usize,
+    /// Data prediction (`predict_x0`).
+    pub predict_x0: bool,
+    /// B(h) = h (`solver_type` `bh1`) instead of e^h − 1 (`bh2`).
+    pub bh1: bool,
+    pub lower_order_final: bool,
+    /// Steps whose corrector is skipped.
+    pub disable_corrector: Vec<usize>,
+}
+
+impl Default for UniPcConfig {
+    fn default() -> Self {
+        UniPcConfig {
+            spacing: Spacing::Linspace,
+            use_karras_sigmas: false,
+            solver_order: 2,
+            predict_x0: true,
+            bh1: false,
+            lower_order_final: true,
+            disable_corrector: Vec::new(),
+        }
+    }
+}
+
+/// `FlowMatchEulerDiscreteScheduler` (`heun: false`) or `FlowMatchHeunDiscreteScheduler`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlowConfig {
+    /// The time shift (σ ← shift·σ / (1 + (shift − 1)·σ)).
+    pub shift: f64,
+    pub heun: bool,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            shift: 1.0,
+            heun: false,
+        }
+    }
+}
+
+/// `EDMHeunScheduler` (ours): EDM's Heun sampler with churn on a Karras grid.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EdmConfig {
+    /// `s_churn`, `s_tmin`, `s_tmax`, `s_noise`.
+    pub churn: Churn,
+    /// Karras grid bounds (`sigma_min`, `sigma_max`; default: the training schedule's).
+    pub sigma_bounds: Option<(f64, f64)>,
 }

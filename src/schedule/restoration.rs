@@ -5,6 +5,9 @@
 //! - ResShift's η schedule (Yue, Wang, Loy, "ResShift", NeurIPS 2023);
 //! - Resfusion's truncated "LinearPro" schedule (Shi et al., "Resfusion", NeurIPS 2024).
 
+/// The largest `num_train_timesteps` of a restoration config (checked before allocating).
+const MAX_T: f64 = super::config::MAX_TRAIN_TIMESTEPS as f64;
+
 /// The IR-SDE θ schedule and its marginal coefficients at integer times 0..=T.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeanReverting {
@@ -176,6 +179,31 @@ mod tests {
     }
 
     #[test]
+    fn huge_num_train_timesteps_is_an_error_before_allocating() {
+        for t in [1e12, 1e30] {
+            let v = serde_json::json!({"_class_name": "MeanRevertingScheduler", "num_train_timesteps": t});
+            let e = MrConfig::from_json(&v, "mr.json").unwrap_err().to_string();
+            assert!(
+                e.contains("num_train_timesteps") && e.contains("mr.json"),
+                "{e}"
+            );
+            let path =
+                std::env::temp_dir().join(format!("diffuse-residual-{}.json", std::process::id()));
+            std::fs::write(
+                &path,
+                format!(r#"{{"_class_name": "ResfusionScheduler", "num_train_timesteps": {t}}}"#),
+            )
+            .unwrap();
+            let e = ResidualConfig::from_file(&path).unwrap_err().to_string();
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                e.contains("num_train_timesteps") && e.contains("not an integer in 1..=1000000"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn mean_reverting_reference_values() {
         // samplers.md §1, MRS variant: T = 100, ε_end = 0.005, max_sigma = 50 (→ 50/255).
         let s = MeanReverting::cosine(100, 0.005, 50.0, false);
@@ -295,10 +323,10 @@ impl MrConfig {
             }
         };
         let t = num("num_train_timesteps", 100.0)?;
-        if t < 2.0 || t.fract() != 0.0 {
+        if !(2.0..=MAX_T).contains(&t) || t.fract() != 0.0 {
             return Err(err(
                 "num_train_timesteps",
-                format!("{t} is not an integer ≥ 2"),
+                format!("{t} is not an integer in 2..={MAX_T}"),
             ));
         }
         let eps = num("eps", 0.005)?;
@@ -430,10 +458,10 @@ impl ResidualConfig {
             }
         }
         let t = num("num_train_timesteps", 15.0)?;
-        if t < 1.0 || t.fract() != 0.0 {
+        if !(1.0..=MAX_T).contains(&t) || t.fract() != 0.0 {
             return Err(err(
                 "num_train_timesteps",
-                format!("{t} is not a positive integer"),
+                format!("{t} is not an integer in 1..={MAX_T}"),
             ));
         }
         let pred = obj

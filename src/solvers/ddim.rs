@@ -6,19 +6,20 @@
 use super::program::{combine, eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Program};
 use crate::error::Result;
 use crate::schedule::check_steps;
-use crate::schedule::config::SchedulerConfig;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::DdimConfig;
 
-pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let vp = cfg.vp()?;
+pub fn program(cfg: &DdimConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let vp = train.vp()?;
     let final_abar = if cfg.set_alpha_to_one {
         1.0
     } else {
         vp.abar(0)
     };
-    let stride = (cfg.num_train_timesteps / steps) as i64;
+    let stride = (train.num_train_timesteps / steps) as i64;
     let mut prog = Vec::new();
-    for t in super::discrete_timesteps(cfg, steps) {
+    for t in super::indexed_timesteps(cfg.spacing, train, steps)? {
         let a_t = vp.abar(t);
         let prev = t as i64 - stride;
         let a_prev = if prev >= 0 {
@@ -34,8 +35,8 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         let var = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
         let std = cfg.eta * var.max(0.0).sqrt();
         let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
-        let x0 = x0_terms(cfg.prediction, Buf::X, 1.0, time);
-        let eps = eps_terms(cfg.prediction, Buf::X, 1.0, time);
+        let x0 = x0_terms(train.prediction, Buf::X, 1.0, time);
+        let eps = eps_terms(train.prediction, Buf::X, 1.0, time);
         let mut ops = vec![model_input(Buf::X, 1.0), Op::Model(time)];
         let terms = match cfg.clip_sample {
             Some(r) => {

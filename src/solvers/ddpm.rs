@@ -5,14 +5,15 @@
 use super::program::{combine, model_input, x0_terms, Buf, ModelTime, Op, Program};
 use crate::error::Result;
 use crate::schedule::check_steps;
-use crate::schedule::config::{SchedulerConfig, VarianceType};
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::{DdpmConfig, VarianceType};
 
-pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let vp = cfg.vp()?;
-    let stride = (cfg.num_train_timesteps / steps) as i64;
+pub fn program(cfg: &DdpmConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let vp = train.vp()?;
+    let stride = (train.num_train_timesteps / steps) as i64;
     let mut prog = Vec::new();
-    for t in super::discrete_timesteps(cfg, steps) {
+    for t in super::indexed_timesteps(cfg.spacing, train, steps)? {
         let a_t = vp.abar(t);
         let prev = t as i64 - stride;
         let a_prev = if prev >= 0 {
@@ -38,7 +39,7 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         } else {
             0.0
         };
-        let x0 = x0_terms(cfg.prediction, Buf::X, 1.0, time);
+        let x0 = x0_terms(train.prediction, Buf::X, 1.0, time);
         let mut ops = vec![model_input(Buf::X, 1.0), Op::Model(time)];
         let terms = match cfg.clip_sample {
             Some(r) => {

@@ -5,13 +5,18 @@
 
 use super::program::{combine, eps_terms, lin, x0_terms, Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
-use crate::schedule::config::{DpmAlgorithm, SchedulerConfig, SolverType};
-use crate::schedule::{check_steps, linspace, Spacing};
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::{DpmAlgorithm, DpmSolverConfig, SolverType};
+use crate::schedule::{check_steps, linspace, Prediction, Spacing};
 
 /// Timesteps (descending, integers unless Karras on a cosine schedule) and σ_E with the final σ.
-fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    let vp = cfg.vp()?;
-    let t_train = cfg.num_train_timesteps;
+fn timesteps(
+    cfg: &DpmSolverConfig,
+    train: &TrainingSchedule,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let vp = train.vp()?;
+    let t_train = train.num_train_timesteps;
     // lambda_min_clipped: drop the last timesteps whose λ = log(α/σ) is below the limit.
     let clipped = vp
         .alphas_cumprod
@@ -32,7 +37,7 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
             let r = last / (steps + 1);
             (1..=steps)
                 .rev()
-                .map(|i| (i * r + cfg.steps_offset) as f64)
+                .map(|i| (i * r + train.steps_offset) as f64)
                 .collect()
         }
         Spacing::Trailing => {
@@ -52,7 +57,7 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
         let (lo, hi) = (all[0].ln(), all[all.len() - 1].ln());
         sigmas = linspace(hi, lo, steps).iter().map(|l| l.exp()).collect();
         let cosine = matches!(
-            cfg.beta_schedule,
+            train.beta_schedule,
             crate::schedule::BetaSchedule::SquaredCosCapV2
         );
         ts = sigmas
@@ -71,7 +76,7 @@ fn timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)
         let (lo, hi) = (all[0], all[all.len() - 1]);
         sigmas = crate::schedule::karras_sigmas(lo, hi, steps, 7.0);
         let cosine = matches!(
-            cfg.beta_schedule,
+            train.beta_schedule,
             crate::schedule::BetaSchedule::SquaredCosCapV2
         );
         ts = sigmas
@@ -106,15 +111,19 @@ fn alpha_sigma(s: f64) -> (f64, f64, f64) {
     (a, s * a, -s.ln())
 }
 
-pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let (t, sigma) = timesteps(cfg, steps)?;
-    on_grid(cfg, &super::Grid { t, sigma })
+pub fn program(cfg: &DpmSolverConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let (t, sigma) = timesteps(cfg, train, steps)?;
+    on_grid(cfg, train.prediction, &super::Grid { t, sigma })
 }
 
 /// DPM-Solver(++) over `grid` with the order, algorithm, solver type and final-step rules of
-/// `cfg`; the state is VP, x_T = z.
-pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
+/// `cfg` for a network predicting `prediction`; the state is VP, x_T = z.
+pub fn on_grid(
+    cfg: &DpmSolverConfig,
+    prediction: Prediction,
+    grid: &super::Grid,
+) -> Result<Program> {
     let pts: Vec<ModelTime> = grid
         .t
         .iter()
@@ -124,14 +133,15 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &super::Grid) -> Result<Program> {
             ModelTime { t, alpha, sigma }
         })
         .collect();
-    on_points(cfg, &pts, &[(Buf::X, 1.0)])
+    on_points(cfg, prediction, &pts, &[(Buf::X, 1.0)])
 }
 
 /// DPM-Solver(++) over explicit marginal points x = α·x0 + σ·ε (any α, σ, e.g. the
 /// mean-reverting process's m_t, σ̄_t acting on x − μ); the model input is `model_in` (a
 /// combination of buffers, e.g. X + Cond). The last σ may be 0.
 pub fn on_points(
-    cfg: &SchedulerConfig,
+    cfg: &DpmSolverConfig,
+    prediction: Prediction,
     pts: &[ModelTime],
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
@@ -164,9 +174,9 @@ pub fn on_points(
         let slot = |k: usize| Buf::Slot(k % 3);
         // Converted output of this step into slot i.
         let conv = if data {
-            x0_terms(cfg.prediction, Buf::X, 1.0, time)
+            x0_terms(prediction, Buf::X, 1.0, time)
         } else {
-            eps_terms(cfg.prediction, Buf::X, 1.0, time)
+            eps_terms(prediction, Buf::X, 1.0, time)
         };
         let mut ops = vec![
             lin(Buf::ModelIn, model_in.to_vec()),

@@ -5,9 +5,27 @@
 
 use super::program::{combine, lin, model_input, x0_terms, Buf, ModelTime, Op, Program};
 use super::Grid;
+use crate::error::Result;
 use crate::models::Prediction;
+use crate::schedule::check_steps;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::EdmConfig;
 
 pub use crate::schedule::options::Churn;
+
+/// `EDMHeunScheduler`: a Karras grid (ρ = 7) of `steps` points between the configured σ bounds
+/// (default: the training schedule's), then σ = 0; x_T = σ_max·z.
+pub fn program(cfg: &EdmConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let vp = train.vp()?;
+    let all = vp.sigmas();
+    let (lo, hi) = cfg.sigma_bounds.unwrap_or((all[0], all[all.len() - 1]));
+    let mut grid = Grid::karras(&vp, lo, hi, steps - 1);
+    grid.sigma.push(0.0);
+    grid.t.push(0.0);
+    let t_of = |s: f64| vp.t_from_sigma(s);
+    Ok(on_grid(train.prediction, &grid, cfg.churn, &t_of, hi))
+}
 
 /// EDM sampling over `grid` (σ descending, last 0); `t_of_sigma` gives the network time at the
 /// churned σ̂; x_T = init_sigma·z.

@@ -8,13 +8,15 @@ use super::Grid;
 use crate::error::Result;
 use crate::models::Prediction;
 use crate::schedule::check_steps;
-use crate::schedule::config::SchedulerConfig;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::EulerConfig;
 
-pub fn program(cfg: &SchedulerConfig, steps: usize, ancestral: bool) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let (t, sigma) = super::sigma_timesteps(cfg, steps)?;
-    let init = super::euler_init_sigma(cfg, &sigma);
-    Ok(on_grid(cfg.prediction, &Grid { t, sigma }, ancestral, init))
+pub fn program(cfg: &EulerConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let (t, sigma) = super::sigma_timesteps(&cfg.grid, train, steps)?;
+    let init = super::euler_init_sigma(cfg.grid.spacing, &sigma);
+    let grid = Grid { t, sigma };
+    Ok(on_grid(train.prediction, &grid, cfg.ancestral, init))
 }
 
 /// Euler (or Euler-ancestral) over `grid`; the state is x/α, x_T = init_sigma·z.

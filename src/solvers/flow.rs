@@ -6,12 +6,14 @@
 use super::program::{combine, eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Program};
 use crate::error::Result;
 use crate::schedule::check_steps;
-use crate::schedule::config::SchedulerConfig;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::FlowConfig;
+use crate::schedule::Prediction;
 
 /// diffusers' flow σ schedule: shifted training σ bounds, N points linear in t, shifted again,
 /// then 0.
-fn sigmas(cfg: &SchedulerConfig, steps: usize) -> Vec<f64> {
-    let t = cfg.num_train_timesteps as f64;
+fn sigmas(cfg: &FlowConfig, train: &TrainingSchedule, steps: usize) -> Vec<f64> {
+    let t = train.num_train_timesteps as f64;
     let shift = |s: f64| (cfg.shift * s / (1.0 + (cfg.shift - 1.0) * s)) as f32 as f64;
     let (s_max, s_min) = (shift(1.0), shift(1.0 / t));
     let mut out: Vec<f64> = crate::schedule::linspace(s_max * t, s_min * t, steps)
@@ -23,42 +25,42 @@ fn sigmas(cfg: &SchedulerConfig, steps: usize) -> Vec<f64> {
 }
 
 /// The model time at flow σ: input α = 1 − σ, σ; network time σ·T.
-fn flow_time(cfg: &SchedulerConfig, s: f64) -> ModelTime {
+fn flow_time(train: &TrainingSchedule, s: f64) -> ModelTime {
     ModelTime {
-        t: s * cfg.num_train_timesteps as f64,
+        t: s * train.num_train_timesteps as f64,
         alpha: 1.0 - s,
         sigma: s,
     }
 }
 
 /// v̂ as a combination of the state and the model output (v = ε̂ − x̂0 for any parameterisation).
-fn velocity(cfg: &SchedulerConfig, time: ModelTime) -> Vec<(Buf, f64)> {
-    let e = eps_terms(cfg.prediction, Buf::X, 1.0, time);
-    let x0 = x0_terms(cfg.prediction, Buf::X, 1.0, time);
+fn velocity(prediction: Prediction, time: ModelTime) -> Vec<(Buf, f64)> {
+    let e = eps_terms(prediction, Buf::X, 1.0, time);
+    let x0 = x0_terms(prediction, Buf::X, 1.0, time);
     combine(&[(1.0, &e), (-1.0, &x0)])
 }
 
-pub fn program(cfg: &SchedulerConfig, steps: usize, heun: bool) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let sig = sigmas(cfg, steps);
+pub fn program(cfg: &FlowConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let sig = sigmas(cfg, train, steps);
     let mut prog = Vec::new();
     for i in 0..steps {
         let (s, s_next) = (sig[i], sig[i + 1]);
-        let time = flow_time(cfg, s);
+        let time = flow_time(train, s);
         let dt = s_next - s;
-        let v = velocity(cfg, time);
+        let v = velocity(train.prediction, time);
         let mut ops = vec![model_input(Buf::X, 1.0), Op::Model(time)];
-        if !heun || s_next == 0.0 {
+        if !cfg.heun || s_next == 0.0 {
             ops.push(lin(Buf::X, combine(&[(1.0, &[(Buf::X, 1.0)]), (dt, &v)])));
         } else {
             // Keep x and v; predictor x̃ = x + dt·v; corrector x = x + dt·(v + ṽ)/2.
             ops.push(lin(Buf::Slot(1), v));
             ops.push(lin(Buf::Slot(0), vec![(Buf::X, 1.0)]));
             ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Slot(1), dt)]));
-            let t2 = flow_time(cfg, s_next);
+            let t2 = flow_time(train, s_next);
             ops.push(model_input(Buf::X, 1.0));
             ops.push(Op::Model(t2));
-            let v2 = velocity(cfg, t2);
+            let v2 = velocity(train.prediction, t2);
             ops.push(lin(
                 Buf::X,
                 combine(&[

@@ -7,13 +7,19 @@ use super::Grid;
 use crate::error::Result;
 use crate::models::Prediction;
 use crate::schedule::check_steps;
-use crate::schedule::config::SchedulerConfig;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::{HeunConfig, SigmaGrid};
 
-pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let (t, sigma) = super::sigma_timesteps(cfg, steps)?;
-    let init = super::euler_init_sigma(cfg, &sigma);
-    Ok(on_grid(cfg.prediction, &Grid { t, sigma }, init))
+pub fn program(cfg: &HeunConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let grid = SigmaGrid {
+        spacing: cfg.spacing,
+        use_karras_sigmas: cfg.use_karras_sigmas,
+        final_sigma_zero: true,
+    };
+    let (t, sigma) = super::sigma_timesteps(&grid, train, steps)?;
+    let init = super::euler_init_sigma(cfg.spacing, &sigma);
+    Ok(on_grid(train.prediction, &Grid { t, sigma }, init))
 }
 
 /// Heun over `grid`; the state is x/α, x_T = init_sigma·z.

@@ -20,12 +20,14 @@ pub mod score_sde;
 pub mod unipc;
 
 use crate::error::Result;
-use crate::schedule::config::{SchedulerConfig, SchedulerKind};
+use crate::schedule::config::{SchedulerConfig, SolverConfig, TrainingSchedule};
+use crate::schedule::options::SigmaGrid;
+use crate::schedule::Spacing;
 use program::Program;
 
 /// A time grid of N + 1 points with descending σ_E (the last may be 0) and the network time of
 /// each point: step i integrates from point i to point i + 1. Solvers are written on grids; the
-/// `program(cfg, steps)` functions build diffusers' grid for a scheduler config.
+/// `program(cfg, train, steps)` functions build diffusers' grid for a scheduler config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
     pub t: Vec<f64>,
@@ -52,55 +54,44 @@ impl Grid {
     }
 }
 
-/// Builds the program of `cfg` for `steps` inference steps.
+/// Builds the program of `cfg` for `steps` inference steps. Every solver's entry point has the
+/// one shape `program(options, training schedule, steps)`.
 pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    match cfg.kind {
-        SchedulerKind::Ddim => ddim::program(cfg, steps),
-        SchedulerKind::Ddpm => ddpm::program(cfg, steps),
-        SchedulerKind::Euler => euler::program(cfg, steps, false),
-        SchedulerKind::EulerAncestral => euler::program(cfg, steps, true),
-        SchedulerKind::Heun => heun::program(cfg, steps),
-        SchedulerKind::DpmSolverMultistep => dpm_solver::program(cfg, steps),
-        SchedulerKind::UniPc => unipc::program(cfg, steps),
-        SchedulerKind::FlowMatchEuler => flow::program(cfg, steps, false),
-        SchedulerKind::FlowMatchHeun => flow::program(cfg, steps, true),
-        SchedulerKind::ScoreSdeVe | SchedulerKind::ScoreSdeVp => {
-            crate::schedule::check_steps(steps, usize::MAX)?;
-            let o = cfg.score_sde.ok_or_else(|| crate::error::Error::Argument {
-                op: "score-sde",
-                arg: "config",
-                reason: "missing Score-SDE options".into(),
-            })?;
-            Ok(score_sde::program(cfg.prediction, &o, steps))
-        }
-        SchedulerKind::EdmHeun => {
-            crate::schedule::check_steps(steps, cfg.num_train_timesteps)?;
-            let vp = cfg.vp()?;
-            let all = vp.sigmas();
-            let (lo, hi) = cfg.sigma_bounds.unwrap_or((all[0], all[all.len() - 1]));
-            let mut grid = Grid::karras(&vp, lo, hi, steps - 1);
-            grid.sigma.push(0.0);
-            grid.t.push(0.0);
-            let t_of = |s: f64| vp.t_from_sigma(s);
-            Ok(edm::on_grid(cfg.prediction, &grid, cfg.churn, &t_of, hi))
-        }
+    let train = &cfg.train;
+    match &cfg.solver {
+        SolverConfig::Ddpm(c) => ddpm::program(c, train, steps),
+        SolverConfig::Ddim(c) => ddim::program(c, train, steps),
+        SolverConfig::Euler(c) => euler::program(c, train, steps),
+        SolverConfig::Heun(c) => heun::program(c, train, steps),
+        SolverConfig::DpmSolver(c) => dpm_solver::program(c, train, steps),
+        SolverConfig::UniPc(c) => unipc::program(c, train, steps),
+        SolverConfig::Flow(c) => flow::program(c, train, steps),
+        SolverConfig::Edm(c) => edm::program(c, train, steps),
+        SolverConfig::ScoreSde(c) => score_sde::program(c, train, steps),
     }
 }
 
 /// Integer timesteps of DDPM/DDIM `set_timesteps` for a spacing (descending).
-pub(crate) fn discrete_timesteps(cfg: &SchedulerConfig, steps: usize) -> Vec<usize> {
-    let t = cfg.num_train_timesteps;
-    match cfg.spacing {
-        crate::schedule::Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
+pub(crate) fn discrete_timesteps(
+    spacing: Spacing,
+    train: &TrainingSchedule,
+    steps: usize,
+) -> Vec<usize> {
+    let t = train.num_train_timesteps;
+    match spacing {
+        Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
             .iter()
             .rev()
             .map(|v| v.round_ties_even() as usize)
             .collect(),
-        crate::schedule::Spacing::Leading => {
+        Spacing::Leading => {
             let r = t / steps;
-            (0..steps).rev().map(|i| i * r + cfg.steps_offset).collect()
+            (0..steps)
+                .rev()
+                .map(|i| i * r + train.steps_offset)
+                .collect()
         }
-        crate::schedule::Spacing::Trailing => {
+        Spacing::Trailing => {
             let r = t as f64 / steps as f64;
             (0..)
                 .map(|i| t as f64 - i as f64 * r)
@@ -111,31 +102,58 @@ pub(crate) fn discrete_timesteps(cfg: &SchedulerConfig, steps: usize) -> Vec<usi
     }
 }
 
+/// [`discrete_timesteps`] for the solvers that index ᾱ with them (DDPM, DDIM): a `leading`
+/// timestep pushed past T − 1 by `steps_offset` is an error (an IndexError in diffusers).
+pub(crate) fn indexed_timesteps(
+    spacing: Spacing,
+    train: &TrainingSchedule,
+    steps: usize,
+) -> Result<Vec<usize>> {
+    let ts = discrete_timesteps(spacing, train, steps);
+    let last = train.num_train_timesteps - 1;
+    match ts.iter().find(|&&t| t > last) {
+        Some(t) => Err(crate::error::Error::Argument {
+            op: "set_timesteps",
+            arg: "steps_offset",
+            reason: format!(
+                "{steps} leading steps with steps_offset {} reach timestep {t}, past the last \
+                 training timestep {last}",
+                train.steps_offset
+            ),
+        }),
+        None => Ok(ts),
+    }
+}
+
 /// Fractional timesteps and σ_E of the Euler-family `set_timesteps` (descending, final σ
 /// appended): linspace over [0, T−1] (floats), leading / trailing as integers, optionally
 /// Karras σ with timesteps from σ by log-σ interpolation.
-pub(crate) fn sigma_timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    let t = cfg.num_train_timesteps;
-    let vp = cfg.vp()?;
-    let ts: Vec<f64> = match cfg.spacing {
-        crate::schedule::Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
+pub(crate) fn sigma_timesteps(
+    grid: &SigmaGrid,
+    train: &TrainingSchedule,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let t = train.num_train_timesteps;
+    let vp = train.vp()?;
+    let ts: Vec<f64> = match grid.spacing {
+        Spacing::Linspace => crate::schedule::linspace(0.0, (t - 1) as f64, steps)
             .into_iter()
             .rev()
             .map(|v| v as f32 as f64)
             .collect(),
-        _ => discrete_timesteps(cfg, steps)
+        _ => discrete_timesteps(grid.spacing, train, steps)
             .into_iter()
             .map(|v| v as f64)
             .collect(),
     };
     let mut sigmas: Vec<f64> = ts.iter().map(|&x| vp.sigma_at(x)).collect();
     let mut ts = ts;
-    if cfg.use_karras_sigmas {
+    if grid.use_karras_sigmas {
         let (lo, hi) = (sigmas[sigmas.len() - 1], sigmas[0]);
         sigmas = crate::schedule::karras_sigmas(lo, hi, steps, 7.0);
         ts = sigmas.iter().map(|&s| vp.t_from_sigma(s)).collect();
     }
-    let last = if cfg.final_sigma_zero {
+    let last = if grid.final_sigma_zero {
         0.0
     } else {
         ((1.0 - vp.abar(0)) / vp.abar(0)).sqrt()
@@ -145,11 +163,11 @@ pub(crate) fn sigma_timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<(Ve
 }
 
 /// diffusers' `init_noise_sigma` of the Euler family.
-pub(crate) fn euler_init_sigma(cfg: &SchedulerConfig, sigmas: &[f64]) -> f64 {
+pub(crate) fn euler_init_sigma(spacing: Spacing, sigmas: &[f64]) -> f64 {
     let max = sigmas.iter().cloned().fold(0.0, f64::max);
-    match cfg.spacing {
-        crate::schedule::Spacing::Linspace | crate::schedule::Spacing::Trailing => max,
-        crate::schedule::Spacing::Leading => (max * max + 1.0).sqrt(),
+    match spacing {
+        Spacing::Linspace | Spacing::Trailing => max,
+        Spacing::Leading => (max * max + 1.0).sqrt(),
     }
 }
 

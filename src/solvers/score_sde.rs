@@ -5,12 +5,16 @@
 //! signal-to-noise ratio; predictor–corrector loop, returning the noise-free mean at the end.
 
 use super::program::{combine, model_input, score_terms, Buf, ModelTime, Op, Program};
-use crate::models::Prediction;
+use crate::error::Result;
+use crate::schedule::config::TrainingSchedule;
 
 pub use crate::schedule::options::{Predictor, ScoreSdeOptions, Sde};
 
-/// The predictor–corrector program of `n` steps over t = linspace(1, eps, n).
-pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program {
+/// The predictor–corrector program of `n` steps over t = linspace(1, eps, n); the network's
+/// time input is t·(T − 1) for VP models (VE models receive σ).
+pub fn program(o: &ScoreSdeOptions, train: &TrainingSchedule, n: usize) -> Result<Program> {
+    crate::schedule::check_steps(n, usize::MAX)?;
+    let (prediction, time_scale) = (train.prediction, (train.num_train_timesteps - 1) as f64);
     let ts = crate::schedule::linspace(1.0, o.eps, n);
     // |dt| as in score_sde. Discrete σ_i (VE) and β_i (VP) of the reverse-diffusion and
     // ancestral predictors are indexed by round(t·(n − 1)).
@@ -43,7 +47,7 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
                 sigma: s,
             },
             Sde::Vp { .. } | Sde::SubVp { .. } => ModelTime {
-                t: t * o.time_scale,
+                t: t * time_scale,
                 alpha: a,
                 sigma: s,
             },
@@ -138,5 +142,5 @@ pub fn program(prediction: Prediction, o: &ScoreSdeOptions, n: usize) -> Program
         Sde::Ve { sigma_max, .. } => sigma_max,
         Sde::Vp { .. } | Sde::SubVp { .. } => 1.0,
     };
-    Program::new(init, 2, prog)
+    Ok(Program::new(init, 2, prog))
 }

@@ -8,7 +8,9 @@ use super::program::{combine, eps_terms, lin, model_input, x0_terms, Buf, ModelT
 use super::Grid;
 use crate::error::Result;
 use crate::schedule::check_steps;
-use crate::schedule::config::SchedulerConfig;
+use crate::schedule::config::TrainingSchedule;
+use crate::schedule::options::UniPcConfig;
+use crate::schedule::Prediction;
 
 /// (α, σ, λ) of σ_E.
 fn alpha_sigma(s: f64) -> (f64, f64, f64) {
@@ -56,10 +58,10 @@ fn coefficients(hh: f64, order: usize, bh1: bool) -> (f64, f64, Vec<f64>) {
     (h_phi_1, b_h, b)
 }
 
-pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
-    check_steps(steps, cfg.num_train_timesteps)?;
-    let vp = cfg.vp()?;
-    let t_train = cfg.num_train_timesteps;
+pub fn program(cfg: &UniPcConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    check_steps(steps, train.num_train_timesteps)?;
+    let vp = train.vp()?;
+    let t_train = train.num_train_timesteps;
     let ts: Vec<f64> = match cfg.spacing {
         crate::schedule::Spacing::Linspace => {
             crate::schedule::linspace(0.0, (t_train - 1) as f64, steps + 1)
@@ -73,7 +75,7 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
             let r = t_train / (steps + 1);
             (1..=steps)
                 .rev()
-                .map(|i| (i * r + cfg.steps_offset) as f64)
+                .map(|i| (i * r + train.steps_offset) as f64)
                 .collect()
         }
         crate::schedule::Spacing::Trailing => {
@@ -97,11 +99,12 @@ pub fn program(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
     }
     sigma.push(0.0);
     t.push(0.0);
-    Ok(on_grid(cfg, &Grid { t, sigma }))
+    Ok(on_grid(cfg, train.prediction, &Grid { t, sigma }))
 }
 
-/// UniPC over `grid`; the state is VP, x_T = z. Slots 0–3: history ring; slot 4: last sample.
-pub fn on_grid(cfg: &SchedulerConfig, grid: &Grid) -> Program {
+/// UniPC over `grid` for a network predicting `prediction`; the state is VP, x_T = z.
+/// Slots 0–3: history ring; slot 4: last sample.
+pub fn on_grid(cfg: &UniPcConfig, prediction: Prediction, grid: &Grid) -> Program {
     let n = grid.steps();
     let order = cfg.solver_order;
     let x0 = cfg.predict_x0;
@@ -119,9 +122,9 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &Grid) -> Program {
             sigma: s_s,
         };
         let conv = if x0 {
-            x0_terms(cfg.prediction, Buf::X, 1.0, time)
+            x0_terms(prediction, Buf::X, 1.0, time)
         } else {
-            eps_terms(cfg.prediction, Buf::X, 1.0, time)
+            eps_terms(prediction, Buf::X, 1.0, time)
         };
         let mut ops = vec![
             model_input(Buf::X, 1.0),
@@ -143,7 +146,7 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &Grid) -> Program {
                 d1s.push(vec![(hist(i - 1 - k), 1.0 / rk), (hist(i - 1), -1.0 / rk)]);
             }
             rks.push(1.0);
-            let (h_phi_1, b_h, b) = coefficients(hh, ord, cfg.unipc_bh1);
+            let (h_phi_1, b_h, b) = coefficients(hh, ord, cfg.bh1);
             let rhos = if ord == 1 {
                 vec![0.5]
             } else {
@@ -187,7 +190,7 @@ pub fn on_grid(cfg: &SchedulerConfig, grid: &Grid) -> Program {
             d1s.push(vec![(hist(i - k), 1.0 / rk), (hist(i), -1.0 / rk)]);
         }
         rks.push(1.0);
-        let (h_phi_1, b_h, b) = coefficients(hh, this_order, cfg.unipc_bh1);
+        let (h_phi_1, b_h, b) = coefficients(hh, this_order, cfg.bh1);
         let rhos_p: Vec<f64> = match this_order {
             1 => vec![],
             2 => vec![0.5],
