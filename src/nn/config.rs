@@ -6,9 +6,9 @@ use crate::error::Result;
 use serde_json::Value;
 use std::path::Path;
 
-/// Down block types.
+/// An entry of `down_block_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DownBlock {
+pub enum DownBlockType {
     DownBlock2D,
     AttnDownBlock2D,
     /// NCSN++ block: FIR-downsampling residual block and a skip path from the input image.
@@ -16,24 +16,24 @@ pub enum DownBlock {
     AttnSkipDownBlock2D,
 }
 
-impl DownBlock {
+impl DownBlockType {
     pub fn has_attention(self) -> bool {
         matches!(
             self,
-            DownBlock::AttnDownBlock2D | DownBlock::AttnSkipDownBlock2D
+            DownBlockType::AttnDownBlock2D | DownBlockType::AttnSkipDownBlock2D
         )
     }
     pub fn is_skip(self) -> bool {
         matches!(
             self,
-            DownBlock::SkipDownBlock2D | DownBlock::AttnSkipDownBlock2D
+            DownBlockType::SkipDownBlock2D | DownBlockType::AttnSkipDownBlock2D
         )
     }
 }
 
-/// Up block types.
+/// An entry of `up_block_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpBlock {
+pub enum UpBlockType {
     UpBlock2D,
     AttnUpBlock2D,
     /// NCSN++ block: FIR-upsampling residual block and a skip path to the output image.
@@ -41,12 +41,12 @@ pub enum UpBlock {
     AttnSkipUpBlock2D,
 }
 
-impl UpBlock {
+impl UpBlockType {
     pub fn has_attention(self) -> bool {
-        matches!(self, UpBlock::AttnUpBlock2D | UpBlock::AttnSkipUpBlock2D)
+        matches!(self, UpBlockType::AttnUpBlock2D | UpBlockType::AttnSkipUpBlock2D)
     }
     pub fn is_skip(self) -> bool {
-        matches!(self, UpBlock::SkipUpBlock2D | UpBlock::AttnSkipUpBlock2D)
+        matches!(self, UpBlockType::SkipUpBlock2D | UpBlockType::AttnSkipUpBlock2D)
     }
 }
 
@@ -89,10 +89,10 @@ pub struct UNet2DConfig {
     pub time_embedding_dim: Option<usize>,
     pub freq_shift: f64,
     pub flip_sin_to_cos: bool,
-    pub down_block_types: Vec<DownBlock>,
+    pub down_block_types: Vec<DownBlockType>,
     /// `None` when `mid_block_type` is null.
     pub mid_block: bool,
-    pub up_block_types: Vec<UpBlock>,
+    pub up_block_types: Vec<UpBlockType>,
     pub block_out_channels: Vec<usize>,
     pub layers_per_block: usize,
     pub mid_block_scale_factor: f64,
@@ -211,10 +211,10 @@ impl UNet2DConfig {
             )?
             .iter()
             .map(|s| match s.as_str() {
-                "DownBlock2D" => Ok(DownBlock::DownBlock2D),
-                "AttnDownBlock2D" => Ok(DownBlock::AttnDownBlock2D),
-                "SkipDownBlock2D" => Ok(DownBlock::SkipDownBlock2D),
-                "AttnSkipDownBlock2D" => Ok(DownBlock::AttnSkipDownBlock2D),
+                "DownBlock2D" => Ok(DownBlockType::DownBlock2D),
+                "AttnDownBlock2D" => Ok(DownBlockType::AttnDownBlock2D),
+                "SkipDownBlock2D" => Ok(DownBlockType::SkipDownBlock2D),
+                "AttnSkipDownBlock2D" => Ok(DownBlockType::AttnSkipDownBlock2D),
                 o => Err(f.err(
                     "down_block_types",
                     format!("block type `{o}` is not supported yet"),
@@ -233,10 +233,10 @@ impl UNet2DConfig {
             )?
             .iter()
             .map(|s| match s.as_str() {
-                "UpBlock2D" => Ok(UpBlock::UpBlock2D),
-                "AttnUpBlock2D" => Ok(UpBlock::AttnUpBlock2D),
-                "SkipUpBlock2D" => Ok(UpBlock::SkipUpBlock2D),
-                "AttnSkipUpBlock2D" => Ok(UpBlock::AttnSkipUpBlock2D),
+                "UpBlock2D" => Ok(UpBlockType::UpBlock2D),
+                "AttnUpBlock2D" => Ok(UpBlockType::AttnUpBlock2D),
+                "SkipUpBlock2D" => Ok(UpBlockType::SkipUpBlock2D),
+                "AttnSkipUpBlock2D" => Ok(UpBlockType::AttnSkipUpBlock2D),
                 o => Err(f.err(
                     "up_block_types",
                     format!("block type `{o}` is not supported yet"),

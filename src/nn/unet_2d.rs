@@ -18,12 +18,12 @@ use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
 
-enum Down {
+enum AnyDownBlock {
     Plain(Box<DownBlock>),
     Skip(Box<SkipDownBlock>),
 }
 
-enum Up {
+enum AnyUpBlock {
     Plain(Box<UpBlock>),
     Skip(Box<SkipUpBlock>),
 }
@@ -34,9 +34,9 @@ pub struct UNet2DModel {
     pub dtype: DType,
     conditioning: Conditioning,
     conv_in: Conv2d,
-    down: Vec<Down>,
+    down: Vec<AnyDownBlock>,
     mid: Option<MidBlock>,
-    up: Vec<Up>,
+    up: Vec<AnyUpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -106,7 +106,7 @@ impl UNet2DModel {
                     !last,
                     so,
                 )?;
-                down.push(Down::Skip(Box::new(b)));
+                down.push(AnyDownBlock::Skip(Box::new(b)));
                 continue;
             }
             let attn = kind.has_attention().then_some(AttnOptions {
@@ -131,7 +131,7 @@ impl UNet2DModel {
                 d,
                 opts,
             )?;
-            down.push(Down::Plain(Box::new(b)));
+            down.push(AnyDownBlock::Plain(Box::new(b)));
         }
         let c_last = boc[nblocks - 1];
         let mid = if cfg.mid_block {
@@ -179,7 +179,7 @@ impl UNet2DModel {
                     !last,
                     so,
                 )?;
-                up.push(Up::Skip(Box::new(b)));
+                up.push(AnyUpBlock::Skip(Box::new(b)));
                 continue;
             }
             let attn = kind.has_attention().then_some(AttnOptions {
@@ -193,7 +193,7 @@ impl UNet2DModel {
                 super::config::Resample::Conv
             };
             let u = (!last).then_some(resample);
-            up.push(Up::Plain(Box::new(UpBlock::load(
+            up.push(AnyUpBlock::Plain(Box::new(UpBlock::load(
                 &l,
                 &format!("up_blocks.{i}"),
                 cin,
@@ -294,8 +294,8 @@ impl UNet2DModel {
         let mut skip_image = input.clone();
         for d in &self.down {
             h = match d {
-                Down::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
-                Down::Skip(b) => {
+                AnyDownBlock::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
+                AnyDownBlock::Skip(b) => {
                     let (out, s) = b.forward(&mut g, h, &temb, skip_image.clone(), &mut skips)?;
                     skip_image = s;
                     out
@@ -308,8 +308,8 @@ impl UNet2DModel {
         let mut skip_out: Option<Tensor> = None;
         for u in &self.up {
             h = match u {
-                Up::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
-                Up::Skip(b) => {
+                AnyUpBlock::Plain(b) => b.forward(&mut g, h, &temb, &mut skips)?,
+                AnyUpBlock::Skip(b) => {
                     let (out, s) = b.forward(&mut g, h, &temb, skip_out.take(), &mut skips)?;
                     skip_out = s;
                     out

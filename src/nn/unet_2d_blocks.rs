@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// How a block changes resolution at its end.
-pub enum Down {
+pub enum Downsampler {
     None,
     Conv(Downsample2D),
     Resnet(Box<ResnetBlock2D>),
@@ -20,7 +20,7 @@ pub enum Down {
 pub struct DownBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<AttentionBlock>,
-    down: Down,
+    down: Downsampler,
 }
 
 /// Attention settings of a block: head dim, group count (None = no norm), eps.
@@ -114,14 +114,14 @@ impl DownBlock {
             }
         }
         let down = match down {
-            None => Down::None,
-            Some((super::config::Resample::Conv, padding)) => Down::Conv(Downsample2D::load(
+            None => Downsampler::None,
+            Some((super::config::Resample::Conv, padding)) => Downsampler::Conv(Downsample2D::load(
                 l,
                 &format!("{prefix}.downsamplers.0"),
                 cout,
                 padding,
             )?),
-            Some((super::config::Resample::Resnet, _)) => Down::Resnet(resampling_resnet(
+            Some((super::config::Resample::Resnet, _)) => Downsampler::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.downsamplers.0"),
                 cout,
@@ -151,9 +151,9 @@ impl DownBlock {
             h = y;
         }
         let out = match &self.down {
-            Down::None => return Ok(h),
-            Down::Conv(d) => d.forward(g, &h)?,
-            Down::Resnet(r) => r.forward(g, &h, temb)?,
+            Downsampler::None => return Ok(h),
+            Downsampler::Conv(d) => d.forward(g, &h)?,
+            Downsampler::Resnet(r) => r.forward(g, &h, temb)?,
         };
         skips.push(out.clone());
         Ok(out)
@@ -205,7 +205,7 @@ impl MidBlock {
 }
 
 /// How an up block ends.
-pub enum Up {
+pub enum Upsampler {
     None,
     Conv(Upsample2D),
     Resnet(Box<ResnetBlock2D>),
@@ -215,7 +215,7 @@ pub enum Up {
 pub struct UpBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<AttentionBlock>,
-    up: Up,
+    up: Upsampler,
 }
 
 impl UpBlock {
@@ -251,13 +251,13 @@ impl UpBlock {
             }
         }
         let up = match up {
-            None => Up::None,
-            Some(super::config::Resample::Conv) => Up::Conv(Upsample2D::load(
+            None => Upsampler::None,
+            Some(super::config::Resample::Conv) => Upsampler::Conv(Upsample2D::load(
                 l,
                 &format!("{prefix}.upsamplers.0"),
                 cout,
             )?),
-            Some(super::config::Resample::Resnet) => Up::Resnet(resampling_resnet(
+            Some(super::config::Resample::Resnet) => Upsampler::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.upsamplers.0"),
                 cout,
@@ -297,9 +297,9 @@ impl UpBlock {
             h = attend(g, self.attentions.get(i), y)?;
         }
         let out = match &self.up {
-            Up::None => return Ok(h),
-            Up::Conv(u) => u.forward(g, &h)?,
-            Up::Resnet(r) => r.forward(g, &h, temb)?,
+            Upsampler::None => return Ok(h),
+            Upsampler::Conv(u) => u.forward(g, &h)?,
+            Upsampler::Resnet(r) => r.forward(g, &h, temb)?,
         };
         Ok(out)
     }
