@@ -571,7 +571,7 @@ impl SchedulerConfig {
                 let names: Vec<&str> = SCHEDULER_NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(Error::Argument {
                     op: "sample",
-                    arg: "--scheduler",
+                    arg: "scheduler",
                     reason: format!("unknown scheduler `{o}` (one of: {})", names.join(", ")),
                 });
             }
@@ -603,7 +603,7 @@ impl SchedulerConfig {
         }
         Self::from_json(
             &serde_json::Value::Object(obj),
-            &format!("--scheduler {name}"),
+            &format!("scheduler `{name}`"),
         )
     }
 }

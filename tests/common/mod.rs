@@ -3,6 +3,7 @@
 //! GL cannot pass as green).
 #![allow(dead_code)]
 
+#[cfg(feature = "selfcheck")]
 use diffuse::selfcheck::Check;
 use diffuse::{Gpu, GpuOptions};
 use std::sync::OnceLock;
@@ -90,6 +91,7 @@ pub fn gpus() -> [&'static Gpu; 2] {
 }
 
 /// Asserts every check passed, printing each (the worst index is in the message).
+#[cfg(feature = "selfcheck")]
 pub fn assert_checks(checks: &[Check]) {
     let mut failed = Vec::new();
     for c in checks {
