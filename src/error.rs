@@ -99,6 +99,19 @@ pub enum Error {
     #[error("{file}: {reason}")]
     Load { file: String, reason: String },
 
+    /// An output file could not be written (encoding, I/O, or the final rename).
+    #[error("cannot write {file}: {reason}")]
+    Write { file: String, reason: String },
+
+    /// A run was stopped by its caller (the progress callback returned `ControlFlow::Break`)
+    /// after `step` of `total` steps had been submitted; no result was produced.
+    #[error("{op}: cancelled after step {step} of {total}")]
+    Cancelled {
+        op: &'static str,
+        step: usize,
+        total: usize,
+    },
+
     /// A tensor the model needs is not in the checkpoint (or input file).
     #[error("{file}: missing tensor `{tensor}`")]
     MissingTensor { file: String, tensor: String },

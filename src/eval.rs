@@ -165,7 +165,7 @@ pub fn evaluate_generation(
     if o.num_samples < 2 || o.batch == 0 {
         return Err(Error::Argument {
             op: "eval",
-            arg: "--num-samples",
+            arg: "num_samples",
             reason: format!(
                 "need at least 2 samples and a batch ≥ 1 (got {} and {})",
                 o.num_samples, o.batch
@@ -248,7 +248,7 @@ pub fn read_testset(
     if n == 0 || n > shape[0] {
         return Err(Error::Argument {
             op: "eval-restore",
-            arg: "--num-samples",
+            arg: "num_samples",
             reason: format!("{n} is not in 1..={} (the test set's size)", shape[0]),
         });
     }

@@ -8,13 +8,13 @@ use std::path::Path;
 /// `None`) with 2-pixel gutters.
 pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usize>) -> Result<()> {
     let [n, c, h, w] = shape;
-    let fail = |reason: String| Error::Load {
+    let fail = |reason: String| Error::Write {
         file: path.display().to_string(),
         reason,
     };
     if c != 1 && c != 3 {
         return Err(fail(format!(
-            "cannot write {c}-channel samples as PNG (1 or 3 channels)"
+            "{c}-channel samples cannot be a PNG (1 or 3 channels)"
         )));
     }
     if data.len() != n * c * h * w {

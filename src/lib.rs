@@ -7,6 +7,12 @@
 //!
 //! [`reference`] holds plain-Rust f64 references of every kernel (tests and self-checks).
 //!
+//! Cargo features (all on by default through `cli`; an app embedding the engine takes
+//! `default-features = false`): `cli` (the `diffuse` binary: clap, indicatif, env_logger),
+//! `png` (`image_io`, the `image` crate), `eval` (FID-FMNIST, accuracy, PSNR/SSIM; flate2),
+//! `bench` (benchmark rows) and `selfcheck` (kernel-vs-reference checks). See
+//! `examples/embed.rs` for sampling on a worker thread with progress and cancellation.
+//!
 //! ```no_run
 //! use diffuse::{Gpu, GpuOptions, Tensor, DType, ops};
 //! let gpu = Gpu::new(&GpuOptions::default())?;
@@ -17,10 +23,13 @@
 //! # Ok::<(), diffuse::Error>(())
 //! ```
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod error;
+#[cfg(feature = "eval")]
 pub mod eval;
 pub mod gpu;
+#[cfg(feature = "png")]
 pub mod image_io;
 pub mod load;
 pub mod metrics;
@@ -30,6 +39,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod reference;
 pub mod schedule;
+#[cfg(feature = "selfcheck")]
 pub mod selfcheck;
 pub mod solvers;
 pub mod tensor;

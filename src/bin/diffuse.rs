@@ -240,12 +240,42 @@ struct EvalRestoreArgs {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli).map_err(flag_context) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The library names the arguments of its pipeline calls (`batch`, `steps`); the CLI names the
+/// flags that set them.
+fn flag_context(e: Error) -> Error {
+    match e {
+        Error::Argument { op, arg, reason }
+            if matches!(op, "sample" | "restore" | "eval" | "eval-restore") =>
+        {
+            let flag = match arg {
+                "batch" => "--batch",
+                "steps" => "--steps",
+                "guidance" => "--guidance",
+                "model" => "--model",
+                "labels" => "--class-label",
+                "scheduler" => "--scheduler",
+                "sampler" => "--sampler",
+                "solver" => "--solver",
+                "condition" => "--input",
+                "num_samples" => "--num-samples",
+                other => other,
+            };
+            Error::Argument {
+                op,
+                arg: flag,
+                reason,
+            }
+        }
+        e => e,
     }
 }
 
@@ -434,7 +464,7 @@ fn write_outputs(out: &Path, raw: Option<&Path>, x: &[f32], shape: &[usize]) -> 
 /// Writes `text` to `path` atomically (temporary file + rename).
 fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension("json.partial");
-    let io = |e: std::io::Error| Error::Load {
+    let io = |e: std::io::Error| Error::Write {
         file: path.display().to_string(),
         reason: e.to_string(),
     };

@@ -399,7 +399,7 @@ impl Recording {
         };
         if !gpu.info().timestamps {
             return Err(dev_err(
-                "the adapter has no timestamp queries (TIMESTAMP_QUERY); --profile needs them"
+                "the adapter has no timestamp queries (TIMESTAMP_QUERY); profiling needs them"
                     .into(),
             ));
         }

@@ -173,7 +173,7 @@ impl Weights {
 /// so a failure never leaves a half-written output.
 pub fn write_f32_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
     let file = path.display().to_string();
-    let fail = |reason: String| Error::Load {
+    let fail = |reason: String| Error::Write {
         file: file.clone(),
         reason,
     };

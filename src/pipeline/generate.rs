@@ -53,8 +53,8 @@ pub fn resolve_scheduler(
         (Some(name), f) => SchedulerConfig::named(name, f.as_ref()),
         (None, Some(c)) => Ok(c),
         (None, None) => Err(arg_error(
-            "--scheduler",
-            "the model has no scheduler_config.json; pass --scheduler NAME or --scheduler-config FILE".into(),
+            "scheduler",
+            "the model has no scheduler_config.json; name a scheduler or give a scheduler config file".into(),
         )),
     }
 }
@@ -107,13 +107,13 @@ impl LoadedModel {
         req: &ModelRequest,
     ) -> Result<Box<dyn Denoiser>> {
         if req.batch == 0 {
-            return Err(arg_error("--batch", "must be at least 1".into()));
+            return Err(arg_error("batch", "must be at least 1".into()));
         }
         let unet = match self {
             LoadedModel::Analytic(name) => {
                 if req.guidance.is_some() || req.labels.is_some() {
                     return Err(arg_error(
-                        "--guidance",
+                        "guidance",
                         "analytic models are unconditional".into(),
                     ));
                 }
@@ -130,15 +130,15 @@ impl LoadedModel {
         };
         let (h, w) = unet.config.sample_size.ok_or_else(|| {
             arg_error(
-                "--model",
+                "model",
                 "config.json has no sample_size to sample at".into(),
             )
         })?;
         if unet.config.in_channels != unet.config.out_channels {
             return Err(arg_error(
-                "--model",
+                "model",
                 format!(
-                    "in_channels {} ≠ out_channels {}: a conditioned model needs `diffuse restore`",
+                    "in_channels {} ≠ out_channels {}: a conditioned model needs a restoration sampler (`pipeline::restore`)",
                     unet.config.in_channels, unet.config.out_channels
                 ),
             ));
@@ -146,7 +146,7 @@ impl LoadedModel {
         let Some(k) = unet.num_classes() else {
             if req.guidance.is_some() || req.labels.is_some() {
                 return Err(arg_error(
-                    "--guidance",
+                    "guidance",
                     "guidance and class labels need a class-conditional model".into(),
                 ));
             }
@@ -161,15 +161,12 @@ impl LoadedModel {
             Some(l) => {
                 if l.len() != req.batch {
                     return Err(arg_error(
-                        "--class-label",
+                        "labels",
                         format!("{} labels for a batch of {}", l.len(), req.batch),
                     ));
                 }
                 if let Some(bad) = l.iter().find(|&&c| c < 0 || c as usize >= usable) {
-                    return Err(arg_error(
-                        "--class-label",
-                        format!("{bad} is outside 0..{usable}"),
-                    ));
+                    return Err(arg_error("labels", format!("{bad} is outside 0..{usable}")));
                 }
                 l.clone()
             }

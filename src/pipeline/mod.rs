@@ -1,11 +1,13 @@
 //! Floor 5: the sampling loop — a scheduler config and a model become a program, run on the
-//! GPU from x_T (drawn in-kernel from the seed, or given), with a progress callback.
+//! GPU from x_T (drawn in-kernel from the seed, or given), with a progress callback that can
+//! cancel the run.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::Denoiser;
 use crate::schedule::config::SchedulerConfig;
 use crate::solvers::{self, executor::Executor};
+use std::ops::ControlFlow;
 
 pub mod generate;
 pub mod restore;
@@ -26,7 +28,24 @@ pub fn sample(
     model: &mut dyn Denoiser,
     cfg: &SchedulerConfig,
     opts: &SampleOptions,
-    progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    sample_controlled(gpu, model, cfg, opts, |i, n| {
+        progress(i, n);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`sample`] that the caller can stop between steps: `progress(step, total)` returns
+/// `ControlFlow::Break(())` to cancel, and the run then ends with [`Error::Cancelled`] without
+/// reading anything back. An app runs this on a worker thread and breaks when its own cancel
+/// flag is set (see `examples/embed.rs`).
+pub fn sample_controlled(
+    gpu: &Gpu,
+    model: &mut dyn Denoiser,
+    cfg: &SchedulerConfig,
+    opts: &SampleOptions,
+    progress: impl FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<f32>> {
     let program = solvers::build(cfg, opts.steps)?;
     let exec = Executor::new(gpu, model, &program, opts.seed, opts.noise.is_some())?;
@@ -41,7 +60,7 @@ pub fn sample(
         }
         exec.set_noise(gpu, z)?;
     }
-    let x = exec.run(gpu, model, progress)?;
+    let x = exec.run_controlled(gpu, model, progress)?;
     let out = x.to_vec_f32(gpu)?;
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {
         return Err(Error::Argument {

@@ -16,7 +16,7 @@ use crate::solvers::residual_shift;
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
 
-/// Sampler choice of a restoration run (the `diffuse restore` flags).
+/// Sampler choice of a restoration run.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// mrs, mr-posterior, mr-euler, resshift, rddm, resfusion.
@@ -58,7 +58,7 @@ impl Restorer {
             });
         }
         if o.steps == 0 {
-            return Err(rarg("--steps", "must be at least 1".into()));
+            return Err(rarg("steps", "must be at least 1".into()));
         }
         let yin = [(Buf::X, 1.0)];
         let (program, prediction) = match o.sampler.as_str() {
@@ -88,7 +88,7 @@ impl Restorer {
                     }
                     _ => {
                         return Err(rarg(
-                            "--sampler",
+                            "sampler",
                             format!(
                                 "`{}` does not match the model's scheduler_config.json process",
                                 o.sampler
@@ -108,7 +108,7 @@ impl Restorer {
                         let build = match o.solver.as_str() {
                             "ode" => mr_sampler::ode_program,
                             "sde" => mr_sampler::sde_program,
-                            x => return Err(rarg("--solver", format!("`{x}` (ode, sde)"))),
+                            x => return Err(rarg("solver", format!("`{x}` (ode, sde)"))),
                         };
                         let p = build(sched, &ts, o.order, solve, mr.prediction, &yin)?;
                         match mr.thresholding {
@@ -124,11 +124,11 @@ impl Restorer {
                     "mr-euler" => match o.solver.as_str() {
                         "sde" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
                         "ode" => mr_sampler::pf_ode_program(sched, mr.prediction, &yin)?,
-                        x => return Err(rarg("--solver", format!("`{x}` (ode, sde)"))),
+                        x => return Err(rarg("solver", format!("`{x}` (ode, sde)"))),
                     },
                     x => {
                         return Err(rarg(
-                            "--sampler",
+                            "sampler",
                             format!("unknown sampler `{x}` (mrs, mr-posterior, mr-euler, resshift, rddm, resfusion)"),
                         ))
                     }
@@ -165,7 +165,7 @@ impl Restorer {
             || cfg.out_channels != heads * shape[1]
         {
             return Err(rarg(
-                "--input",
+                "condition",
                 format!(
                     "condition of shape {shape:?} for a model with in_channels {} and out_channels {} (conditioned models take x and μ: in = 2·C, out = C, or 2·C for RDDM's two heads)",
                     cfg.in_channels, cfg.out_channels
@@ -189,7 +189,7 @@ impl Restorer {
         self.check_condition(shape)?;
         if let Some(i) = mu.iter().position(|v| !v.is_finite()) {
             return Err(rarg(
-                "--input",
+                "condition",
                 format!("non-finite value at flat index {i}"),
             ));
         }

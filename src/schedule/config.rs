@@ -487,13 +487,13 @@ impl SchedulerConfig {
             })
             .ok_or_else(|| Error::Argument {
                 op: "sample",
-                arg: "--scheduler",
+                arg: "scheduler",
                 reason: format!(
                     "unknown scheduler `{name}` (one of: {})",
                     scheduler_names().collect::<Vec<_>>().join(", ")
                 ),
             })?;
-        let file = format!("--scheduler {name}");
+        let file = format!("scheduler `{name}`");
         let mut v: Value = serde_json::from_str(fields).map_err(|e| Error::Config {
             file: file.clone(),
             field: "(root)".into(),

@@ -10,22 +10,66 @@ use crate::ops::rng::Philox;
 use crate::ops::solver_step::{update, Update};
 use crate::ops::{langevin, threshold};
 use crate::tensor::{DType, Tensor};
+use std::ops::ControlFlow;
 
 enum Exec {
     Rec(Recording),
     Model(ModelTime),
 }
 
-/// A program bound to a model and buffers, ready to run (and re-run).
+/// A program bound to a model and buffers, ready to run (and re-run). The recordings own every
+/// buffer they bind (state, history slots, norms, the condition); the executor keeps handles of
+/// the model's tensors so that [`Executor::run`] can refuse a model it was not built for.
 pub struct Executor {
     x: Tensor,
-    #[allow(dead_code)]
-    slots: Vec<Tensor>,
-    #[allow(dead_code)]
-    norms: [Tensor; 2],
+    model: BoundModel,
     steps: Vec<Vec<Exec>>,
     init: Recording,
     noise_in: Option<Tensor>,
+}
+
+/// The model tensors an executor's recordings read and write.
+struct BoundModel {
+    input: Tensor,
+    output: Tensor,
+    aux: Option<Tensor>,
+}
+
+impl BoundModel {
+    fn of(model: &dyn Denoiser) -> Self {
+        BoundModel {
+            input: model.input().clone(),
+            output: model.output().clone(),
+            aux: model.aux_output().cloned(),
+        }
+    }
+
+    /// Errors unless `model` owns exactly the tensors the recordings bind. Holding the handles
+    /// keeps their storage alive, so another model can never share it by reuse.
+    fn check(&self, model: &dyn Denoiser) -> Result<()> {
+        let same = |bound: &Tensor, given: &Tensor| bound.shares_storage(given);
+        let aux_ok = match (&self.aux, model.aux_output()) {
+            (Some(b), Some(g)) => same(b, g),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if same(&self.input, model.input()) && same(&self.output, model.output()) && aux_ok {
+            return Ok(());
+        }
+        Err(Error::Argument {
+            op: "sampler",
+            arg: "model",
+            reason: format!(
+                "the executor was built for another model: its recordings bind the tensors \
+                 `{}` and `{}`, but this model's input `{}` and output `{}` are other buffers \
+                 (build an Executor for each model)",
+                self.input.name(),
+                self.output.name(),
+                model.input().name(),
+                model.output().name()
+            ),
+        })
+    }
 }
 
 struct Ctx<'a> {
@@ -152,7 +196,7 @@ impl Executor {
             return Err(Error::Argument {
                 op: "sampler",
                 arg: "model",
-                reason: "this program reads a second model head but the model has one".into(),
+                reason: "this program reads a second model head but the model has only one".into(),
             });
         }
         // Every history slot a program names must exist (a malformed program is an error,
@@ -292,8 +336,7 @@ impl Executor {
         }
         Ok(Executor {
             x,
-            slots,
-            norms,
+            model: BoundModel::of(model),
             steps,
             init,
             noise_in,
@@ -313,15 +356,35 @@ impl Executor {
     }
 
     /// Runs the whole program; `progress(step, total)` is called after each step is submitted.
-    /// Returns the final sample (f32, on the GPU).
+    /// Returns the final sample (f32, on the GPU). `model` must be the one the executor was
+    /// built for (an error otherwise).
     pub fn run(
         &self,
         gpu: &Gpu,
         model: &mut dyn Denoiser,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<&Tensor> {
+        self.run_controlled(gpu, model, |i, n| {
+            progress(i, n);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Executor::run`] that the caller can stop: when `progress(step, total)` returns
+    /// `ControlFlow::Break(())`, no further step is submitted and the run returns
+    /// [`Error::Cancelled`]. The queue holds at most one step ahead of the GPU (step `i` is
+    /// submitted, then step `i − 1` awaited), so progress follows the GPU's real progress and
+    /// a cancel takes effect within about one step, while the GPU never waits for the host.
+    pub fn run_controlled(
+        &self,
+        gpu: &Gpu,
+        model: &mut dyn Denoiser,
+        mut progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<&Tensor> {
+        self.model.check(model)?;
         self.init.submit(gpu);
         let total = self.steps.len();
+        let mut queued: Option<wgpu::SubmissionIndex> = None;
         for (i, step) in self.steps.iter().enumerate() {
             for e in step {
                 match e {
@@ -329,7 +392,26 @@ impl Executor {
                     Exec::Model(t) => model.run(gpu, *t)?,
                 }
             }
-            progress(i + 1, total);
+            // An empty submission marks the end of this step in the queue.
+            let mark = gpu.queue().submit([]);
+            if let Some(prev) = queued.replace(mark) {
+                gpu.device()
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(prev),
+                        timeout: None,
+                    })
+                    .map_err(|e| Error::Device {
+                        adapter: gpu.info().name.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            if progress(i + 1, total).is_break() {
+                return Err(Error::Cancelled {
+                    op: "sampler",
+                    step: i + 1,
+                    total,
+                });
+            }
         }
         Ok(&self.x)
     }

@@ -7,6 +7,7 @@ pub mod fixed;
 
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::models::{HostDenoiser, Prediction};
+#[cfg(feature = "selfcheck")]
 use diffuse::selfcheck::Check;
 use diffuse::solvers::executor::Executor;
 use diffuse::solvers::interpreter::{self, HostRun};
@@ -97,6 +98,7 @@ pub fn gpus() -> [&'static Gpu; 2] {
 }
 
 /// Asserts every check passed, printing each (the worst index is in the message).
+#[cfg(feature = "selfcheck")]
 pub fn assert_checks(checks: &[Check]) {
     let mut failed = Vec::new();
     for c in checks {
