@@ -11,17 +11,7 @@
 // MODULATE: out = a · (1 + t[n, c]) + t[n, C + c] for a [N, C, inner] and t [N, 2C] (diffusers'
 //   ResnetBlock2D with time_embedding_norm="scale_shift"); C = blen.
 
-struct Params {
-  n: u32,      // elements in this dispatch (a chunk of the tensor)
-  base: u32,   // index of the chunk's first element in the whole tensor (broadcasting)
-  inner: u32,  // binary: b index = ((base + i) / inner) % blen
-  blen: u32,   // binary: number of elements of b
-  alpha: f32,
-  beta: f32,
-  lo: f32,
-  hi: f32,
-}
-#uniform Params
+#uniform Params  // generated from ops::elementwise::Params (src/ops/elementwise.rs)
 
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * ${WG}u + lid;

@@ -5,11 +5,10 @@
 
 use super::{Denoiser, Prediction};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelKey};
+use crate::gpu::{params, Gpu, KernelKey};
 use crate::ops::{grid_1d, WG_1D};
 use crate::schedule::ModelTime;
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// An isotropic Gaussian mixture over [C, H, W] samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,18 +119,25 @@ impl GaussianMixture {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    k: u32,
-    _p0: u32,
-    alpha: f32,
-    sigma: f32,
-    _p1: [u32; 2],
-    logw: [f32; 8],
-    s2: [f32; 8],
+params! {
+    /// `#uniform Params` of `shaders/analytic.wgsl`.
+    struct Params {
+        /// samples
+        n: u32,
+        /// dimensions per sample
+        d: u32,
+        /// components (≤ 8)
+        k: u32,
+        _p0: u32,
+        alpha: f32,
+        sigma: f32,
+        _p1: u32,
+        _p2: u32,
+        /// log w_k
+        logw: [[f32; 4]; 2],
+        /// s_k²
+        s2: [[f32; 4]; 2],
+    }
 }
 
 /// Workgroup size for `d` dimensions per sample: a power of two from 8 to 256 (one workgroup per
@@ -141,7 +147,7 @@ fn workgroup(d: usize) -> u32 {
 }
 
 fn key(dt: DType, pred: Prediction, wg: u32) -> KernelKey {
-    KernelKey::new("analytic", "main", dt, [wg, 1, 1]).flag(
+    KernelKey::new::<Params>("analytic", "main", dt, [wg, 1, 1]).flag(
         match pred {
             Prediction::Epsilon => "PRED_EPS",
             Prediction::Sample => "PRED_X0",
@@ -233,25 +239,26 @@ impl Denoiser for AnalyticDenoiser {
             _p0: 0,
             alpha: time.alpha as f32,
             sigma: time.sigma as f32,
-            _p1: [0; 2],
-            logw: [0.0; 8],
-            s2: [0.0; 8],
+            _p1: 0,
+            _p2: 0,
+            logw: [[0.0; 4]; 2],
+            s2: [[0.0; 4]; 2],
         };
         for k in 0..m.weights.len() {
-            p.logw[k] = m.weights[k].ln() as f32;
-            p.s2[k] = m.variances[k] as f32;
+            p.logw[k / 4][k % 4] = m.weights[k].ln() as f32;
+            p.s2[k / 4][k % 4] = m.variances[k] as f32;
         }
         gpu.run(|rec| {
             let g = grid_1d(gpu, "analytic", p.n as u64)?;
-            let binds = vec![
-                self.input.binding(gpu, "analytic")?,
-                self.means.binding(gpu, "analytic")?,
-                self.output.binding(gpu, "analytic")?,
+            let binds = [
+                ("x", self.input.binding(gpu, "analytic")?),
+                ("mu", self.means.binding(gpu, "analytic")?),
+                ("y", self.output.binding(gpu, "analytic")?),
             ];
             rec.dispatch(
                 &key(self.input.dtype(), self.prediction, workgroup(m.dim())),
-                bytemuck::bytes_of(&p),
-                binds,
+                &p,
+                &binds,
                 g,
             )?;
             Ok(())

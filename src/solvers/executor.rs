@@ -4,25 +4,56 @@
 
 use super::program::{Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelKey, Recorder, Recording};
+use crate::gpu::{params, Gpu, KernelKey, Recorder, Recording};
 use crate::models::Denoiser;
 use crate::ops::{grid_1d, WG_1D};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    stream: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    c_self: f32,
-    c_z: f32,
-    clamp_to: f32,
-    _p0: u32,
-    c: [f32; 4],
+params! {
+    /// `#uniform Params` of `shaders/solver_step.wgsl`.
+    struct Params {
+        /// elements
+        n: u32,
+        /// Philox stream of this instruction's noise
+        stream: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        c_self: f32,
+        c_z: f32,
+        clamp_to: f32,
+        _p0: u32,
+        /// input coefficients
+        c: [f32; 4],
+    }
 }
+
+params! {
+    /// `#uniform Params` of `shaders/langevin.wgsl`.
+    struct LangevinParams {
+        /// elements
+        n: u32,
+        /// N
+        samples: u32,
+        snr: f32,
+        alpha: f32,
+    }
+}
+
+params! {
+    /// `#uniform Params` of `shaders/threshold.wgsl`.
+    struct ThresholdParams {
+        /// D
+        per_sample: u32,
+        /// floor(ratio·(D − 1))
+        rank: u32,
+        /// ratio·(D − 1) − rank
+        frac: f32,
+        max_value: f32,
+    }
+}
+
+/// The names of `solver_step.wgsl`'s input bindings.
+const INPUTS: [&str; 4] = ["in0", "in1", "in2", "in3"];
 
 fn dt_name(d: DType) -> &'static str {
     match d {
@@ -39,7 +70,7 @@ pub fn step_key(
     noise: bool,
     clamp: bool,
 ) -> KernelKey {
-    let mut k = KernelKey::new("solver_step", "main", dst, [WG_1D, 1, 1])
+    let mut k = KernelKey::new::<Params>("solver_step", "main", dst, [WG_1D, 1, 1])
         .define("DT_DST", dt_name(dst))
         .define("NIN", inputs.len())
         .flag("SELF", self_term)
@@ -54,13 +85,14 @@ pub fn step_key(
 }
 
 fn threshold_key(shift: bool) -> KernelKey {
-    KernelKey::new("threshold", "main", DType::F32, [WG_1D, 1, 1]).flag("SHIFT", shift)
+    KernelKey::new::<ThresholdParams>("threshold", "main", DType::F32, [WG_1D, 1, 1])
+        .flag("SHIFT", shift)
 }
 
 /// Variants for validation: every input count, both dtypes, all options.
 pub fn variants() -> Vec<KernelKey> {
     let mut v = vec![
-        KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]),
+        KernelKey::new::<LangevinParams>("langevin", "main", DType::F32, [WG_1D, 1, 1]),
         threshold_key(false),
         threshold_key(true),
     ];
@@ -148,31 +180,23 @@ impl Ctx<'_> {
         )?;
         reduce::reduce(rec, reduce::Reduce::L2Norm, g, &self.norms[0])?;
         reduce::reduce(rec, reduce::Reduce::L2Norm, z, &self.norms[1])?;
-        #[repr(C)]
-        #[derive(Clone, Copy, Pod, Zeroable)]
-        struct P {
-            n: u32,
-            samples: u32,
-            snr: f32,
-            alpha: f32,
-        }
-        let p = P {
+        let p = LangevinParams {
             n: x.numel() as u32,
             samples: x.shape()[0] as u32,
             snr: snr as f32,
             alpha: alpha as f32,
         };
         let gpu = rec.gpu();
-        let k = KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1]);
-        let binds = vec![
-            x.binding(gpu, "langevin")?,
-            g.binding(gpu, "langevin")?,
-            z.binding(gpu, "langevin")?,
-            self.norms[0].binding(gpu, "langevin")?,
-            self.norms[1].binding(gpu, "langevin")?,
+        let k = KernelKey::new::<LangevinParams>("langevin", "main", DType::F32, [WG_1D, 1, 1]);
+        let binds = [
+            ("x", x.binding(gpu, "langevin")?),
+            ("g", g.binding(gpu, "langevin")?),
+            ("z", z.binding(gpu, "langevin")?),
+            ("gn", self.norms[0].binding(gpu, "langevin")?),
+            ("zn", self.norms[1].binding(gpu, "langevin")?),
         ];
         let grid = grid_1d(gpu, "langevin", (x.numel() as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), binds, grid)?;
+        rec.dispatch(&k, &p, &binds, grid)?;
         Ok(())
     }
 
@@ -195,35 +219,22 @@ impl Ctx<'_> {
                 ),
             });
         }
-        #[repr(C)]
-        #[derive(Clone, Copy, Pod, Zeroable)]
-        struct P {
-            per_sample: u32,
-            rank: u32,
-            frac: f32,
-            max_value: f32,
-        }
         let n = t.shape()[0];
         let d = t.numel() / n;
         let pos = ratio * (d - 1) as f64;
-        let p = P {
+        let p = ThresholdParams {
             per_sample: d as u32,
             rank: pos.floor() as u32,
             frac: (pos - pos.floor()) as f32,
             max_value: max as f32,
         };
         let gpu = rec.gpu();
-        let mut binds = vec![t.binding(gpu, "threshold")?];
+        let mut binds = vec![("buf", t.binding(gpu, "threshold")?)];
         if let Some(sh) = shift {
-            binds.push(self.buf(sh).binding(gpu, "threshold")?);
+            binds.push(("shift", self.buf(sh).binding(gpu, "threshold")?));
         }
         let grid = grid_1d(gpu, "threshold", n as u64)?;
-        rec.dispatch(
-            &threshold_key(shift.is_some()),
-            bytemuck::bytes_of(&p),
-            binds,
-            grid,
-        )?;
+        rec.dispatch(&threshold_key(shift.is_some()), &p, &binds, grid)?;
         Ok(())
     }
 
@@ -270,7 +281,7 @@ impl Ctx<'_> {
                 _p0: 0,
                 c: [0.0; 4],
             };
-            let mut binds = vec![d.binding(gpu, "solver_step")?];
+            let mut binds = vec![("dst", d.binding(gpu, "solver_step")?)];
             let mut dts = Vec::new();
             for (j, (b, c)) in chunk.iter().enumerate() {
                 let t = self.buf(*b);
@@ -284,7 +295,7 @@ impl Ctx<'_> {
                 }
                 p.c[j] = *c as f32;
                 dts.push(t.dtype());
-                binds.push(t.binding(gpu, "solver_step")?);
+                binds.push((INPUTS[j], t.binding(gpu, "solver_step")?));
             }
             let k = step_key(
                 d.dtype(),
@@ -298,7 +309,7 @@ impl Ctx<'_> {
                 "solver_step",
                 (d.numel() as u64).div_ceil(WG_1D as u64),
             )?;
-            rec.dispatch(&k, bytemuck::bytes_of(&p), binds, g)?;
+            rec.dispatch(&k, &p, &binds, g)?;
             self_term = true;
         }
         Ok(())
@@ -430,8 +441,11 @@ impl Executor {
                     )?;
                     rec.dispatch(
                         &k,
-                        bytemuck::bytes_of(&p),
-                        vec![x.binding(gpu, "x")?, z.binding(gpu, "noise")?],
+                        &p,
+                        &[
+                            ("dst", x.binding(gpu, "x")?),
+                            ("in0", z.binding(gpu, "noise")?),
+                        ],
                         g,
                     )?;
                 }
@@ -454,7 +468,7 @@ impl Executor {
                         "solver_step",
                         (x.numel() as u64).div_ceil(WG_1D as u64),
                     )?;
-                    rec.dispatch(&k, bytemuck::bytes_of(&p), vec![x.binding(gpu, "x")?], g)?;
+                    rec.dispatch(&k, &p, &[("dst", x.binding(gpu, "x")?)], g)?;
                 }
             }
             rec.finish()?
