@@ -7,11 +7,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 #[test]
 fn every_variant_validates_with_naga() {
-    let mut variants = diffuse::ops::all_variants();
-    variants.extend(diffuse::solvers::executor::variants());
-    for dt in [diffuse::DType::F32, diffuse::DType::F16] {
-        variants.extend(diffuse::models::analytic::variants(dt));
-    }
+    let variants = all_keys();
     assert!(
         variants.len() > 50,
         "expected the full variant list, got {}",
@@ -125,4 +121,89 @@ fn params_mismatch_is_detected() {
     };
     let e = uniform_matches(&module, &layout).unwrap_err();
     assert!(e.contains("\"c\", 16, 16"), "{e}");
+}
+
+fn all_keys() -> Vec<diffuse::gpu::KernelKey> {
+    let mut variants = diffuse::ops::all_variants();
+    variants.extend(diffuse::solvers::executor::variants());
+    for dt in [diffuse::DType::F32, diffuse::DType::F16] {
+        variants.extend(diffuse::models::analytic::variants(dt));
+    }
+    variants
+}
+
+/// A family's source with its `#include`d files.
+fn family_source(family: &str) -> String {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{}/shaders/{f}.wgsl", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|e| panic!("shaders/{f}.wgsl: {e}"))
+    };
+    let src = read(family);
+    let mut all = src.clone();
+    for line in src.lines() {
+        if let Some(inc) = line.trim().strip_prefix("#include ") {
+            all.push_str(&read(inc.trim()));
+        }
+    }
+    all
+}
+
+#[test]
+fn defines_the_ops_set_are_the_ones_the_shaders_test() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut set: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for key in all_keys() {
+        set.entry(key.family)
+            .or_default()
+            .extend(key.defines.keys().cloned());
+    }
+    let mut failures = Vec::new();
+    for (family, defines) in &set {
+        let src = family_source(family);
+        let tested: BTreeSet<String> = src
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                match w.next() {
+                    Some("#if" | "#ifdef" | "#ifndef") => w.next().map(str::to_string),
+                    _ => None,
+                }
+            })
+            .collect();
+        // A define the ops set is read (`#if`, `${..}`), or named in a comment where it is a
+        // selector's default (reduce's OP_SUM) or redundant (solver_step's NIN).
+        for d in defines {
+            let named = src.lines().any(|l| {
+                l.split("//").nth(1).is_some_and(|c| {
+                    c.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                        .any(|w| w == d)
+                })
+            });
+            if !tested.contains(d) && !src.contains(&format!("${{{d}}}")) && !named {
+                failures.push(format!(
+                    "{family}: the ops set `{d}`, the shader never names it"
+                ));
+            }
+        }
+        for d in &tested {
+            if !defines.contains(d) {
+                failures.push(format!(
+                    "{family}: the shader tests `{d}`, no variant sets it"
+                ));
+            }
+        }
+    }
+    // elementwise.wgsl's header lists its defines (it once documented a stale `OP = 0…4`).
+    let header: String = family_source("elementwise")
+        .lines()
+        .take_while(|l| l.starts_with("//"))
+        .collect();
+    for d in &set["elementwise"] {
+        if !header.contains(d.as_str()) {
+            failures.push(format!(
+                "elementwise: the header comment does not list `{d}`"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
