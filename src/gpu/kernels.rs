@@ -61,7 +61,7 @@ pub struct KernelKey {
 }
 
 impl KernelKey {
-    /// A key with no defines whose parameters are `P` (declared with [`super::params!`]).
+    /// A key with no defines whose parameters are `P` (declared with `gpu::params!`).
     pub fn new<P: Uniform>(
         family: &'static str,
         entry: &'static str,

@@ -1,4 +1,4 @@
-//! Kernel parameter structs, declared once in Rust. [`params!`](crate::gpu::params) emits the
+//! Kernel parameter structs, declared once in Rust. `params!` emits the
 //! `#[repr(C)]` `Pod` struct the host writes into the uniform buffer *and* its [`ParamsLayout`]
 //! (field names, WGSL types, byte offsets); the shader preprocessor turns `#uniform Params`
 //! into the WGSL `struct Params` generated from that layout, so the two cannot drift. A
@@ -130,7 +130,7 @@ impl ParamsLayout {
     }
 }
 
-/// A kernel parameter struct (implemented by [`params!`](crate::gpu::params)).
+/// A kernel parameter struct (implemented by `params!`).
 pub trait Uniform: bytemuck::Pod {
     const LAYOUT: &'static ParamsLayout;
 }
