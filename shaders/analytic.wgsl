@@ -4,19 +4,7 @@
 // One workgroup per sample: K reductions of ||x − α μ_k||², a softmax, then the write.
 // Defines: PRED_EPS, PRED_X0, PRED_V (α ε − σ x0), PRED_FLOW (ε − x0), PRED_SCORE (−ε/σ). WG a power of two.
 
-struct Params {
-  n: u32,       // samples
-  d: u32,       // dimensions per sample
-  k: u32,       // components (≤ 8)
-  _p0: u32,
-  alpha: f32,
-  sigma: f32,
-  _p1: u32,
-  _p2: u32,
-  logw: array<vec4<f32>, 2>,  // log w_k
-  s2: array<vec4<f32>, 2>,    // s_k²
-}
-#uniform Params
+#uniform Params  // generated from models::analytic::Params (src/models/analytic.rs)
 
 #tensor 1 x read       // [N, D] model input
 #tensor 2 mu read f32  // [K, D] component means

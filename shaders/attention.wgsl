@@ -4,15 +4,7 @@
 // softmax (running max and sum, rescaled accumulator), f32 throughout; no score matrix in
 // memory. Head dim D ≤ DMAX (a define; the accumulator lives in a private array).
 
-struct Params {
-  batch: u32,   // B
-  len: u32,     // L
-  heads: u32,   // H
-  dim: u32,     // D
-  scale: f32,   // α = D^-½
-  _p0: u32, _p1: u32, _p2: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::attention::Params (src/ops/attention.rs)
 
 #tensor 1 q read      // [B, L, H·D]
 #tensor 2 k read      // [B, L, H·D]

@@ -1,13 +1,7 @@
 // Channel concatenation: y = cat([a, b], dim=1) for NCHW tensors (UNet skip connections,
 // conditioning by channel concat). One invocation per output element.
 
-struct Params {
-  n: u32,   // output elements
-  ca: u32,  // channels of a
-  cb: u32,  // channels of b
-  hw: u32,  // H·W
-}
-#uniform Params
+#uniform Params  // generated from ops::concat::Params (src/ops/concat.rs)
 
 #tensor 1 a read    // [N, Ca, H, W]
 #tensor 2 b read    // [N, Cb, H, W]

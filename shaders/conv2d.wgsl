@@ -13,13 +13,7 @@
 // lavapipe this runs at the GEMM kernel's rate, ~1.8× the earlier per-tap gather.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
 
-struct Params {
-  cin: u32, h: u32, w: u32, cout: u32,
-  ho: u32, wo: u32, kh: u32, kw: u32,
-  stride: u32, pad: u32, k: u32, hw_out: u32,
-  x_bs: u32, y_bs: u32, out_scale: f32, _p1: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::conv2d::Params (src/ops/conv2d.rs)
 
 #tensor 1 x read        // [N, Cin, H, W] input
 #if PACKED

@@ -3,13 +3,7 @@
 // conv2d row kernel reads the weights of 4 channels at one tap as one vec4. One invocation per
 // packed element.
 
-struct Params {
-  cout: u32,
-  cin: u32,
-  taps: u32,
-  total: u32,  // ⌈Cout/4⌉ · 4 · Cin · taps
-}
-#uniform Params
+#uniform Params  // generated from ops::conv_pack::Params (src/ops/conv_pack.rs)
 
 #tensor 1 w read      // [Cout, Cin, taps]
 #tensor 2 packed write  // [⌈Cout/4⌉, Cin, taps, 4]

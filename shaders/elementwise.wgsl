@@ -2,26 +2,16 @@
 // One invocation per element; 1-D index spread over a 2-D grid (x * 65535 limit).
 // All arithmetic in f32; storage dtype per the kernel key.
 //
-// Defines: UNARY | BINARY | AXPBY | MODULATE (selects the entry's bindings),
-//   OP = 0 SiLU, 1 GELU (erf), 2 GELU (tanh), 3 clamp(lo, hi), 4 affine alpha*x+beta   (unary)
-//   OP = 0 add, 1 mul                                                                 (binary)
-//   INPLACE (unary: x is overwritten).
+// Defines: UNARY | BINARY | AXPBY | MODULATE | SAMPLE_DIV (selects the entry and its bindings),
+//   unary op: OP_SILU | OP_GELU (erf) | OP_GELU_TANH | OP_CLAMP (clamp(lo, hi)) | OP_AFFINE
+//   (alpha*x + beta), with INPLACE (x is overwritten); binary op: OP_ADD | OP_MUL.
+//   (tests/shaders.rs checks that this list names every define the ops set.)
 // SAMPLE_DIV: x[i] ← x[i] / t[(base + i) / inner] in place, t f32 [N] (per-sample divide, e.g.
 //   UNet2DModel's Fourier output ÷ noise level).
 // MODULATE: out = a · (1 + t[n, c]) + t[n, C + c] for a [N, C, inner] and t [N, 2C] (diffusers'
 //   ResnetBlock2D with time_embedding_norm="scale_shift"); C = blen.
 
-struct Params {
-  n: u32,      // elements in this dispatch (a chunk of the tensor)
-  base: u32,   // index of the chunk's first element in the whole tensor (broadcasting)
-  inner: u32,  // binary: b index = ((base + i) / inner) % blen
-  blen: u32,   // binary: number of elements of b
-  alpha: f32,
-  beta: f32,
-  lo: f32,
-  hi: f32,
-}
-#uniform Params
+#uniform Params  // generated from ops::elementwise::Params (src/ops/elementwise.rs)
 
 fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * ${WG}u + lid;

@@ -11,17 +11,7 @@
 // LOOKUP — class embedding (`nn.Embedding`): y[n, :] = table[label[n], :].
 // One invocation per output element.
 
-struct Params {
-  n: u32,          // output elements (N · dim)
-  dim: u32,        // embedding width
-  half: u32,       // dim / 2
-  flip: u32,       // 1: cos first (flip_sin_to_cos)
-  neg_log_max_period: f32,  // −ln(max_period) rounded to f32
-  shift: f32,      // downscale_freq_shift
-  scale: f32,
-  _p0: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::embedding::Params (src/ops/embedding.rs)
 
 #if LOOKUP
 #tensor 1 label read f32  // [N] class indices (exact small integers, host-validated < rows)

@@ -3,22 +3,7 @@
 // true convolution with a kh×kw kernel (≤ 4×4, taps in the uniform), keeping every `down`-th
 // output. One invocation per output element of each NCHW plane.
 
-struct Params {
-  n: u32,      // output elements
-  h: u32,      // input H
-  w: u32,      // input W
-  ho: u32,     // output H
-  wo: u32,     // output W
-  up: u32,
-  down: u32,
-  pad0: u32,   // zero padding before (rows and columns, after upsampling)
-  kh: u32,
-  kw: u32,
-  _p0: u32,
-  _p1: u32,
-  taps: array<vec4<f32>, 4>,  // kernel[ky][kx] (not flipped), row ky in taps[ky]
-}
-#uniform Params
+#uniform Params  // generated from ops::fir::Params (src/ops/fir.rs)
 
 #tensor 1 x read    // [N, C, H, W]
 #tensor 2 y write   // [N, C, Ho, Wo]

@@ -10,13 +10,7 @@
 // Batch z (workgroup z) splits as zo = z / batch_inner, zi = z % batch_inner; each operand's
 // offset is zo * s0 + zi * s1 (lets attention address heads inside [B, L, H·d] directly).
 
-struct Params {
-  m: u32, n: u32, k: u32, batch_inner: u32,
-  lda: u32, ldb: u32, ldc: u32, _pad0: u32,
-  a_s0: u32, a_s1: u32, b_s0: u32, b_s1: u32,
-  c_s0: u32, c_s1: u32, alpha: f32, _pad1: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::gemm::Params (src/ops/gemm.rs)
 
 #if VEC4
 #tensor 1 a read vec4   // [batch.., M, lda] row-major, rows of K used

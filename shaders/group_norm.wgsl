@@ -7,15 +7,7 @@
 // Defines: SILU (apply x·sigmoid(x) to the normalised output); SUBGROUP (reduce within
 // subgroups first: one barrier round instead of log2(WG)). WG must be a power of two.
 
-struct Params {
-  c: u32,        // channels
-  hw: u32,       // H·W
-  groups: u32,   // G (C % G == 0, host checked)
-  count: u32,    // N·G workgroups that do work
-  eps: f32,
-  _p0: u32, _p1: u32, _p2: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::group_norm::Params (src/ops/group_norm.rs)
 
 #tensor 1 x read      // [N, C, H, W]
 #tensor 2 gamma read  // [C] scale (diffusers `norm.weight`)

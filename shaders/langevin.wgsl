@@ -3,13 +3,7 @@
 // (reduced beforehand), then x ← x + ε·g + √(2ε)·z. One invocation per element; each
 // recomputes the batch means from the N norms (N is small).
 
-struct Params {
-  n: u32,        // elements
-  samples: u32,  // N
-  snr: f32,
-  alpha: f32,
-}
-#uniform Params
+#uniform Params  // generated from solvers::executor::LangevinParams (src/solvers/executor.rs)
 
 #tensor 1 x rw f32        // [N, ...] sample, updated in place
 #tensor 2 g read f32      // [N, ...] score

@@ -4,13 +4,7 @@
 //
 // Defines: OP_SUM | OP_MEAN | OP_L2.
 
-struct Params {
-  n: u32,   // samples
-  len: u32, // elements per sample
-  _p0: u32,
-  _p1: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::reduce::Params (src/ops/reduce.rs)
 
 #tensor 1 x read       // [N, L] (any [N, ...] tensor, flattened per sample)
 #tensor 2 y write f32  // [N]

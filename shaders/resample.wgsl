@@ -3,17 +3,7 @@
 //   diffusers' Upsample2D with F.interpolate(scale_factor=2, mode="nearest")),
 //   AVG_POOL (2×2 window, stride 2, as diffusers' Downsample2D without conv; H, W even).
 
-struct Params {
-  n: u32,       // output elements
-  h: u32,       // input H
-  w: u32,       // input W
-  factor: u32,  // UPSAMPLE_NEAREST factor
-  ho: u32,      // output H
-  wo: u32,      // output W
-  _p0: u32,
-  _p1: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::resample::Params (src/ops/resample.rs)
 
 #tensor 1 x read    // [N, C, H, W]
 #tensor 2 y write   // [N, C, Ho, Wo]

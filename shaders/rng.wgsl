@@ -7,17 +7,7 @@
 //   r = sqrt(−2 ln u1), even words r·cos(2πu2), odd r·sin(2πu2)),
 //   DIST_UNIFORM ([0, 1) from the top 24 bits), DIST_BITS (the raw word, bit-cast; f32 only).
 
-struct Params {
-  n: u32,        // elements in this dispatch
-  base_lo: u32,  // global index of the dispatch's first element (low word)
-  base_hi: u32,  //   (high word)
-  stream: u32,   // counter word 2: independent streams under one seed
-  seed_lo: u32,
-  seed_hi: u32,
-  _p0: u32,
-  _p1: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::rng::Params (src/ops/rng.rs)
 
 #tensor 1 y write   // [n] output chunk
 

@@ -1,17 +1,7 @@
 // Channel slice: y[n, c, p] = x[n, c0 + c, p] for NCHW tensors (splitting a multi-head output,
 // e.g. RDDM's residual and noise heads). One invocation per output element.
 
-struct Params {
-  n: u32,   // output elements
-  cx: u32,  // channels of x
-  cy: u32,  // channels of y
-  hw: u32,  // H·W
-  c0: u32,  // first channel taken
-  _p0: u32,
-  _p1: u32,
-  _p2: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::concat::SliceParams (src/ops/concat.rs)
 
 #tensor 1 x read    // [N, Cx, H, W]
 #tensor 2 y write   // [N, Cy, H, W], Cy ≤ Cx − c0

@@ -7,13 +7,7 @@
 // - SUBGROUP: one subgroup per row (a workgroup holds num_subgroups rows), reductions with
 //   subgroupMax / subgroupAdd — no workgroup memory and no barriers (adapters with subgroups).
 
-struct Params {
-  rows: u32,
-  cols: u32,
-  scale: f32,
-  _p0: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::softmax::Params (src/ops/softmax.rs)
 
 #tensor 1 x read    // [rows, cols] row-major (e.g. attention scores [B·heads·Lq, Lk])
 #tensor 2 y write   // [rows, cols]

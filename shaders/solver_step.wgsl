@@ -4,18 +4,7 @@
 // Defines: NIN = 0..4 inputs (IN0..IN3 set for the present ones), SELF (read dst), NOISE,
 //   CLAMP, DT_DST / DT_IN0..3 = f32 | f16 (solver state is f32; model buffers may be f16).
 
-struct Params {
-  n: u32,        // elements
-  stream: u32,   // Philox stream of this instruction's noise
-  seed_lo: u32,
-  seed_hi: u32,
-  c_self: f32,
-  c_z: f32,
-  clamp_to: f32,
-  _p0: u32,
-  c: vec4<f32>,  // input coefficients
-}
-#uniform Params
+#uniform Params  // generated from solvers::executor::Params (src/solvers/executor.rs)
 
 #tensor 1 dst rw ${DT_DST}     // [N, C, H, W] written (and read with SELF)
 #if IN0

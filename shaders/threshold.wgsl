@@ -6,13 +6,7 @@
 // the order statistics are found by bisection on the IEEE bit patterns of |v| (monotonic for
 // non-negative floats), 31 counting passes of the workgroup. One workgroup per sample.
 
-struct Params {
-  per_sample: u32,  // D
-  rank: u32,        // floor(ratio·(D − 1))
-  frac: f32,        // ratio·(D − 1) − rank
-  max_value: f32,
-}
-#uniform Params
+#uniform Params  // generated from solvers::executor::ThresholdParams (src/solvers/executor.rs)
 
 #tensor 1 buf rw f32      // [N, D] x̂0 (or x̂0 − shift), updated in place
 #ifdef SHIFT

@@ -2,13 +2,7 @@
 // token-major [B, H·W, C] for attention's linear layers, and back. One invocation per output
 // element.
 
-struct Params {
-  n: u32,     // output elements (B · R · C)
-  rows: u32,  // R (rows of x)
-  cols: u32,  // C (columns of x)
-  _p0: u32,
-}
-#uniform Params
+#uniform Params  // generated from ops::transpose::Params (src/ops/transpose.rs)
 
 #tensor 1 x read    // [B, R, C]
 #tensor 2 y write   // [B, C, R]

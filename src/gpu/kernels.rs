@@ -1,6 +1,7 @@
 //! The kernel cache: each `.wgsl` family is preprocessed and compiled once per key
 //! (family, entry point, dtype, workgroup size, defines) and kept for the life of the context.
 
+use super::params::{ParamsLayout, Uniform};
 use super::shader::{preprocess, BindingDecl, BindingKind, F16Mode, Processed};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
@@ -55,11 +56,13 @@ pub struct KernelKey {
     pub workgroup: [u32; 3],
     /// Specialisation defines (`#if NAME`, `${NAME}`).
     pub defines: BTreeMap<String, String>,
+    /// The parameter struct: `#uniform` declares it in WGSL, and a dispatch must pass it.
+    pub params: &'static ParamsLayout,
 }
 
 impl KernelKey {
-    /// A key with no defines.
-    pub fn new(
+    /// A key with no defines whose parameters are `P` (declared with `gpu::params!`).
+    pub fn new<P: Uniform>(
         family: &'static str,
         entry: &'static str,
         dtype: DType,
@@ -71,6 +74,7 @@ impl KernelKey {
             dtype,
             workgroup,
             defines: BTreeMap::new(),
+            params: P::LAYOUT,
         }
     }
 
@@ -128,7 +132,7 @@ impl KernelKey {
         defs.insert("WG".into(), self.invocations().to_string());
         defs.insert("ENTRY".into(), self.entry.to_string());
         let src = expand_includes(self.family, src)?;
-        preprocess(self.family, &src, &defs, self.dtype, f16)
+        preprocess(self.family, &src, &defs, self.dtype, f16, Some(self.params))
     }
 }
 

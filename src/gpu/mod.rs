@@ -2,6 +2,7 @@
 //! optional features, the buffer pool, the kernel cache and command recording.
 
 mod kernels;
+pub mod params;
 pub mod plan;
 pub mod pool;
 mod record;
@@ -9,6 +10,8 @@ pub mod shader;
 pub mod tuning;
 
 pub use kernels::{KernelCache, KernelKey};
+pub(crate) use params::params;
+pub use params::{ParamField, ParamsLayout, Uniform, WgslField, WgslType};
 pub use pool::{Allocation, Pool, PoolStats};
 pub use record::{Binding, DispatchTime, Recorder, Recording};
 pub use shader::{F16Mode, Processed};

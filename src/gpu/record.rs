@@ -4,8 +4,9 @@
 //! recording creates no buffers and no pipelines; only parameters may be rewritten in place.
 
 use super::kernels::{Kernel, KernelKey};
+use super::params::Uniform;
 use super::pool::{Allocation, BufferKind};
-use super::shader::BindingKind;
+use super::shader::{BindingDecl, BindingKind};
 use super::Gpu;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -94,32 +95,32 @@ impl<'g> Recorder<'g> {
         self.items.is_empty()
     }
 
-    /// Appends one dispatch of kernel `key` with uniform `params` and storage bindings in
-    /// binding order (1, 2, ...). Returns the dispatch index (for [`Recording::set_params`]).
-    pub fn dispatch(
+    /// Appends one dispatch of kernel `key` with uniform `params` (the key's parameter struct)
+    /// and its storage bindings given by the names its `#tensor` lines declare, in any order.
+    /// An unknown, missing or repeated name is an error naming the kernel and the binding.
+    /// Returns the dispatch index (for [`Recording::set_params`]).
+    pub fn dispatch<P: Uniform>(
         &mut self,
         key: &KernelKey,
-        params: &[u8],
-        storage: Vec<Binding>,
+        params: &P,
+        storage: &[(&str, Binding)],
         groups: [u32; 3],
     ) -> Result<usize> {
-        let kernel = self.gpu.kernels().get(self.gpu.device(), key)?;
-        let want = kernel
-            .bindings
-            .iter()
-            .filter(|b| b.kind != BindingKind::Uniform)
-            .count();
-        if want != storage.len() {
+        if key.params != P::LAYOUT {
             return Err(Error::Argument {
                 op: "dispatch",
-                arg: "bindings",
+                arg: "params",
                 reason: format!(
-                    "kernel {} declares {want} storage bindings, {} given",
+                    "kernel {} takes `{}`, not `{}`",
                     key.label(),
-                    storage.len()
+                    key.params.path,
+                    P::LAYOUT.path
                 ),
             });
         }
+        let params = bytemuck::bytes_of(params);
+        let kernel = self.gpu.kernels().get(self.gpu.device(), key)?;
+        let storage = by_name(&kernel.bindings, storage, &key.label())?;
         let max = self.gpu.info().max_workgroups_per_dim;
         for (axis, g) in groups.iter().enumerate() {
             if *g > max {
@@ -294,6 +295,45 @@ impl<'g> Recorder<'g> {
             _keep: keep,
         })
     }
+}
+
+/// Orders `given` (name, binding) pairs by the kernel's declared storage bindings.
+fn by_name<T: Clone>(bindings: &[BindingDecl], given: &[(&str, T)], label: &str) -> Result<Vec<T>> {
+    let err = |reason: String| Error::Argument {
+        op: "dispatch",
+        arg: "bindings",
+        reason: format!("kernel {label}: {reason}"),
+    };
+    let decls: Vec<&str> = bindings
+        .iter()
+        .filter(|b| b.kind != BindingKind::Uniform)
+        .map(|b| b.name.as_str())
+        .collect();
+    for (i, (name, _)) in given.iter().enumerate() {
+        if !decls.contains(name) {
+            return Err(err(format!(
+                "no binding `{name}` (it declares {})",
+                decls
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if given[..i].iter().any(|(n, _)| n == name) {
+            return Err(err(format!("binding `{name}` given twice")));
+        }
+    }
+    decls
+        .iter()
+        .map(|d| {
+            given
+                .iter()
+                .find(|(n, _)| n == d)
+                .map(|(_, b)| b.clone())
+                .ok_or_else(|| err(format!("binding `{d}` not given")))
+        })
+        .collect()
 }
 
 /// A buffer range written by a dispatch must not overlap any other range of that dispatch
@@ -473,7 +513,8 @@ impl Recording {
         Ok(out)
     }
 
-    /// Rewrites the parameters of dispatch `index` (same size as recorded) before a replay.
+    /// Rewrites the parameters of dispatch `index` (the bytes of its kernel's parameter struct)
+    /// before a replay.
     pub fn set_params(&self, gpu: &Gpu, index: usize, params: &[u8]) -> Result<()> {
         let (Some(u), Some(off)) = (&self.uniform, self.param_offsets.get(index)) else {
             return Err(Error::Argument {
@@ -482,7 +523,72 @@ impl Recording {
                 reason: format!("no dispatch {index} in a recording of {}", self.items.len()),
             });
         };
+        let layout = self.items[index].0.key.params;
+        if params.len() != layout.size {
+            return Err(Error::Argument {
+                op: "set_params",
+                arg: "params",
+                reason: format!(
+                    "{} bytes for dispatch {index} ({}), whose `{}` has {}",
+                    params.len(),
+                    self.items[index].0.key.label(),
+                    layout.path,
+                    layout.size
+                ),
+            });
+        }
         gpu.queue().write_buffer(u.buffer(), *off, params);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decls(names: &[(&str, BindingKind)]) -> Vec<BindingDecl> {
+        let mut v = vec![BindingDecl {
+            binding: 0,
+            name: "p".into(),
+            kind: BindingKind::Uniform,
+        }];
+        v.extend(names.iter().enumerate().map(|(i, (n, k))| BindingDecl {
+            binding: i as u32 + 1,
+            name: n.to_string(),
+            kind: *k,
+        }));
+        v
+    }
+
+    #[test]
+    fn bindings_are_ordered_by_declared_name() {
+        let d = decls(&[
+            ("a", BindingKind::StorageRead),
+            ("b", BindingKind::StorageRead),
+            ("out", BindingKind::StorageReadWrite),
+        ]);
+        let got = by_name(&d, &[("out", 3), ("a", 1), ("b", 2)], "k").unwrap();
+        assert_eq!(got, [1, 2, 3]);
+    }
+
+    #[test]
+    fn unknown_missing_and_repeated_names_are_errors() {
+        let d = decls(&[
+            ("x", BindingKind::StorageRead),
+            ("y", BindingKind::StorageReadWrite),
+        ]);
+        let e = by_name(&d, &[("x", 1), ("z", 2)], "fam/main").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("fam/main") && m.contains("`z`") && m.contains("`y`"),
+            "{m}"
+        );
+        let e = by_name(&d, &[("x", 1)], "fam/main").unwrap_err();
+        assert!(e.to_string().contains("`y` not given"), "{e}");
+        let e = by_name(&d, &[("x", 1), ("y", 2), ("x", 3)], "fam/main").unwrap_err();
+        assert!(e.to_string().contains("`x` given twice"), "{e}");
+        // The uniform is not a storage binding.
+        let e = by_name(&d, &[("p", 0), ("x", 1), ("y", 2)], "fam/main").unwrap_err();
+        assert!(e.to_string().contains("no binding `p`"), "{e}");
     }
 }

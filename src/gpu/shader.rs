@@ -4,7 +4,9 @@
 //! Directives (each on its own line; `//` comments after them are kept as documentation):
 //! - `#if NAME` / `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` — `#if` is true when
 //!   NAME is defined and not `0`/`false`.
-//! - `#uniform Struct` — declares `p: Struct` at binding 0 (every kernel has its parameters there).
+//! - `#uniform Struct` — declares `struct Struct`, generated from the kernel key's Rust
+//!   [`ParamsLayout`] (see [`super::params`]), and `p: Struct` at binding 0 (every kernel has
+//!   its parameters there). Shaders never write the struct by hand.
 //! - `#tensor <binding> <name> <read|write|rw> [vec4] [f32|f16]` — declares a tensor binding
 //!   and its accessors `name_ld(i) -> f32`, `name_st(i, v: f32)`, and for `vec4`
 //!   `name_ld4(i4) -> vec4<f32>` (index in units of 4 elements). The element type is the
@@ -12,6 +14,7 @@
 //!   two per `u32` when the device lacks SHADER_F16 (writes then use atomics on the word).
 //! - `${NAME}` anywhere is replaced by the define's value; an unknown NAME is an error.
 
+use super::params::ParamsLayout;
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 use std::collections::BTreeMap;
@@ -56,13 +59,15 @@ enum Access {
     ReadWrite,
 }
 
-/// Preprocesses `src` (the file `name`) for `dtype` and `f16` storage with `defines`.
+/// Preprocesses `src` (the file `name`) for `dtype` and `f16` storage with `defines`; `params`
+/// is the layout `#uniform` declares.
 pub fn preprocess(
     name: &str,
     src: &str,
     defines: &BTreeMap<String, String>,
     dtype: DType,
     f16: F16Mode,
+    params: Option<&ParamsLayout>,
 ) -> Result<Processed> {
     let err = |line: usize, reason: String| Error::Preprocess {
         shader: name.to_string(),
@@ -136,6 +141,13 @@ pub fn preprocess(
                     if bindings.iter().any(|b| b.binding == 0) {
                         return Err(err(ln, "binding 0 declared twice".into()));
                     }
+                    let layout = params.ok_or_else(|| {
+                        err(
+                            ln,
+                            format!("#uniform {s}: the kernel has no parameter layout"),
+                        )
+                    })?;
+                    body.push_str(&layout.wgsl(s));
                     bindings.push(BindingDecl {
                         binding: 0,
                         name: "p".into(),
@@ -371,6 +383,7 @@ mod tests {
             &defs(&[("A", "1"), ("N", "7")]),
             DType::F32,
             F16Mode::Native,
+            None,
         )
         .unwrap();
         assert_eq!(p.source, "x 7\nz\n");
@@ -380,6 +393,7 @@ mod tests {
             &defs(&[("A", "0"), ("N", "7"), ("B", "")]),
             DType::F32,
             F16Mode::Native,
+            None,
         )
         .unwrap();
         assert_eq!(p.source, "y\n");
@@ -388,11 +402,11 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let d = defs(&[]);
-        let e = preprocess("k", "a\n#endif\n", &d, DType::F32, F16Mode::Native).unwrap_err();
+        let e = preprocess("k", "a\n#endif\n", &d, DType::F32, F16Mode::Native, None).unwrap_err();
         assert!(e.to_string().contains("shader `k` line 2"), "{e}");
-        let e = preprocess("k", "#if A\n", &d, DType::F32, F16Mode::Native).unwrap_err();
+        let e = preprocess("k", "#if A\n", &d, DType::F32, F16Mode::Native, None).unwrap_err();
         assert!(e.to_string().contains("unterminated"), "{e}");
-        let e = preprocess("k", "x ${NOPE}\n", &d, DType::F32, F16Mode::Native).unwrap_err();
+        let e = preprocess("k", "x ${NOPE}\n", &d, DType::F32, F16Mode::Native, None).unwrap_err();
         assert!(e.to_string().contains("NOPE"), "{e}");
         let e = preprocess(
             "k",
@@ -400,10 +414,12 @@ mod tests {
             &d,
             DType::F32,
             F16Mode::Native,
+            None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("sideways"), "{e}");
-        let e = preprocess("k", "#frobnicate\n", &d, DType::F32, F16Mode::Native).unwrap_err();
+        let e =
+            preprocess("k", "#frobnicate\n", &d, DType::F32, F16Mode::Native, None).unwrap_err();
         assert!(e.to_string().contains("#frobnicate"), "{e}");
         let e = preprocess(
             "k",
@@ -411,6 +427,7 @@ mod tests {
             &d,
             DType::F32,
             F16Mode::Native,
+            None,
         )
         .unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
@@ -419,10 +436,37 @@ mod tests {
     #[test]
     fn f16_enables_extension_only_when_native() {
         let src = "#tensor 1 x read\n";
-        let n = preprocess("t", src, &defs(&[]), DType::F16, F16Mode::Native).unwrap();
+        let n = preprocess("t", src, &defs(&[]), DType::F16, F16Mode::Native, None).unwrap();
         assert!(n.source.starts_with("enable f16;"));
-        let p = preprocess("t", src, &defs(&[]), DType::F16, F16Mode::Packed).unwrap();
+        let p = preprocess("t", src, &defs(&[]), DType::F16, F16Mode::Packed, None).unwrap();
         assert!(!p.source.contains("enable f16"));
         assert!(p.source.contains("unpack2x16float"));
+    }
+
+    crate::gpu::params! {
+        struct Demo {
+            n: u32,
+            alpha: f32,
+            _p0: u32,
+            _p1: u32,
+        }
+    }
+
+    #[test]
+    fn uniform_pastes_the_generated_struct() {
+        use crate::gpu::Uniform;
+        let src = "#uniform Params\n";
+        let layout = Some(<Demo as Uniform>::LAYOUT);
+        let p = preprocess("t", src, &defs(&[]), DType::F32, F16Mode::Native, layout).unwrap();
+        assert!(p.source.starts_with("struct Params {"), "{}", p.source);
+        assert!(
+            p.source.contains("  alpha: f32,\n  _p0: u32,\n"),
+            "{}",
+            p.source
+        );
+        assert!(p.source.contains("var<uniform> p: Params;"), "{}", p.source);
+        assert_eq!(p.bindings[0].kind, BindingKind::Uniform);
+        let e = preprocess("k", src, &defs(&[]), DType::F32, F16Mode::Native, None).unwrap_err();
+        assert!(e.to_string().contains("no parameter layout"), "{e}");
     }
 }

@@ -4,9 +4,8 @@
 
 use super::{dtype_is, grid_1d, rank, same_dtype, same_shape, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Components the kernel holds.
 pub const MAX_COMPONENTS: usize = 8;
@@ -57,18 +56,25 @@ pub struct Mixture<'a> {
     pub sigma: f64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    d: u32,
-    k: u32,
-    _p0: u32,
-    alpha: f32,
-    sigma: f32,
-    _p1: [u32; 2],
-    logw: [f32; 8],
-    s2: [f32; 8],
+params! {
+    /// `#uniform Params` of `shaders/analytic.wgsl`.
+    struct Params {
+        /// samples
+        n: u32,
+        /// dimensions per sample
+        d: u32,
+        /// components (≤ 8)
+        k: u32,
+        _p0: u32,
+        alpha: f32,
+        sigma: f32,
+        _p1: u32,
+        _p2: u32,
+        /// log w_k
+        logw: [[f32; 4]; 2],
+        /// s_k²
+        s2: [[f32; 4]; 2],
+    }
 }
 
 /// Workgroup size for `d` dimensions per sample: a power of two from 8 to 256 (one workgroup per
@@ -78,7 +84,7 @@ fn workgroup(d: usize) -> u32 {
 }
 
 fn key(dt: DType, out: Output, wg: u32) -> KernelKey {
-    KernelKey::new("analytic", "main", dt, [wg, 1, 1]).flag(out.flag(), true)
+    KernelKey::new::<Params>("analytic", "main", dt, [wg, 1, 1]).flag(out.flag(), true)
 }
 
 /// Every variant.
@@ -132,26 +138,22 @@ pub fn gaussian_mixture(
         _p0: 0,
         alpha: m.alpha as f32,
         sigma: m.sigma as f32,
-        _p1: [0; 2],
-        logw: [0.0; 8],
-        s2: [0.0; 8],
+        _p1: 0,
+        _p2: 0,
+        logw: [[0.0; 4]; 2],
+        s2: [[0.0; 4]; 2],
     };
     for i in 0..k {
-        p.logw[i] = m.weights[i].ln() as f32;
-        p.s2[i] = m.variances[i] as f32;
+        p.logw[i / 4][i % 4] = m.weights[i].ln() as f32;
+        p.s2[i / 4][i % 4] = m.variances[i] as f32;
     }
     let gpu = rec.gpu();
     let grid = grid_1d(gpu, OP, n as u64)?;
-    let binds = vec![
-        x.binding(gpu, OP)?,
-        means.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
+    let binds = [
+        ("x", x.binding(gpu, OP)?),
+        ("mu", means.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
     ];
-    rec.dispatch(
-        &key(x.dtype(), out, workgroup(d)),
-        bytemuck::bytes_of(&p),
-        binds,
-        grid,
-    )?;
+    rec.dispatch(&key(x.dtype(), out, workgroup(d)), &p, &binds, grid)?;
     Ok(())
 }

@@ -11,26 +11,33 @@ use super::gemm::GemmDesc;
 use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
 use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
-use crate::gpu::{GpuInfo, KernelKey, Recorder};
+use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Largest head dim the fused kernel takes.
 pub const DMAX: usize = 128;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    batch: u32,
-    len: u32,
-    heads: u32,
-    dim: u32,
-    scale: f32,
-    _p: [u32; 3],
+params! {
+    /// `#uniform Params` of `shaders/attention.wgsl`.
+    struct Params {
+        /// B
+        batch: u32,
+        /// L
+        len: u32,
+        /// H
+        heads: u32,
+        /// D
+        dim: u32,
+        /// α = D^-½
+        scale: f32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
 }
 
 fn key(dt: DType) -> KernelKey {
-    KernelKey::new("attention", "main", dt, [WG_1D, 1, 1]).define("DMAX", DMAX)
+    KernelKey::new::<Params>("attention", "main", dt, [WG_1D, 1, 1]).define("DMAX", DMAX)
 }
 
 /// All variants (for validation).
@@ -235,17 +242,19 @@ pub fn attention_fused(
         heads: heads as u32,
         dim: d as u32,
         scale,
-        _p: [0; 3],
+        _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
     let gpu = rec.gpu();
     let n = u32_param(OP, "queries", b * heads * l)?;
     let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![
-        q.binding(gpu, OP)?,
-        k.binding(gpu, OP)?,
-        v.binding(gpu, OP)?,
-        out.binding(gpu, OP)?,
+    let binds = [
+        ("q", q.binding(gpu, OP)?),
+        ("k", k.binding(gpu, OP)?),
+        ("v", v.binding(gpu, OP)?),
+        ("out", out.binding(gpu, OP)?),
     ];
-    rec.dispatch(&key(q.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(q.dtype()), &p, &binds, g)?;
     Ok(())
 }

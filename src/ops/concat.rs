@@ -2,37 +2,52 @@
 
 use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    ca: u32,
-    cb: u32,
-    hw: u32,
+params! {
+    /// `#uniform Params` of `shaders/concat.wgsl`.
+    struct Params {
+        /// output elements
+        n: u32,
+        /// channels of a
+        ca: u32,
+        /// channels of b
+        cb: u32,
+        /// H·W
+        hw: u32,
+    }
 }
 
 fn key(dt: DType) -> KernelKey {
-    KernelKey::new("concat", "main", dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("concat", "main", dt, [WG_1D, 1, 1])
 }
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt), KernelKey::new("slice", "main", dt, [WG_1D, 1, 1])]
+    vec![
+        key(dt),
+        KernelKey::new::<SliceParams>("slice", "main", dt, [WG_1D, 1, 1]),
+    ]
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct SliceParams {
-    n: u32,
-    cx: u32,
-    cy: u32,
-    hw: u32,
-    c0: u32,
-    _p: [u32; 3],
+params! {
+    /// `#uniform Params` of `shaders/slice.wgsl`.
+    struct SliceParams {
+        /// output elements
+        n: u32,
+        /// channels of x
+        cx: u32,
+        /// channels of y
+        cy: u32,
+        /// H·W
+        hw: u32,
+        /// first channel taken
+        c0: u32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
 }
 
 /// y = x[:, c0 : c0 + Cy] for NCHW tensors (the inverse of [`concat_channels`]).
@@ -62,14 +77,16 @@ pub fn slice_channels(rec: &mut Recorder<'_>, x: &Tensor, c0: usize, y: &Tensor)
         cy: sy[1] as u32,
         hw: (sx[2] * sx[3]) as u32,
         c0: c0 as u32,
-        _p: [0; 3],
+        _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
+    let binds = [("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
     rec.dispatch(
-        &KernelKey::new("slice", "main", x.dtype(), [WG_1D, 1, 1]),
-        bytemuck::bytes_of(&p),
-        binds,
+        &KernelKey::new::<SliceParams>("slice", "main", x.dtype(), [WG_1D, 1, 1]),
+        &p,
+        &binds,
         g,
     )?;
     Ok(())
@@ -109,11 +126,11 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, y: &Tenso
         hw: (sa[2] * sa[3]) as u32,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![
-        a.binding(gpu, OP)?,
-        b.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
+    let binds = [
+        ("a", a.binding(gpu, OP)?),
+        ("b", b.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
     ];
-    rec.dispatch(&key(a.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(a.dtype()), &p, &binds, g)?;
     Ok(())
 }

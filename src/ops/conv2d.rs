@@ -4,9 +4,8 @@
 use super::{nonempty, rank, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
 use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
-use crate::gpu::{GpuInfo, KernelKey, Recorder};
+use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Workgroup shape; each invocation computes 4 or 8 output channels × 4 pixels.
 pub const WG: [u32; 3] = [8, 8, 1];
@@ -146,25 +145,26 @@ pub struct Conv2dArgs {
     pub extra_end: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    k: u32,
-    hw_out: u32,
-    x_bs: u32,
-    y_bs: u32,
-    out_scale: f32,
-    _p1: u32,
+params! {
+    /// `#uniform Params` of `shaders/conv2d.wgsl`.
+    struct Params {
+        cin: u32,
+        h: u32,
+        w: u32,
+        cout: u32,
+        ho: u32,
+        wo: u32,
+        kh: u32,
+        kw: u32,
+        stride: u32,
+        pad: u32,
+        k: u32,
+        hw_out: u32,
+        x_bs: u32,
+        y_bs: u32,
+        out_scale: f32,
+        _p1: u32,
+    }
 }
 
 /// The kernel key: register block `cb` (4 or 8 output channels), `row3` for the 3×3 stride-1
@@ -177,7 +177,7 @@ pub fn key_variant(
     add_nc: bool,
     residual: bool,
 ) -> KernelKey {
-    KernelKey::new("conv2d", "main", dt, WG)
+    KernelKey::new::<Params>("conv2d", "main", dt, WG)
         .flag("ROW3", row3)
         .define("CB", cb)
         .flag("CB8", cb == 8)
@@ -192,7 +192,7 @@ pub const TILE_WG: [u32; 3] = [16, 16, 1];
 
 /// The key of the shared-memory tile kernel ("tile64") with the fused epilogue's flags.
 pub fn key_tile(dt: DType, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
-    KernelKey::new("conv2d", "main", dt, TILE_WG)
+    KernelKey::new::<Params>("conv2d", "main", dt, TILE_WG)
         .flag("TILE", true)
         .define("CB", 4)
         .flag("BIAS", bias)
@@ -430,18 +430,18 @@ pub fn conv2d_variant(
         _p1: 0,
     };
     let mut binds = vec![
-        x.binding(gpu, OP)?,
-        weight.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
+        ("x", x.binding(gpu, OP)?),
+        ("wt", weight.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
     ];
     if let Some(b) = bias {
-        binds.push(b.binding(gpu, OP)?);
+        binds.push(("bias", b.binding(gpu, OP)?));
     }
     if let Some(t) = epi.add_nc {
-        binds.push(t.binding(gpu, OP)?);
+        binds.push(("tnc", t.binding(gpu, OP)?));
     }
     if let Some(r) = epi.residual {
-        binds.push(r.binding(gpu, OP)?);
+        binds.push(("res", r.binding(gpu, OP)?));
     }
     let dt = x.dtype();
     let shape = ConvShape {
@@ -456,7 +456,7 @@ pub fn conv2d_variant(
     let binds_for = |pack: bool| {
         let mut b = binds.clone();
         if let (true, Some(pb)) = (pack, &packed_bind) {
-            b[1] = pb.clone();
+            b[1].1 = pb.clone();
         }
         b
     };
@@ -502,11 +502,10 @@ pub fn conv2d_variant(
     let chosen = select(gpu, variant, &shape, tuning_key, &mut |c| {
         let (key, groups, pack) = launch(c)?;
         time_recorded(gpu, &mut |r| {
-            r.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)
-                .map(|_| ())
+            r.dispatch(&key, &p, &binds_for(pack), groups).map(|_| ())
         })
     })?;
     let (key, groups, pack) = launch(chosen)?;
-    rec.dispatch(&key, bytemuck::bytes_of(&p), binds_for(pack), groups)?;
+    rec.dispatch(&key, &p, &binds_for(pack), groups)?;
     Ok(())
 }

@@ -5,22 +5,23 @@
 
 use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    cout: u32,
-    cin: u32,
-    taps: u32,
-    total: u32,
+params! {
+    /// `#uniform Params` of `shaders/conv_pack.wgsl`.
+    struct Params {
+        cout: u32,
+        cin: u32,
+        taps: u32,
+        /// ⌈Cout/4⌉ · 4 · Cin · taps
+        total: u32,
+    }
 }
 
 /// The kernel key.
 pub fn key(dt: DType) -> KernelKey {
-    KernelKey::new("conv_pack", "main", dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("conv_pack", "main", dt, [WG_1D, 1, 1])
 }
 
 /// All variants (for validation).
@@ -59,7 +60,10 @@ pub fn pack_weights(rec: &mut Recorder<'_>, weight: &Tensor, packed: &Tensor) ->
         total: u32_param(OP, "packed elements", total)?,
     };
     let g = grid_1d(gpu, OP, (total as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![weight.binding(gpu, OP)?, packed.binding(gpu, OP)?];
-    rec.dispatch(&key(weight.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    let binds = [
+        ("w", weight.binding(gpu, OP)?),
+        ("packed", packed.binding(gpu, OP)?),
+    ];
+    rec.dispatch(&key(weight.dtype()), &p, &binds, g)?;
     Ok(())
 }

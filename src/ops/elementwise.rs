@@ -3,9 +3,8 @@
 
 use super::{grid_1d, nonempty, same_dtype, same_shape, shape_err, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// A unary activation or transform.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,21 +44,26 @@ pub enum Binary {
     Mul,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    base: u32,
-    inner: u32,
-    blen: u32,
-    alpha: f32,
-    beta: f32,
-    lo: f32,
-    hi: f32,
+params! {
+    /// `#uniform Params` of `shaders/elementwise.wgsl`.
+    struct Params {
+        /// elements in this dispatch (a chunk of the tensor)
+        n: u32,
+        /// index of the chunk's first element in the whole tensor (broadcasting)
+        base: u32,
+        /// binary: b index = ((base + i) / inner) % blen
+        inner: u32,
+        /// binary: number of elements of b
+        blen: u32,
+        alpha: f32,
+        beta: f32,
+        lo: f32,
+        hi: f32,
+    }
 }
 
 fn key(entry: &'static str, dt: DType) -> KernelKey {
-    KernelKey::new("elementwise", entry, dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("elementwise", entry, dt, [WG_1D, 1, 1])
 }
 
 /// All variants (for validation).
@@ -146,7 +150,7 @@ pub fn unary(rec: &mut Recorder<'_>, op: Unary, x: &Tensor, y: &Tensor) -> Resul
     for ((start, n, xb), (_, _, yb)) in xs.into_iter().zip(ys) {
         let p = params(Some(op), n, start);
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb, yb], g)?;
+        rec.dispatch(&k, &p, &[("x", xb), ("y", yb)], g)?;
     }
     Ok(())
 }
@@ -160,7 +164,7 @@ pub fn unary_inplace(rec: &mut Recorder<'_>, op: Unary, x: &Tensor) -> Result<()
     for (start, n, xb) in x.chunk_bindings(gpu) {
         let p = params(Some(op), n, start);
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb], g)?;
+        rec.dispatch(&k, &p, &[("x", xb)], g)?;
     }
     Ok(())
 }
@@ -240,7 +244,7 @@ pub fn binary(
         p.inner = inner as u32;
         p.blen = blen as u32;
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![ab, bb.clone(), ob], g)?;
+        rec.dispatch(&k, &p, &[("a", ab), ("b", bb.clone()), ("out", ob)], g)?;
     }
     Ok(())
 }
@@ -270,7 +274,7 @@ pub fn axpby(rec: &mut Recorder<'_>, alpha: f32, x: &Tensor, beta: f32, y: &Tens
         p.alpha = alpha;
         p.beta = beta;
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb, yb], g)?;
+        rec.dispatch(&k, &p, &[("x", xb), ("y", yb)], g)?;
     }
     Ok(())
 }
@@ -314,7 +318,7 @@ pub fn modulate(rec: &mut Recorder<'_>, a: &Tensor, t: &Tensor, out: &Tensor) ->
         p.inner = inner as u32;
         p.blen = c as u32;
         let g = grid_1d(gpu, OP, (cnt as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![ab, tb.clone(), ob], g)?;
+        rec.dispatch(&k, &p, &[("a", ab), ("t", tb.clone()), ("out", ob)], g)?;
     }
     Ok(())
 }
@@ -340,7 +344,7 @@ pub fn divide_per_sample(rec: &mut Recorder<'_>, x: &Tensor, t: &Tensor) -> Resu
         let mut p = params(None, cnt, start);
         p.inner = inner as u32;
         let g = grid_1d(gpu, OP, (cnt as u64).div_ceil(WG_1D as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![xb, tb.clone()], g)?;
+        rec.dispatch(&k, &p, &[("x", xb), ("t", tb.clone())], g)?;
     }
     Ok(())
 }

@@ -4,9 +4,8 @@
 
 use super::{dtype_is, grid_1d, nonempty, rank, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// The embedding's options, named as in diffusers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,21 +31,28 @@ impl Default for TimestepEmbedding {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    dim: u32,
-    half: u32,
-    flip: u32,
-    neg_log_max_period: f32,
-    shift: f32,
-    scale: f32,
-    _p: u32,
+params! {
+    /// `#uniform Params` of `shaders/embedding.wgsl`.
+    struct Params {
+        /// output elements (N · dim)
+        n: u32,
+        /// embedding width
+        dim: u32,
+        /// dim / 2
+        half: u32,
+        /// 1: cos first (flip_sin_to_cos)
+        flip: u32,
+        /// −ln(max_period) rounded to f32
+        neg_log_max_period: f32,
+        /// downscale_freq_shift
+        shift: f32,
+        scale: f32,
+        _p0: u32,
+    }
 }
 
 fn key(dt: DType) -> KernelKey {
-    KernelKey::new("embedding", "main", dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("embedding", "main", dt, [WG_1D, 1, 1])
 }
 
 fn fourier_key(dt: DType, log: bool) -> KernelKey {
@@ -112,11 +118,11 @@ pub fn timestep_embedding(
         neg_log_max_period: -(e.max_period as f64).ln() as f32,
         shift: e.downscale_freq_shift,
         scale: e.scale,
-        _p: 0,
+        _p0: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![t.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(y.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    let binds = [("t", t.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
+    rec.dispatch(&key(y.dtype()), &p, &binds, g)?;
     Ok(())
 }
 
@@ -154,20 +160,15 @@ pub fn fourier_projection(
         neg_log_max_period: 0.0,
         shift: 0.0,
         scale: 1.0,
-        _p: 0,
+        _p0: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![
-        t.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
-        w.binding(gpu, OP)?,
+    let binds = [
+        ("t", t.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
+        ("w", w.binding(gpu, OP)?),
     ];
-    rec.dispatch(
-        &fourier_key(y.dtype(), log),
-        bytemuck::bytes_of(&p),
-        binds,
-        g,
-    )?;
+    rec.dispatch(&fourier_key(y.dtype(), log), &p, &binds, g)?;
     Ok(())
 }
 
@@ -202,14 +203,14 @@ pub fn embedding_lookup(
         neg_log_max_period: 0.0,
         shift: 0.0,
         scale: 0.0,
-        _p: 0,
+        _p0: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![
-        labels.binding(gpu, OP)?,
-        table.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
+    let binds = [
+        ("label", labels.binding(gpu, OP)?),
+        ("table", table.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
     ];
-    rec.dispatch(&lookup_key(y.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&lookup_key(y.dtype()), &p, &binds, g)?;
     Ok(())
 }

@@ -4,29 +4,37 @@
 
 use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    ho: u32,
-    wo: u32,
-    up: u32,
-    down: u32,
-    pad0: u32,
-    kh: u32,
-    kw: u32,
-    _p: [u32; 2],
-    taps: [[f32; 4]; 4],
+params! {
+    /// `#uniform Params` of `shaders/fir.wgsl`.
+    struct Params {
+        /// output elements
+        n: u32,
+        /// input H
+        h: u32,
+        /// input W
+        w: u32,
+        /// output H
+        ho: u32,
+        /// output W
+        wo: u32,
+        up: u32,
+        down: u32,
+        /// zero padding before (rows and columns, after upsampling)
+        pad0: u32,
+        kh: u32,
+        kw: u32,
+        _p0: u32,
+        _p1: u32,
+        /// kernel[ky][kx] (not flipped), row ky in taps[ky]
+        taps: [[f32; 4]; 4],
+    }
 }
 
 fn key(dt: DType) -> KernelKey {
-    KernelKey::new("fir", "main", dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("fir", "main", dt, [WG_1D, 1, 1])
 }
 
 /// All variants (for validation).
@@ -137,11 +145,12 @@ pub fn upfirdn2d(
         pad0: g.pad0 as u32,
         kh: kh as u32,
         kw: kw as u32,
-        _p: [0; 2],
+        _p0: 0,
+        _p1: 0,
         taps,
     };
     let grid = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype()), bytemuck::bytes_of(&p), binds, grid)?;
+    let binds = [("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
+    rec.dispatch(&key(x.dtype()), &p, &binds, grid)?;
     Ok(())
 }

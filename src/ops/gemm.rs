@@ -4,9 +4,8 @@
 use super::{nonempty, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
 use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
-use crate::gpu::{GpuInfo, KernelKey, Recorder};
+use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Workgroup shape (invocations); each invocation computes a 4×4 block, so a workgroup covers
 /// a 32×32 tile of C.
@@ -32,30 +31,31 @@ pub struct GemmDesc {
     pub alpha: f32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch_inner: u32,
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    _pad0: u32,
-    a_s0: u32,
-    a_s1: u32,
-    b_s0: u32,
-    b_s1: u32,
-    c_s0: u32,
-    c_s1: u32,
-    alpha: f32,
-    _pad1: u32,
+params! {
+    /// `#uniform Params` of `shaders/gemm.wgsl`.
+    struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch_inner: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        _pad0: u32,
+        a_s0: u32,
+        a_s1: u32,
+        b_s0: u32,
+        b_s1: u32,
+        c_s0: u32,
+        c_s1: u32,
+        alpha: f32,
+        _pad1: u32,
+    }
 }
 
 /// The register-blocked kernel with `rows` (4 or 8) rows of C per invocation.
 pub fn key_rows(dt: DType, rows: usize, trans_b: bool, vec4: bool, bias: bool) -> KernelKey {
-    KernelKey::new("gemm", "main", dt, WG)
+    KernelKey::new::<Params>("gemm", "main", dt, WG)
         .define("ROWS", rows)
         .flag("M8", rows == 8)
         .flag("TRANS_B", trans_b)
@@ -68,7 +68,7 @@ pub const TILE_WG: [u32; 3] = [16, 16, 1];
 
 /// The key of the shared-memory tile variant ("tile64").
 pub fn key_tile(dt: DType, trans_b: bool, bias: bool) -> KernelKey {
-    KernelKey::new("gemm", "main", dt, TILE_WG)
+    KernelKey::new::<Params>("gemm", "main", dt, TILE_WG)
         .flag("TILE", true)
         .flag("TRANS_B", trans_b)
         .flag("BIAS", bias)
@@ -283,12 +283,12 @@ pub fn gemm_variant(
         _pad1: 0,
     };
     let mut binds = vec![
-        a.binding(gpu, OP)?,
-        b.binding(gpu, OP)?,
-        c.binding(gpu, OP)?,
+        ("a", a.binding(gpu, OP)?),
+        ("b", b.binding(gpu, OP)?),
+        ("c", c.binding(gpu, OP)?),
     ];
     if let Some(bias) = bias {
-        binds.push(bias.binding(gpu, OP)?);
+        binds.push(("bias", bias.binding(gpu, OP)?));
     }
     let launch = |v: GemmKernel| -> Result<(KernelKey, [u32; 3])> {
         // The key and the columns × rows of C one workgroup covers.
@@ -322,12 +322,11 @@ pub fn gemm_variant(
     let chosen = select(gpu, variant, d, tuning_key, &mut |v| {
         let (key, groups) = launch(v)?;
         time_recorded(gpu, &mut |r| {
-            r.dispatch(&key, bytemuck::bytes_of(&p), binds.clone(), groups)
-                .map(|_| ())
+            r.dispatch(&key, &p, &binds, groups).map(|_| ())
         })
     })?;
     let (key, groups) = launch(chosen)?;
-    rec.dispatch(&key, bytemuck::bytes_of(&p), binds, groups)?;
+    rec.dispatch(&key, &p, &binds, groups)?;
     Ok(())
 }
 

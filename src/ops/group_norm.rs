@@ -4,22 +4,28 @@
 use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param};
 use crate::error::{Error, Result};
 use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
-use crate::gpu::{GpuInfo, KernelKey, Recorder};
+use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup (one workgroup per sample and group).
 pub const WG: u32 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    c: u32,
-    hw: u32,
-    groups: u32,
-    count: u32,
-    eps: f32,
-    _p: [u32; 3],
+params! {
+    /// `#uniform Params` of `shaders/group_norm.wgsl`.
+    struct Params {
+        /// channels
+        c: u32,
+        /// H·W
+        hw: u32,
+        /// G (C % G == 0, host checked)
+        groups: u32,
+        /// N·G workgroups that do work
+        count: u32,
+        eps: f32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
 }
 
 /// Workgroup sizes the variants use (256 is [`WG`]).
@@ -77,7 +83,7 @@ impl Variant for GroupNormKernel {
 
 /// The kernel key for a variant.
 pub fn key(dt: DType, silu: bool, v: GroupNormKernel) -> KernelKey {
-    KernelKey::new("group_norm", "main", dt, [v.wg, 1, 1])
+    KernelKey::new::<Params>("group_norm", "main", dt, [v.wg, 1, 1])
         .flag("SILU", silu)
         .flag("SUBGROUP", v.subgroup)
 }
@@ -192,13 +198,15 @@ pub fn group_norm_variant(
         groups: groups as u32,
         count: u32_param(OP, "N·groups", count)?,
         eps,
-        _p: [0; 3],
+        _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
-    let binds = vec![
-        x.binding(gpu, OP)?,
-        gamma.binding(gpu, OP)?,
-        beta.binding(gpu, OP)?,
-        y.binding(gpu, OP)?,
+    let binds = [
+        ("x", x.binding(gpu, OP)?),
+        ("gamma", gamma.binding(gpu, OP)?),
+        ("beta", beta.binding(gpu, OP)?),
+        ("y", y.binding(gpu, OP)?),
     ];
     let g = grid_1d(gpu, OP, count as u64)?;
     let dt = x.dtype();
@@ -206,10 +214,9 @@ pub fn group_norm_variant(
     let v = select(gpu, variant, &(), tuning_key, &mut |cand| {
         time_recorded(gpu, &mut |r| {
             let k = key(dt, silu, cand);
-            r.dispatch(&k, bytemuck::bytes_of(&p), binds.clone(), g)
-                .map(|_| ())
+            r.dispatch(&k, &p, &binds, g).map(|_| ())
         })
     })?;
-    rec.dispatch(&key(dt, silu, v), bytemuck::bytes_of(&p), binds, g)?;
+    rec.dispatch(&key(dt, silu, v), &p, &binds, g)?;
     Ok(())
 }

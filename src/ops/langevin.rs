@@ -6,21 +6,23 @@ use super::reduce::{self, Reduce};
 use super::rng::{self, Distribution, Philox};
 use super::{dtype_is, grid_1d, same_shape, u32_param, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    samples: u32,
-    snr: f32,
-    alpha: f32,
+params! {
+    /// `#uniform Params` of `shaders/langevin.wgsl`.
+    struct Params {
+        /// elements
+        n: u32,
+        /// N
+        samples: u32,
+        snr: f32,
+        alpha: f32,
+    }
 }
 
 fn key() -> KernelKey {
-    KernelKey::new("langevin", "main", DType::F32, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("langevin", "main", DType::F32, [WG_1D, 1, 1])
 }
 
 /// The update kernel (f32 only; other dtypes request none).
@@ -67,14 +69,14 @@ pub fn langevin(
         alpha: alpha as f32,
     };
     let gpu = rec.gpu();
-    let binds = vec![
-        x.binding(gpu, OP)?,
-        grad.binding(gpu, OP)?,
-        z.binding(gpu, OP)?,
-        norms.grad.binding(gpu, OP)?,
-        norms.noise.binding(gpu, OP)?,
+    let binds = [
+        ("x", x.binding(gpu, OP)?),
+        ("g", grad.binding(gpu, OP)?),
+        ("z", z.binding(gpu, OP)?),
+        ("gn", norms.grad.binding(gpu, OP)?),
+        ("zn", norms.noise.binding(gpu, OP)?),
     ];
     let grid = grid_1d(gpu, OP, (x.numel() as u64).div_ceil(WG_1D as u64))?;
-    rec.dispatch(&key(), bytemuck::bytes_of(&p), binds, grid)?;
+    rec.dispatch(&key(), &p, &binds, grid)?;
     Ok(())
 }

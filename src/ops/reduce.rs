@@ -3,9 +3,8 @@
 
 use super::{dtype_is, grid_1d, nonempty, shape_err, u32_param};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup (one workgroup per sample).
 pub const WG: u32 = 256;
@@ -19,12 +18,16 @@ pub enum Reduce {
     L2Norm,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    len: u32,
-    _p: [u32; 2],
+params! {
+    /// `#uniform Params` of `shaders/reduce.wgsl`.
+    struct Params {
+        /// samples
+        n: u32,
+        /// elements per sample
+        len: u32,
+        _p0: u32,
+        _p1: u32,
+    }
 }
 
 /// Workgroup size for `len` elements per sample (one workgroup per sample: short rows must not
@@ -38,7 +41,7 @@ fn workgroup(len: usize) -> u32 {
 }
 
 fn key(dt: DType, op: Reduce, wg: u32) -> KernelKey {
-    KernelKey::new("reduce", "main", dt, [wg, 1, 1]).flag(
+    KernelKey::new::<Params>("reduce", "main", dt, [wg, 1, 1]).flag(
         match op {
             Reduce::Sum => "OP_SUM",
             Reduce::Mean => "OP_MEAN",
@@ -77,15 +80,11 @@ pub fn reduce(rec: &mut Recorder<'_>, op: Reduce, x: &Tensor, y: &Tensor) -> Res
     let p = Params {
         n: u32_param(OP, "samples", n)?,
         len: u32_param(OP, "elements per sample", len)?,
-        _p: [0; 2],
+        _p0: 0,
+        _p1: 0,
     };
     let g = grid_1d(gpu, OP, n as u64)?;
-    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(
-        &key(x.dtype(), op, workgroup(len)),
-        bytemuck::bytes_of(&p),
-        binds,
-        g,
-    )?;
+    let binds = [("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
+    rec.dispatch(&key(x.dtype(), op, workgroup(len)), &p, &binds, g)?;
     Ok(())
 }

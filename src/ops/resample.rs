@@ -3,24 +3,31 @@
 
 use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    h: u32,
-    w: u32,
-    factor: u32,
-    ho: u32,
-    wo: u32,
-    _p: [u32; 2],
+params! {
+    /// `#uniform Params` of `shaders/resample.wgsl`.
+    struct Params {
+        /// output elements
+        n: u32,
+        /// input H
+        h: u32,
+        /// input W
+        w: u32,
+        /// UPSAMPLE_NEAREST factor
+        factor: u32,
+        /// output H
+        ho: u32,
+        /// output W
+        wo: u32,
+        _p0: u32,
+        _p1: u32,
+    }
 }
 
 fn key(dt: DType, define: &str) -> KernelKey {
-    KernelKey::new("resample", "main", dt, [WG_1D, 1, 1]).flag(define, true)
+    KernelKey::new::<Params>("resample", "main", dt, [WG_1D, 1, 1]).flag(define, true)
 }
 
 /// All variants (for validation).
@@ -46,11 +53,12 @@ fn launch(
         factor: factor as u32,
         ho: ho as u32,
         wo: wo as u32,
-        _p: [0; 2],
+        _p0: 0,
+        _p1: 0,
     };
     let g = grid_1d(gpu, op, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![x.binding(gpu, op)?, y.binding(gpu, op)?];
-    rec.dispatch(&key(x.dtype(), define), bytemuck::bytes_of(&p), binds, g)?;
+    let binds = [("x", x.binding(gpu, op)?), ("y", y.binding(gpu, op)?)];
+    rec.dispatch(&key(x.dtype(), define), &p, &binds, g)?;
     Ok(())
 }
 

@@ -5,9 +5,8 @@
 
 use super::{dtype_is, grid_1d, nonempty, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// What to draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,21 +26,27 @@ pub struct Philox {
     pub stream: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    base_lo: u32,
-    base_hi: u32,
-    stream: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    _p: [u32; 2],
+params! {
+    /// `#uniform Params` of `shaders/rng.wgsl`.
+    struct Params {
+        /// elements in this dispatch
+        n: u32,
+        /// global index of the dispatch's first element (low word)
+        base_lo: u32,
+        /// (high word)
+        base_hi: u32,
+        /// counter word 2: independent streams under one seed
+        stream: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        _p0: u32,
+        _p1: u32,
+    }
 }
 
 /// The kernel key for a distribution and workgroup size.
 pub fn key(dt: DType, dist: Distribution, wg: u32) -> KernelKey {
-    KernelKey::new("rng", "main", dt, [wg, 1, 1]).flag(
+    KernelKey::new::<Params>("rng", "main", dt, [wg, 1, 1]).flag(
         match dist {
             Distribution::Normal => "DIST_NORMAL",
             Distribution::Uniform => "DIST_UNIFORM",
@@ -99,10 +104,11 @@ pub fn fill_with_workgroup(
             stream: rng.stream,
             seed_lo: rng.seed as u32,
             seed_hi: (rng.seed >> 32) as u32,
-            _p: [0; 2],
+            _p0: 0,
+            _p1: 0,
         };
         let g = grid_1d(gpu, OP, (n as u64).div_ceil(wg as u64))?;
-        rec.dispatch(&k, bytemuck::bytes_of(&p), vec![yb], g)?;
+        rec.dispatch(&k, &p, &[("y", yb)], g)?;
     }
     Ok(())
 }

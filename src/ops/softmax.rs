@@ -4,9 +4,8 @@
 use super::{grid_1d, nonempty, same_dtype, same_shape, u32_param};
 use crate::error::{Error, Result};
 use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
-use crate::gpu::{GpuInfo, KernelKey, Recorder};
+use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Invocations per workgroup (one workgroup per row).
 pub const WG: u32 = 256;
@@ -96,24 +95,27 @@ pub fn default_variant(info: &GpuInfo, cols: usize) -> SoftmaxKernel {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    scale: f32,
-    _p: u32,
+params! {
+    /// `#uniform Params` of `shaders/softmax.wgsl`.
+    struct Params {
+        rows: u32,
+        cols: u32,
+        scale: f32,
+        _p0: u32,
+    }
 }
 
 /// The kernel key.
 pub fn key(dt: DType, kernel: SoftmaxKernel) -> KernelKey {
     match kernel {
-        SoftmaxKernel::Workgroup => KernelKey::new("softmax", "main", dt, [WG, 1, 1]),
+        SoftmaxKernel::Workgroup => KernelKey::new::<Params>("softmax", "main", dt, [WG, 1, 1]),
         SoftmaxKernel::RowPerThread => {
-            KernelKey::new("softmax", "main", dt, [WG_ROWS, 1, 1]).flag("ROW_PER_THREAD", true)
+            KernelKey::new::<Params>("softmax", "main", dt, [WG_ROWS, 1, 1])
+                .flag("ROW_PER_THREAD", true)
         }
         SoftmaxKernel::Subgroup => {
-            KernelKey::new("softmax", "main", dt, [WG_SUBGROUP, 1, 1]).flag("SUBGROUP", true)
+            KernelKey::new::<Params>("softmax", "main", dt, [WG_SUBGROUP, 1, 1])
+                .flag("SUBGROUP", true)
         }
     }
 }
@@ -153,7 +155,7 @@ pub fn softmax_variant(
         rows: u32_param(OP, "rows", rows)?,
         cols: u32_param(OP, "cols", cols)?,
         scale,
-        _p: 0,
+        _p0: 0,
     };
     let groups = match kernel {
         SoftmaxKernel::Workgroup => rows as u64,
@@ -165,7 +167,7 @@ pub fn softmax_variant(
         }
     };
     let g = grid_1d(gpu, OP, groups)?;
-    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype(), kernel), bytemuck::bytes_of(&p), binds, g)?;
+    let binds = [("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
+    rec.dispatch(&key(x.dtype(), kernel), &p, &binds, g)?;
     Ok(())
 }

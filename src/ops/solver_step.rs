@@ -6,26 +6,32 @@
 use super::rng::Philox;
 use super::{grid_1d, same_shape, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// Inputs one dispatch of the kernel reads.
 pub const MAX_INPUTS: usize = 4;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    stream: u32,
-    seed_lo: u32,
-    seed_hi: u32,
-    c_self: f32,
-    c_z: f32,
-    clamp_to: f32,
-    _p0: u32,
-    c: [f32; 4],
+params! {
+    /// `#uniform Params` of `shaders/solver_step.wgsl`.
+    struct Params {
+        /// elements
+        n: u32,
+        /// Philox stream of this instruction's noise
+        stream: u32,
+        seed_lo: u32,
+        seed_hi: u32,
+        c_self: f32,
+        c_z: f32,
+        clamp_to: f32,
+        _p0: u32,
+        /// input coefficients
+        c: [f32; 4],
+    }
 }
+
+/// The names of the kernel's input bindings.
+const INPUTS: [&str; MAX_INPUTS] = ["in0", "in1", "in2", "in3"];
 
 /// One update; see the module doc.
 #[derive(Clone, Copy)]
@@ -49,7 +55,7 @@ fn dt_name(d: DType) -> &'static str {
 }
 
 fn key(dst: DType, inputs: &[DType], self_term: bool, noise: bool, clamp: bool) -> KernelKey {
-    let mut k = KernelKey::new("solver_step", "main", dst, [WG_1D, 1, 1])
+    let mut k = KernelKey::new::<Params>("solver_step", "main", dst, [WG_1D, 1, 1])
         .define("DT_DST", dt_name(dst))
         .define("NIN", inputs.len())
         .flag("SELF", self_term)
@@ -137,12 +143,12 @@ pub fn update(rec: &mut Recorder<'_>, u: &Update<'_>) -> Result<()> {
             _p0: 0,
             c: [0.0; 4],
         };
-        let mut binds = vec![d.binding(gpu, OP)?];
+        let mut binds = vec![("dst", d.binding(gpu, OP)?)];
         let mut dts = Vec::new();
         for (j, (t, c)) in chunk.iter().enumerate() {
             p.c[j] = *c;
             dts.push(t.dtype());
-            binds.push(t.binding(gpu, OP)?);
+            binds.push((INPUTS[j], t.binding(gpu, OP)?));
         }
         let k = key(
             d.dtype(),
@@ -151,7 +157,7 @@ pub fn update(rec: &mut Recorder<'_>, u: &Update<'_>) -> Result<()> {
             is_last && u.noise.is_some(),
             is_last && u.clamp.is_some(),
         );
-        rec.dispatch(&k, bytemuck::bytes_of(&p), binds, grid)?;
+        rec.dispatch(&k, &p, &binds, grid)?;
     }
     Ok(())
 }

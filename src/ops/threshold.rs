@@ -4,21 +4,24 @@
 
 use super::{dtype_is, grid_1d, same_shape, u32_param, WG_1D};
 use crate::error::{Error, Result};
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    per_sample: u32,
-    rank: u32,
-    frac: f32,
-    max_value: f32,
+params! {
+    /// `#uniform Params` of `shaders/threshold.wgsl`.
+    struct Params {
+        /// D
+        per_sample: u32,
+        /// floor(ratio·(D − 1))
+        rank: u32,
+        /// ratio·(D − 1) − rank
+        frac: f32,
+        max_value: f32,
+    }
 }
 
 fn key(shift: bool) -> KernelKey {
-    KernelKey::new("threshold", "main", DType::F32, [WG_1D, 1, 1]).flag("SHIFT", shift)
+    KernelKey::new::<Params>("threshold", "main", DType::F32, [WG_1D, 1, 1]).flag("SHIFT", shift)
 }
 
 /// Both variants (f32 only; other dtypes request none).
@@ -67,11 +70,11 @@ pub fn dynamic_threshold(
         max_value: max as f32,
     };
     let gpu = rec.gpu();
-    let mut binds = vec![buf.binding(gpu, OP)?];
+    let mut binds = vec![("buf", buf.binding(gpu, OP)?)];
     if let Some(s) = shift {
-        binds.push(s.binding(gpu, OP)?);
+        binds.push(("shift", s.binding(gpu, OP)?));
     }
     let grid = grid_1d(gpu, OP, n as u64)?;
-    rec.dispatch(&key(shift.is_some()), bytemuck::bytes_of(&p), binds, grid)?;
+    rec.dispatch(&key(shift.is_some()), &p, &binds, grid)?;
     Ok(())
 }

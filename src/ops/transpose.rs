@@ -3,21 +3,24 @@
 
 use super::{grid_1d, nonempty, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::Result;
-use crate::gpu::{KernelKey, Recorder};
+use crate::gpu::{params, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
-use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    rows: u32,
-    cols: u32,
-    _p: u32,
+params! {
+    /// `#uniform Params` of `shaders/transpose.wgsl`.
+    struct Params {
+        /// output elements (B · R · C)
+        n: u32,
+        /// R (rows of x)
+        rows: u32,
+        /// C (columns of x)
+        cols: u32,
+        _p0: u32,
+    }
 }
 
 fn key(dt: DType) -> KernelKey {
-    KernelKey::new("transpose", "main", dt, [WG_1D, 1, 1])
+    KernelKey::new::<Params>("transpose", "main", dt, [WG_1D, 1, 1])
 }
 
 /// All variants (for validation).
@@ -53,10 +56,10 @@ pub fn transpose(
         n: u32_param(OP, "elements", x.numel())?,
         rows: rows as u32,
         cols: cols as u32,
-        _p: 0,
+        _p0: 0,
     };
     let g = grid_1d(gpu, OP, (x.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = vec![x.binding(gpu, OP)?, y.binding(gpu, OP)?];
-    rec.dispatch(&key(x.dtype()), bytemuck::bytes_of(&p), binds, g)?;
+    let binds = [("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
+    rec.dispatch(&key(x.dtype()), &p, &binds, g)?;
     Ok(())
 }
