@@ -385,7 +385,8 @@ fn the_planner_keeps_an_activation_alive_until_its_last_reader() {
 
 #[test]
 fn a_chain_of_activations_reuses_two_buffers() {
-    let g = gpu();
+    // A private context: other tests allocating in parallel must not move its pool counter.
+    let g = &common::private_gpu();
     let n = 1 << 16;
     let x = Tensor::from_f32(g, "x", &[n], &vec![1.0; n], DType::F32).unwrap();
     let mut rec = g.recorder();

@@ -35,6 +35,8 @@ pub struct Recorder<'g> {
     activations: Vec<Arc<Allocation>>,
     own: HashMap<*const Allocation, usize>,
     outputs: Vec<bool>,
+    /// A recorder that only times kernels (tuning): see [`Recorder::for_timing`].
+    timing: bool,
 }
 
 const PARAM_ALIGN: usize = 256;
@@ -48,6 +50,18 @@ impl<'g> Recorder<'g> {
             activations: Vec::new(),
             own: HashMap::new(),
             outputs: Vec::new(),
+            timing: false,
+        }
+    }
+
+    /// A recorder for timing candidate kernels while another recording is being made
+    /// (tuning): bindings of that recording's unfinished activations — which have no storage
+    /// yet — are given scratch buffers of the same size. The results are meaningless; only the
+    /// time is used.
+    pub(crate) fn for_timing(gpu: &'g Gpu) -> Self {
+        Recorder {
+            timing: true,
+            ..Recorder::new(gpu)
         }
     }
 
@@ -120,7 +134,18 @@ impl<'g> Recorder<'g> {
         }
         let params = bytemuck::bytes_of(params);
         let kernel = self.gpu.kernels().get(self.gpu.device(), key)?;
-        let storage = by_name(&kernel.bindings, storage, &key.label())?;
+        let mut storage = by_name(&kernel.bindings, storage, &key.label())?;
+        if self.timing {
+            for b in storage.iter_mut() {
+                if b.alloc.is_planned() && b.alloc.try_buffer().is_none() {
+                    let scratch = self
+                        .gpu
+                        .pool()
+                        .alloc(b.alloc.capacity(), BufferKind::Storage);
+                    b.alloc = scratch;
+                }
+            }
+        }
         let max = self.gpu.info().max_workgroups_per_dim;
         for (axis, g) in groups.iter().enumerate() {
             if *g > max {

@@ -274,7 +274,7 @@ pub fn time_recorded(
     gpu: &super::Gpu,
     record: &mut dyn FnMut(&mut super::Recorder<'_>) -> Result<()>,
 ) -> Result<f64> {
-    let mut r = gpu.recorder();
+    let mut r = super::Recorder::for_timing(gpu);
     record(&mut r)?;
     let one = r.finish()?;
     one.submit(gpu);
