@@ -11,6 +11,7 @@ use diffuse::nn::layers::Loader;
 use diffuse::nn::resnet::{BlockResample, ResnetBlock2D, ResnetOptions};
 use diffuse::nn::unet_2d::UNet2DModel;
 use diffuse::nn::Graph;
+use diffuse::ops::attention::AttentionKernel;
 use diffuse::ops::conv2d::Conv2dArgs;
 use diffuse::ops::gemm::GemmDesc;
 use diffuse::reference as r;
@@ -351,7 +352,11 @@ fn attention_case(c: usize, dim_head: usize, groups: Option<usize>, seed: u64) {
         // Both attention paths: the fused online-softmax kernel and GEMM–softmax–GEMM (the
         // fused kernel holds head dimensions up to DMAX and refuses larger ones).
         for fused in [true, false] {
-            block.fused = Some(fused);
+            block.kernel = Some(if fused {
+                AttentionKernel::Fused
+            } else {
+                AttentionKernel::Gemm
+            });
             if fused && dim_head > diffuse::ops::attention::DMAX {
                 let mut g = Graph::new(gpu, dtype);
                 let err = block.forward(&mut g, &xt).err().map(|e| e.to_string());

@@ -7,6 +7,7 @@ use super::layers::{GroupNorm, Linear, Loader};
 use super::Graph;
 use crate::error::Result;
 use crate::ops;
+use crate::ops::attention::AttentionKernel;
 use crate::tensor::Tensor;
 
 pub struct AttentionBlock {
@@ -18,9 +19,9 @@ pub struct AttentionBlock {
     heads: usize,
     dim_head: usize,
     rescale_output_factor: f64,
-    /// Fused (online-softmax) kernel or the GEMM–softmax–GEMM path; `None` picks per adapter
-    /// ([`ops::attention::use_fused`]). Tests set it to cover both paths on any adapter.
-    pub fused: Option<bool>,
+    /// The fused (online-softmax) kernel or the GEMM–softmax–GEMM path; `None` picks per
+    /// adapter ([`ops::attention::select_kernel`]). Tests set it to cover both paths.
+    pub kernel: Option<AttentionKernel>,
 }
 
 impl AttentionBlock {
@@ -48,7 +49,7 @@ impl AttentionBlock {
             heads,
             dim_head,
             rescale_output_factor,
-            fused: None,
+            kernel: None,
         })
     }
 
@@ -69,11 +70,11 @@ impl AttentionBlock {
         let heads_out = g.alloc("attn.heads", &[b, l, inner])?;
         g.flops += 4 * (b * h * l * l * d) as u64; // both attention products
         let scale = (1.0 / (d as f64).sqrt()) as f32;
-        let fused = match self.fused {
-            Some(f) => f,
-            None => ops::attention::use_fused(g.gpu(), &q, &k, &v, &heads_out, h, scale)?,
+        let kernel = match self.kernel {
+            Some(k) => k,
+            None => ops::attention::select_kernel(g.gpu(), &q, &k, &v, &heads_out, h, scale)?,
         };
-        if fused {
+        if kernel == AttentionKernel::Fused {
             ops::attention::attention_fused(&mut g.rec, &q, &k, &v, &heads_out, h, scale)?;
         } else {
             let scores = g.alloc("attn.scores", &[b * h, l, l])?;

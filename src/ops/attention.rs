@@ -122,19 +122,6 @@ pub fn select_kernel(
     })
 }
 
-/// Whether [`select_kernel`] picks [`attention_fused`].
-pub fn use_fused(
-    gpu: &crate::gpu::Gpu,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    heads: usize,
-    scale: f32,
-) -> Result<bool> {
-    Ok(select_kernel(gpu, q, k, v, out, heads, scale)? == AttentionKernel::Fused)
-}
-
 /// out = softmax(scale · q kᵀ) v per (batch, head) through `scores` and `probs`
 /// ([B·H, L, L] scratch): two batched GEMMs addressing the heads by stride, and the row softmax.
 #[allow(clippy::too_many_arguments)]

@@ -184,60 +184,7 @@ impl Executor {
         noise_input: bool,
         cond: Option<&Tensor>,
     ) -> Result<Self> {
-        let uses_cond = program.steps.iter().flatten().any(|op| match op {
-            Op::Lin { terms, .. } => terms.iter().any(|(b, _)| *b == Buf::Cond),
-            _ => false,
-        });
-        let uses_aux = program.steps.iter().flatten().any(|op| match op {
-            Op::Lin { terms, .. } => terms.iter().any(|(b, _)| *b == Buf::ModelAux),
-            _ => false,
-        });
-        if uses_aux && model.aux_output().is_none() {
-            return Err(Error::Argument {
-                op: "sampler",
-                arg: "model",
-                reason: "this program reads a second model head but the model has only one".into(),
-            });
-        }
-        // Every history slot a program names must exist (a malformed program is an error,
-        // not an out-of-bounds panic).
-        let bufs = program.steps.iter().flatten().flat_map(|op| match op {
-            Op::Lin { dst, terms, .. } => {
-                let mut v = vec![*dst];
-                v.extend(terms.iter().map(|(b, _)| *b));
-                v
-            }
-            Op::Langevin { grad, noise, .. } => vec![*grad, *noise],
-            Op::Threshold { buf, shift, .. } => {
-                let mut v = vec![*buf];
-                v.extend(shift.iter().copied());
-                v
-            }
-            Op::Model(_) => vec![],
-        });
-        if let Some(i) = bufs
-            .filter_map(|b| match b {
-                Buf::Slot(i) => Some(i),
-                _ => None,
-            })
-            .find(|&i| i >= program.slots)
-        {
-            return Err(Error::Argument {
-                op: "sampler",
-                arg: "program",
-                reason: format!(
-                    "the program reads history slot {i} but declares {} slots",
-                    program.slots
-                ),
-            });
-        }
-        if uses_cond && cond.is_none() {
-            return Err(Error::Argument {
-                op: "sampler",
-                arg: "condition",
-                reason: "this program reads the condition image μ but none was given".into(),
-            });
-        }
+        program.check(cond.is_some(), model.aux_output().is_some())?;
         let shape = model.input().shape().to_vec();
         let x = Tensor::zeros(gpu, "x", &shape, DType::F32)?;
         let slots = (0..program.slots)

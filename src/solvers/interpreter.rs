@@ -80,25 +80,8 @@ impl State<'_> {
 }
 
 /// Every buffer an instruction names, with whether it writes it.
-fn buffers(op: &Op) -> Vec<(Buf, bool)> {
-    match op {
-        Op::Lin { dst, terms, .. } => {
-            let mut v = vec![(*dst, true)];
-            v.extend(terms.iter().map(|(b, _)| (*b, false)));
-            v
-        }
-        Op::Langevin { grad, noise, .. } => vec![(*grad, false), (*noise, true), (Buf::X, true)],
-        Op::Threshold { buf, shift, .. } => {
-            let mut v = vec![(*buf, true)];
-            v.extend(shift.iter().map(|b| (*b, false)));
-            v
-        }
-        Op::Model(_) => vec![(Buf::ModelIn, false), (Buf::ModelOut, true)],
-    }
-}
-
 /// Checks a program and run against each other: slots declared, μ given where read, lengths.
-fn check(program: &Program, opts: &HostRun<'_>) -> Result<usize> {
+fn check(program: &Program, opts: &HostRun<'_>, aux: bool) -> Result<usize> {
     let n: usize = opts.shape.iter().product();
     if opts.shape.is_empty() || n == 0 {
         return Err(arg(
@@ -118,32 +101,7 @@ fn check(program: &Program, opts: &HostRun<'_>) -> Result<usize> {
             }
         }
     }
-    for (b, write) in program.steps.iter().flatten().flat_map(buffers) {
-        match b {
-            Buf::Slot(i) if i >= program.slots => {
-                return Err(arg(
-                    "program",
-                    format!(
-                        "the program reads history slot {i} but declares {} slots",
-                        program.slots
-                    ),
-                ))
-            }
-            Buf::Cond if opts.cond.is_none() => {
-                return Err(arg(
-                    "condition",
-                    "this program reads the condition image μ but none was given".into(),
-                ))
-            }
-            Buf::Cond | Buf::ModelAux if write => {
-                return Err(arg(
-                    "program",
-                    format!("{b:?} is read-only but an instruction writes it"),
-                ))
-            }
-            _ => {}
-        }
-    }
+    program.check(opts.cond.is_some(), aux)?;
     Ok(n)
 }
 
@@ -172,7 +130,7 @@ pub fn run(
     opts: &HostRun<'_>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<f64>> {
-    let n = check(program, opts)?;
+    let n = check(program, opts, model.aux_output().is_some())?;
     let seed = opts.seed;
     let x = match opts.noise {
         Some(z) => z.iter().map(|v| program.init_sigma * v).collect(),

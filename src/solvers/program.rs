@@ -4,6 +4,7 @@
 //! concurrent runs (cf. diffusers#5749), and second-order steps and correctors need no
 //! duplicated timesteps: they are just more instructions.
 
+use crate::error::{Error, Result};
 use crate::schedule::Prediction;
 
 /// A buffer of the run. All are [N, C, H, W]; `X` and slots are f32.
@@ -71,7 +72,74 @@ pub struct Program {
     pub nfe: usize,
 }
 
+impl Op {
+    /// Every buffer the instruction names, with whether it writes it.
+    pub fn buffers(&self) -> Vec<(Buf, bool)> {
+        match self {
+            Op::Lin { dst, terms, .. } => {
+                let mut v = vec![(*dst, true)];
+                v.extend(terms.iter().map(|(b, _)| (*b, false)));
+                v
+            }
+            Op::Langevin { grad, noise, .. } => {
+                vec![(*grad, false), (*noise, true), (Buf::X, true)]
+            }
+            Op::Threshold { buf, shift, .. } => {
+                let mut v = vec![(*buf, true)];
+                v.extend(shift.iter().map(|b| (*b, false)));
+                v
+            }
+            Op::Model(_) => vec![(Buf::ModelIn, false), (Buf::ModelOut, true)],
+        }
+    }
+}
+
 impl Program {
+    /// Checks that the program can run where a condition μ (`cond`) and a second model head
+    /// (`aux`) are or are not available: every slot it names is declared, μ and the second
+    /// head are given where read and never written. The executor and the interpreter both
+    /// call it, so a malformed program is an error, not an out-of-bounds panic.
+    pub fn check(&self, cond: bool, aux: bool) -> Result<()> {
+        let err = |arg: &'static str, reason: String| Error::Argument {
+            op: "sampler",
+            arg,
+            reason,
+        };
+        for (b, write) in self.steps.iter().flatten().flat_map(Op::buffers) {
+            match b {
+                Buf::Slot(i) if i >= self.slots => {
+                    return Err(err(
+                        "program",
+                        format!(
+                            "the program reads history slot {i} but declares {} slots",
+                            self.slots
+                        ),
+                    ))
+                }
+                Buf::Cond | Buf::ModelAux if write => {
+                    return Err(err(
+                        "program",
+                        format!("{b:?} is read-only but an instruction writes it"),
+                    ))
+                }
+                Buf::Cond if !cond => {
+                    return Err(err(
+                        "condition",
+                        "this program reads the condition image μ but none was given".into(),
+                    ))
+                }
+                Buf::ModelAux if !aux => {
+                    return Err(err(
+                        "model",
+                        "this program reads a second model head but the model has only one".into(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(init_sigma: f64, slots: usize, steps: Vec<Vec<Op>>) -> Self {
         let nfe = steps
             .iter()
