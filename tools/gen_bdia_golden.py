@@ -36,7 +36,8 @@ Zhang, Lewis, Kleijn, "Exact Diffusion Inversion via Bi-directional Integration 
 Models: "toy" — the closed-form Gaussian mixture of tests/golden/solvers/toy.safetensors
 (exact ε / v at the step's ᾱ), float64; "unet" — the random-weight `unet_ddpm_like` golden
 UNet2DModel (float32). Round-trip cases also record the official code's own reconstruction
-error max|x̂0 − x0| / max|x0| in float32 and float64 on that UNet. ᾱ are diffusers' float32
+error max|x̂0 − x0| / max|x0| in float32 and float64 on that UNet, and UNet inversion cases how
+far the official float32 sampling from the stored pair lands from its float64 reconstruction. ᾱ are diffusers' float32
 `alphas_cumprod` (what the engine uses), read as float64.
 """
 import importlib
@@ -327,6 +328,11 @@ def main():
             tensors = {"x0": x0.contiguous(), "latents": lat.float().contiguous(), "latents_next": nxt.float().contiguous(),
                        "reconstruction": rec.float().contiguous()}
             entry["official_f64_roundtrip"] = rel(rec, x0)
+            if model == "unet":
+                # The official sampling in float32 from the same (float32-stored) pair: how far
+                # float32 alone moves the reconstruction on this network.
+                rec32p = official_sample_from_pair(BDIA, net, sched, steps, gamma, lat.float(), nxt.float(), torch.float32)
+                entry["official_f32_from_pair"] = rel(rec32p, rec)
             if kind == "roundtrip":
                 lat32, nxt32 = official_inversion(net, sched, steps, gamma, x0, torch.float32)
                 rec32 = official_sample_from_pair(BDIA, net, sched, steps, gamma, lat32, nxt32, torch.float32)
