@@ -81,6 +81,9 @@ pub(crate) fn start_time(
     }
 }
 
+/// A linear combination of buffers.
+pub(crate) type Terms = Vec<(Buf, f64)>;
+
 /// The instructions that evaluate the model at `state` (time `time`) and the terms of x̂0
 /// (clamped into `clip_slot` when clipping) and ε̂ that DDIM-type updates combine.
 pub(crate) fn evaluate(
@@ -89,7 +92,7 @@ pub(crate) fn evaluate(
     pred: Prediction,
     state: Buf,
     time: ModelTime,
-) -> (Vec<Op>, Vec<(Buf, f64)>, Vec<(Buf, f64)>) {
+) -> (Vec<Op>, Terms, Terms) {
     let mut ops = vec![model_input(state, 1.0), Op::Model(time)];
     let x0 = x0_terms(pred, state, 1.0, time);
     let eps = eps_terms(pred, state, 1.0, time);
