@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use diffuse::load::{write_f32_tensors, HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
 use diffuse::pipeline::generate::{self, LoadedModel, ModelRequest};
+use diffuse::pipeline::invert;
 use diffuse::pipeline::restore::{RestoreOptions, Restorer};
 use diffuse::{DType, Error, Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,11 @@ enum Command {
     },
     /// Sample images with a diffusers model folder or an analytic model.
     Sample(SampleArgs),
+    /// Run a sampler backwards from images to the states sampling starts from: BDIA-DDIM
+    /// (exact: `latents` and `latents_next`) or DDIM (approximate: `latents`). `diffuse sample
+    /// --latents` with the same scheduler, steps and model reconstructs the images; another
+    /// --class-label there edits them.
+    Invert(InvertArgs),
     /// Restore a degraded image with a mean-reverting (MR) or residual-shift diffusion model.
     Restore(RestoreArgs),
     /// Score a sampler on a generation model: FID-FMNIST (and class accuracy for
@@ -98,20 +104,55 @@ struct SamplerArgs {
 struct SampleArgs {
     #[command(flatten)]
     s: SamplerArgs,
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
+    /// Samples (default 16; with --latents, the states' batch).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Class label for every sample (class-conditional models; default: cycle the classes).
     #[arg(long)]
     class_label: Option<i64>,
     /// safetensors holding `sample`, the standard-normal draw x_T is built from.
     #[arg(long)]
     noise: Option<PathBuf>,
+    /// Start from the states `diffuse invert` wrote (`latents`, and `latents_next` for BDIA),
+    /// exactly as stored (no scaling); DDIM and BDIA schedulers only.
+    #[arg(long, conflicts_with = "noise")]
+    latents: Option<PathBuf>,
     /// Also write the final sample (f32, before conversion to pixels) as `sample`.
     #[arg(long)]
     raw: Option<PathBuf>,
     /// Output PNG grid.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct InvertArgs {
+    /// diffusers model folder (or pipeline folder with unet/).
+    #[arg(long)]
+    model: String,
+    /// The images x0: a PNG, or safetensors holding `sample` (f32 [N,C,H,W], model scale).
+    #[arg(long)]
+    input: PathBuf,
+    /// `bdia` (exact) or `ddim` (approximate); the training schedule comes from the model
+    /// folder's scheduler_config.json.
+    #[arg(long, conflicts_with = "scheduler_config")]
+    scheduler: Option<String>,
+    /// A scheduler_config.json (`BDIAScheduler` with `gamma`, or `DDIMScheduler`).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Class label of every image (class-conditional models).
+    #[arg(long)]
+    class_label: Option<i64>,
+    /// Classifier-free guidance scale (class-conditional models).
+    #[arg(long)]
+    guidance: Option<f32>,
+    /// Output safetensors: `latents` (x_T, f32 [N,C,H,W]) and, for BDIA, `latents_next`.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
 }
 
 #[derive(Args)]
@@ -254,7 +295,10 @@ fn main() -> ExitCode {
 fn flag_context(e: Error) -> Error {
     match e {
         Error::Argument { op, arg, reason }
-            if matches!(op, "sample" | "restore" | "eval" | "eval-restore") =>
+            if matches!(
+                op,
+                "sample" | "invert" | "restore" | "eval" | "eval-restore"
+            ) =>
         {
             let flag = match arg {
                 "batch" => "--batch",
@@ -267,6 +311,8 @@ fn flag_context(e: Error) -> Error {
                 "solver" => "--solver",
                 "condition" => "--input",
                 "num_samples" => "--num-samples",
+                "latents" => "--latents",
+                "x0" => "--input",
                 other => other,
             };
             Error::Argument {
@@ -286,6 +332,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
     };
     match cli.command {
         Command::Sample(a) => sample(&opts, a)?,
+        Command::Invert(a) => invert(&opts, a)?,
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,
         Command::EvalRestore(a) => eval_restore(&opts, a)?,
@@ -475,19 +522,39 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
 /// `diffuse sample`: everything is validated before the first model evaluation; outputs are
 /// written atomically at the end.
 fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
-    if a.batch == 0 {
-        return Err(arg_error("sample", "--batch", "must be at least 1".into()));
-    }
     let cfg = generate::resolve_scheduler(
         &a.s.model,
         a.s.scheduler.as_deref(),
         a.s.scheduler_config.as_deref(),
     )?;
     diffuse::schedule::check_steps(a.s.steps, cfg.train.num_train_timesteps)?;
+    let start = match &a.latents {
+        Some(p) => {
+            let l = invert::read_latents(p)?;
+            // Refuse a scheduler without a from-latents program before loading anything.
+            diffuse::solvers::from_latents(&cfg, a.s.steps)?;
+            if a.batch.is_some_and(|b| b != l.shape[0]) {
+                return Err(arg_error(
+                    "sample",
+                    "--batch",
+                    format!("--latents holds {} samples", l.shape[0]),
+                ));
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let batch = match &start {
+        Some(l) => l.shape[0],
+        None => a.batch.unwrap_or(16),
+    };
+    if batch == 0 {
+        return Err(arg_error("sample", "--batch", "must be at least 1".into()));
+    }
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let labels = match (a.class_label, loaded.classes(a.s.guidance.is_some())) {
-        (Some(l), Some(_)) => Some(vec![l; a.batch]),
+        (Some(l), Some(_)) => Some(vec![l; batch]),
         (Some(_), None) => {
             return Err(arg_error(
                 "sample",
@@ -499,7 +566,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     };
     let req = ModelRequest {
         model: a.s.model.clone(),
-        batch: a.batch,
+        batch,
         guidance: a.s.guidance,
         labels,
         dtype: a.s.dtype,
@@ -513,14 +580,23 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         .transpose()?;
     let bar = progress_bar(a.s.steps as u64, cfg.kind().class_name(), "steps");
     let t0 = std::time::Instant::now();
-    let sopts = diffuse::pipeline::SampleOptions {
-        steps: a.s.steps,
-        seed: a.s.seed,
-        noise,
+    let x = match &start {
+        Some(l) => {
+            invert::sample_from_latents(&gpu, model.as_mut(), &cfg, l, a.s.steps, |i, _| {
+                bar.set_position(i as u64)
+            })?
+        }
+        None => {
+            let sopts = diffuse::pipeline::SampleOptions {
+                steps: a.s.steps,
+                seed: a.s.seed,
+                noise,
+            };
+            diffuse::pipeline::sample(&gpu, model.as_mut(), &cfg, &sopts, |i, _| {
+                bar.set_position(i as u64)
+            })?
+        }
     };
-    let x = diffuse::pipeline::sample(&gpu, model.as_mut(), &cfg, &sopts, |i, _| {
-        bar.set_position(i as u64)
-    })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
@@ -530,6 +606,81 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
         shape[0],
         a.s.steps,
         cfg.kind().class_name(),
+        gpu.info().name
+    );
+    Ok(())
+}
+
+/// `diffuse invert`: everything is validated before the first model evaluation; the states are
+/// written atomically at the end.
+fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
+    let cfg = generate::resolve_scheduler(
+        &a.model,
+        a.scheduler.as_deref(),
+        a.scheduler_config.as_deref(),
+    )?;
+    diffuse::schedule::check_steps(a.steps, cfg.train.num_train_timesteps)?;
+    // Refuses schedulers without an inversion, and γ = 0, before loading anything.
+    diffuse::solvers::inversion(&cfg, a.steps)?;
+    let (x0, shape) = read_condition(&a.input)?;
+    if let Some(w) = invert::rounding_warning(&cfg, a.steps) {
+        eprintln!("warning: {w}");
+    }
+    let gpu = Gpu::new(opts)?;
+    let loaded = LoadedModel::load(&gpu, &a.model, a.dtype)?;
+    let labels = match (a.class_label, loaded.classes(a.guidance.is_some())) {
+        (Some(l), Some(_)) => Some(vec![l; shape[0]]),
+        (Some(_), None) => {
+            return Err(arg_error(
+                "invert",
+                "--class-label",
+                "class labels need a class-conditional model".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let req = ModelRequest {
+        model: a.model.clone(),
+        batch: shape[0],
+        guidance: a.guidance,
+        labels,
+        dtype: a.dtype,
+    };
+    let mut model = loaded.denoiser(&gpu, &cfg, &req).map_err(|e| match e {
+        Error::Argument { arg, reason, .. } => Error::Argument {
+            op: "invert",
+            arg,
+            reason,
+        },
+        e => e,
+    })?;
+    if model.input().shape() != shape.as_slice() {
+        return Err(input_error(
+            &a.input,
+            format!(
+                "the images have shape {shape:?} but the model takes {:?}",
+                model.input().shape()
+            ),
+        ));
+    }
+    let bar = progress_bar(a.steps as u64, cfg.kind().class_name(), "steps");
+    let t0 = std::time::Instant::now();
+    let l = invert::invert(&gpu, model.as_mut(), &cfg, &x0, a.steps, |i, _| {
+        bar.set_position(i as u64)
+    })?;
+    bar.finish_and_clear();
+    invert::write_latents(&a.out, &l)?;
+    let max = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    eprintln!(
+        "wrote {} ({}{}; max|latents| {:.3}, max|x0| {:.3}) — {} steps of {} inverted in {:.1} s on {}",
+        a.out.display(),
+        if l.next.is_some() { "latents, latents_next" } else { "latents" },
+        format_args!(" {:?}", l.shape),
+        max(&l.latents),
+        max(&x0),
+        a.steps,
+        cfg.kind().class_name(),
+        t0.elapsed().as_secs_f64(),
         gpu.info().name
     );
     Ok(())

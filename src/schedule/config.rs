@@ -5,8 +5,8 @@
 //! errors naming them; fields of other classes are accepted and ignored.
 
 use super::options::{
-    Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig, FlowConfig, HeunConfig,
-    Predictor, ScoreSdeOptions, Sde, SigmaGrid, UniPcConfig,
+    BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig, FlowConfig,
+    HeunConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, UniPcConfig,
 };
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
@@ -21,6 +21,8 @@ use std::path::Path;
 pub enum SchedulerKind {
     Ddpm,
     Ddim,
+    /// Our own class: `DDIMScheduler`'s fields plus `gamma` (BDIA-DDIM).
+    Bdia,
     Euler,
     EulerAncestral,
     Heun,
@@ -65,6 +67,7 @@ pub const CLASSES: &[SchedulerClass] = {
     &[
         row(K::Ddpm, "DDPMScheduler", &[("ddpm", "{}")]),
         row(K::Ddim, "DDIMScheduler", &[("ddim", "{}")]),
+        row(K::Bdia, "BDIAScheduler", &[("bdia", r#"{"gamma": 0.5}"#)]),
         row(K::Euler, "EulerDiscreteScheduler", &[("euler", "{}")]),
         row(
             K::EulerAncestral,
@@ -231,6 +234,7 @@ impl TrainingSchedule {
 pub enum SolverConfig {
     Ddpm(DdpmConfig),
     Ddim(DdimConfig),
+    Bdia(BdiaConfig),
     Euler(EulerConfig),
     Heun(HeunConfig),
     DpmSolver(DpmSolverConfig),
@@ -247,6 +251,7 @@ impl SolverConfig {
         match self {
             SolverConfig::Ddpm(_) => K::Ddpm,
             SolverConfig::Ddim(_) => K::Ddim,
+            SolverConfig::Bdia(_) => K::Bdia,
             SolverConfig::Euler(c) if c.ancestral => K::EulerAncestral,
             SolverConfig::Euler(_) => K::Euler,
             SolverConfig::Heun(_) => K::Heun,
@@ -281,13 +286,15 @@ impl SolverConfig {
                     )?,
                 })
             }
-            K::Ddim => {
-                let d = DdimConfig::default();
-                SolverConfig::Ddim(DdimConfig {
-                    spacing: parsed(f, "timestep_spacing", d.spacing)?,
-                    clip_sample: clip_sample(f, d.clip_sample)?,
-                    set_alpha_to_one: f.bool("set_alpha_to_one", d.set_alpha_to_one)?,
-                    eta: f.num("eta", d.eta)?,
+            K::Ddim => SolverConfig::Ddim(ddim(f)?),
+            K::Bdia => {
+                let gamma = f.num("gamma", BdiaConfig::default().gamma)?;
+                if !(0.0..=1.0).contains(&gamma) {
+                    return Err(f.err("gamma", format!("{gamma} is outside [0, 1]")));
+                }
+                SolverConfig::Bdia(BdiaConfig {
+                    ddim: ddim(f)?,
+                    gamma,
                 })
             }
             K::Euler | K::EulerAncestral => SolverConfig::Euler(EulerConfig {
@@ -401,6 +408,7 @@ const KNOWN: &[&str] = &[
     "beta_min",
     "beta_max",
     "sde_type",
+    "gamma",
 ];
 
 impl SchedulerConfig {
@@ -539,6 +547,17 @@ fn clip_sample(f: &ConfigFields, d: Option<f64>) -> Result<Option<f64>> {
     f.bool("clip_sample", d.is_some())?
         .then(|| f.num("clip_sample_range", d.unwrap_or(1.0)))
         .transpose()
+}
+
+/// `DDIMScheduler`'s options (also the DDIM part of `BDIAScheduler`).
+fn ddim(f: &ConfigFields) -> Result<DdimConfig> {
+    let d = DdimConfig::default();
+    Ok(DdimConfig {
+        spacing: parsed(f, "timestep_spacing", d.spacing)?,
+        clip_sample: clip_sample(f, d.clip_sample)?,
+        set_alpha_to_one: f.bool("set_alpha_to_one", d.set_alpha_to_one)?,
+        eta: f.num("eta", d.eta)?,
+    })
 }
 
 fn final_sigma_zero(f: &ConfigFields, d: bool) -> Result<bool> {

@@ -142,6 +142,24 @@ impl Default for DdimConfig {
     }
 }
 
+/// `BDIAScheduler` (ours; BDIA-DDIM of Zhang, Lewis & Kleijn, ECCV 2024): every
+/// `DDIMScheduler` option plus γ, the weight of the state one step back (γ = 0 is DDIM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BdiaConfig {
+    pub ddim: DdimConfig,
+    /// γ ∈ [0, 1] (default 0.5, the paper's image-editing setting).
+    pub gamma: f64,
+}
+
+impl Default for BdiaConfig {
+    fn default() -> Self {
+        BdiaConfig {
+            ddim: DdimConfig::default(),
+            gamma: 0.5,
+        }
+    }
+}
+
 /// The σ grid of the Euler family's `set_timesteps` (`EulerDiscreteScheduler`,
 /// `EulerAncestralDiscreteScheduler`, `HeunDiscreteScheduler`).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -22,6 +22,7 @@ enum Exec {
 /// the model's tensors so that [`Executor::run`] can refuse a model it was not built for.
 pub struct Executor {
     x: Tensor,
+    slots: Vec<Tensor>,
     model: BoundModel,
     steps: Vec<Vec<Exec>>,
     init: Recording,
@@ -283,6 +284,7 @@ impl Executor {
         }
         Ok(Executor {
             x,
+            slots,
             model: BoundModel::of(model),
             steps,
             init,
@@ -366,5 +368,11 @@ impl Executor {
     /// The sample buffer.
     pub fn x(&self) -> &Tensor {
         &self.x
+    }
+
+    /// History slot `i` (f32, the state's shape), e.g. the second state an inversion program
+    /// leaves; `None` past the program's slots.
+    pub fn slot(&self, i: usize) -> Option<&Tensor> {
+        self.slots.get(i)
     }
 }

@@ -128,8 +128,19 @@ pub fn run(
     program: &Program,
     model: &mut dyn HostDenoiser,
     opts: &HostRun<'_>,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Vec<f64>> {
+    Ok(run_states(program, model, opts, progress)?.0)
+}
+
+/// [`run`] that also returns the history slots at the end (e.g. the second state an inversion
+/// program leaves), like `Executor::slot`.
+pub fn run_states(
+    program: &Program,
+    model: &mut dyn HostDenoiser,
+    opts: &HostRun<'_>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let n = check(program, opts, model.aux_output().is_some())?;
     let seed = opts.seed;
     let x = match opts.noise {
@@ -228,7 +239,7 @@ pub fn run(
         }
         progress(si + 1, total);
     }
-    Ok(st.x)
+    Ok((st.x, st.slots))
 }
 
 #[cfg(test)]

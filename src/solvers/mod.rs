@@ -4,6 +4,7 @@
 //! executor's reference, and the solver tests' path without an adapter). Parameterisations are
 //! converted in one place ([`program::x0_terms`], [`program::eps_terms`]).
 
+pub mod bdia;
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver;
@@ -61,6 +62,7 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
     match &cfg.solver {
         SolverConfig::Ddpm(c) => ddpm::program(c, train, steps),
         SolverConfig::Ddim(c) => ddim::program(c, train, steps),
+        SolverConfig::Bdia(c) => bdia::program(c, train, steps),
         SolverConfig::Euler(c) => euler::program(c, train, steps),
         SolverConfig::Heun(c) => heun::program(c, train, steps),
         SolverConfig::DpmSolver(c) => dpm_solver::program(c, train, steps),
@@ -68,6 +70,48 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SolverConfig::Flow(c) => flow::program(c, train, steps),
         SolverConfig::Edm(c) => edm::program(c, train, steps),
         SolverConfig::ScoreSde(c) => score_sde::program(c, train, steps),
+    }
+}
+
+/// What an inversion run leaves for sampling: the states `latents` (X) and, for BDIA,
+/// `latents_next` (the slot [`bdia::NEXT_SLOT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inverted {
+    /// DDIM inversion: x_T only.
+    State,
+    /// BDIA: x_T and the state one step later.
+    Pair,
+}
+
+fn not_invertible(cfg: &SchedulerConfig, op: &'static str) -> crate::error::Error {
+    crate::error::Error::Argument {
+        op,
+        arg: "scheduler",
+        reason: format!(
+            "{} has no inversion; use DDIMScheduler (`ddim`, approximate) or BDIAScheduler \
+             (`bdia`, exact)",
+            cfg.kind().class_name()
+        ),
+    }
+}
+
+/// The inversion program of `cfg` (x0 uploaded as x_T with init σ 1 → the states sampling
+/// starts from) and what it leaves. DDIM and BDIA only.
+pub fn inversion(cfg: &SchedulerConfig, steps: usize) -> Result<(Program, Inverted)> {
+    match &cfg.solver {
+        SolverConfig::Ddim(c) => Ok((ddim::inversion(c, &cfg.train, steps)?, Inverted::State)),
+        SolverConfig::Bdia(c) => Ok((bdia::inversion(c, &cfg.train, steps)?, Inverted::Pair)),
+        _ => Err(not_invertible(cfg, "invert")),
+    }
+}
+
+/// The sampling program of `cfg` from inverted states (X = `latents` uploaded as x_T with init
+/// σ 1; for BDIA [`program::Buf::Cond`] = `latents_next`) and which states it needs.
+pub fn from_latents(cfg: &SchedulerConfig, steps: usize) -> Result<(Program, Inverted)> {
+    match &cfg.solver {
+        SolverConfig::Ddim(c) => Ok((ddim::program(c, &cfg.train, steps)?, Inverted::State)),
+        SolverConfig::Bdia(c) => Ok((bdia::from_latents(c, &cfg.train, steps)?, Inverted::Pair)),
+        _ => Err(not_invertible(cfg, "sample")),
     }
 }
 
