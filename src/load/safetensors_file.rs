@@ -196,6 +196,15 @@ impl Weights {
         })
     }
 
+    /// The stored dtype, shape and raw little-endian bytes of `name` (copied unchanged into a
+    /// quantized folder).
+    pub fn raw(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
+        let info = self.meta.info(name)?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let end = 8 + self.header_len + info.data_offsets.1;
+        Some((info.dtype, info.shape.clone(), &self.bytes[start..end]))
+    }
+
     /// The dtype `name` is stored in, as safetensors spells it.
     pub fn stored_dtype(&self, name: &str) -> Option<String> {
         self.meta.info(name).map(|i| format!("{:?}", i.dtype))

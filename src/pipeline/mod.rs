@@ -10,6 +10,7 @@ use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
 pub mod generate;
+pub mod quantize;
 pub mod restore;
 
 /// Options of one sampling run.
