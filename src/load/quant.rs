@@ -214,7 +214,9 @@ mod tests {
     fn mse_clipping_beats_min_max_on_an_outlier() {
         // 50 000 small values and one outlier: clipping the outlier costs (1 − α)² once and
         // buys a finer step for every other value.
-        let mut w: Vec<f32> = (0..50_000).map(|i| ((i % 17) as f32 - 8.0) * 0.0125).collect();
+        let mut w: Vec<f32> = (0..50_000)
+            .map(|i| ((i % 17) as f32 - 8.0) * 0.0125)
+            .collect();
         w.push(1.0);
         let err = |s: f32| -> f64 {
             w.iter()
