@@ -12,12 +12,21 @@
 // Both loop over input channels innermost with every index computed outside that loop: on
 // lavapipe this runs at the GEMM kernel's rate, ~1.8× the earlier per-tap gather.
 // Padding is zero padding on all sides; stride and padding are the same along H and W.
+// Q8 (with PACKED; W8A32): the packed weights are int8, four channels per u32 word (same
+// indexing as the vec4 layout), unpacked to f32 in registers; the accumulator of channel co is
+// the sum of q·x and is multiplied by its scale wscale[co] in the epilogue:
+// y = wscale[co] · Σ q[co, k] · x[k] + bias[co] (+ epilogue adds) — see load::quant.
 
 #uniform Params  // generated from ops::conv2d::Params (src/ops/conv2d.rs)
 
 #tensor 1 x read        // [N, Cin, H, W] input
 #if PACKED
+#if Q8
+#tensor 2 wt read vec4 i8  // [⌈Cout/4⌉, Cin, kh·kw] words of 4 int8 channels (ops::conv2d::pack_q8)
+#tensor 7 wscale read f32  // [Cout] per-output-channel dequantisation scale
+#else
 #tensor 2 wt read vec4  // [⌈Cout/4⌉, Cin, 3, 3, 4] (see conv_pack.wgsl): 4 channels innermost
+#endif
 #else
 #tensor 2 wt read       // [Cout, Cin, kh, kw] = [Cout, K] row-major (PyTorch layout)
 #endif
@@ -39,6 +48,10 @@ fn write_out(n: u32, co0: u32, p0: u32, count: u32, accs: array<vec4<f32>, ${CB}
     let co = co0 + r;
     if (co >= p.cout) { break; }
     var b = 0.0;
+    var sc = 1.0;
+#if Q8
+    sc = wscale_ld(co);
+#endif
 #if BIAS
     b = bias_ld(co);
 #endif
@@ -48,7 +61,7 @@ fn write_out(n: u32, co0: u32, p0: u32, count: u32, accs: array<vec4<f32>, ${CB}
     for (var j = 0u; j < 4u; j = j + 1u) {
       if (j < count && p0 + j < p.hw_out) {
         let o = yb + co * p.hw_out + p0 + j;
-        var v = accs[r][j] + b;
+        var v = accs[r][j] * sc + b;
 #if RESIDUAL
         v = v + res_ld(o);
 #endif

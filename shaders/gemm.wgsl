@@ -7,6 +7,9 @@
 // Defines: TRANS_B (B is [N, K], i.e. C = A·Bᵀ, as for nn.Linear weights and Q·Kᵀ),
 //   VEC4 (host checked K, lda, ldb, batch strides % 4 == 0, and N % 4 == 0 without TRANS_B),
 //   BIAS (adds bias[n]).
+// Q8 (with TRANS_B; W8A32 nn.Linear): B is int8 [N, K], four per u32 word, unpacked to f32 in
+//   registers; column n of the accumulator is multiplied by wscale[n] before alpha and bias:
+//   C[m, n] = alpha · wscale[n] · Σ_k A[m, k] · q[n, k] + bias[n] (see load::quant).
 // Batch z (workgroup z) splits as zo = z / batch_inner, zi = z % batch_inner; each operand's
 // offset is zo * s0 + zi * s1 (lets attention address heads inside [B, L, H·d] directly).
 
@@ -14,10 +17,21 @@
 
 #if VEC4
 #tensor 1 a read vec4   // [batch.., M, lda] row-major, rows of K used
+#if Q8
+#tensor 2 b read vec4 i8  // [N, ldb] int8, 4 per word
+#else
 #tensor 2 b read vec4   // TRANS_B: [batch.., N, ldb] ; else [batch.., K, ldb] (stride-0 batch = shared weights)
+#endif
 #else
 #tensor 1 a read        // [batch.., M, lda] row-major
+#if Q8
+#tensor 2 b read i8     // [N, ldb] int8, 4 per word
+#else
 #tensor 2 b read        // TRANS_B: [batch.., N, ldb] ; else [batch.., K, ldb]
+#endif
+#endif
+#if Q8
+#tensor 5 wscale read f32  // [N] per-output-column dequantisation scale
 #endif
 #tensor 3 c write       // [batch.., M, ldc] row-major
 #if BIAS
@@ -32,10 +46,15 @@ fn store(cb: u32, m0: u32, n0: u32, accs: array<vec4<f32>, 4>) {
   add = vec4<f32>(bias_ld(min(n0, nlast)), bias_ld(min(n0 + 1u, nlast)),
                   bias_ld(min(n0 + 2u, nlast)), bias_ld(min(n0 + 3u, nlast)));
 #endif
+  var sc = vec4<f32>(1.0);
+#if Q8
+  sc = vec4<f32>(wscale_ld(min(n0, nlast)), wscale_ld(min(n0 + 1u, nlast)),
+                 wscale_ld(min(n0 + 2u, nlast)), wscale_ld(min(n0 + 3u, nlast)));
+#endif
   for (var r = 0u; r < 4u; r = r + 1u) {
     let m = m0 + r;
     if (m >= p.m) { break; }
-    let v = p.alpha * accs[r] + add;
+    let v = p.alpha * (accs[r] * sc) + add;
     let crow = cb + m * p.ldc;
     for (var c = 0u; c < 4u; c = c + 1u) {
       if (n0 + c < p.n) { c_st(crow + n0 + c, v[c]); }

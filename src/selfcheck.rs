@@ -96,7 +96,7 @@ fn widen(v: &[f32]) -> Vec<f64> {
 fn out_rtol(dt: DType, f32_rtol: f64) -> f64 {
     match dt {
         DType::F32 => f32_rtol,
-        DType::F16 => f32_rtol.max(1.5e-3),
+        DType::F16 | DType::I8 => f32_rtol.max(1.5e-3),
     }
 }
 
@@ -867,6 +867,7 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
             kw: 3,
             stride: 1,
             packed: false,
+            q8: false,
         };
         for v in runnable::<ConvKernel>(gpu.info(), &shape) {
             for packed in [false, true] {

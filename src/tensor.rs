@@ -7,11 +7,15 @@ use crate::gpu::{Allocation, Binding, Gpu};
 use half::f16;
 use std::sync::Arc;
 
-/// Storage element type. Arithmetic is always f32; f16 halves memory traffic.
+/// Storage element type. Arithmetic is always f32; f16 halves memory traffic. `I8` holds
+/// quantized weights only (symmetric int8, four per `u32` word little-endian, dequantised by
+/// the kernels with a per-output-channel f32 scale; see `load::quant`): no kernel is keyed by
+/// it and the host cannot write f32 values into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     F32,
     F16,
+    I8,
 }
 
 impl DType {
@@ -20,6 +24,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::F16 => 2,
+            DType::I8 => 1,
         }
     }
 }
@@ -167,7 +172,16 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Overwrites the contents from host f32 values (converted to the tensor's dtype).
+    /// Uploads int8 values (quantized weights) into an `I8` tensor, four per word.
+    pub fn from_i8(gpu: &Gpu, name: &str, shape: &[usize], data: &[i8]) -> Result<Tensor> {
+        let t = Self::empty(gpu, name, shape, DType::I8)?;
+        t.check_len(data.len())?;
+        t.write_bytes(gpu, bytemuck::cast_slice(data))?;
+        Ok(t)
+    }
+
+    /// Overwrites the contents from host f32 values (converted to the tensor's dtype). `I8`
+    /// tensors are an error: quantizing needs a scale ([`Tensor::from_i8`]).
     pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         self.check_len(data.len())?;
         match self.dtype {
@@ -176,6 +190,12 @@ impl Tensor {
                 let h: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
                 self.write_bytes(gpu, bytemuck::cast_slice(&h))
             }
+            DType::I8 => Err(Error::UnsupportedDType {
+                op: "write_f32",
+                tensor: self.name.to_string(),
+                got: DType::I8,
+                reason: "int8 tensors hold quantized weights; upload them with from_i8".into(),
+            }),
         }
     }
 
@@ -230,6 +250,10 @@ impl Tensor {
             DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(&raw[..self.numel() * 2])
                 .into_iter()
                 .map(f16::to_f32)
+                .collect(),
+            DType::I8 => raw[..self.numel()]
+                .iter()
+                .map(|&b| b as i8 as f32)
                 .collect(),
         })
     }

@@ -242,6 +242,7 @@ fn conv2d_random_shapes() {
                     kw: ksize,
                     stride,
                     packed: false,
+                    q8: false,
                 };
                 let runs = runnable::<ConvKernel>(gpu.info(), &shape);
                 // The row kernel exactly where it applies; packed weights for every kernel

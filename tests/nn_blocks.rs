@@ -247,11 +247,7 @@ fn resnet_case_full(
 
     let gpu = common::gpu();
     for (dtype, rel) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
-        let l = Loader {
-            gpu,
-            weights: &weights,
-            dtype,
-        };
+        let l = Loader::new(gpu, &weights, dtype);
         let opts = ResnetOptions {
             groups,
             groups_out,
@@ -342,11 +338,7 @@ fn attention_case(c: usize, dim_head: usize, groups: Option<usize>, seed: u64) {
         .collect();
     let gpu = common::gpu();
     for (dtype, rel) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
-        let ld = Loader {
-            gpu,
-            weights: &weights,
-            dtype,
-        };
+        let ld = Loader::new(gpu, &weights, dtype);
         let mut block = AttentionBlock::load(&ld, "a", c, dim_head, groups, 1e-5, rescale).unwrap();
         let xt = Tensor::from_f32(gpu, "x", &[n, c, h, w], &x, dtype).unwrap();
         // Both attention paths: the fused online-softmax kernel and GEMM–softmax–GEMM (the
@@ -462,11 +454,7 @@ fn time_and_class_conditioning_matches_cpu_reference() {
     let want = silu(&with_class);
     let gpu = common::gpu();
     for (dtype, rel) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
-        let l = Loader {
-            gpu,
-            weights: &weights,
-            dtype,
-        };
+        let l = Loader::new(gpu, &weights, dtype);
         let cond = Conditioning::load(&l, &cfg).unwrap();
         let t = Tensor::from_f32(gpu, "timestep", &[3], &ts, DType::F32).unwrap();
         let lt = Tensor::from_f32(gpu, "class_labels", &[3], &labels, DType::F32).unwrap();

@@ -70,9 +70,10 @@ pub fn forward_rows(
             rate,
             unit: "img/s",
             note: format!(
-                "{gflops:.2} GFLOP/s = {:.0}% of GEMM; {} dispatches; activations {:.1} MiB, pool peak {:.1} MiB{scaling}",
+                "{gflops:.2} GFLOP/s = {:.0}% of GEMM; {} dispatches; weights {:.2} MiB, activations {:.1} MiB, pool peak {:.1} MiB{scaling}",
                 100.0 * gflops / gemm_best,
                 fwd.dispatches(),
+                mib(model.weight_bytes),
                 mib(fwd.activation_bytes),
                 mib(gpu.pool().stats().bytes_peak)
             ),

@@ -12,6 +12,9 @@
 //!   `name_ld4(i4) -> vec4<f32>` (index in units of 4 elements). The element type is the
 //!   kernel dtype unless given. All arithmetic is f32; storage may be f32, f16, or f16 packed
 //!   two per `u32` when the device lacks SHADER_F16 (writes then use atomics on the word).
+//!   `i8` (read-only) declares signed bytes packed four per `u32` (quantized weights):
+//!   `name_ld(i)` is byte i as f32, `name_ld4(i4)` the four bytes of word i4 (`unpack4xI8`),
+//!   and `name_word(i4)` the raw word (for `dot4I8Packed`).
 //! - `${NAME}` anywhere is replaced by the define's value; an unknown NAME is an error.
 
 use super::params::ParamsLayout;
@@ -245,6 +248,7 @@ fn tensor_decl(
             "vec4" => vec4 = true,
             "f32" => dt = DType::F32,
             "f16" => dt = DType::F16,
+            "i8" => dt = DType::I8,
             o => return Err(format!("unknown #tensor option `{o}`")),
         }
     }
@@ -263,8 +267,26 @@ fn tensor_decl(
     };
     let head = format!("@group(0) @binding({binding}) var<storage, {space}> {name}");
     let mut s = String::new();
+    if dt == DType::I8 && access != Access::Read {
+        return Err("i8 tensors are read-only".into());
+    }
     let packed = dt == DType::F16 && f16 == F16Mode::Packed;
     match (dt, packed, vec4) {
+        (DType::I8, _, _) => {
+            writeln!(s, "{head}: array<u32>;").ok();
+            writeln!(s, "fn {name}_word(i: u32) -> u32 {{ return {name}[i]; }}").ok();
+            writeln!(
+                s,
+                "fn {name}_ld4(i: u32) -> vec4<f32> {{ return vec4<f32>(unpack4xI8({name}[i])); }}"
+            )
+            .ok();
+            writeln!(
+                s,
+                "fn {name}_ld(i: u32) -> f32 {{ \
+                 return f32(extractBits(bitcast<i32>({name}[i >> 2u]), (i & 3u) * 8u, 8u)); }}"
+            )
+            .ok();
+        }
         (DType::F32, _, false) => {
             writeln!(s, "{head}: array<f32>;").ok();
             writeln!(s, "fn {name}_ld(i: u32) -> f32 {{ return {name}[i]; }}").ok();

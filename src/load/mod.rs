@@ -3,6 +3,7 @@
 //! subfolder of a pipeline folder with `model_index.json`).
 
 mod config_fields;
+pub mod quant;
 mod random;
 mod safetensors_file;
 
@@ -17,11 +18,20 @@ use crate::tensor::{DType, Tensor};
 pub trait WeightSource {
     /// The parameter `name` with the shape the config implies, uploaded as `dtype`.
     fn tensor(&self, gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor>;
+
+    /// The conv/linear weight `name` as int8 values and per-output-channel scales when the
+    /// source stores it quantized ([`quant`]); None (the default) when it is float.
+    fn int8_weight(&self, _name: &str, _shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        Ok(None)
+    }
 }
 
 impl WeightSource for Weights {
     fn tensor(&self, gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         Weights::tensor(self, gpu, name, shape, dtype)
+    }
+    fn int8_weight(&self, name: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        Weights::int8_weight(self, name, shape)
     }
 }
 

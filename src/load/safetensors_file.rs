@@ -18,6 +18,8 @@ pub struct Weights {
     header_len: usize,
     meta: Metadata,
     used: RefCell<BTreeSet<String>>,
+    /// The folder's `quantization_config` (int8 weights are accepted only with one).
+    quant: Option<super::quant::QuantConfig>,
 }
 
 /// A tensor read to the host as f32 (inputs of the CLI, goldens in tests).
@@ -46,7 +48,79 @@ impl Weights {
             header_len,
             meta,
             used: RefCell::new(BTreeSet::new()),
+            quant: None,
         })
+    }
+
+    /// With the model folder's `quantization_config` (see [`super::quant`]).
+    pub fn with_quantization(mut self, q: Option<super::quant::QuantConfig>) -> Weights {
+        self.quant = q;
+        self
+    }
+
+    /// The int8 weight `name` ([`super::quant`] layout, shape `want`) and its per-output-channel
+    /// scales `name_scale` [want[0]], or None when `name` is stored as a float. Int8 without a
+    /// `quantization_config`, a scale tensor of the wrong shape or dtype, and negative or
+    /// non-finite scales are errors naming the tensor.
+    pub fn int8_weight(&self, name: &str, want: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        let Some(info) = self.meta.info(name) else {
+            return Ok(None);
+        };
+        if info.dtype != Dtype::I8 {
+            return Ok(None);
+        }
+        let fail = |reason: String| Error::Load {
+            file: self.file(),
+            reason,
+        };
+        if self.quant.is_none() {
+            return Err(fail(format!(
+                "tensor `{name}` is int8 but the folder's config.json has no quantization_config"
+            )));
+        }
+        if info.shape != want {
+            return Err(Error::TensorShape {
+                file: self.file(),
+                tensor: name.into(),
+                got: info.shape.clone(),
+                want: want.to_vec(),
+            });
+        }
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let end = 8 + self.header_len + info.data_offsets.1;
+        let q: Vec<i8> = self.bytes[start..end].iter().map(|&b| b as i8).collect();
+        if let Some(i) = q.iter().position(|&v| v == i8::MIN) {
+            return Err(fail(format!(
+                "tensor `{name}` holds -128 at flat index {i}; the symmetric scheme uses -127..=127"
+            )));
+        }
+        let sname = format!("{name}{}", super::quant::SCALE_SUFFIX);
+        match self.meta.info(&sname) {
+            None => {
+                return Err(Error::MissingTensor {
+                    file: self.file(),
+                    tensor: sname,
+                })
+            }
+            Some(si) if si.dtype != Dtype::F32 => {
+                return Err(Error::TensorDType {
+                    file: self.file(),
+                    tensor: sname,
+                    got: format!("{:?}", si.dtype),
+                    extra: "; quantization scales must be F32".into(),
+                })
+            }
+            Some(_) => {}
+        }
+        let scales = self.read_f32(&sname, Some(&want[..1]))?.data;
+        if let Some(i) = scales.iter().position(|v| !v.is_finite() || *v < 0.0) {
+            return Err(fail(format!(
+                "tensor `{sname}` holds {} at index {i}; scales must be finite and >= 0",
+                scales[i]
+            )));
+        }
+        self.used.borrow_mut().insert(name.to_string());
+        Ok(Some((q, scales)))
     }
 
     fn file(&self) -> String {
@@ -120,6 +194,15 @@ impl Weights {
             shape: info.shape.clone(),
             data,
         })
+    }
+
+    /// The stored dtype, shape and raw little-endian bytes of `name` (copied unchanged into a
+    /// quantized folder).
+    pub fn raw(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
+        let info = self.meta.info(name)?;
+        let start = 8 + self.header_len + info.data_offsets.0;
+        let end = 8 + self.header_len + info.data_offsets.1;
+        Some((info.dtype, info.shape.clone(), &self.bytes[start..end]))
     }
 
     /// The dtype `name` is stored in, as safetensors spells it.

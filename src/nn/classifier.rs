@@ -101,11 +101,7 @@ impl FmnistClassifier {
     pub fn from_dir(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<Self> {
         let config = ClassifierConfig::from_file(&dir.join(load::CONFIG))?;
         let weights = Weights::open(&dir.join(CLASSIFIER_WEIGHTS))?;
-        let l = Loader {
-            gpu,
-            weights: &weights,
-            dtype,
-        };
+        let l = Loader::new(gpu, &weights, dtype);
         let same = Conv2dArgs {
             stride: 1,
             padding: 1,

@@ -120,6 +120,8 @@ const KNOWN: &[&str] = &[
     "_class_name",
     "_diffusers_version",
     "_name_or_path",
+    // Read by load::quant (int8 weights; PTQ4DM).
+    "quantization_config",
     "sample_size",
     "in_channels",
     "out_channels",

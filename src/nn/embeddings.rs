@@ -38,7 +38,7 @@ impl Mlp {
 
 enum Class {
     Lookup { table: Tensor },
-    Timestep(Mlp),
+    Timestep(Box<Mlp>),
 }
 
 /// The model's conditioning: produces SiLU(emb) [N, time_embed_dim], the input every residual
@@ -71,9 +71,12 @@ impl Conditioning {
             Some(ClassEmbedding::Lookup { num_class_embeds }) => Some(Class::Lookup {
                 table: l.tensor("class_embedding.weight", &[num_class_embeds, ted])?,
             }),
-            Some(ClassEmbedding::Timestep) => {
-                Some(Class::Timestep(Mlp::load(l, "class_embedding", tid, ted)?))
-            }
+            Some(ClassEmbedding::Timestep) => Some(Class::Timestep(Box::new(Mlp::load(
+                l,
+                "class_embedding",
+                tid,
+                ted,
+            )?))),
         };
         Ok(Conditioning {
             proj,

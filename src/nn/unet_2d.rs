@@ -39,6 +39,9 @@ pub struct UNet2DModel {
     up: Vec<AnyUpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// Bytes of the weight tensors on the GPU (int8 weights and their scales for a quantized
+    /// folder; on CPU adapters float convs also keep a packed copy).
+    pub weight_bytes: u64,
 }
 
 impl UNet2DModel {
@@ -46,7 +49,8 @@ impl UNet2DModel {
     pub fn from_dir(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<Self> {
         let dir = load::resolve_model_dir(dir, "unet")?;
         let config = UNet2DConfig::from_file(&dir.join(load::CONFIG))?;
-        let weights = Weights::open(&dir.join(load::WEIGHTS))?;
+        let quant = load::quant::QuantConfig::from_dir(&dir)?;
+        let weights = Weights::open(&dir.join(load::WEIGHTS))?.with_quantization(quant);
         let model = Self::load(gpu, config, &weights, dtype)?;
         weights.check_all_used()?;
         Ok(model)
@@ -59,11 +63,7 @@ impl UNet2DModel {
         weights: &dyn WeightSource,
         dtype: DType,
     ) -> Result<Self> {
-        let l = Loader {
-            gpu,
-            weights,
-            dtype,
-        };
+        let l = Loader::new(gpu, weights, dtype);
         let cfg = &config;
         let boc = &cfg.block_out_channels;
         let same = Conv2dArgs {
@@ -222,6 +222,7 @@ impl UNet2DModel {
             up,
             conv_norm_out,
             conv_out,
+            weight_bytes: l.bytes.get(),
         })
     }
 

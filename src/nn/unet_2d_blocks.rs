@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 /// How a block changes resolution at its end.
 pub enum Downsampler {
     None,
-    Conv(Downsample2D),
+    Conv(Box<Downsample2D>),
     Resnet(Box<ResnetBlock2D>),
 }
 
@@ -115,9 +115,9 @@ impl DownBlock {
         }
         let down = match down {
             None => Downsampler::None,
-            Some((super::config::Resample::Conv, padding)) => Downsampler::Conv(
+            Some((super::config::Resample::Conv, padding)) => Downsampler::Conv(Box::new(
                 Downsample2D::load(l, &format!("{prefix}.downsamplers.0"), cout, padding)?,
-            ),
+            )),
             Some((super::config::Resample::Resnet, _)) => Downsampler::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.downsamplers.0"),
@@ -204,7 +204,7 @@ impl MidBlock {
 /// How an up block ends.
 pub enum Upsampler {
     None,
-    Conv(Upsample2D),
+    Conv(Box<Upsample2D>),
     Resnet(Box<ResnetBlock2D>),
 }
 
@@ -249,11 +249,11 @@ impl UpBlock {
         }
         let up = match up {
             None => Upsampler::None,
-            Some(super::config::Resample::Conv) => Upsampler::Conv(Upsample2D::load(
+            Some(super::config::Resample::Conv) => Upsampler::Conv(Box::new(Upsample2D::load(
                 l,
                 &format!("{prefix}.upsamplers.0"),
                 cout,
-            )?),
+            )?)),
             Some(super::config::Resample::Resnet) => Upsampler::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.upsamplers.0"),

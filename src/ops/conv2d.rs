@@ -65,6 +65,12 @@ impl ConvKernel {
             ConvKernel::Tile64 => key_tile(dt, bias, add_nc, residual),
         }
     }
+
+    /// The key reading int8 weights (W8A32: packed int8 weights and per-channel scales; row
+    /// and general kernels only).
+    pub fn key_q8(self, dt: DType, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
+        self.key(dt, bias, add_nc, residual, true).flag("Q8", true)
+    }
 }
 
 impl std::fmt::Display for ConvKernel {
@@ -93,6 +99,8 @@ pub struct ConvShape {
     pub stride: usize,
     /// Packed weights are given.
     pub packed: bool,
+    /// The weights are int8 (packed, with per-channel scales).
+    pub q8: bool,
 }
 
 impl Variant for ConvKernel {
@@ -111,6 +119,7 @@ impl Variant for ConvKernel {
             ConvKernel::General { cb } | ConvKernel::Row3 { cb } if cb != 4 && cb != 8 => {
                 Some("has a register block other than 4 or 8 channels".into())
             }
+            ConvKernel::Tile64 if c.q8 => Some("does not read int8 weights".into()),
             _ if !self.applies_to(c.kh, c.kw, c.stride) => Some(format!(
                 "does not apply to a {}x{} stride-{} conv",
                 c.kh, c.kw, c.stride
@@ -210,6 +219,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
             v.push(k.key(dt, f(0), f(1), f(2), false));
             if k.reads_packed() {
                 v.push(k.key(dt, f(0), f(1), f(2), true));
+                v.push(k.key_q8(dt, f(0), f(1), f(2)));
             }
         }
     }
@@ -263,9 +273,32 @@ pub fn output_size(
     Ok(((hp - kh) / a.stride + 1, (wp - kw) / a.stride + 1))
 }
 
+/// The int8 weights of a W8A32 conv in the layout the kernels read: `q` [Cout, Cin, kh, kw]
+/// (PyTorch layout, row-major) repacked as [⌈Cout/4⌉, Cin, kh·kw, 4] (four output channels
+/// innermost — one u32 word per 4 channels and tap — zero past Cout), as `conv_pack` does for
+/// float weights.
+pub fn pack_q8(q: &[i8], shape: [usize; 4]) -> Vec<i8> {
+    let [cout, cin, kh, kw] = shape;
+    let taps = kh * kw;
+    let mut out = vec![0i8; cout.div_ceil(4) * 4 * cin * taps];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..taps {
+                out[(((co / 4) * cin + ci) * taps + t) * 4 + co % 4] =
+                    q[(co * cin + ci) * taps + t];
+            }
+        }
+    }
+    out
+}
+
 /// One convolution: y = (conv2d(x, weight) + bias + epilogue adds) · epilogue scale.
 /// x [N, Cin, H, W], weight [Cout, Cin, kh, kw], bias [Cout], y [N, Cout, Ho, Wo] with
 /// Ho = (H + 2·pad + extra_end − kh) / stride + 1.
+///
+/// W8A32: `weight` is an `I8` tensor [⌈Cout/4⌉, Cin, kh·kw, 4] ([`pack_q8`]; square kernels)
+/// and `scale` the f32 per-output-channel scales [Cout]:
+/// y = scale[co] · Σ q[co, k] · x[k] + bias[co] (+ epilogue), f32 accumulation.
 #[derive(Clone, Copy)]
 pub struct Conv2dDesc<'a> {
     pub x: &'a Tensor,
@@ -277,6 +310,8 @@ pub struct Conv2dDesc<'a> {
     pub y: &'a Tensor,
     pub args: Conv2dArgs,
     pub epilogue: Epilogue<'a>,
+    /// The per-output-channel scales of int8 `weight` (W8A32; None for float weights).
+    pub scale: Option<&'a Tensor>,
 }
 
 impl<'a> Conv2dDesc<'a> {
@@ -296,7 +331,13 @@ impl<'a> Conv2dDesc<'a> {
             y,
             args,
             epilogue: Epilogue::default(),
+            scale: None,
         }
+    }
+
+    /// With the per-channel scales of int8 weights (see [`Conv2dDesc::scale`]).
+    pub fn with_scale(self, scale: Option<&'a Tensor>) -> Self {
+        Conv2dDesc { scale, ..self }
     }
 
     /// With the packed weights (see [`Conv2dDesc::packed`]).
@@ -331,14 +372,20 @@ pub fn conv2d_variant(
         y,
         args,
         epilogue: epi,
+        scale,
     } = *d;
     const OP: &str = "conv2d";
     nonempty(OP, x)?;
     nonempty(OP, weight)?;
     rank(OP, x, 4, "[N, C, H, W]")?;
-    rank(OP, weight, 4, "[Cout, Cin, kh, kw]")?;
     rank(OP, y, 4, "[N, Cout, Ho, Wo]")?;
-    same_dtype(OP, x, weight)?;
+    let q8 = weight.dtype() == DType::I8;
+    if q8 {
+        rank(OP, weight, 4, "[⌈Cout/4⌉, Cin, kh·kw, 4] int8")?;
+    } else {
+        rank(OP, weight, 4, "[Cout, Cin, kh, kw]")?;
+        same_dtype(OP, x, weight)?;
+    }
     same_dtype(OP, x, y)?;
     if args.stride == 0 {
         return Err(Error::Argument {
@@ -348,12 +395,50 @@ pub fn conv2d_variant(
         });
     }
     let [n, cin, h, w] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    let [cout, wcin, kh, kw] = [
-        weight.shape()[0],
-        weight.shape()[1],
-        weight.shape()[2],
-        weight.shape()[3],
-    ];
+    let [cout, wcin, kh, kw] = if q8 {
+        let scale = scale.ok_or_else(|| Error::Argument {
+            op: OP,
+            arg: "scale",
+            reason: format!("int8 weights `{}` need per-channel scales", weight.name()),
+        })?;
+        super::dtype_is(OP, scale, DType::F32, "dequantisation scales are f32")?;
+        let ws = weight.shape();
+        let cout = scale.numel();
+        let k = (1..=ws[2]).find(|k| k * k == ws[2]).unwrap_or(0);
+        if ws[3] != 4 || k == 0 || ws[0] != cout.div_ceil(4) {
+            return Err(shape_err(
+                OP,
+                weight,
+                format!(
+                    "expected [⌈Cout/4⌉ = {}, Cin, k·k, 4] int8 for the {cout} scales of `{}`",
+                    cout.div_ceil(4),
+                    scale.name()
+                ),
+            ));
+        }
+        if packed.is_some() {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "packed",
+                reason: "int8 weights are already packed".into(),
+            });
+        }
+        [cout, ws[1], k, k]
+    } else {
+        if let Some(s) = scale {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "scale",
+                reason: format!("`{}` given for float weights `{}`", s.name(), weight.name()),
+            });
+        }
+        [
+            weight.shape()[0],
+            weight.shape()[1],
+            weight.shape()[2],
+            weight.shape()[3],
+        ]
+    };
     if wcin != cin {
         return Err(shape_err(
             OP,
@@ -443,13 +528,17 @@ pub fn conv2d_variant(
     if let Some(r) = epi.residual {
         binds.push(("res", r.binding(gpu, OP)?));
     }
+    if let Some(s) = scale {
+        binds.push(("wscale", s.binding(gpu, OP)?));
+    }
     let dt = x.dtype();
     let shape = ConvShape {
         dt,
         kh,
         kw,
         stride: args.stride,
-        packed: packed.is_some(),
+        packed: packed.is_some() || q8,
+        q8,
     };
     // The packed weights' binding, swapped in for `weight` when the row or general kernel runs.
     let packed_bind = packed.map(|t| t.binding(gpu, OP)).transpose()?;
@@ -474,6 +563,24 @@ pub fn conv2d_variant(
             ConvKernel::General { cb } => (cb, false),
             ConvKernel::Row3 { cb } => (cb, true),
         };
+        if q8 {
+            let groups = [
+                u32_param(
+                    OP,
+                    "pixel tiles",
+                    (if row3 {
+                        ho * wo.div_ceil(4)
+                    } else {
+                        (ho * wo).div_ceil(4)
+                    })
+                    .div_ceil(WG[0] as usize),
+                )?,
+                u32_param(OP, "channel tiles", cout.div_ceil(cb * WG[1] as usize))?,
+                u32_param(OP, "batch", n)?,
+            ];
+            let (has_b, add, res) = (bias.is_some(), epi.add_nc.is_some(), epi.residual.is_some());
+            return Ok((v.key_q8(dt, has_b, add, res), groups, false));
+        }
         let pack = packed.is_some();
         // The row kernel tiles each output row into ⌈Wo/4⌉ groups; the general kernel tiles
         // the flattened pixels.
@@ -492,11 +599,12 @@ pub fn conv2d_variant(
     // The variant: given, the default, or the adapter's measured winner when tuning.
     let tuning_key = || {
         format!(
-            "{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}e{}|packed{}",
+            "{dt:?}|{n}x{cin}x{h}x{w}|{cout}|k{kh}x{kw}|s{}p{}e{}|packed{}{}",
             args.stride,
             args.padding,
             args.extra_end,
-            packed.is_some()
+            packed.is_some(),
+            if q8 { "|q8" } else { "" }
         )
     };
     let chosen = select(gpu, variant, &shape, tuning_key, &mut |c| {

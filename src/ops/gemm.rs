@@ -146,6 +146,9 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
                     GemmKernel::Reg4x4 | GemmKernel::Reg8x4 => {
                         for v4 in [false, true] {
                             v.push(key_rows(dt, rows_of(kernel), t, v4, b));
+                            if t {
+                                v.push(key_rows(dt, rows_of(kernel), t, v4, b).flag("Q8", true));
+                            }
                         }
                     }
                 }
@@ -219,11 +222,87 @@ pub fn gemm_variant(
     c: &Tensor,
     variant: Option<GemmKernel>,
 ) -> Result<()> {
+    gemm_impl(rec, d, a, b, None, bias, c, variant)
+}
+
+/// W8A32 GEMM: `b` is an `I8` tensor [N, ldb] (C = alpha·A·Bᵀ, `d.trans_b`, shared by every
+/// batch) with f32 per-row scales `scale` [N]:
+/// C[m, n] = alpha · scale[n] · Σ_k A[m, k] · q[n, k] + bias[n], f32 accumulation. `variant`
+/// as in [`gemm_variant`] (the register-blocked kernels only; no tuning).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_q8(
+    rec: &mut Recorder<'_>,
+    d: &GemmDesc,
+    a: &Tensor,
+    b: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    variant: Option<GemmKernel>,
+) -> Result<()> {
+    gemm_impl(rec, d, a, b, Some(scale), bias, c, variant)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_impl(
+    rec: &mut Recorder<'_>,
+    d: &GemmDesc,
+    a: &Tensor,
+    b: &Tensor,
+    scale: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    variant: Option<GemmKernel>,
+) -> Result<()> {
     const OP: &str = "gemm";
     for t in [a, b, c] {
         nonempty(OP, t)?;
     }
-    same_dtype(OP, a, b)?;
+    let q8 = b.dtype() == DType::I8;
+    match (q8, scale) {
+        (false, None) => same_dtype(OP, a, b)?,
+        (true, Some(s)) => {
+            super::dtype_is(OP, s, DType::F32, "dequantisation scales are f32")?;
+            if s.numel() != d.n {
+                return Err(shape_err(
+                    OP,
+                    s,
+                    format!("expected [{}] (one per row of `{}`)", d.n, b.name()),
+                ));
+            }
+            if !d.trans_b || d.b_strides != [0, 0] {
+                return Err(Error::Argument {
+                    op: OP,
+                    arg: "trans_b",
+                    reason: format!(
+                        "int8 `{}` must be shared [N, K] weights (C = A·Bᵀ)",
+                        b.name()
+                    ),
+                });
+            }
+            if variant == Some(GemmKernel::Tile64) {
+                return Err(Error::Argument {
+                    op: OP,
+                    arg: "variant",
+                    reason: "tile64 does not read int8 weights".into(),
+                });
+            }
+        }
+        (true, None) => {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "scale",
+                reason: format!("int8 weights `{}` need per-row scales", b.name()),
+            })
+        }
+        (false, Some(s)) => {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "scale",
+                reason: format!("`{}` given for float weights `{}`", s.name(), b.name()),
+            })
+        }
+    }
     same_dtype(OP, a, c)?;
     if d.m == 0 || d.n == 0 || d.k == 0 || d.batch == 0 || d.batch_inner == 0 {
         return Err(Error::Argument {
@@ -290,12 +369,15 @@ pub fn gemm_variant(
     if let Some(bias) = bias {
         binds.push(("bias", bias.binding(gpu, OP)?));
     }
+    if let Some(s) = scale {
+        binds.push(("wscale", s.binding(gpu, OP)?));
+    }
     let launch = |v: GemmKernel| -> Result<(KernelKey, [u32; 3])> {
         // The key and the columns × rows of C one workgroup covers.
         let (key, cols, rows) = match v {
             GemmKernel::Reg4x4 | GemmKernel::Reg8x4 => {
                 let rows = rows_of(v);
-                let k = key_rows(a.dtype(), rows, d.trans_b, vec4, bias.is_some());
+                let k = key_rows(a.dtype(), rows, d.trans_b, vec4, bias.is_some()).flag("Q8", q8);
                 (k, 4 * WG[0] as usize, rows * WG[1] as usize)
             }
             GemmKernel::Tile64 => (key_tile(a.dtype(), d.trans_b, bias.is_some()), 64, 64),
@@ -319,6 +401,11 @@ pub fn gemm_variant(
             vec4
         )
     };
+    if q8 {
+        let (key, groups) = launch(variant.unwrap_or_else(|| default_variant(gpu.info(), d)))?;
+        rec.dispatch(&key, &p, &binds, groups)?;
+        return Ok(());
+    }
     let chosen = select(gpu, variant, d, tuning_key, &mut |v| {
         let (key, groups) = launch(v)?;
         time_recorded(gpu, &mut |r| {
@@ -420,4 +507,37 @@ pub fn linear(
     }
     let y2 = y.reshape(&[rows, w.shape()[0]])?;
     matmul(rec, &x2, w, bias, &y2, true, 1.0)
+}
+
+/// W8A32 `nn.Linear`: y [.., out] = x [.., in] · (scale ⊙ q)ᵀ + bias, with `q` an `I8` tensor
+/// [out, in] (PyTorch layout) and `scale` [out] f32 (see [`gemm_q8`]).
+pub fn linear_q8(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    q: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+) -> Result<()> {
+    const OP: &str = "linear";
+    super::rank(OP, q, 2, "[out_features, in_features] int8")?;
+    let xs = x.shape();
+    let (fout, fin) = (q.shape()[0], q.shape()[1]);
+    if xs.last() != Some(&fin) {
+        return Err(shape_err(
+            OP,
+            x,
+            format!("expected [.., {fin}] (the in_features of `{}`)", q.name()),
+        ));
+    }
+    let rows = x.numel() / fin;
+    let mut want_y = xs.to_vec();
+    if let Some(l) = want_y.last_mut() {
+        *l = fout;
+    }
+    if y.shape() != want_y.as_slice() {
+        return Err(shape_err(OP, y, format!("expected {want_y:?}")));
+    }
+    let d = GemmDesc::single(rows, fout, fin, true);
+    gemm_q8(rec, &d, x, q, scale, bias, y, None)
 }

@@ -29,7 +29,7 @@ fn key() -> KernelKey {
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     match dt {
         DType::F32 => vec![key()],
-        DType::F16 => vec![],
+        DType::F16 | DType::I8 => vec![],
     }
 }
 

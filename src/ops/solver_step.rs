@@ -51,6 +51,7 @@ fn dt_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F16 => "f16",
+        DType::I8 => "i8",
     }
 }
 

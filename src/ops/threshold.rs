@@ -28,7 +28,7 @@ fn key(shift: bool) -> KernelKey {
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     match dt {
         DType::F32 => vec![key(false), key(true)],
-        DType::F16 => vec![],
+        DType::F16 | DType::I8 => vec![],
     }
 }
 

@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 
 pub mod generate;
 pub mod invert;
+pub mod quantize;
 pub mod restore;
 
 /// Options of one sampling run.

@@ -1,0 +1,218 @@
+//! Post-training quantization of a model folder (Shang et al., "Post-training Quantization on
+//! Diffusion Models", CVPR 2023 — PTQ4DM): every conv and linear weight becomes symmetric
+//! per-output-channel int8 with an MSE-chosen clipping range (`load::quant`); norms, embeddings
+//! and biases are copied unchanged. The output folder is written into a temporary sibling and
+//! renamed into place, so a failure leaves nothing behind.
+
+use crate::error::{Error, Result};
+use crate::load::quant::{self, Activations, QuantConfig};
+use crate::load::{self, Weights};
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::{Path, PathBuf};
+
+/// Timesteps the activation calibration inputs are recorded at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calibration {
+    /// PTQ4DM's Normally Distributed Time-step Calibration.
+    Nd,
+    /// Uniform over the sampler's timesteps (the paper's baseline).
+    Uniform,
+}
+
+/// Options of [`quantize_folder`] (`diffuse quantize`).
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    /// The weight scheme; only "int8".
+    pub weights: String,
+    pub activations: Activations,
+    pub calibration: Calibration,
+    /// Calibration inputs (≥ 1; used with int8 activations).
+    pub calibration_samples: usize,
+    pub seed: u64,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            weights: "int8".into(),
+            activations: Activations::None,
+            calibration: Calibration::Nd,
+            calibration_samples: 256,
+            seed: 0,
+        }
+    }
+}
+
+/// What [`quantize_folder`] did.
+#[derive(Debug, Clone)]
+pub struct QuantizeReport {
+    /// Conv/linear weights turned into int8.
+    pub quantized: usize,
+    /// Tensors copied unchanged (norms, embeddings, biases).
+    pub copied: usize,
+    /// Weight file sizes before and after.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Mean over the quantized weights of the relative RMS error ‖w − s·q‖ / ‖w‖.
+    pub mean_rel_rms: f64,
+}
+
+fn arg(reason: String, what: &'static str) -> Error {
+    Error::Argument {
+        op: "quantize",
+        arg: what,
+        reason,
+    }
+}
+
+/// Quantizes the diffusers model folder `model` into the new folder `out`.
+pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<QuantizeReport> {
+    if o.weights != "int8" {
+        return Err(arg(
+            format!("unknown weight scheme `{}` (expected int8)", o.weights),
+            "weights",
+        ));
+    }
+    if o.calibration_samples < 1 {
+        return Err(arg("must be at least 1".into(), "calibration_samples"));
+    }
+    if o.activations == Activations::Int8 {
+        return Err(arg(
+            "int8 activations (W8A8 with NDTC/uniform calibration) are not implemented yet; \
+             use none (W8A32)"
+                .into(),
+            "activations",
+        ));
+    }
+    let dir = load::resolve_model_dir(model, "unet")?;
+    let cfg_path = dir.join(load::CONFIG);
+    let mut cfg = load::read_json(&cfg_path)?;
+    if cfg.get("quantization_config").is_some() {
+        return Err(Error::Config {
+            file: cfg_path.display().to_string(),
+            field: "quantization_config".into(),
+            reason: "the folder is already quantized".into(),
+        });
+    }
+    if out.exists() {
+        return Err(arg(
+            format!("{} already exists; give a new folder", out.display()),
+            "out",
+        ));
+    }
+    let w = Weights::open(&dir.join(load::WEIGHTS))?;
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let (mut quantized, mut copied, mut rel) = (0, 0, 0.0);
+    for name in w.names() {
+        let Some((dt, shape, raw)) = w.raw(&name) else {
+            continue;
+        };
+        let float = matches!(dt, Dtype::F32 | Dtype::F16 | Dtype::BF16);
+        if float && quant::is_quantizable(&name, &shape) {
+            let h = w.read_f32(&name, None)?;
+            if let Some(i) = h.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Load {
+                    file: dir.join(load::WEIGHTS).display().to_string(),
+                    reason: format!("tensor `{name}` holds a non-finite value at flat index {i}"),
+                });
+            }
+            let (q, s) = quant::quantize_weight(&h.data, shape[0]);
+            let per = q.len() / shape[0];
+            let (mut num, mut den) = (0.0, 0.0);
+            for (i, (&qv, &wv)) in q.iter().zip(&h.data).enumerate() {
+                let d = wv as f64 - s[i / per] as f64 * qv as f64;
+                num += d * d;
+                den += (wv as f64) * (wv as f64);
+            }
+            rel += if den > 0.0 { (num / den).sqrt() } else { 0.0 };
+            quantized += 1;
+            tensors.push((
+                format!("{name}{}", quant::SCALE_SUFFIX),
+                Dtype::F32,
+                vec![shape[0]],
+                s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ));
+            tensors.push((name, Dtype::I8, shape, q.iter().map(|&v| v as u8).collect()));
+        } else {
+            copied += 1;
+            tensors.push((name, dt, shape, raw.to_vec()));
+        }
+    }
+    if quantized == 0 {
+        return Err(Error::Load {
+            file: dir.join(load::WEIGHTS).display().to_string(),
+            reason: "no conv or linear weights to quantize".into(),
+        });
+    }
+    let qc = QuantConfig {
+        activations: o.activations,
+    };
+    cfg["quantization_config"] = qc.to_json(None);
+    let views = tensors
+        .iter()
+        .map(|(n, dt, shape, b)| {
+            TensorView::new(*dt, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| write_err(out, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, None).map_err(|e| write_err(out, e.to_string()))?;
+    let cfg_text = serde_json::to_string_pretty(&cfg).map_err(|e| write_err(out, e.to_string()))?;
+    let tmp = temp_sibling(out);
+    let result = write_folder(&dir, &tmp, &cfg_text, &data)
+        .and_then(|()| {
+            // A pipeline folder keeps its scheduler config in scheduler/: bring it along.
+            let sched = model.join("scheduler").join(load::SCHEDULER_CONFIG);
+            let dst = tmp.join(load::SCHEDULER_CONFIG);
+            if dir != model && sched.is_file() && !dst.exists() {
+                std::fs::copy(&sched, &dst).map_err(|e| write_err(&sched, e.to_string()))?;
+            }
+            Ok(())
+        })
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| write_err(out, e.to_string())));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    let bytes_in = std::fs::metadata(dir.join(load::WEIGHTS)).map_or(0, |m| m.len());
+    Ok(QuantizeReport {
+        quantized,
+        copied,
+        bytes_in,
+        bytes_out: data.len() as u64,
+        mean_rel_rms: rel / quantized as f64,
+    })
+}
+
+fn write_err(out: &Path, reason: String) -> Error {
+    Error::Write {
+        file: out.display().to_string(),
+        reason,
+    }
+}
+
+fn temp_sibling(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "quantized".into());
+    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// The new folder: the other files of the model folder (scheduler config, model card) copied,
+/// then config.json and the weights.
+fn write_folder(dir: &Path, tmp: &Path, cfg: &str, weights: &[u8]) -> Result<()> {
+    let fail = |p: &Path, e: std::io::Error| write_err(p, e.to_string());
+    std::fs::create_dir_all(tmp).map_err(|e| fail(tmp, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let entry = entry.map_err(|e| fail(dir, e))?;
+        let name = entry.file_name();
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if is_file && name != load::CONFIG && name != load::WEIGHTS {
+            std::fs::copy(entry.path(), tmp.join(&name)).map_err(|e| fail(&entry.path(), e))?;
+        }
+    }
+    std::fs::write(tmp.join(load::CONFIG), cfg).map_err(|e| fail(tmp, e))?;
+    std::fs::write(tmp.join(load::WEIGHTS), weights).map_err(|e| fail(tmp, e))?;
+    Ok(())
+}
