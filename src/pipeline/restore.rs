@@ -90,10 +90,15 @@ impl MrsFlags {
         };
         if !(1..=max).contains(&o.order) {
             return Err(rarg(
-                "--order",
+                if order.is_some() {
+                    "--order"
+                } else {
+                    "solver_order"
+                },
                 format!(
-                    "{} is not supported by the {} solver (orders 1–{max})",
-                    o.order, o.solver_type
+                    "{} orders 1–{max} are supported, not {}",
+                    o.solver_type.name().to_uppercase(),
+                    o.order
                 ),
             ));
         }

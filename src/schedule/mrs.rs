@@ -161,17 +161,23 @@ fn arg(name: &'static str, reason: String) -> Error {
 
 impl MeanReverting {
     /// The discrete arrays of the official sampler: α_i = e^{−θ̄_i·dt}, σ_i = σ̄_i,
-    /// λ_i = ln α_i − ln σ_i for i = 0..=T.
+    /// λ_i = ln α_i − ln σ_i for i = 0..=T, computed in f32 as the official code computes them
+    /// (torch f32 tensors). This matters at t = 0: 1 − e^{−2θ̄_0·dt} cancels in f32, which moves
+    /// the official σ_0 and λ_0 (by ~6e-5 for the released process) and with λ_0 every
+    /// linear-λ time.
     pub fn discrete_arrays(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let t_max = self.theta.len() - 1;
-        let alpha: Vec<f64> = (0..=t_max).map(|i| self.m(i as f64)).collect();
-        let sigma: Vec<f64> = (0..=t_max).map(|i| self.sigma_bar(i as f64)).collect();
-        let lambda = alpha
-            .iter()
-            .zip(&sigma)
-            .map(|(a, s)| a.ln() - s.ln())
-            .collect();
-        (alpha, sigma, lambda)
+        let dt = self.dt as f32;
+        let ms2 = (self.max_sigma * self.max_sigma) as f32;
+        let mut out = (vec![], vec![], vec![]);
+        for &tb in &self.theta_bar {
+            let cs = tb as f32;
+            let alpha = (-cs * dt).exp();
+            let sigma = (ms2 * (1.0 - (-2.0 * cs * dt).exp())).sqrt();
+            out.0.push(alpha as f64);
+            out.1.push(sigma as f64);
+            out.2.push((alpha.ln() - sigma.ln()) as f64);
+        }
+        out
     }
 
     /// The official `max_timestep`: T minus the number of discrete λ_i below λ_min (λ
