@@ -463,3 +463,108 @@ fn the_cli_reproduces_official_runs_and_refuses_bad_options_by_name() {
         .unwrap();
     assert!(rel_err(&got.data, &want.data) <= 1e-4);
 }
+
+/// Supplied per-step draws (`Buf::StepNoise`) are the draws the executor would take itself:
+/// an SDE program reading draw k equals the same program drawing in-kernel when draw k is the
+/// reference Philox's stream k + 1 (x_T is stream 0; each step's update is the next drawing
+/// instruction). Host interpreter (f64, exact up to summation order) and GPU executor (f32).
+#[test]
+fn supplied_step_noise_equals_the_executors_own_draws() {
+    use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+    use diffuse::reference::philox_normal;
+    use diffuse::solvers::interpreter::{self, HostRun};
+    let sched = process();
+    let mix = GaussianMixture {
+        shape: [1, 4, 4],
+        weights: vec![0.6, 0.4],
+        means: vec![
+            vec![0.3; 16],
+            (0..16).map(|i| (i % 3) as f64 * 0.2 - 0.2).collect(),
+        ],
+        variances: vec![0.02, 0.05],
+    };
+    let (batch, seed) = (3usize, 7u64);
+    let shape = [batch, 1, 4, 4];
+    let n = batch * 16;
+    let mu: Vec<f64> = (0..n).map(|i| ((i * 7 % 11) as f64 / 11.0) - 0.5).collect();
+    let y_in = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+    for (form, order, sched_name) in [("data", 2, "linspace"), ("noise", 1, "karras-t")] {
+        let o = MrsOptions {
+            solver_type: diffuse::schedule::mrs::MrSolverType::Sde,
+            order,
+            form: form.parse().unwrap(),
+            time_schedule: sched_name.parse().unwrap(),
+            ..Default::default()
+        };
+        let drawn = mrs_program(&sched, &o, 8, Prediction::Epsilon, &y_in, false).unwrap();
+        let supplied = mrs_program(&sched, &o, 8, Prediction::Epsilon, &y_in, true).unwrap();
+        let k = supplied.step_noise_draws();
+        assert_eq!(k, 8);
+        let z: Vec<f64> = (0..k)
+            .flat_map(|s| (0..n).map(move |e| philox_normal(seed, s as u32 + 1, e as u64)))
+            .collect();
+        let host = |p, step_noise| {
+            let opts = HostRun {
+                shape: &shape,
+                seed,
+                noise: None,
+                cond: Some(&mu),
+                step_noise,
+            };
+            let mut m = HostMixture {
+                mixture: mix.clone(),
+                prediction: Prediction::Epsilon,
+            };
+            interpreter::run(p, &mut m, &opts, |_, _| {}).unwrap()
+        };
+        let (a, b) = (host(&drawn, None), host(&supplied, Some(&z[..])));
+        let d = a
+            .iter()
+            .zip(&b)
+            .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-12, "{form} host: {d:e}");
+        // Without the draws the supplied program is refused by name.
+        let e = interpreter::run(
+            &supplied,
+            &mut HostMixture {
+                mixture: mix.clone(),
+                prediction: Prediction::Epsilon,
+            },
+            &HostRun {
+                shape: &shape,
+                seed,
+                noise: None,
+                cond: Some(&mu),
+                step_noise: None,
+            },
+            |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("step_noise"), "{e}");
+
+        let gpu = common::gpu();
+        let mu32: Vec<f32> = mu.iter().map(|&v| v as f32).collect();
+        let cond = Tensor::from_f32(gpu, "mu", &shape, &mu32, DType::F32).unwrap();
+        let mut model =
+            AnalyticDenoiser::new(gpu, mix.clone(), Prediction::Epsilon, batch, DType::F32)
+                .unwrap();
+        let run = |p, z: Option<&[f32]>, model: &mut AnalyticDenoiser| {
+            let exec = Executor::with_condition(gpu, model, p, seed, false, Some(&cond)).unwrap();
+            if let Some(z) = z {
+                exec.set_step_noise(gpu, z).unwrap();
+            }
+            exec.run(gpu, model, |_, _| {})
+                .unwrap()
+                .to_vec_f32(gpu)
+                .unwrap()
+        };
+        let z32: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+        let g1 = run(&drawn, None, &mut model);
+        let g2 = run(&supplied, Some(&z32), &mut model);
+        let e = rel_err(&g2, &g1);
+        assert!(e < 1e-5, "{form} GPU: {e:e}");
+        let want: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        assert!(rel_err(&g2, &want) < 1e-4, "{form} GPU vs host");
+    }
+}

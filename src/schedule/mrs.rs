@@ -234,17 +234,20 @@ impl MeanReverting {
                     .map(|k| max_t as f64 - k as f64 * interval)
                     .collect()
             }
-            TimeSchedule::KarrasN => {
+            TimeSchedule::KarrasN if official => {
                 let se: Vec<f64> = sigma.iter().zip(&alpha).map(|(s, a)| s / a).collect();
-                let (lo, hi) = (se[0], se[n_train]);
-                let sig = super::karras_sigmas(lo, hi, n + 1, o.rho);
-                sig.iter()
-                    .map(|&s| {
-                        if official {
-                            interpolate(s, &se, &t_arr)
-                        } else {
-                            self.t_from_lambda(-s.ln())
-                        }
+                let sig = super::karras_sigmas(se[0], se[n_train], n + 1, o.rho);
+                sig.iter().map(|&s| interpolate(s, &se, &t_arr)).collect()
+            }
+            TimeSchedule::KarrasN => {
+                // σ/α of the continuous process, its ends pinned to T and 0.
+                let se = |t: f64| self.sigma_bar(t) / self.m(t);
+                let sig = super::karras_sigmas(se(0.0), se(n_train as f64), n + 1, o.rho);
+                (0..=n)
+                    .map(|i| match i {
+                        0 => n_train as f64,
+                        i if i == n => 0.0,
+                        i => self.t_from_lambda(-sig[i].ln()),
                     })
                     .collect()
             }
@@ -355,7 +358,10 @@ mod tests {
         // At t = 0 the f32 cancellation in 1 − e^{−2θ̄_0·dt} moves the official λ_0 (as torch
         // computes it: 6.1114955 against 6.1114354 in f64).
         let (o0, c0) = (s.discrete_arrays().2[0], s.lambda(0.0));
-        assert!((o0 - 6.1114955).abs() < 2e-6 && (c0 - 6.1114354).abs() < 1e-6, "{o0} {c0}");
+        assert!(
+            (o0 - 6.1114955).abs() < 2e-6 && (c0 - 6.1114354).abs() < 1e-6,
+            "{o0} {c0}"
+        );
     }
 
     #[test]
@@ -403,6 +409,12 @@ mod tests {
         };
         let m = s.max_timestep(-2.0).unwrap() as f64;
         assert_eq!(s.mrs_times(&clip, 4).unwrap()[0], m);
+        // Consistent karras-n (ρ = 7) is the continuous-process grid of `karras_times`.
+        let kc = MrsOptions {
+            interpolation: Interpolation::Consistent,
+            ..mk(TimeSchedule::KarrasN)
+        };
+        assert_eq!(s.mrs_times(&kc, 6).unwrap(), s.karras_times(6));
         let e = s
             .mrs_times(&mk(TimeSchedule::Leading), 200)
             .unwrap_err()
