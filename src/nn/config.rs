@@ -43,16 +43,10 @@ pub enum UpBlockType {
 
 impl UpBlockType {
     pub fn has_attention(self) -> bool {
-        matches!(
-            self,
-            UpBlockType::AttnUpBlock2D | UpBlockType::AttnSkipUpBlock2D
-        )
+        matches!(self, UpBlockType::AttnUpBlock2D | UpBlockType::AttnSkipUpBlock2D)
     }
     pub fn is_skip(self) -> bool {
-        matches!(
-            self,
-            UpBlockType::SkipUpBlock2D | UpBlockType::AttnSkipUpBlock2D
-        )
+        matches!(self, UpBlockType::SkipUpBlock2D | UpBlockType::AttnSkipUpBlock2D)
     }
 }
 

@@ -115,9 +115,12 @@ impl DownBlock {
         }
         let down = match down {
             None => Downsampler::None,
-            Some((super::config::Resample::Conv, padding)) => Downsampler::Conv(
-                Downsample2D::load(l, &format!("{prefix}.downsamplers.0"), cout, padding)?,
-            ),
+            Some((super::config::Resample::Conv, padding)) => Downsampler::Conv(Downsample2D::load(
+                l,
+                &format!("{prefix}.downsamplers.0"),
+                cout,
+                padding,
+            )?),
             Some((super::config::Resample::Resnet, _)) => Downsampler::Resnet(resampling_resnet(
                 l,
                 &format!("{prefix}.downsamplers.0"),
