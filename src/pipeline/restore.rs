@@ -202,8 +202,9 @@ impl Restorer {
                 let program = match s {
                     "mrs" => {
                         let m = o.mrs.apply(mr.sampler, o.solver.as_deref(), o.order)?;
-                        if let Err(e) = sched.max_timestep(m.lambda_min) {
-                            return Err(rarg("--lambda-min", e.to_string()));
+                        if let Err(Error::Argument { reason, .. }) = sched.max_timestep(m.lambda_min)
+                        {
+                            return Err(rarg("--lambda-min", reason));
                         }
                         if o.mrs.step_noise && m.solver_type != mr_sampler::MrSolverType::Sde {
                             return Err(rarg(
