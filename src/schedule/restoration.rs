@@ -204,6 +204,70 @@ mod tests {
     }
 
     #[test]
+    fn mr_sampler_fields_default_to_the_released_config_and_parse() {
+        use crate::schedule::mrs::{Interpolation, MrPrediction, MrSolverType, TimeSchedule};
+        let v = serde_json::json!({"_class_name": "MeanRevertingScheduler"});
+        let c = MrConfig::from_json(&v, "mr.json").unwrap().sampler;
+        // config/daclip-sde/options/mrsampler.yml: ode, data, order 2, linspace, λ_min −5.
+        assert_eq!(
+            (
+                c.solver_type,
+                c.form,
+                c.order,
+                c.time_schedule,
+                c.lambda_min,
+                c.denoise_last
+            ),
+            (
+                MrSolverType::Ode,
+                MrPrediction::Data,
+                2,
+                TimeSchedule::Linspace,
+                -5.0,
+                false
+            )
+        );
+        let v = serde_json::json!({"_class_name": "MeanRevertingScheduler", "solver_type": "sde",
+            "solver_order": 1, "solver_form": "noise", "time_schedule": "karras-t",
+            "lambda_min": "-Infinity", "denoise_last": true, "interpolation": "consistent",
+            "rho": 5, "timestep_offset": 2});
+        let c = MrConfig::from_json(&v, "mr.json").unwrap().sampler;
+        assert_eq!(
+            (
+                c.solver_type,
+                c.order,
+                c.form,
+                c.time_schedule,
+                c.interpolation
+            ),
+            (
+                MrSolverType::Sde,
+                1,
+                MrPrediction::Noise,
+                TimeSchedule::KarrasT,
+                Interpolation::Consistent
+            )
+        );
+        assert_eq!(
+            (c.lambda_min, c.denoise_last, c.rho, c.timestep_offset),
+            (f64::NEG_INFINITY, true, 5.0, 2)
+        );
+        for (k, bad) in [
+            ("solver_order", "1.5"),
+            ("rho", "-1"),
+            ("timestep_offset", "1000"),
+            ("solver_type", "\"euler\""),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&format!(
+                r#"{{"_class_name": "MeanRevertingScheduler", "{k}": {bad}}}"#
+            ))
+            .unwrap();
+            let e = MrConfig::from_json(&v, "mr.json").unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains("mr.json"), "{e}");
+        }
+    }
+
+    #[test]
     fn mean_reverting_reference_values() {
         // samplers.md §1, MRS variant: T = 100, ε_end = 0.005, max_sigma = 50 (→ 50/255).
         let s = MeanReverting::cosine(100, 0.005, 50.0, false);
