@@ -31,7 +31,7 @@ cond)
 restore)
   # MRS rows: ODE and SDE of order 2 on the paper's default schedule (linspace) and on linear-λ,
   # both with the official α/σ/λ interpolation (the default), NFE 5…100 (cheapest first);
-  # `consistent` re-runs linear-λ with λ = ln(α/σ) (the rows measured before the official mode).
+  # CONSISTENT=1 adds linear-λ with λ = ln(α/σ) (`--interpolation consistent`).
   P=${P:-32}
   cells=()
   for k in 5 10 20 50 100; do
@@ -42,6 +42,8 @@ restore)
     cells+=("mrs-ode-linear-lambda-consistent:$k" "mrs-sde-linear-lambda-consistent:$k"); done
   for cell in "${cells[@]}"; do
     s=${cell%%:*}; k=${cell##*:}
+    # ONLY=pattern restricts the run to matching cells (e.g. ONLY='*consistent:[0-9]').
+    [ -n "${ONLY:-}" ] && [[ $cell != $ONLY ]] && continue
     f="$OUT/restore-$s-$k.json"; [ -f "$f" ] && continue
     case $s in
       mrs-*) IFS=- read -r _ solver sched <<<"$s"
