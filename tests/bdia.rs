@@ -156,6 +156,7 @@ fn run(
                 seed: 0,
                 noise: Some(&x),
                 cond: c.as_deref(),
+                step_noise: None,
             };
             let (out, slots) =
                 interpreter::run_states(program, &mut host_model(case), &opts, |_, _| {}).unwrap();
@@ -325,6 +326,7 @@ fn f64_round_trip_is_exact_and_ddim_inversion_is_not() {
                 seed: 0,
                 noise: Some(&lat),
                 cond: next.as_deref(),
+                step_noise: None,
             };
             let rec = interpreter::run(&program, &mut host_model(&case), &opts, |_, _| {}).unwrap();
             let e = rel(&rec, &x0);
@@ -347,6 +349,7 @@ fn f64_round_trip_is_exact_and_ddim_inversion_is_not() {
             seed: 5,
             noise: None,
             cond: None,
+            step_noise: None,
         };
         let p = solvers::build(&ddim, 200).unwrap();
         let case = toy_case(ddim.clone(), 200);
@@ -368,6 +371,7 @@ fn f64_round_trip_is_exact_and_ddim_inversion_is_not() {
             seed: 0,
             noise: Some(&lat),
             cond: None,
+            step_noise: None,
         };
         let rec = interpreter::run(&program, &mut host_model(&case), &opts, |_, _| {}).unwrap();
         let e = rel(&rec, &x0);
@@ -463,6 +467,7 @@ fn bad_configs_and_inversions_are_errors_naming_the_field() {
                 seed: 3,
                 noise: None,
                 cond: None,
+                step_noise: None,
             },
             |_, _| {},
         )
@@ -475,6 +480,7 @@ fn bad_configs_and_inversions_are_errors_naming_the_field() {
                 seed: 3,
                 noise: None,
                 cond: None,
+                step_noise: None,
             },
             |_, _| {},
         )

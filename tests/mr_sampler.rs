@@ -11,10 +11,11 @@ use common::Backend;
 use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
 use diffuse::models::{HostDenoiser, Prediction};
 use diffuse::schedule::config::{DpmAlgorithm, SolverType};
+use diffuse::schedule::mrs::{Interpolation, MrsOptions};
 use diffuse::schedule::options::DpmSolverConfig;
 use diffuse::schedule::restoration::MeanReverting;
 use diffuse::selfcheck::TestRng;
-use diffuse::solvers::mr_sampler::{ode_program, MrPrediction};
+use diffuse::solvers::mr_sampler::{ode_program, program_on_grid, MrPrediction};
 use diffuse::solvers::program::{Buf, ModelTime};
 use diffuse::solvers::{dpm_solver, program::Program};
 use diffuse::{DType, Tensor};
@@ -500,19 +501,29 @@ fn mr_schedules_denoise_last(backend: Backend) {
     // denoise_last returns μ + the last x̂0 − μ: with a fixed x0-predicting model, exactly x0.
     let x0 = TestRng(11).values(16, -1.0, 1.0, DType::F32);
     let mu_v = TestRng(12).values(16, -1.0, 1.0, DType::F32);
-    let p = ode_program(
-        &sched,
-        &sched.karras_times(6),
-        2,
-        MrPrediction::Data,
-        Prediction::Sample,
-        &[(Buf::X, 1.0)],
-    )
-    .unwrap();
-    let p = diffuse::solvers::mr_sampler::denoise_last(p, MrPrediction::Data).unwrap();
-    let got = run_fixed(backend, &[1, 1, 4, 4], &x0, None, &p, 0, None, Some(&mu_v));
-    let worst = max_diff(&got, &x0);
-    assert!(worst < 1e-6, "{worst}");
+    // Both forms: the noise form converts its last ε̂ back to x̂0. 6 steps, 6 NFE.
+    for form in [MrPrediction::Data, MrPrediction::Noise] {
+        let o = MrsOptions {
+            order: 2,
+            form,
+            denoise_last: true,
+            ..Default::default()
+        };
+        let grid = sched.mrs_grid(&sched.karras_times(6), Interpolation::Consistent);
+        let p = program_on_grid(
+            &grid,
+            sched.max_sigma,
+            &o,
+            Prediction::Sample,
+            &[(Buf::X, 1.0)],
+            false,
+        )
+        .unwrap();
+        assert_eq!((p.nfe, p.steps.len()), (6, 6));
+        let got = run_fixed(backend, &[1, 1, 4, 4], &x0, None, &p, 0, None, Some(&mu_v));
+        let worst = max_diff(&got, &x0);
+        assert!(worst < 1e-5, "{form}: {worst}");
+    }
 }
 
 /// An MR velocity network built from the ε-predicting analytic model: with y = x − μ,

@@ -148,7 +148,7 @@ fn shipped_mr_restoration_model_beats_its_degraded_input() {
     // assets/fmnist-sr4: 4× super-resolution by mean-reverting diffusion. The MR Sampler (SDE,
     // order 2, 10 NFE) on the first 8 held-out pairs must beat the degraded input clearly in
     // both PSNR and SSIM (measured on 16 pairs when written: 18.4 dB / 0.67 vs 15.5 dB / 0.37).
-    use diffuse::pipeline::restore::{RestoreOptions, Restorer};
+    use diffuse::pipeline::restore::{MrsFlags, RestoreOptions, Restorer};
     let gpu = common::gpu();
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fmnist-sr4");
     let set = diffuse::load::Weights::open(&d.join("testset.safetensors")).unwrap();
@@ -157,10 +157,16 @@ fn shipped_mr_restoration_model_beats_its_degraded_input() {
     assert_eq!(degraded.shape, vec![256, 1, 28, 28]);
     let o = RestoreOptions {
         sampler: "mrs".into(),
-        solver: "sde".into(),
-        order: 2,
+        solver: Some("sde".into()),
+        order: Some(2),
         steps: 10,
         dtype: DType::F32,
+        // The grid this bound was measured on (before the official defaults).
+        mrs: MrsFlags {
+            time_schedule: Some("linear-lambda".into()),
+            interpolation: Some("consistent".into()),
+            ..Default::default()
+        },
     };
     let r = Restorer::load(gpu, &d, &o).unwrap();
     assert_eq!(r.nfe(), 10);

@@ -29,15 +29,26 @@ cond)
       --batch 100 --seed 0 "${g[@]}" --json "$f" 2>/dev/null
   done ;;
 restore)
-  P=${P:-16}
-  for cell in mrs-ode:5 mrs-ode:10 mrs-ode:20 mrs-ode:50 mrs-ode:100 mrs-sde:5 mrs-sde:10 mrs-sde:20 \
-              mrs-sde:50 mrs-sde:100 mr-posterior:5 mr-posterior:10 mr-posterior:20 mr-posterior:50 \
-              mr-posterior:100 mr-euler:100; do
+  # MRS rows: ODE and SDE of order 2 on the paper's default schedule (linspace) and on linear-λ,
+  # both with the official α/σ/λ interpolation (the default), NFE 5…100 (cheapest first);
+  # CONSISTENT=1 adds linear-λ with λ = ln(α/σ) (`--interpolation consistent`).
+  P=${P:-32}
+  cells=()
+  for k in 5 10 20 50 100; do
+    for s in mrs-ode-linspace mrs-ode-linear-lambda mrs-sde-linspace mrs-sde-linear-lambda; do cells+=("$s:$k"); done
+  done
+  cells+=(mr-posterior:5 mr-posterior:10 mr-posterior:20 mr-posterior:50 mr-posterior:100 mr-euler:100)
+  [ -n "${CONSISTENT:-}" ] && for k in 5 10 20 50 100; do
+    cells+=("mrs-ode-linear-lambda-consistent:$k" "mrs-sde-linear-lambda-consistent:$k"); done
+  for cell in "${cells[@]}"; do
     s=${cell%%:*}; k=${cell##*:}
+    # ONLY=pattern restricts the run to matching cells (e.g. ONLY='*consistent:[0-9]').
+    [ -n "${ONLY:-}" ] && [[ $cell != $ONLY ]] && continue
     f="$OUT/restore-$s-$k.json"; [ -f "$f" ] && continue
     case $s in
-      mrs-ode) a=(--sampler mrs --solver ode --order 2) ;;
-      mrs-sde) a=(--sampler mrs --solver sde --order 2) ;;
+      mrs-*) IFS=- read -r _ solver sched <<<"$s"
+             interp=official; case $sched in *-consistent) interp=consistent; sched=${sched%-consistent} ;; esac
+             a=(--sampler mrs --solver "$solver" --order 2 --time-schedule "$sched" --interpolation "$interp") ;;
       *) a=(--sampler "$s") ;;
     esac
     $BIN eval-restore --model assets/fmnist-sr4 "${a[@]}" --steps "$k" --num-samples "$P" \
@@ -87,7 +98,13 @@ res = load("restore-*.json")
 if res:
     rows = {}
     for r in res:
-        name = r["sampler"] if r["sampler"] != "mrs" else f"MRS-{r['solver'].upper()} order {r['order']}"
+        # Reports from before the time-schedule options ran linear-λ with λ = ln(α/σ).
+        sched = r.get("time_schedule") or "linear-lambda"
+        interp = r.get("interpolation") or "consistent"
+        name = r["sampler"] if r["sampler"] != "mrs" else (
+            f"MRS-{r['solver'].upper()} order {r['order']}, {sched}"
+            + (" (paper default)" if sched == "linspace" and r["solver"] == "ode" else "")
+            + (", consistent λ" if interp == "consistent" else ""))
         rows.setdefault(name, {})[r["nfe"]] = r
     nfes = sorted({r["nfe"] for r in res})
     print("\n**PSNR / SSIM vs NFE — `assets/fmnist-sr4`** (4× super-resolution, higher is better)\n")

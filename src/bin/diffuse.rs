@@ -6,7 +6,7 @@ use diffuse::load::{write_f32_tensors, HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
 use diffuse::pipeline::generate::{self, LoadedModel, ModelRequest};
 use diffuse::pipeline::invert;
-use diffuse::pipeline::restore::{RestoreOptions, Restorer};
+use diffuse::pipeline::restore::{MrsFlags, RestoreOptions, Restorer};
 use diffuse::{DType, Error, Gpu, GpuOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -170,15 +170,44 @@ struct RestoreSamplerArgs {
     /// Euler–Maruyama), resshift, rddm (two-head model), resfusion.
     #[arg(long, default_value = "mrs")]
     sampler: String,
-    /// MR Sampler: ode or sde; mr-euler: sde (Euler–Maruyama) or ode (probability-flow ODE).
-    #[arg(long, default_value = "sde")]
-    solver: String,
-    /// MR Sampler order (ODE 1–3, SDE 1–2).
-    #[arg(long, default_value_t = 2)]
-    order: usize,
-    /// Steps (MRS: linear-λ schedule, λ_min = −5; posterior: must divide T; Euler: T).
+    /// MR Sampler: ode or sde (default: the config's `solver_type`, else ode); mr-euler: sde
+    /// (Euler–Maruyama, the default) or ode (probability-flow ODE).
+    #[arg(long)]
+    solver: Option<String>,
+    /// MR Sampler order, ODE 1–3, SDE 1–2 (default: the config's `solver_order`, else 2).
+    #[arg(long)]
+    order: Option<usize>,
+    /// Steps (MRS: of the time schedule; posterior: must divide T; Euler: T).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// MR Sampler form: data or noise (the official `parameterization`; default: the config's
+    /// `solver_form`, else data).
+    #[arg(long)]
+    form: Option<String>,
+    /// MR Sampler time schedule: linspace, linear-lambda, trailing, leading, karras-n or
+    /// karras-t (default: the config's `time_schedule`, else linspace).
+    #[arg(long)]
+    time_schedule: Option<String>,
+    /// MR Sampler λ clip: the first time has λ ≥ L (default: the config's `lambda_min`, else −5;
+    /// -inf disables it; unused by karras-n/karras-t, as in the official code).
+    #[arg(long, allow_hyphen_values = true)]
+    lambda_min: Option<f64>,
+    /// MR Sampler: the final x̂0 from the last model output instead of a last solver step
+    /// (default: the config's `denoise_last`, else false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    denoise_last: Option<bool>,
+    /// MR Sampler α, σ, λ at fractional t: official (each discrete array interpolated
+    /// linearly, as the official code) or consistent (λ = ln(α/σ)) (default: the config's
+    /// `interpolation`, else official).
+    #[arg(long)]
+    interpolation: Option<String>,
+    /// MR Sampler Karras exponent ρ of karras-n/karras-t (default: the config's `rho`, else 7).
+    #[arg(long)]
+    rho: Option<f64>,
+    /// MR Sampler offset added to the leading schedule's times (default: the config's
+    /// `timestep_offset`, else 0).
+    #[arg(long, allow_hyphen_values = true)]
+    timestep_offset: Option<i64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "f32")]
@@ -193,6 +222,16 @@ impl RestoreSamplerArgs {
             order: self.order,
             steps: self.steps,
             dtype: self.dtype,
+            mrs: MrsFlags {
+                form: self.form.clone(),
+                time_schedule: self.time_schedule.clone(),
+                lambda_min: self.lambda_min,
+                denoise_last: self.denoise_last,
+                interpolation: self.interpolation.clone(),
+                rho: self.rho,
+                timestep_offset: self.timestep_offset,
+                step_noise: false,
+            },
         }
     }
 }
@@ -207,6 +246,10 @@ struct RestoreArgs {
     /// safetensors holding `sample`, the standard-normal draw the prior μ + λ_s·z is built from.
     #[arg(long)]
     noise: Option<PathBuf>,
+    /// MR Sampler SDE: safetensors holding `sample` (f32 [steps, N, C, H, W]), the
+    /// standard-normal draw of each step (draw k is the one the official code takes at step k).
+    #[arg(long)]
+    step_noise: Option<PathBuf>,
     /// Also write the final sample (f32) as `sample`.
     #[arg(long)]
     raw: Option<PathBuf>,
@@ -341,6 +384,14 @@ fn flag_context(e: Error) -> Error {
                 "num_samples" => "--num-samples",
                 "latents" => "--latents",
                 "x0" => "--input",
+                "order" => "--order",
+                "form" => "--form",
+                "time_schedule" => "--time-schedule",
+                "lambda_min" => "--lambda-min",
+                "interpolation" => "--interpolation",
+                "rho" => "--rho",
+                "timestep_offset" => "--timestep-offset",
+                "step_noise" => "--step-noise",
                 other => other,
             };
             Error::Argument {
@@ -797,7 +848,9 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let (mu, shape) = read_condition(&a.input)?;
     let gpu = Gpu::new(opts)?;
-    let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
+    let mut o = a.r.options();
+    o.mrs.step_noise = a.step_noise.is_some();
+    let restorer = Restorer::load(&gpu, &a.r.model, &o)?;
     restorer
         .check_condition(&shape)
         .map_err(|e| input_error(&a.input, e.to_string()))?;
@@ -806,10 +859,21 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         .as_ref()
         .map(|p| generate::read_noise(p, &shape))
         .transpose()?;
+    let step_noise = a
+        .step_noise
+        .as_ref()
+        .map(|p| restorer.read_step_noise(p, &shape))
+        .transpose()?;
     let bar = progress_bar(restorer.steps() as u64, &a.r.sampler, "steps");
-    let x = restorer.restore(&gpu, &mu, &shape, a.r.seed, noise.as_deref(), |i, _| {
-        bar.set_position(i as u64)
-    })?;
+    let x = restorer.restore_with_step_noise(
+        &gpu,
+        &mu,
+        &shape,
+        a.r.seed,
+        noise.as_deref(),
+        step_noise.as_deref(),
+        |i, _| bar.set_position(i as u64),
+    )?;
     bar.finish_and_clear();
     write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
     eprintln!(
@@ -932,19 +996,20 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
     )?;
     bar.finish_and_clear();
     let info = gpu.info();
+    let m = restorer.mrs_options();
     println!(
-        "{} ({}{}) {} NFE, {} pairs: PSNR {:.2} dB, SSIM {:.4} (degraded input: {:.2} dB, {:.4})",
+        "{}{} {} NFE, {} pairs: PSNR {:.2} dB, SSIM {:.4} (degraded input: {:.2} dB, {:.4})",
         a.r.sampler,
-        if a.r.sampler == "mrs" {
-            a.r.solver.as_str()
-        } else {
-            ""
-        },
-        if a.r.sampler == "mrs" {
-            format!(" order {}", a.r.order)
-        } else {
-            String::new()
-        },
+        m.map_or(String::new(), |m| format!(
+            " ({} order {}, {} form, {}, λ_min {}, {} interpolation{})",
+            m.solver_type,
+            m.order,
+            m.form,
+            m.time_schedule,
+            m.lambda_min,
+            m.interpolation,
+            if m.denoise_last { ", denoise-last" } else { "" }
+        )),
         rep.nfe,
         rep.pairs,
         rep.psnr,
@@ -955,7 +1020,14 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
     if let Some(p) = &a.json {
         let v = serde_json::json!({
-            "model": a.r.model, "sampler": a.r.sampler, "solver": a.r.solver, "order": a.r.order,
+            "model": a.r.model, "sampler": a.r.sampler,
+            "solver": m.map(|m| m.solver_type.name()).or(a.r.solver.as_deref()),
+            "order": m.map(|m| m.order).or(a.r.order),
+            "form": m.map(|m| m.form.name()),
+            "time_schedule": m.map(|m| m.time_schedule.name()),
+            "lambda_min": m.map(|m| m.lambda_min),
+            "interpolation": m.map(|m| m.interpolation.name()),
+            "denoise_last": m.map(|m| m.denoise_last),
             "steps": a.r.steps, "nfe": rep.nfe, "pairs": rep.pairs, "seed": a.r.seed,
             "psnr": rep.psnr, "ssim": rep.ssim, "psnr_input": rep.psnr_input,
             "ssim_input": rep.ssim_input, "seconds": rep.seconds, "adapter": info.name,

@@ -8,9 +8,10 @@ use crate::load;
 use crate::models::conditioned::ConditionedUNet;
 use crate::models::Prediction;
 use crate::nn::unet_2d::UNet2DModel;
+use crate::schedule::mrs::MrsOptions;
 use crate::schedule::restoration::{MrConfig, ResidualConfig};
 use crate::solvers::executor::Executor;
-use crate::solvers::mr_sampler::{self, MrPrediction};
+use crate::solvers::mr_sampler;
 use crate::solvers::program::{Buf, Program};
 use crate::solvers::residual_shift;
 use crate::tensor::{DType, Tensor};
@@ -21,11 +22,97 @@ use std::path::Path;
 pub struct RestoreOptions {
     /// mrs, mr-posterior, mr-euler, resshift, rddm, resfusion.
     pub sampler: String,
-    /// MR Sampler: ode or sde.
-    pub solver: String,
-    pub order: usize,
+    /// MR Sampler: ode or sde (default: the config's `solver_type`, "ode"); mr-euler: sde
+    /// (default, Euler–Maruyama) or ode (probability-flow ODE).
+    pub solver: Option<String>,
+    /// MR Sampler order (default: the config's `solver_order`, 2).
+    pub order: Option<usize>,
     pub steps: usize,
     pub dtype: DType,
+    /// The MR Sampler's other options; each set one overrides the config's field.
+    pub mrs: MrsFlags,
+}
+
+/// Flags overriding the `MeanRevertingScheduler` config's MR Sampler fields (`--form`,
+/// `--time-schedule`, `--lambda-min`, `--denoise-last`, `--interpolation`, `--rho`,
+/// `--timestep-offset`), and whether the SDE's per-step draws are supplied (`--step-noise`).
+#[derive(Debug, Clone, Default)]
+pub struct MrsFlags {
+    pub form: Option<String>,
+    pub time_schedule: Option<String>,
+    pub lambda_min: Option<f64>,
+    pub denoise_last: Option<bool>,
+    pub interpolation: Option<String>,
+    pub rho: Option<f64>,
+    pub timestep_offset: Option<i64>,
+    /// The run supplies the SDE's per-step draws ([`Restorer::restore_with_step_noise`]).
+    pub step_noise: bool,
+}
+
+impl MrsFlags {
+    /// `base` (the config's options) with the flags and `--solver`/`--order` applied.
+    fn apply(
+        &self,
+        base: MrsOptions,
+        solver: Option<&str>,
+        order: Option<usize>,
+    ) -> Result<MrsOptions> {
+        fn parse<T: std::str::FromStr<Err = String>>(
+            v: Option<&str>,
+            flag: &'static str,
+            d: T,
+        ) -> Result<T> {
+            v.map_or(Ok(d), |s| s.parse().map_err(|e| rarg(flag, e)))
+        }
+        let o = MrsOptions {
+            solver_type: parse(solver, "solver", base.solver_type)?,
+            form: parse(self.form.as_deref(), "form", base.form)?,
+            time_schedule: parse(
+                self.time_schedule.as_deref(),
+                "time_schedule",
+                base.time_schedule,
+            )?,
+            interpolation: parse(
+                self.interpolation.as_deref(),
+                "interpolation",
+                base.interpolation,
+            )?,
+            order: order.unwrap_or(base.order),
+            lambda_min: self.lambda_min.unwrap_or(base.lambda_min),
+            denoise_last: self.denoise_last.unwrap_or(base.denoise_last),
+            rho: self.rho.unwrap_or(base.rho),
+            timestep_offset: self.timestep_offset.unwrap_or(base.timestep_offset),
+            ..base
+        };
+        let max = match o.solver_type {
+            mr_sampler::MrSolverType::Ode => 3,
+            mr_sampler::MrSolverType::Sde => 2,
+        };
+        if !(1..=max).contains(&o.order) {
+            return Err(rarg(
+                if order.is_some() {
+                    "order"
+                } else {
+                    "solver_order"
+                },
+                format!(
+                    "{} orders 1–{max} are supported, not {}",
+                    o.solver_type.name().to_uppercase(),
+                    o.order
+                ),
+            ));
+        }
+        if o.thresholding.is_some() && o.form != mr_sampler::MrPrediction::Data {
+            return Err(rarg(
+                "form",
+                "the config's `thresholding` needs the data form (it thresholds x̂0)".into(),
+            ));
+        }
+        if self.rho.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(rarg("rho", format!("{} must be positive", o.rho)));
+        }
+        Ok(o)
+    }
 }
 
 fn rarg(arg: &'static str, reason: String) -> Error {
@@ -40,6 +127,7 @@ fn rarg(arg: &'static str, reason: String) -> Error {
 pub struct Restorer {
     unet: UNet2DModel,
     program: Program,
+    mrs: Option<MrsOptions>,
     prediction: Prediction,
     two_heads: bool,
     dtype: DType,
@@ -61,6 +149,7 @@ impl Restorer {
             return Err(rarg("steps", "must be at least 1".into()));
         }
         let yin = [(Buf::X, 1.0)];
+        let mut mrs = None;
         let (program, prediction) = match o.sampler.as_str() {
             "resshift" | "resfusion" | "rddm" => {
                 let program = match (o.sampler.as_str(), ResidualConfig::from_file(&cfg_path)?) {
@@ -96,6 +185,15 @@ impl Restorer {
                         ))
                     }
                 };
+                if o.mrs.step_noise {
+                    return Err(rarg(
+                        "step_noise",
+                        format!(
+                            "`{}` draws no supplied per-step noise (the MR Sampler's SDE does)",
+                            o.sampler
+                        ),
+                    ));
+                }
                 (program, Prediction::Sample)
             }
             s => {
@@ -103,25 +201,31 @@ impl Restorer {
                 let sched = &mr.schedule;
                 let program = match s {
                     "mrs" => {
-                        let ts = sched.linear_lambda_times(o.steps, -5.0);
-                        let solve = MrPrediction::Data;
-                        let build = match o.solver.as_str() {
-                            "ode" => mr_sampler::ode_program,
-                            "sde" => mr_sampler::sde_program,
-                            x => return Err(rarg("solver", format!("`{x}` (ode, sde)"))),
-                        };
-                        let p = build(sched, &ts, o.order, solve, mr.prediction, &yin)?;
-                        match mr.thresholding {
-                            Some((ratio, max)) => {
-                                mr_sampler::dynamic_thresholding(p, solve, ratio, max)?
-                            }
-                            None => p,
+                        let m = o.mrs.apply(mr.sampler, o.solver.as_deref(), o.order)?;
+                        if let Err(Error::Argument { reason, .. }) = sched.max_timestep(m.lambda_min)
+                        {
+                            return Err(rarg("lambda_min", reason));
                         }
+                        if o.mrs.step_noise && m.solver_type != mr_sampler::MrSolverType::Sde {
+                            return Err(rarg(
+                                "step_noise",
+                                "only the SDE solver draws per-step noise (solver sde)".into(),
+                            ));
+                        }
+                        let step_noise = o.mrs.step_noise;
+                        mrs = Some(m);
+                        mr_sampler::mrs_program(sched, &m, o.steps, mr.prediction, &yin, step_noise)
+                            .map_err(|e| match e {
+                                Error::Argument { arg: "order", reason, .. } => rarg("order", reason),
+                                Error::Argument { arg: "steps", reason, .. } => rarg("steps", reason),
+                                Error::Argument { arg: "rho", reason, .. } => rarg("rho", reason),
+                                e => e,
+                            })?
                     }
                     "mr-posterior" => {
                         mr_sampler::posterior_program(sched, o.steps, mr.prediction, &yin)?
                     }
-                    "mr-euler" => match o.solver.as_str() {
+                    "mr-euler" => match o.solver.as_deref().unwrap_or("sde") {
                         "sde" => mr_sampler::euler_program(sched, mr.prediction, &yin)?,
                         "ode" => mr_sampler::pf_ode_program(sched, mr.prediction, &yin)?,
                         x => return Err(rarg("solver", format!("`{x}` (ode, sde)"))),
@@ -133,6 +237,14 @@ impl Restorer {
                         ))
                     }
                 };
+                if s != "mrs" && o.mrs.step_noise {
+                    return Err(rarg(
+                        "step_noise",
+                        format!(
+                            "`{s}` draws no supplied per-step noise (the MR Sampler's SDE does)"
+                        ),
+                    ));
+                }
                 (program, mr.prediction)
             }
         };
@@ -140,10 +252,16 @@ impl Restorer {
         Ok(Restorer {
             unet,
             program,
+            mrs,
             prediction,
             two_heads: o.sampler == "rddm",
             dtype: o.dtype,
         })
+    }
+
+    /// The MR Sampler's effective options (config fields with the flags applied), for `mrs`.
+    pub fn mrs_options(&self) -> Option<MrsOptions> {
+        self.mrs
     }
 
     /// Model evaluations per restoration.
@@ -175,6 +293,27 @@ impl Restorer {
         Ok(())
     }
 
+    /// The shape `--step-noise` must have for a condition of `shape`: [steps, N, C, H, W].
+    pub fn step_noise_shape(&self, shape: &[usize]) -> Vec<usize> {
+        [&[self.steps()][..], shape].concat()
+    }
+
+    /// Reads `--step-noise` (tensor `sample`, f32 [steps, N, C, H, W], draw k for step k) for
+    /// a condition of `shape`; a missing file, wrong shape or non-finite value is an error
+    /// naming the flag.
+    pub fn read_step_noise(&self, path: &Path, shape: &[usize]) -> Result<Vec<f32>> {
+        let want = self.step_noise_shape(shape);
+        super::generate::read_noise(path, &want).map_err(|e| {
+            rarg(
+                "step_noise",
+                format!(
+                    "{}: {e} (expected `sample` of shape {want:?}: one draw per step)",
+                    path.display()
+                ),
+            )
+        })
+    }
+
     /// Restores the batch μ ([N, C, H, W], model scale). `noise` is the standard-normal draw
     /// of the prior (drawn from `seed` when `None`). Returns the final sample (f32, host).
     pub fn restore(
@@ -186,7 +325,44 @@ impl Restorer {
         noise: Option<&[f32]>,
         progress: impl FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
+        self.restore_with_step_noise(gpu, mu, shape, seed, noise, None, progress)
+    }
+
+    /// [`Restorer::restore`] with the SDE's per-step draws supplied (`step_noise`: [steps, N,
+    /// C, H, W] flat, draw k for step k; needed when loaded with `MrsFlags::step_noise`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_with_step_noise(
+        &self,
+        gpu: &Gpu,
+        mu: &[f32],
+        shape: &[usize],
+        seed: u64,
+        noise: Option<&[f32]>,
+        step_noise: Option<&[f32]>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<f32>> {
         self.check_condition(shape)?;
+        let draws = self.program.step_noise_draws();
+        let step_noise =
+            match step_noise {
+                Some(z) if z.len() == self.steps() * mu.len() => Some(&z[..draws * mu.len()]),
+                Some(z) => {
+                    return Err(rarg(
+                        "step_noise",
+                        format!(
+                            "{} values for shape {:?} (one draw per step)",
+                            z.len(),
+                            self.step_noise_shape(shape)
+                        ),
+                    ))
+                }
+                None if draws > 0 => return Err(rarg(
+                    "step_noise",
+                    "this sampler was built to read supplied per-step draws but none were given"
+                        .into(),
+                )),
+                None => None,
+            };
         if let Some(i) = mu.iter().position(|v| !v.is_finite()) {
             return Err(rarg(
                 "condition",
@@ -219,6 +395,9 @@ impl Restorer {
                 });
             }
             exec.set_noise(gpu, z)?;
+        }
+        if let Some(z) = step_noise {
+            exec.set_step_noise(gpu, z)?;
         }
         let x = exec.run(gpu, &mut model, progress)?.to_vec_f32(gpu)?;
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {

@@ -2,6 +2,7 @@
 //! (`schedulers/scheduling_*.py`), and the mapping of `scheduler_config.json`.
 
 pub mod config;
+pub mod mrs;
 pub mod options;
 pub mod restoration;
 

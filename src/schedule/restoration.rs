@@ -204,6 +204,70 @@ mod tests {
     }
 
     #[test]
+    fn mr_sampler_fields_default_to_the_released_config_and_parse() {
+        use crate::schedule::mrs::{Interpolation, MrPrediction, MrSolverType, TimeSchedule};
+        let v = serde_json::json!({"_class_name": "MeanRevertingScheduler"});
+        let c = MrConfig::from_json(&v, "mr.json").unwrap().sampler;
+        // config/daclip-sde/options/mrsampler.yml: ode, data, order 2, linspace, λ_min −5.
+        assert_eq!(
+            (
+                c.solver_type,
+                c.form,
+                c.order,
+                c.time_schedule,
+                c.lambda_min,
+                c.denoise_last
+            ),
+            (
+                MrSolverType::Ode,
+                MrPrediction::Data,
+                2,
+                TimeSchedule::Linspace,
+                -5.0,
+                false
+            )
+        );
+        let v = serde_json::json!({"_class_name": "MeanRevertingScheduler", "solver_type": "sde",
+            "solver_order": 1, "solver_form": "noise", "time_schedule": "karras-t",
+            "lambda_min": "-Infinity", "denoise_last": true, "interpolation": "consistent",
+            "rho": 5, "timestep_offset": 2});
+        let c = MrConfig::from_json(&v, "mr.json").unwrap().sampler;
+        assert_eq!(
+            (
+                c.solver_type,
+                c.order,
+                c.form,
+                c.time_schedule,
+                c.interpolation
+            ),
+            (
+                MrSolverType::Sde,
+                1,
+                MrPrediction::Noise,
+                TimeSchedule::KarrasT,
+                Interpolation::Consistent
+            )
+        );
+        assert_eq!(
+            (c.lambda_min, c.denoise_last, c.rho, c.timestep_offset),
+            (f64::NEG_INFINITY, true, 5.0, 2)
+        );
+        for (k, bad) in [
+            ("solver_order", "1.5"),
+            ("rho", "-1"),
+            ("timestep_offset", "1000"),
+            ("solver_type", "\"euler\""),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&format!(
+                r#"{{"_class_name": "MeanRevertingScheduler", "{k}": {bad}}}"#
+            ))
+            .unwrap();
+            let e = MrConfig::from_json(&v, "mr.json").unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains("mr.json"), "{e}");
+        }
+    }
+
+    #[test]
     fn mean_reverting_reference_values() {
         // samplers.md §1, MRS variant: T = 100, ε_end = 0.005, max_sigma = 50 (→ 50/255).
         let s = MeanReverting::cosine(100, 0.005, 50.0, false);
@@ -258,15 +322,20 @@ mod tests {
 /// our own class: diffusers has none). Fields: `num_train_timesteps` (T, default 100),
 /// `max_sigma` (λ_s, /255 when ≥ 1; default 50), `eps` (ε_end, default 0.005),
 /// `theta_schedule` ("cosine"), `original_theta_bar` (IR-SDE's θ̄_0 = 0; default false),
-/// `prediction_type` ("epsilon", "sample" or "v_prediction"), and diffusers' `thresholding`,
-/// `dynamic_thresholding_ratio`, `sample_max_value` for the MR Sampler's x̂0.
+/// `prediction_type` ("epsilon", "sample" or "v_prediction"), and the MR Sampler's options
+/// ([`MrsOptions`], defaults: the released configuration): `solver_type` ("ode" | "sde"),
+/// `solver_order` (2), `solver_form` ("data" | "noise"), `time_schedule` ("linspace",
+/// "linear-lambda", "trailing", "leading", "karras-n", "karras-t"), `lambda_min` (−5; may be
+/// "-Infinity"), `denoise_last` (false), `interpolation` ("official" | "consistent"), `rho` (7),
+/// `timestep_offset` (0), and diffusers' `thresholding`, `dynamic_thresholding_ratio`,
+/// `sample_max_value` for the data form's x̂0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MrConfig {
     pub schedule: MeanReverting,
     pub prediction: super::Prediction,
-    /// Dynamic thresholding of the MR Sampler's x̂0: (`dynamic_thresholding_ratio`,
-    /// `sample_max_value`) when `thresholding` is true (diffusers' field names).
-    pub thresholding: Option<(f64, f64)>,
+    /// The MR Sampler's options (thresholding: (`dynamic_thresholding_ratio`,
+    /// `sample_max_value`) when `thresholding` is true, diffusers' field names).
+    pub sampler: super::mrs::MrsOptions,
 }
 
 impl MrConfig {
@@ -296,6 +365,15 @@ impl MrConfig {
             "thresholding",
             "dynamic_thresholding_ratio",
             "sample_max_value",
+            "solver_type",
+            "solver_order",
+            "solver_form",
+            "time_schedule",
+            "lambda_min",
+            "denoise_last",
+            "interpolation",
+            "rho",
+            "timestep_offset",
         ];
         for k in obj.keys() {
             if !KNOWN.contains(&k.as_str()) {
@@ -386,12 +464,114 @@ impl MrConfig {
         if sample_max.is_nan() || sample_max < 1.0 {
             return Err(err("sample_max_value", format!("{sample_max} is below 1")));
         }
+        let schedule = MeanReverting::cosine(t as usize, eps, max_sigma, original);
+        let sampler = mrs_options(obj, &schedule, file)?;
         Ok(MrConfig {
-            schedule: MeanReverting::cosine(t as usize, eps, max_sigma, original),
+            schedule,
             prediction,
-            thresholding: thresholding.then_some((ratio, sample_max)),
+            sampler: super::mrs::MrsOptions {
+                thresholding: thresholding.then_some((ratio, sample_max)),
+                ..sampler
+            },
         })
     }
+}
+
+/// The MR Sampler's fields of a `MeanRevertingScheduler` config (defaults: [`MrsOptions`]).
+fn mrs_options(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    schedule: &MeanReverting,
+    file: &str,
+) -> crate::error::Result<super::mrs::MrsOptions> {
+    use super::mrs::MrsOptions;
+    let err = |field: &str, reason: String| crate::error::Error::Config {
+        file: file.into(),
+        field: field.into(),
+        reason,
+    };
+    fn named<T: std::str::FromStr<Err = String>>(
+        obj: &serde_json::Map<String, serde_json::Value>,
+        k: &str,
+        d: T,
+    ) -> std::result::Result<T, String> {
+        match obj.get(k) {
+            None => Ok(d),
+            Some(serde_json::Value::String(s)) => s.parse(),
+            Some(v) => Err(format!("expected a string, got {v}")),
+        }
+    }
+    let d = MrsOptions::default();
+    let solver_type =
+        named(obj, "solver_type", d.solver_type).map_err(|e| err("solver_type", e))?;
+    let form = named(obj, "solver_form", d.form).map_err(|e| err("solver_form", e))?;
+    let time_schedule =
+        named(obj, "time_schedule", d.time_schedule).map_err(|e| err("time_schedule", e))?;
+    let interpolation =
+        named(obj, "interpolation", d.interpolation).map_err(|e| err("interpolation", e))?;
+    let whole = |k: &str, d: i64, lo: i64, hi: i64| -> crate::error::Result<i64> {
+        match obj.get(k) {
+            None => Ok(d),
+            Some(v) => match crate::load::json_f64(v) {
+                Some(x) if x.fract() == 0.0 && (lo as f64..=hi as f64).contains(&x) => Ok(x as i64),
+                _ => Err(err(k, format!("{v} is not an integer in {lo}..={hi}"))),
+            },
+        }
+    };
+    let max_order = match solver_type {
+        super::mrs::MrSolverType::Ode => 3,
+        super::mrs::MrSolverType::Sde => 2,
+    };
+    let order = whole("solver_order", 2, 1, max_order).map_err(|e| match e {
+        crate::error::Error::Config {
+            file,
+            field,
+            reason,
+        } => crate::error::Error::Config {
+            file,
+            field,
+            reason: format!("{reason} ({solver_type} solver orders are 1–{max_order})"),
+        },
+        e => e,
+    })? as usize;
+    let t_max = (schedule.theta.len() - 1) as i64;
+    let timestep_offset = whole("timestep_offset", 0, -t_max, t_max)?;
+    let num = |k: &str, d: f64| -> crate::error::Result<f64> {
+        obj.get(k).map_or(Ok(d), |v| {
+            crate::load::json_f64(v).ok_or_else(|| err(k, format!("expected a number, got {v}")))
+        })
+    };
+    let lambda_min = num("lambda_min", d.lambda_min)?;
+    schedule.max_timestep(lambda_min).map_err(|_| {
+        err(
+            "lambda_min",
+            format!(
+                "{lambda_min} must lie below λ_0 = {:.4} (the process's largest λ)",
+                schedule.lambda(0.0)
+            ),
+        )
+    })?;
+    let rho = num("rho", d.rho)?;
+    if !(rho.is_finite() && rho > 0.0) {
+        return Err(err("rho", format!("{rho} must be positive")));
+    }
+    let denoise_last = match obj.get("denoise_last") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| err("denoise_last", format!("expected true/false, got {v}")))?,
+    };
+    Ok(MrsOptions {
+        solver_type,
+        order,
+        form,
+        time_schedule,
+        lambda_min,
+        denoise_last,
+        interpolation,
+        rho,
+        timestep_offset,
+        thresholding: None,
+    })
 }
 
 /// A residual-shift process's `scheduler_config.json` (our classes): `ResShiftScheduler`

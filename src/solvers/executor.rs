@@ -27,6 +27,7 @@ pub struct Executor {
     steps: Vec<Vec<Exec>>,
     init: Recording,
     noise_in: Option<Tensor>,
+    step_noise: Vec<Tensor>,
 }
 
 /// The model tensors an executor's recordings read and write.
@@ -81,6 +82,7 @@ struct Ctx<'a> {
     norms: &'a [Tensor; 2],
     model_in: &'a Tensor,
     model_out: &'a Tensor,
+    step_noise: &'a [Tensor],
     seed: u64,
     stream: u32,
 }
@@ -95,6 +97,8 @@ impl Ctx<'_> {
             Buf::ModelIn => self.model_in,
             Buf::ModelOut => self.model_out,
             Buf::Slot(i) => &self.slots[i],
+            // Allocated in Executor::with_condition for every index the program names.
+            Buf::StepNoise(k) => &self.step_noise[k],
         }
     }
 
@@ -200,6 +204,9 @@ impl Executor {
         } else {
             None
         };
+        let step_noise = (0..program.step_noise_draws())
+            .map(|k| Tensor::zeros(gpu, &format!("step_noise{k}"), &shape, DType::F32))
+            .collect::<Result<Vec<_>>>()?;
         let mut ctx = Ctx {
             cond,
             aux: model.aux_output(),
@@ -208,6 +215,7 @@ impl Executor {
             norms: &norms,
             model_in: model.input(),
             model_out: model.output(),
+            step_noise: &step_noise,
             seed,
             stream: 0,
         };
@@ -289,7 +297,27 @@ impl Executor {
             steps,
             init,
             noise_in,
+            step_noise,
         })
+    }
+
+    /// Sets the caller-supplied per-step draws the program reads as [`Buf::StepNoise`]: `z`
+    /// holds [`Program::step_noise_draws`] standard-normal draws of the state's size, draw k
+    /// first-to-last.
+    pub fn set_step_noise(&self, gpu: &Gpu, z: &[f32]) -> Result<()> {
+        let n = self.x.numel();
+        if z.len() != n * self.step_noise.len() {
+            return Err(Error::HostLength {
+                tensor: "step_noise".into(),
+                got: z.len(),
+                want: n * self.step_noise.len(),
+                shape: [&[self.step_noise.len()][..], self.x.shape()].concat(),
+            });
+        }
+        for (t, d) in self.step_noise.iter().zip(z.chunks(n.max(1))) {
+            t.write_f32(gpu, d)?;
+        }
+        Ok(())
     }
 
     /// Sets the standard-normal draw x_T is built from (when created with `noise_input`).

@@ -26,6 +26,9 @@ pub struct HostRun<'a> {
     pub noise: Option<&'a [f64]>,
     /// The condition image μ read as [`Buf::Cond`] (the state's size).
     pub cond: Option<&'a [f64]>,
+    /// The caller-supplied draws read as [`Buf::StepNoise`]: `Program::step_noise_draws`
+    /// draws of the state's size, draw k first-to-last, like `Executor::set_step_noise`.
+    pub step_noise: Option<&'a [f64]>,
 }
 
 /// The buffers of one run.
@@ -35,6 +38,7 @@ struct State<'a> {
     model_out: Vec<f64>,
     slots: Vec<Vec<f64>>,
     cond: Option<&'a [f64]>,
+    step_noise: Option<&'a [f64]>,
     samples: usize,
 }
 
@@ -54,6 +58,10 @@ impl State<'_> {
             Buf::ModelOut => &self.model_out,
             Buf::Slot(i) => &self.slots[i],
             Buf::Cond => self.cond.expect("checked before the run"),
+            Buf::StepNoise(k) => {
+                let n = self.x.len();
+                &self.step_noise.expect("checked before the run")[k * n..(k + 1) * n]
+            }
             Buf::ModelAux => aux.ok_or_else(|| {
                 arg(
                     "model",
@@ -69,7 +77,7 @@ impl State<'_> {
             Buf::ModelIn => &mut self.model_in,
             Buf::ModelOut => &mut self.model_out,
             Buf::Slot(i) => &mut self.slots[i],
-            Buf::Cond | Buf::ModelAux => {
+            Buf::Cond | Buf::ModelAux | Buf::StepNoise(_) => {
                 return Err(arg(
                     "program",
                     format!("{b:?} is read-only but an instruction writes it"),
@@ -100,6 +108,24 @@ fn check(program: &Program, opts: &HostRun<'_>, aux: bool) -> Result<usize> {
                 });
             }
         }
+    }
+    let draws = program.step_noise_draws();
+    match opts.step_noise {
+        Some(z) if z.len() != draws * n => {
+            return Err(Error::HostLength {
+                tensor: "step_noise".into(),
+                got: z.len(),
+                want: draws * n,
+                shape: [&[draws][..], opts.shape].concat(),
+            })
+        }
+        None if draws > 0 => {
+            return Err(arg(
+                "step_noise",
+                format!("the program reads {draws} supplied step-noise draws but none were given"),
+            ))
+        }
+        _ => {}
     }
     program.check(opts.cond.is_some(), aux)?;
     Ok(n)
@@ -155,6 +181,7 @@ pub fn run_states(
         model_out: vec![0.0; n],
         slots: vec![vec![0.0; n]; program.slots],
         cond: opts.cond,
+        step_noise: opts.step_noise,
         samples: opts.shape[0],
     };
     let mut stream = 0u32;
@@ -259,6 +286,7 @@ mod tests {
             seed: 42,
             noise: None,
             cond: None,
+            step_noise: None,
         }
     }
 
@@ -408,6 +436,7 @@ mod tests {
             let o = HostRun {
                 noise: Some(&z),
                 cond: Some(&mu),
+                step_noise: None,
                 ..opts(&shape)
             };
             let got = run(&p, &mut |_: &[f64], _, _: &mut [f64]| {}, &o, |_, _| {}).unwrap();
@@ -434,6 +463,7 @@ mod tests {
         let mu = [0.0; 4];
         let o = HostRun {
             cond: Some(&mu),
+            step_noise: None,
             ..opts(&shape)
         };
         assert!(e(&write, &o, &mut m).contains("read-only"));

@@ -1,6 +1,8 @@
 //! MR Sampler (Li et al., "MR Sampler: Fast Sampling of Mean-Reverting Diffusion", arXiv
-//! 2502.07856; grrrute/mr-sampler `utils/sampler.py`), ODE solver orders 1–3 with noise or data
-//! prediction, written from the paper's update rules in x with the condition μ. For the
+//! 2502.07856; grrrute/mr-sampler `utils/sampler.py`), ODE orders 1–3 and SDE orders 1–2 with
+//! noise or data prediction, written from the paper's update rules in x with the condition μ,
+//! every option of the official `MRSampler` (time schedules, λ_min, final denoising,
+//! thresholding; `schedule::mrs`) and its α, σ, λ convention at fractional t. For the
 //! mean-reverting SDE x_t = μ + m_t(x0 − μ) + σ̄_t ε, with λ = ln(m/σ̄), h = λ_i − λ_{i−1}:
 //! - data: x_i = μ + (σ̄_i/σ̄_s)(x − μ) + m_i(1 − e^{−h})(x̂0 − μ)
 //!   + m_i((e^{−h} − 1)/h + 1)·D1 − m_i((e^{−h} − 1 + h)/h² − ½)·D2,
@@ -15,29 +17,29 @@
 use super::program::{combine, lin, Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
 use crate::models::Prediction;
+use crate::schedule::mrs::Interpolation;
+pub use crate::schedule::mrs::{MrPrediction, MrSolverType, MrsGrid, MrsOptions, TimeSchedule};
 use crate::schedule::restoration::MeanReverting;
 
-/// Network parameterisation of the MR model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MrPrediction {
-    Noise,
-    Data,
-}
-
 /// The ops every MR step starts with: on the first step, x_T = λ_s·z + μ (the executor draws
-/// λ_s·z); the model input; the model call at the float training-index time `t`.
-fn evaluate(sched: &MeanReverting, i: usize, t: f64, model_in: &[(Buf, f64)]) -> Vec<Op> {
+/// λ_s·z); the model input; the model call at `time` (the float training-index time t).
+fn evaluate(i: usize, time: ModelTime, model_in: &[(Buf, f64)]) -> Vec<Op> {
     let mut ops = Vec::new();
     if i == 0 {
         ops.push(lin(Buf::X, vec![(Buf::X, 1.0), (Buf::Cond, 1.0)]));
     }
     ops.push(lin(Buf::ModelIn, model_in.to_vec()));
-    ops.push(Op::Model(ModelTime {
-        t,
-        alpha: sched.m(t),
-        sigma: sched.sigma_bar(t),
-    }));
+    ops.push(Op::Model(time));
     ops
+}
+
+/// The model time of grid point `i`.
+fn time_at(grid: &MrsGrid, i: usize) -> ModelTime {
+    ModelTime {
+        t: grid.t[i],
+        alpha: grid.alpha[i],
+        sigma: grid.sigma[i],
+    }
 }
 
 /// An error for an order outside `1..=max` of the `kind` ("ODE" or "SDE") solver.
@@ -52,46 +54,93 @@ fn check_order(kind: &str, order: usize, max: usize) -> Result<()> {
     })
 }
 
-/// The MRS ODE program over descending times `ts` (training-index units, last > 0 or = 0 with
-/// σ̄ > 0); the model input is `model_in` (e.g. X, or X − Cond for a y-space model); x_T is
-/// μ + λ_s·z (init handled by the caller: the program's first instruction adds μ).
-pub fn ode_program(
+/// The full MR Sampler of `o` for `steps` requested steps: the official time schedule, α, σ, λ
+/// under `o.interpolation`, the ODE or SDE solver, dynamic thresholding and the final
+/// denoising. With `step_noise`, the SDE's draw at step k is read from [`Buf::StepNoise`]`(k)`
+/// (the caller supplies one standard-normal draw per step) instead of drawn by the executor.
+pub fn mrs_program(
     sched: &MeanReverting,
-    ts: &[f64],
-    order: usize,
-    solve: MrPrediction,
+    o: &MrsOptions,
+    steps: usize,
     network: Prediction,
     model_in: &[(Buf, f64)],
+    step_noise: bool,
 ) -> Result<Program> {
-    check_order("ODE", order, 3)?;
-    let n = ts.len() - 1;
-    let pt = |t: f64| (sched.m(t), sched.sigma_bar(t));
-    let lam = |t: f64| sched.lambda(t);
+    let times = sched.mrs_times(o, steps)?;
+    let grid = sched.mrs_grid(&times, o.interpolation);
+    program_on_grid(&grid, sched.max_sigma, o, network, model_in, step_noise)
+}
+
+/// The MR Sampler over an explicit grid (its times, α, σ, λ), stationary std `lambda_s`;
+/// `o.time_schedule`, `lambda_min`, `interpolation`, `rho` and `timestep_offset` are the grid's
+/// business and unused here.
+pub fn program_on_grid(
+    grid: &MrsGrid,
+    lambda_s: f64,
+    o: &MrsOptions,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+    step_noise: bool,
+) -> Result<Program> {
+    let sde = o.solver_type == MrSolverType::Sde;
+    if sde {
+        check_order("SDE", o.order, 2)?;
+    } else {
+        check_order("ODE", o.order, 3)?;
+    }
+    if let Some((ratio, max)) = o.thresholding {
+        check_thresholding(o.form, ratio, max)?;
+    }
+    let n = grid.t.len() - 1;
+    if n == 0 {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "steps",
+            reason: "the time grid has a single point: no step to take".into(),
+        });
+    }
+    let solve = o.form;
     let hist = |k: usize| Buf::Slot(k % 3);
+    let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
+    let mu = [(Buf::Cond, 1.0)];
+    let (al, sg, lm) = (&grid.alpha, &grid.sigma, &grid.lambda);
     let mut prog = Vec::new();
-    // x_T = μ + λ_s z: the executor draws z·init; the first step adds μ.
     for i in 0..n {
-        let (t_s, t_t) = (ts[i], ts[i + 1]);
-        let ((m_s, s_s), (m_t, s_t)) = (pt(t_s), pt(t_t));
-        let h = lam(t_t) - lam(t_s);
-        let mut ops = evaluate(sched, i, t_s, model_in);
+        let mut ops = evaluate(i, time_at(grid, i), model_in);
         ops.push(lin(
             hist(i),
-            stored(solve, network, m_s, s_s, sched.max_sigma)?,
+            stored(solve, network, al[i], sg[i], lambda_s)?,
         ));
-        let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-        let k = step_order(order, i, n);
+        if o.denoise_last && i == n - 1 {
+            // The official `denoise_last`: x̂0 of this evaluation is the sample (the noise form
+            // converts its ε̂ to x̂0 = μ + (y − σ ε̂)/α; the official code returns ε̂ there).
+            let x0 = match solve {
+                MrPrediction::Data => combine(&[(1.0, &[(hist(i), 1.0)]), (1.0, &mu)]),
+                MrPrediction::Noise => combine(&[
+                    (1.0 / al[i], &y),
+                    (1.0, &mu),
+                    (-sg[i] / al[i], &[(hist(i), 1.0)]),
+                ]),
+            };
+            ops.push(lin(Buf::X, x0));
+            prog.push(ops);
+            break;
+        }
+        let (s, t) = (i, i + 1);
+        let h = lm[t] - lm[s];
         let m0 = [(hist(i), 1.0)];
+        let k = step_order(o.order, i, n);
         type Terms = Vec<(Buf, f64)>;
+        // Divided differences of the stored outputs, as the official steps form them.
         let (d1, d2): (Terms, Terms) = match k {
             1 => (vec![], vec![]),
             _ => {
-                let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
+                let r0 = (lm[s] - lm[s - 1]) / h;
                 let d1_0 = vec![(hist(i), 1.0 / r0), (hist(i - 1), -1.0 / r0)];
                 if k == 2 {
                     (d1_0, vec![])
                 } else {
-                    let r1 = (lam(ts[i - 1]) - lam(ts[i - 2])) / h;
+                    let r1 = (lm[s - 1] - lm[s - 2]) / h;
                     let d1_1 = vec![(hist(i - 1), 1.0 / r1), (hist(i - 2), -1.0 / r1)];
                     (
                         combine(&[
@@ -104,35 +153,118 @@ pub fn ode_program(
                 }
             }
         };
-        let mu = [(Buf::Cond, 1.0)];
-        let terms = match solve {
-            MrPrediction::Data => {
+        let (a_s, a_t, s_s, s_t) = (al[s], al[t], sg[s], sg[t]);
+        // The official updates with the stored x̂0 − μ (ours) for its x̂0; the μ terms are the
+        // official ones, which reduce to μ + c·(x − μ) when λ = ln(α/σ) and keep the official
+        // numbers when it is not (`Interpolation::Official`).
+        let (terms, noise) = match (sde, solve) {
+            (false, MrPrediction::Data) => {
                 let phi1 = (-h).exp_m1();
+                let phi2 = phi1 / h + 1.0;
+                let phi3 = phi2 / h - 0.5;
                 let c = s_t / s_s;
-                combine(&[
-                    (c, &y),
-                    (1.0, &mu),
-                    (-m_t * phi1, &m0),
-                    (m_t * (phi1 / h + 1.0), &d1),
-                    (-m_t * ((phi1 + h) / (h * h) - 0.5), &d2),
-                ])
+                let extra = c * a_s - a_t * (-h).exp();
+                (
+                    combine(&[
+                        (c, &y),
+                        (1.0 + extra, &mu),
+                        (-a_t * phi1, &m0),
+                        (a_t * phi2, &d1),
+                        (-a_t * phi3, &d2),
+                    ]),
+                    0.0,
+                )
             }
-            MrPrediction::Noise => {
+            (false, MrPrediction::Noise) => {
                 let phi1 = h.exp_m1();
-                let c = m_t / m_s;
-                combine(&[
-                    (c, &y),
-                    (1.0, &mu),
-                    (-s_t * phi1, &m0),
-                    (-s_t * (phi1 / h - 1.0), &d1),
-                    (-s_t * ((phi1 - h) / (h * h) - 0.5), &d2),
-                ])
+                let phi2 = phi1 / h - 1.0;
+                let phi3 = phi2 / h - 0.5;
+                (
+                    combine(&[
+                        (a_t / a_s, &y),
+                        (1.0, &mu),
+                        (-s_t * phi1, &m0),
+                        (-s_t * phi2, &d1),
+                        (-s_t * phi3, &d2),
+                    ]),
+                    0.0,
+                )
+            }
+            (true, MrPrediction::Data) => {
+                let phi1 = -(-2.0 * h).exp_m1(); // 1 − e^{−2h}
+                let phi2 = 1.0 - phi1 / (2.0 * h);
+                let c = s_t / s_s * (-h).exp();
+                let extra = c - a_t / a_s * (-2.0 * h).exp();
+                (
+                    combine(&[
+                        (c, &y),
+                        (1.0 + extra, &mu),
+                        (a_t * phi1, &m0),
+                        (a_t * phi2, &d1),
+                    ]),
+                    s_t * phi1.max(0.0).sqrt(),
+                )
+            }
+            (true, MrPrediction::Noise) => {
+                let phi1 = h.exp_m1();
+                let phi2 = phi1 / h - 1.0;
+                (
+                    combine(&[
+                        (a_t / a_s, &y),
+                        (1.0, &mu),
+                        (-2.0 * s_t * phi1, &m0),
+                        (-2.0 * s_t * phi2, &d1),
+                    ]),
+                    s_t * (2.0 * h).exp_m1().max(0.0).sqrt(),
+                )
             }
         };
-        ops.push(lin(Buf::X, terms));
+        ops.push(if step_noise && noise != 0.0 {
+            lin(
+                Buf::X,
+                combine(&[(1.0, &terms), (noise, &[(Buf::StepNoise(i), 1.0)])]),
+            )
+        } else {
+            Op::Lin {
+                dst: Buf::X,
+                terms,
+                noise,
+                clamp: None,
+            }
+        });
         prog.push(ops);
     }
-    Ok(Program::new(sched.max_sigma, 3, prog))
+    let program = Program::new(lambda_s, 3, prog);
+    match o.thresholding {
+        Some((ratio, max)) => dynamic_thresholding(program, solve, ratio, max),
+        None => Ok(program),
+    }
+}
+
+/// The MRS ODE program over descending times `ts` (training-index units) with α, σ, λ from
+/// the continuous process (`Interpolation::Consistent`); the model input is `model_in` (e.g.
+/// X, or X − Cond for a y-space model); x_T is μ + λ_s·z (the program's first instruction
+/// adds μ). For the data form, with h = λ_i − λ_{i−1}:
+/// x_i = μ + (σ̄_i/σ̄_s)(x − μ) + m_i(1 − e^{−h})(x̂0 − μ) + m_i((e^{−h} − 1)/h + 1)·D1
+/// − m_i((e^{−h} − 1 + h)/h² − ½)·D2; for the noise form,
+/// x_i = μ + (m_i/m_s)(x − μ) − σ̄_i(e^h − 1)ε̂ − σ̄_i((e^h − 1)/h − 1)·D1
+/// − σ̄_i((e^h − 1 − h)/h² − ½)·D2.
+pub fn ode_program(
+    sched: &MeanReverting,
+    ts: &[f64],
+    order: usize,
+    solve: MrPrediction,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    let o = MrsOptions {
+        solver_type: MrSolverType::Ode,
+        order,
+        form: solve,
+        ..Default::default()
+    };
+    let grid = sched.mrs_grid(ts, Interpolation::Consistent);
+    program_on_grid(&grid, sched.max_sigma, &o, network, model_in, false)
 }
 
 /// The order of step `i` (0-based) of `n`, as the MR Sampler's driver sets it: warm-up with
@@ -149,9 +281,9 @@ pub fn step_order(order: usize, i: usize, n: usize) -> usize {
 }
 
 /// The stored x̂0 − μ (data) or ε̂ (noise) at (m, σ̄) from the network's output, with
-/// y = x − μ = m·(x0 − μ) + σ̄·ε. Velocity networks predict v = λ_s·m·ε − (σ̄/λ_s)(x0 − μ) (the
-/// VP v of y/λ_s, scaled by λ_s, since m² + (σ̄/λ_s)² = 1): x̂0 − μ = m·y − (σ̄/λ_s)·v̂ and
-/// ε̂ = (m·v̂ + (σ̄/λ_s)·y)/λ_s.
+/// y = x − μ = m·(x0 − μ) + σ̄·ε (the official `convert_model_output`). Velocity networks
+/// predict v = λ_s·m·ε − (σ̄/λ_s)(x0 − μ) (the VP v of y/λ_s, scaled by λ_s, since
+/// m² + (σ̄/λ_s)² = 1): x̂0 − μ = m·y − (σ̄/λ_s)·v̂ and ε̂ = (m·v̂ + (σ̄/λ_s)·y)/λ_s.
 fn stored(
     solve: MrPrediction,
     network: Prediction,
@@ -185,7 +317,8 @@ fn stored(
     })
 }
 
-/// The MRS SDE solver, orders 1–2 (fresh z each step):
+/// The MRS SDE solver over `ts` with the continuous process's α, σ, λ, orders 1–2 (fresh z
+/// each step):
 /// - data:  x_i = μ + (σ̄_i/σ̄_s)e^{−h}(x − μ) + m_i(1 − e^{−2h})(x̂0 − μ)
 ///   + m_i(1 − (1 − e^{−2h})/(2h))·D1 + σ̄_i√(1 − e^{−2h})·z,
 /// - noise: x_i = μ + (m_i/m_s)(x − μ) − 2σ̄_i(e^h − 1)ε̂ − 2σ̄_i((e^h − 1)/h − 1)·D1
@@ -198,64 +331,14 @@ pub fn sde_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
-    check_order("SDE", order, 2)?;
-    let pt = |t: f64| (sched.m(t), sched.sigma_bar(t));
-    let lam = |t: f64| sched.lambda(t);
-    let hist = |k: usize| Buf::Slot(k % 3);
-    let mut prog = Vec::new();
-    for i in 0..ts.len() - 1 {
-        let (t_s, t_t) = (ts[i], ts[i + 1]);
-        let ((m_s, s_s), (m_t, s_t)) = (pt(t_s), pt(t_t));
-        let h = lam(t_t) - lam(t_s);
-        let mut ops = evaluate(sched, i, t_s, model_in);
-        ops.push(lin(
-            hist(i),
-            stored(solve, network, m_s, s_s, sched.max_sigma)?,
-        ));
-        let m0 = [(hist(i), 1.0)];
-        let d1 = if step_order(order, i, ts.len() - 1) == 2 {
-            let r0 = (lam(t_s) - lam(ts[i - 1])) / h;
-            vec![(hist(i), 1.0 / r0), (hist(i - 1), -1.0 / r0)]
-        } else {
-            vec![]
-        };
-        let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
-        let mu = [(Buf::Cond, 1.0)];
-        let (terms, noise) = match solve {
-            MrPrediction::Data => {
-                let e2 = -(-2.0 * h).exp_m1(); // 1 − e^{−2h}
-                (
-                    combine(&[
-                        (s_t / s_s * (-h).exp(), &y),
-                        (1.0, &mu),
-                        (m_t * e2, &m0),
-                        (m_t * (1.0 - e2 / (2.0 * h)), &d1),
-                    ]),
-                    s_t * e2.max(0.0).sqrt(),
-                )
-            }
-            MrPrediction::Noise => {
-                let phi1 = h.exp_m1();
-                (
-                    combine(&[
-                        (m_t / m_s, &y),
-                        (1.0, &mu),
-                        (-2.0 * s_t * phi1, &m0),
-                        (-2.0 * s_t * (phi1 / h - 1.0), &d1),
-                    ]),
-                    s_t * (2.0 * h).exp_m1().max(0.0).sqrt(),
-                )
-            }
-        };
-        ops.push(Op::Lin {
-            dst: Buf::X,
-            terms,
-            noise,
-            clamp: None,
-        });
-        prog.push(ops);
-    }
-    Ok(Program::new(sched.max_sigma, 3, prog))
+    let o = MrsOptions {
+        solver_type: MrSolverType::Sde,
+        order,
+        form: solve,
+        ..Default::default()
+    };
+    let grid = sched.mrs_grid(ts, Interpolation::Consistent);
+    program_on_grid(&grid, sched.max_sigma, &o, network, model_in, false)
 }
 
 /// IR-SDE's optimal reverse ("posterior") step over integer times T → 0 (Luo et al. 2023):
@@ -286,7 +369,7 @@ pub fn posterior_program(
         let b = (-sched.theta_bar[t] * sched.dt).exp();
         let c = (-sched.theta_bar[tp] * sched.dt).exp();
         let den = 1.0 - b * b;
-        let mut ops = evaluate(sched, i, t as f64, model_in);
+        let mut ops = evaluate(i, sched_time(sched, t as f64), model_in);
         let x0 = stored(MrPrediction::Data, network, m_s, s_s, sched.max_sigma)?; // x̂0 − μ
         let y = [(Buf::X, 1.0), (Buf::Cond, -1.0)];
         let terms = combine(&[
@@ -346,7 +429,7 @@ fn euler_steps(
         let g2 = 2.0 * sched.max_sigma * sched.max_sigma * th;
         // The probability-flow ODE halves the score term and drops the noise.
         let score_w = if ode { 0.5 * g2 } else { g2 };
-        let mut ops = evaluate(sched, i, t as f64, model_in);
+        let mut ops = evaluate(i, sched_time(sched, t as f64), model_in);
         let eps = stored(MrPrediction::Noise, network, m_s, s_s, sched.max_sigma)?;
         // x − θ(μ − x)dt + g² ŝ dt = (1 + θdt) x − θdt μ − (g² dt / σ̄) ε̂
         let terms = combine(&[
@@ -366,24 +449,32 @@ fn euler_steps(
     Ok(Program::new(sched.max_sigma, 0, prog))
 }
 
-/// `denoise_last`: appends an instruction replacing the final sample by the last evaluation's
-/// x̂0 (for data-solve programs, whose history holds x̂0 − μ in slot (steps − 1) mod 3).
-pub fn denoise_last(mut program: Program, solve: MrPrediction) -> Result<Program> {
+/// The model time at `t` on the continuous process.
+fn sched_time(sched: &MeanReverting, t: f64) -> ModelTime {
+    ModelTime {
+        t,
+        alpha: sched.m(t),
+        sigma: sched.sigma_bar(t),
+    }
+}
+
+/// The data form is needed and the ratio/max must be valid for thresholding.
+fn check_thresholding(solve: MrPrediction, ratio: f64, max: f64) -> Result<()> {
     if solve != MrPrediction::Data {
         return Err(Error::Argument {
             op: "MR Sampler",
-            arg: "denoise_last",
-            reason: "needs the data-prediction solver (its history holds x̂0)".into(),
+            arg: "thresholding",
+            reason: "needs the data-prediction form (it thresholds x̂0)".into(),
         });
     }
-    let n = program.steps.len();
-    if let Some(last) = program.steps.last_mut() {
-        last.push(lin(
-            Buf::X,
-            vec![(Buf::Slot((n - 1) % 3), 1.0), (Buf::Cond, 1.0)],
-        ));
+    if !(0.0..=1.0).contains(&ratio) || max.is_nan() || max < 1.0 {
+        return Err(Error::Argument {
+            op: "MR Sampler",
+            arg: "thresholding",
+            reason: format!("ratio {ratio} must lie in [0, 1] and sample_max_value {max} be ≥ 1"),
+        });
     }
-    Ok(program)
+    Ok(())
 }
 
 /// Dynamic thresholding of the data solver's x̂0 (the MR Sampler's `thresholding` option, after
@@ -395,20 +486,7 @@ pub fn dynamic_thresholding(
     ratio: f64,
     max: f64,
 ) -> Result<Program> {
-    if solve != MrPrediction::Data {
-        return Err(Error::Argument {
-            op: "MR Sampler",
-            arg: "thresholding",
-            reason: "needs the data-prediction solver (it thresholds x̂0)".into(),
-        });
-    }
-    if !(0.0..=1.0).contains(&ratio) || max.is_nan() || max < 1.0 {
-        return Err(Error::Argument {
-            op: "MR Sampler",
-            arg: "thresholding",
-            reason: format!("ratio {ratio} must lie in [0, 1] and sample_max_value {max} be ≥ 1"),
-        });
-    }
+    check_thresholding(solve, ratio, max)?;
     for step in &mut program.steps {
         // The first write into a history slot after the model call stores x̂0 − μ.
         let after_model = step.iter().position(|o| matches!(o, Op::Model(_)));

@@ -22,6 +22,9 @@ pub enum Buf {
     Cond,
     /// The model's second head (two-head models), like `ModelOut`.
     ModelAux,
+    /// Draw k of caller-supplied per-step noise (f32, read-only; e.g. the MR Sampler's SDE
+    /// with `--step-noise`, for parity with code that draws inside each step).
+    StepNoise(usize),
 }
 
 pub use crate::schedule::ModelTime;
@@ -116,7 +119,7 @@ impl Program {
                         ),
                     ))
                 }
-                Buf::Cond | Buf::ModelAux if write => {
+                Buf::Cond | Buf::ModelAux | Buf::StepNoise(_) if write => {
                     return Err(err(
                         "program",
                         format!("{b:?} is read-only but an instruction writes it"),
@@ -152,6 +155,24 @@ impl Program {
             steps,
             nfe,
         }
+    }
+
+    /// How many caller-supplied draws ([`Buf::StepNoise`]) the program reads: one past the
+    /// largest index named (0 when none).
+    pub fn step_noise_draws(&self) -> usize {
+        self.steps
+            .iter()
+            .flatten()
+            .flat_map(|op| match op {
+                Op::Lin { terms, .. } => terms.iter().map(|(b, _)| *b).collect(),
+                _ => vec![],
+            })
+            .filter_map(|b| match b {
+                Buf::StepNoise(k) => Some(k + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 

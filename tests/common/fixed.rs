@@ -123,6 +123,7 @@ pub fn run_error(
                 seed: 0,
                 noise: None,
                 cond: cond.as_deref(),
+                step_noise: None,
             };
             diffuse::solvers::interpreter::run(program, &mut model, &opts, |_, _| {})
                 .expect_err("the interpreter ran the program")

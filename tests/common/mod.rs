@@ -319,6 +319,7 @@ pub fn run_host(
         seed,
         noise: noise.as_deref(),
         cond: cond.as_deref(),
+        step_noise: None,
     };
     interpreter::run(program, model, &opts, |_, _| {}).unwrap()
 }
