@@ -385,25 +385,31 @@ fn f64_round_trip_is_exact_and_ddim_inversion_is_not() {
     );
 }
 
-/// The shipped Fashion-MNIST model at γ = 1, 10 steps: four real test images reconstruct to
-/// 1e-3·max|x0| (f32, GPU).
-#[test]
-fn fmnist_round_trip_at_gamma_one() {
-    let gpu = common::gpu();
+/// `n` Fashion-MNIST test images, BDIA at γ = 1 on the shipped model `name`'s training schedule,
+/// and that model (f32).
+fn fmnist_gamma_one(name: &str, n: usize) -> (Vec<f32>, SchedulerConfig, UNet2DModel) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
     let clean = Weights::open(&root.join("fmnist-sr4/testset.safetensors"))
         .unwrap()
         .read_f32("clean", None)
         .unwrap();
-    let n = 4;
-    let x0 = clean.data[..n * 784].to_vec();
-    let base = SchedulerConfig::from_file(&root.join("fmnist-ddpm/scheduler_config.json")).unwrap();
+    let base = SchedulerConfig::from_file(&root.join(name).join("scheduler_config.json")).unwrap();
     let mut cfg = SchedulerConfig::named("bdia", Some(&base)).unwrap();
     match &mut cfg.solver {
         SolverConfig::Bdia(c) => c.gamma = 1.0,
         _ => unreachable!(),
     }
-    let unet = UNet2DModel::from_dir(gpu, &root.join("fmnist-ddpm"), DType::F32).unwrap();
+    let unet = UNet2DModel::from_dir(common::gpu(), &root.join(name), DType::F32).unwrap();
+    (clean.data[..n * 784].to_vec(), cfg, unet)
+}
+
+/// The shipped Fashion-MNIST model at γ = 1, 10 steps: four real test images reconstruct to
+/// 1e-3·max|x0| (f32, GPU).
+#[test]
+fn fmnist_round_trip_at_gamma_one() {
+    let gpu = common::gpu();
+    let n = 4;
+    let (x0, cfg, unet) = fmnist_gamma_one("fmnist-ddpm", n);
     let mut model = UNetDenoiser {
         forward: unet.prepare(gpu, n, 28, 28).unwrap(),
         prediction: cfg.train.prediction,
@@ -511,20 +517,8 @@ fn bad_configs_and_inversions_are_errors_naming_the_field() {
 #[test]
 fn fmnist_cond_inverts_under_a_label_and_edits_under_another() {
     let gpu = common::gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
-    let clean = Weights::open(&root.join("fmnist-sr4/testset.safetensors"))
-        .unwrap()
-        .read_f32("clean", None)
-        .unwrap();
     let n = 2;
-    let x0 = clean.data[..n * 784].to_vec();
-    let base = SchedulerConfig::from_file(&root.join("fmnist-cond/scheduler_config.json")).unwrap();
-    let mut cfg = SchedulerConfig::named("bdia", Some(&base)).unwrap();
-    match &mut cfg.solver {
-        SolverConfig::Bdia(c) => c.gamma = 1.0,
-        _ => unreachable!(),
-    }
-    let unet = UNet2DModel::from_dir(gpu, &root.join("fmnist-cond"), DType::F32).unwrap();
+    let (x0, cfg, unet) = fmnist_gamma_one("fmnist-cond", n);
     assert!(unet.is_class_conditional());
     let model = |labels: Vec<i64>| UNetDenoiser {
         forward: unet.prepare(gpu, n, 28, 28).unwrap(),
