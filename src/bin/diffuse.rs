@@ -628,6 +628,25 @@ fn arg_error(op: &'static str, arg: &'static str, reason: String) -> Error {
     Error::Argument { op, arg, reason }
 }
 
+/// `--class-label` for every sample of the batch; an error on a model without classes.
+fn class_labels(
+    op: &'static str,
+    label: Option<i64>,
+    loaded: &LoadedModel,
+    guidance: Option<f32>,
+    batch: usize,
+) -> Result<Option<Vec<i64>>, Error> {
+    match (label, loaded.classes(guidance.is_some())) {
+        (Some(l), Some(_)) => Ok(Some(vec![l; batch])),
+        (Some(_), None) => Err(arg_error(
+            op,
+            "--class-label",
+            "class labels need a class-conditional model".into(),
+        )),
+        (None, _) => Ok(None),
+    }
+}
+
 /// Writes the final sample: the PNG grid, and with `raw` the f32 tensor as `sample` (each file
 /// atomically).
 fn write_outputs(out: &Path, raw: Option<&Path>, x: &[f32], shape: &[usize]) -> Result<(), Error> {
@@ -686,17 +705,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     }
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
-    let labels = match (a.class_label, loaded.classes(a.s.guidance.is_some())) {
-        (Some(l), Some(_)) => Some(vec![l; batch]),
-        (Some(_), None) => {
-            return Err(arg_error(
-                "sample",
-                "--class-label",
-                "class labels need a class-conditional model".into(),
-            ))
-        }
-        (None, _) => None,
-    };
+    let labels = class_labels("sample", a.class_label, &loaded, a.s.guidance, batch)?;
     let req = ModelRequest {
         model: a.s.model.clone(),
         batch,
@@ -761,17 +770,7 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
     }
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.model, a.dtype)?;
-    let labels = match (a.class_label, loaded.classes(a.guidance.is_some())) {
-        (Some(l), Some(_)) => Some(vec![l; shape[0]]),
-        (Some(_), None) => {
-            return Err(arg_error(
-                "invert",
-                "--class-label",
-                "class labels need a class-conditional model".into(),
-            ))
-        }
-        (None, _) => None,
-    };
+    let labels = class_labels("invert", a.class_label, &loaded, a.guidance, shape[0])?;
     let req = ModelRequest {
         model: a.model.clone(),
         batch: shape[0],

@@ -257,14 +257,15 @@ pub fn ode_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
-    let o = MrsOptions {
-        solver_type: MrSolverType::Ode,
+    consistent(
+        MrSolverType::Ode,
+        sched,
+        ts,
         order,
-        form: solve,
-        ..Default::default()
-    };
-    let grid = sched.mrs_grid(ts, Interpolation::Consistent);
-    program_on_grid(&grid, sched.max_sigma, &o, network, model_in, false)
+        solve,
+        network,
+        model_in,
+    )
 }
 
 /// The order of step `i` (0-based) of `n`, as the MR Sampler's driver sets it: warm-up with
@@ -331,10 +332,31 @@ pub fn sde_program(
     network: Prediction,
     model_in: &[(Buf, f64)],
 ) -> Result<Program> {
-    let o = MrsOptions {
-        solver_type: MrSolverType::Sde,
+    consistent(
+        MrSolverType::Sde,
+        sched,
+        ts,
         order,
-        form: solve,
+        solve,
+        network,
+        model_in,
+    )
+}
+
+/// [`program_on_grid`] over `ts` on the continuous process (`Interpolation::Consistent`).
+fn consistent(
+    solver_type: MrSolverType,
+    sched: &MeanReverting,
+    ts: &[f64],
+    order: usize,
+    form: MrPrediction,
+    network: Prediction,
+    model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    let o = MrsOptions {
+        solver_type,
+        order,
+        form,
         ..Default::default()
     };
     let grid = sched.mrs_grid(ts, Interpolation::Consistent);
