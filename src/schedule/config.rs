@@ -5,8 +5,9 @@
 //! errors naming them; fields of other classes are accepted and ignored.
 
 use super::options::{
-    BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig, FlowConfig,
-    HeunConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, UniPcConfig,
+    BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig,
+    EvoDiffConfig, FlowConfig, HeunConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, SkipType,
+    UniPcConfig,
 };
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
@@ -28,6 +29,9 @@ pub enum SchedulerKind {
     Heun,
     DpmSolverMultistep,
     UniPc,
+    /// Our own class: the training-schedule fields plus EVODiff's `skip_type`, `order`,
+    /// `lower_order_final`, `t_start`, `t_end`.
+    EvoDiff,
     FlowMatchEuler,
     FlowMatchHeun,
     /// Our own class (no diffusers equivalent): EDM's Heun sampler with churn on a Karras grid.
@@ -98,6 +102,7 @@ pub const CLASSES: &[SchedulerClass] = {
             "UniPCMultistepScheduler",
             &[("unipc", "{}"), ("unipc-3", r#"{"solver_order": 3}"#)],
         ),
+        row(K::EvoDiff, "EVODiffScheduler", &[("evodiff", "{}")]),
         row(
             K::FlowMatchEuler,
             "FlowMatchEulerDiscreteScheduler",
@@ -239,6 +244,7 @@ pub enum SolverConfig {
     Heun(HeunConfig),
     DpmSolver(DpmSolverConfig),
     UniPc(UniPcConfig),
+    EvoDiff(EvoDiffConfig),
     Flow(FlowConfig),
     Edm(EdmConfig),
     ScoreSde(ScoreSdeOptions),
@@ -257,6 +263,7 @@ impl SolverConfig {
             SolverConfig::Heun(_) => K::Heun,
             SolverConfig::DpmSolver(_) => K::DpmSolverMultistep,
             SolverConfig::UniPc(_) => K::UniPc,
+            SolverConfig::EvoDiff(_) => K::EvoDiff,
             SolverConfig::Flow(c) if c.heun => K::FlowMatchHeun,
             SolverConfig::Flow(_) => K::FlowMatchEuler,
             SolverConfig::Edm(_) => K::EdmHeun,
@@ -311,6 +318,7 @@ impl SolverConfig {
             }
             K::DpmSolverMultistep => SolverConfig::DpmSolver(dpm_solver(f)?),
             K::UniPc => SolverConfig::UniPc(unipc(f)?),
+            K::EvoDiff => SolverConfig::EvoDiff(evodiff(f)?),
             K::FlowMatchEuler | K::FlowMatchHeun => SolverConfig::Flow(FlowConfig {
                 shift: f.num("shift", FlowConfig::default().shift)?,
                 heun: kind == K::FlowMatchHeun,
@@ -409,6 +417,10 @@ const KNOWN: &[&str] = &[
     "beta_max",
     "sde_type",
     "gamma",
+    "skip_type",
+    "order",
+    "t_start",
+    "t_end",
 ];
 
 impl SchedulerConfig {
@@ -609,6 +621,37 @@ fn dpm_solver(f: &ConfigFields) -> Result<DpmSolverConfig> {
         )?,
         lower_order_final: f.bool("lower_order_final", d.lower_order_final)?,
         euler_at_final: f.bool("euler_at_final", d.euler_at_final)?,
+    })
+}
+
+/// `EVODiffScheduler`'s options; `t_start`/`t_end` are checked against the schedule when the
+/// program is built.
+fn evodiff(f: &ConfigFields) -> Result<EvoDiffConfig> {
+    let d = EvoDiffConfig::default();
+    let order = f.int("order", d.order, 1..=3)?;
+    if order != 2 {
+        return Err(f.err(
+            "order",
+            format!("{order} is not supported: the official multistep EVODiff runs order 2 only"),
+        ));
+    }
+    let time = |k: &str| -> Result<Option<f64>> { f.get(k).map(|_| f.num(k, 0.0)).transpose() };
+    Ok(EvoDiffConfig {
+        skip_type: choice(
+            f,
+            "skip_type",
+            d.skip_type,
+            &[
+                ("logSNR", SkipType::LogSnr),
+                ("time_uniform", SkipType::TimeUniform),
+                ("time_quadratic", SkipType::TimeQuadratic),
+                ("edm", SkipType::Edm),
+            ],
+        )?,
+        order,
+        lower_order_final: f.bool("lower_order_final", d.lower_order_final)?,
+        t_start: time("t_start")?,
+        t_end: time("t_end")?,
     })
 }
 

@@ -160,6 +160,45 @@ impl Default for BdiaConfig {
     }
 }
 
+/// EVODiff's time grid (`get_time_steps`' `skip_type`) on the continuous time t ∈ [1/N, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipType {
+    /// Uniform in half log-SNR λ (`logSNR`).
+    LogSnr,
+    /// Uniform in t (`time_uniform`).
+    TimeUniform,
+    /// Uniform in √t (`time_quadratic`).
+    TimeQuadratic,
+    /// Karras ρ = 7 on [t_end, t_start] read as σ_E, mapped back through λ = −log σ_E (`edm`).
+    Edm,
+}
+
+/// `EVODiffScheduler` (ours; EVODiff of Li et al., "Entropy-aware variance optimized diffusion
+/// inference"): the arguments of the official `EVODiff_edm.sample` with `method="multistep"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvoDiffConfig {
+    pub skip_type: SkipType,
+    /// Only 2 (the official multistep loop has no other working order).
+    pub order: usize,
+    pub lower_order_final: bool,
+    /// First time of the grid (default T = 1).
+    pub t_start: Option<f64>,
+    /// Last time of the grid (default 1/N).
+    pub t_end: Option<f64>,
+}
+
+impl Default for EvoDiffConfig {
+    fn default() -> Self {
+        EvoDiffConfig {
+            skip_type: SkipType::LogSnr,
+            order: 2,
+            lower_order_final: true,
+            t_start: None,
+            t_end: None,
+        }
+    }
+}
+
 /// The σ grid of the Euler family's `set_timesteps` (`EulerDiscreteScheduler`,
 /// `EulerAncestralDiscreteScheduler`, `HeunDiscreteScheduler`).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,6 +10,7 @@ pub mod ddpm;
 pub mod dpm_solver;
 pub mod edm;
 pub mod euler;
+pub mod evodiff;
 pub mod executor;
 pub mod flow;
 pub mod heun;
@@ -67,6 +68,7 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SolverConfig::Heun(c) => heun::program(c, train, steps),
         SolverConfig::DpmSolver(c) => dpm_solver::program(c, train, steps),
         SolverConfig::UniPc(c) => unipc::program(c, train, steps),
+        SolverConfig::EvoDiff(c) => evodiff::program(c, train, steps),
         SolverConfig::Flow(c) => flow::program(c, train, steps),
         SolverConfig::Edm(c) => edm::program(c, train, steps),
         SolverConfig::ScoreSde(c) => score_sde::program(c, train, steps),
