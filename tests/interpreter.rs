@@ -56,6 +56,7 @@ fn executor_matches_the_interpreter_on_scheduler_programs() {
         ("dpm-solver++", 15, 1e-5),
         ("dpm-solver++-3m", 15, 1e-5),
         ("unipc", 12, 1e-5),
+        ("evodiff", 12, 1e-5),
         ("flow-euler", 12, 1e-5),
         ("ddpm", 50, 1e-4),
         ("euler-ancestral", 30, 1e-4),

@@ -23,7 +23,15 @@ fn every_class_name_round_trips_and_every_default_builds() {
         let cfg = parse(json!({ "_class_name": row.class_name })).unwrap();
         assert_eq!(cfg.kind(), row.kind, "{}", row.class_name);
         assert_eq!(SchedulerConfig::default_for(row.kind), cfg);
-        for steps in [1, 10] {
+        // EVODiff's official multistep loop asserts steps ≥ order (2): one step is refused.
+        let fewest = if row.kind == SchedulerKind::EvoDiff {
+            let e = solvers::build(&cfg, 1).unwrap_err().to_string();
+            assert!(e.contains("steps"), "{e}");
+            2
+        } else {
+            1
+        };
+        for steps in [fewest, 10] {
             let p = solvers::build(&cfg, steps)
                 .unwrap_or_else(|e| panic!("{} with {steps} steps: {e}", row.class_name));
             assert_eq!(p.steps.len(), steps, "{}", row.class_name);
