@@ -15,7 +15,7 @@ gen)
   # sampler:steps pairs giving NFE 5/10/20 (Heun: 2·steps − 1 NFE).
   for cell in dpm-solver++:5 dpm-solver++:10 ddim:5 ddim:10 euler:5 euler:10 heun:3 heun:5 \
               dpm-solver++-3m:5 dpm-solver++-3m:10 unipc:5 unipc:10 ddpm:10 dpm-solver++:20 ddim:20 \
-              dpm-solver++:50 ddim:50 dpm-solver++:100 ddpm:100; do
+              dpm-solver++:50 ddim:50 dpm-solver++:100 ddpm:100 evodiff:5 evodiff:10 evodiff:20; do
     s=${cell%%:*}; k=${cell##*:}
     f="$OUT/gen-$s-$k.json"; [ -f "$f" ] && continue
     $BIN eval --model assets/fmnist-ddpm --scheduler "$s" --steps "$k" --num-samples "$N" \

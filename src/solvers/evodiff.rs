@@ -200,6 +200,7 @@ pub fn program(cfg: &EvoDiffConfig, train: &TrainingSchedule, steps: usize) -> R
         alpha: pts[i].0,
         sigma: pts[i].1,
     };
+    let time_of = |i: usize| ts[i];
     let sigma = |i: usize| pts[i].1;
     let kappa = |i: usize| pts[i].1 / pts[i].0;
     // Evaluate the model on X at grid point i into the history slot of i.
@@ -253,7 +254,7 @@ pub fn program(cfg: &EvoDiffConfig, train: &TrainingSchedule, steps: usize) -> R
         }
         let (rho0, rho01) = (s_t / s0, s0 / s1);
         let r_logh = (kappa(p1) / kappa(p0)).ln() / (kappa(p0) / kappa(step)).ln();
-        let tn = (ts[step] + t_end) / (t_start + t_end);
+        let tn = (time_of(step) + t_end) / (t_start + t_end);
         let w = 0.5 * (1.0 - tn * tn);
         let base = (rho0 / rho01).sqrt();
         let half = 0.5 * s_t * h;
