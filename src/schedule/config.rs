@@ -6,7 +6,7 @@
 
 use super::options::{
     BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig, FlowConfig,
-    HeunConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, UniPcConfig,
+    HeunConfig, LmlBase, LmlConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, UniPcConfig,
 };
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
@@ -23,13 +23,20 @@ pub enum SchedulerKind {
     Ddim,
     /// Our own class: `DDIMScheduler`'s fields plus `gamma` (BDIA-DDIM).
     Bdia,
+    /// The official LML class on DDIM: `DDIMScheduler`'s fields plus `lm`, `lamb`, `kappa`,
+    /// `freeze`.
+    DdimLm,
     Euler,
     EulerAncestral,
     Heun,
     DpmSolverMultistep,
+    /// The official LML class on DPM-Solver(++): its fields plus `lm`, `lamb`, `kappa`.
+    DpmSolverMultistepLm,
     UniPc,
     FlowMatchEuler,
     FlowMatchHeun,
+    /// The official LML class on flow-matching Euler: its fields plus `lm`, `lamb`, `kappa`.
+    FlowMatchEulerLm,
     /// Our own class (no diffusers equivalent): EDM's Heun sampler with churn on a Karras grid.
     EdmHeun,
     /// diffusers' `ScoreSdeVeScheduler` fields, plus our `predictor`.
@@ -68,6 +75,7 @@ pub const CLASSES: &[SchedulerClass] = {
         row(K::Ddpm, "DDPMScheduler", &[("ddpm", "{}")]),
         row(K::Ddim, "DDIMScheduler", &[("ddim", "{}")]),
         row(K::Bdia, "BDIAScheduler", &[("bdia", r#"{"gamma": 0.5}"#)]),
+        row(K::DdimLm, "DDIMLMScheduler", &[]),
         row(K::Euler, "EulerDiscreteScheduler", &[("euler", "{}")]),
         row(
             K::EulerAncestral,
@@ -93,6 +101,7 @@ pub const CLASSES: &[SchedulerClass] = {
                 ),
             ],
         ),
+        row(K::DpmSolverMultistepLm, "DPMSolverMultistepLMScheduler", &[]),
         row(
             K::UniPc,
             "UniPCMultistepScheduler",
@@ -107,6 +116,11 @@ pub const CLASSES: &[SchedulerClass] = {
             K::FlowMatchHeun,
             "FlowMatchHeunDiscreteScheduler",
             &[("flow-heun", "{}")],
+        ),
+        row(
+            K::FlowMatchEulerLm,
+            "FlowMatchEulerDiscreteLMScheduler",
+            &[],
         ),
         row(
             K::EdmHeun,
@@ -214,7 +228,7 @@ impl TrainingSchedule {
             }
         };
         let default_prediction = match kind {
-            K::FlowMatchEuler | K::FlowMatchHeun => Prediction::Flow,
+            K::FlowMatchEuler | K::FlowMatchHeun | K::FlowMatchEulerLm => Prediction::Flow,
             K::ScoreSdeVe | K::ScoreSdeVp => Prediction::Score,
             _ => Prediction::Epsilon,
         };
@@ -242,6 +256,7 @@ pub enum SolverConfig {
     Flow(FlowConfig),
     Edm(EdmConfig),
     ScoreSde(ScoreSdeOptions),
+    Lml(LmlConfig),
 }
 
 impl SolverConfig {
@@ -263,6 +278,11 @@ impl SolverConfig {
             SolverConfig::ScoreSde(o) => match o.sde {
                 Sde::Ve { .. } => K::ScoreSdeVe,
                 Sde::Vp { .. } | Sde::SubVp { .. } => K::ScoreSdeVp,
+            },
+            SolverConfig::Lml(c) => match c.base {
+                LmlBase::Ddim(_) => K::DdimLm,
+                LmlBase::DpmSolver(_) => K::DpmSolverMultistepLm,
+                LmlBase::FlowEuler(_) => K::FlowMatchEulerLm,
             },
         }
     }
@@ -333,6 +353,21 @@ impl SolverConfig {
             K::ScoreSdeVe | K::ScoreSdeVp => {
                 SolverConfig::ScoreSde(score_sde(f, kind == K::ScoreSdeVe)?)
             }
+            K::DdimLm => lml(f, LmlBase::Ddim(ddim(f)?), false)?,
+            K::DpmSolverMultistepLm => {
+                // The official file predates `final_sigmas_type`: it always ends at timestep 0.
+                let mut c = dpm_solver(f)?;
+                c.final_sigma_zero = final_sigma_zero(f, false)?;
+                lml(f, LmlBase::DpmSolver(c), false)?
+            }
+            K::FlowMatchEulerLm => lml(
+                f,
+                LmlBase::FlowEuler(FlowConfig {
+                    shift: f.num("shift", FlowConfig::default().shift)?,
+                    heun: false,
+                }),
+                true,
+            )?,
         })
     }
 }
@@ -409,7 +444,14 @@ const KNOWN: &[&str] = &[
     "beta_max",
     "sde_type",
     "gamma",
+    "lm",
+    "lamb",
+    "kappa",
+    "freeze",
 ];
+
+/// The LML fields, taken only by the LML classes (`freeze` only by `DDIMLMScheduler`).
+const LML_FIELDS: &[&str] = &["lm", "lamb", "kappa", "freeze"];
 
 impl SchedulerConfig {
     /// Reads a `scheduler_config.json`.
@@ -448,6 +490,20 @@ impl SchedulerConfig {
             f.must_be_default(k, |v| v == &Value::Bool(false))?;
         }
         f.must_be_default("trained_betas", |_| false)?;
+        use SchedulerKind as K;
+        for &k in LML_FIELDS {
+            let takes = match kind {
+                K::DdimLm => true,
+                K::DpmSolverMultistepLm | K::FlowMatchEulerLm => k != "freeze",
+                _ => false,
+            };
+            if !takes && f.get(k).is_some() {
+                return Err(f.err(
+                    k,
+                    format!("is an LML field, which `{class}` does not take (LML classes: DDIMLMScheduler; `lm`, `lamb`, `kappa` also DPMSolverMultistepLMScheduler, FlowMatchEulerDiscreteLMScheduler)"),
+                ));
+            }
+        }
         f.must_be_default("solver_p", |_| false)?;
         f.must_be_default("shift_terminal", |_| false)?;
         f.must_be_default("interpolation_type", |v| v == "linear")?;
@@ -540,6 +596,31 @@ fn choice<T: Copy>(f: &ConfigFields, k: &str, d: T, options: &[(&str, T)]) -> Re
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
             f.err(k, format!("`{s}` is not supported ({})", names.join(", ")))
         })
+}
+
+/// An LML class around `base` (`lm` defaults to `lm_default`, the official file's).
+fn lml(f: &ConfigFields, base: LmlBase, lm_default: bool) -> Result<SolverConfig> {
+    let lamb = f.num("lamb", 1.0)?;
+    if !(lamb > 0.0 && lamb.is_finite()) {
+        return Err(f.err(
+            "lamb",
+            format!("{lamb} is not a positive damping (at 0 the first step divides 0 by 0)"),
+        ));
+    }
+    let unit = |k: &str| -> Result<f64> {
+        let v = f.num(k, 0.0)?;
+        if !(0.0..=1.0).contains(&v) {
+            return Err(f.err(k, format!("{v} is outside [0, 1]")));
+        }
+        Ok(v)
+    };
+    Ok(SolverConfig::Lml(LmlConfig {
+        base,
+        lm: f.bool("lm", lm_default)?,
+        lamb,
+        kappa: unit("kappa")?,
+        freeze: unit("freeze")?,
+    }))
 }
 
 /// `clip_sample` with `clip_sample_range`.
