@@ -177,3 +177,83 @@ fn executor_matches_the_interpreter_on_a_two_head_program() {
     println!("RDDM, 8 steps: max|gpu − host| {d:.2e}");
     assert!(d <= 2e-6, "{d}");
 }
+
+/// Data-dependent coefficients: inner products per (sample, channel) and per sample into
+/// scalar registers, a scalar program on them, and updates reading them (`Op::Dot`,
+/// `Op::Scalar`, `Op::Combine`), three steps so each step's registers depend on the last.
+#[test]
+fn executor_matches_the_interpreter_on_register_coefficients() {
+    use diffuse::solvers::program::{lin, model_input, ModelTime, Over, Sx::*};
+    let t = ModelTime {
+        t: 500.0,
+        alpha: 0.6,
+        sigma: 0.8,
+    };
+    let step = vec![
+        model_input(Buf::X, 1.0),
+        Op::Model(t),
+        lin(Buf::Slot(0), vec![(Buf::ModelOut, 1.0), (Buf::X, -0.5)]),
+        Op::Dot {
+            dst: 0,
+            a: Buf::X,
+            b: Buf::Slot(0),
+            over: Over::Channel,
+        },
+        Op::Dot {
+            dst: 1,
+            a: Buf::Slot(0),
+            b: Buf::Slot(0),
+            over: Over::Channel,
+        },
+        Op::Dot {
+            dst: 2,
+            a: Buf::X,
+            b: Buf::X,
+            over: Over::Sample,
+        },
+        // r3 = clamp(r0/r1, −2, 2); r4 = sigmoid(0.25|r3|)·0.3/sqrt(r2/48)
+        Op::Scalar {
+            dst: 3,
+            code: vec![Reg(0), Reg(1), Div, Const(-2.0), Max, Const(2.0), Min],
+        },
+        Op::Scalar {
+            dst: 4,
+            code: vec![
+                Reg(3),
+                Abs,
+                Const(0.25),
+                Mul,
+                Sigmoid,
+                Const(0.3),
+                Mul,
+                Reg(2),
+                Const(48.0),
+                Div,
+                Sqrt,
+                Div,
+            ],
+        },
+        Op::Combine {
+            dst: Buf::X,
+            terms: vec![
+                (Buf::X, 0.9, Some(4)),
+                (Buf::Slot(0), -0.4, Some(3)),
+                (Buf::ModelOut, 0.2, None),
+            ],
+        },
+    ];
+    let p = Program::new(1.0, 1, vec![step.clone(), step.clone(), step]);
+    assert_eq!(p.scalars(), 5);
+    let shape = [2, 3, 4, 4];
+    let out = TestRng(5).values(96, -1.0, 1.0, DType::F32);
+    let run = |b| run_fixed(b, &shape, &out, None, &p, 9, None, None);
+    let (gpu, host) = (run(Backend::Gpu), run(Backend::Host));
+    let scale = host.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = gpu
+        .iter()
+        .zip(&host)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    println!("register coefficients, 3 steps: max|gpu − host| {d:.2e} (max|x| {scale:.2})");
+    assert!(d <= 2e-6 * scale.max(1.0), "{d}");
+}

@@ -32,6 +32,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("langevin", include_str!("../../shaders/langevin.wgsl")),
     ("threshold", include_str!("../../shaders/threshold.wgsl")),
+    ("coef", include_str!("../../shaders/coef.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),

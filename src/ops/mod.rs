@@ -4,6 +4,7 @@
 
 pub mod analytic;
 pub mod attention;
+pub mod coef;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_pack;
@@ -50,6 +51,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(threshold::variants(dt));
         v.extend(langevin::variants(dt));
         v.extend(analytic::variants(dt));
+        v.extend(coef::variants(dt));
     }
     v
 }

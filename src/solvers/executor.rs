@@ -8,7 +8,7 @@ use crate::gpu::{Gpu, Recorder, Recording};
 use crate::models::Denoiser;
 use crate::ops::rng::Philox;
 use crate::ops::solver_step::{update, Update};
-use crate::ops::{langevin, threshold};
+use crate::ops::{coef, langevin, threshold};
 use crate::tensor::{DType, Tensor};
 use std::ops::ControlFlow;
 
@@ -80,6 +80,7 @@ struct Ctx<'a> {
     x: &'a Tensor,
     slots: &'a [Tensor],
     norms: &'a [Tensor; 2],
+    regs: Option<&'a Tensor>,
     model_in: &'a Tensor,
     model_out: &'a Tensor,
     step_noise: &'a [Tensor],
@@ -126,6 +127,32 @@ impl Ctx<'_> {
         };
         let (g, z) = (self.buf(grad), self.buf(noise));
         langevin::langevin(rec, self.x, g, z, &norms, philox, snr, alpha)
+    }
+
+    /// Records `dst = Σ c·r·src` with register-scaled coefficients: a term reading dst itself
+    /// becomes the update's `keep` (at most one such term).
+    fn record_combine(
+        &self,
+        rec: &mut Recorder<'_>,
+        dst: Buf,
+        terms: &[(Buf, f64, Option<usize>)],
+    ) -> Result<()> {
+        let regs = self.regs.unwrap_or(self.x);
+        let mine: Vec<_> = terms.iter().filter(|t| t.0 == dst).collect();
+        if mine.len() > 1 {
+            return Err(Error::Argument {
+                op: "sampler",
+                arg: "program",
+                reason: format!("a Combine names its destination {dst:?} more than once"),
+            });
+        }
+        let keep = mine.first().map(|t| (t.1 as f32, t.2));
+        let others: Vec<coef::Term<'_>> = terms
+            .iter()
+            .filter(|t| t.0 != dst)
+            .map(|&(b, c, r)| (self.buf(b), c as f32, r))
+            .collect();
+        coef::update(rec, self.buf(dst), regs, keep, &others)
     }
 
     /// Records `dst = Σ terms + noise·z (clamped)`: a term reading dst itself becomes the
@@ -199,6 +226,19 @@ impl Executor {
             Tensor::zeros(gpu, "grad_norms", &shape[..1], DType::F32)?,
             Tensor::zeros(gpu, "noise_norms", &shape[..1], DType::F32)?,
         ];
+        // Scalar registers [R, N, C] of the data-dependent coefficients.
+        let regs = match program.scalars() {
+            0 => None,
+            r => {
+                let nc = [shape[0], shape.get(1).copied().unwrap_or(1)];
+                Some(Tensor::zeros(
+                    gpu,
+                    "scalars",
+                    &[r, nc[0], nc[1]],
+                    DType::F32,
+                )?)
+            }
+        };
         let noise_in = if noise_input {
             Some(Tensor::zeros(gpu, "noise", &shape, DType::F32)?)
         } else {
@@ -213,6 +253,7 @@ impl Executor {
             x: &x,
             slots: &slots,
             norms: &norms,
+            regs: regs.as_ref(),
             model_in: model.input(),
             model_out: model.output(),
             step_noise: &step_noise,
@@ -276,6 +317,19 @@ impl Executor {
                         let r = rec.get_or_insert_with(|| gpu.recorder());
                         let shift = shift.map(|b| ctx.buf(b));
                         threshold::dynamic_threshold(r, ctx.buf(*buf), shift, *ratio, *max)?;
+                    }
+                    Op::Dot { dst, a, b, over } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        let regs = ctx.regs.unwrap_or(ctx.x);
+                        coef::dot(r, ctx.buf(*a), ctx.buf(*b), regs, *dst, *over)?;
+                    }
+                    Op::Scalar { dst, code } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        coef::scalar(r, ctx.regs.unwrap_or(ctx.x), *dst, code)?;
+                    }
+                    Op::Combine { dst, terms } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        ctx.record_combine(r, *dst, terms)?;
                     }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {

@@ -6,11 +6,14 @@
 //! program order) and element e of the state draws element e. Langevin steps (Song et al.
 //! 2021, Alg. 4/5) take their size from per-sample L2 norms; dynamic thresholding (Imagen) uses
 //! the exact linear-interpolated quantile of torch.quantile; clamps are to ±c. Everything is
-//! f64: no f32 rounding of the state and no f16 rounding of the model's buffers.
+//! f64: no f32 rounding of the state and no f16 rounding of the model's buffers. Scalar
+//! registers are f64 per (sample, channel) of the shape's first two dimensions; inner products
+//! are plain f64 sums.
 
-use super::program::{Buf, Op, Program};
+use super::program::{Buf, Op, Over, Program};
 use crate::error::{Error, Result};
 use crate::models::HostDenoiser;
+use crate::ops::coef;
 use crate::reference::philox_normal;
 
 /// How a host run starts and what it is conditioned on.
@@ -184,6 +187,11 @@ pub fn run_states(
         step_noise: opts.step_noise,
         samples: opts.shape[0],
     };
+    // Scalar registers [R, N, C].
+    let (ns, nc) = (opts.shape[0], opts.shape.get(1).copied().unwrap_or(1));
+    let m = ns * nc;
+    let hw = n / m;
+    let mut regs = vec![0.0f64; program.scalars() * m];
     let mut stream = 0u32;
     let total = program.steps.len();
     for (si, step) in program.steps.iter().enumerate() {
@@ -232,6 +240,41 @@ pub fn run_states(
                     for ((xv, gv), zv) in st.x.iter_mut().zip(&g).zip(&z) {
                         *xv += eps * gv + (2.0 * eps).sqrt() * zv;
                     }
+                }
+                Op::Dot { dst, a, b, over } => {
+                    let aux = model.aux_output();
+                    let (a, b) = (st.get(*a, aux)?, st.get(*b, aux)?);
+                    let sums: Vec<f64> = a
+                        .chunks(hw)
+                        .zip(b.chunks(hw))
+                        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+                        .collect();
+                    let r = &mut regs[dst * m..(dst + 1) * m];
+                    match over {
+                        Over::Channel => r.copy_from_slice(&sums),
+                        Over::Sample => {
+                            for (rs, ss) in r.chunks_mut(nc).zip(sums.chunks(nc)) {
+                                rs.fill(ss.iter().sum());
+                            }
+                        }
+                    }
+                }
+                Op::Scalar { dst, code } => {
+                    let v: Vec<f64> = (0..m)
+                        .map(|j| coef::eval(code, |k| regs[k * m + j]))
+                        .collect();
+                    regs[dst * m..(dst + 1) * m].copy_from_slice(&v);
+                }
+                Op::Combine { dst, terms } => {
+                    let mut v = vec![0.0; n];
+                    for (b, c, r) in terms {
+                        let src = st.get(*b, model.aux_output())?;
+                        for (e, (o, s)) in v.iter_mut().zip(src).enumerate() {
+                            let k = r.map_or(1.0, |r| regs[r * m + e / hw]);
+                            *o += c * k * s;
+                        }
+                    }
+                    *st.get_mut(*dst)? = v;
                 }
                 Op::Threshold {
                     buf,

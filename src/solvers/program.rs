@@ -2,9 +2,12 @@
 //! update `dst = Σ cᵢ·srcᵢ + c_z·z` (optionally clamped) — with every coefficient computed on
 //! the host in f64 when the program is built. Immutable: one program serves any number of
 //! concurrent runs (cf. diffusers#5749), and second-order steps and correctors need no
-//! duplicated timesteps: they are just more instructions.
+//! duplicated timesteps: they are just more instructions. Data-dependent coefficients (EVODiff's
+//! projections, LML's corrections) are computed on the device into per-(sample, channel) scalar
+//! registers (`Dot`, `Scalar`) that a `Combine` update reads.
 
 use crate::error::{Error, Result};
+pub use crate::ops::coef::{Over, Sx};
 use crate::schedule::Prediction;
 
 /// A buffer of the run. All are [N, C, H, W]; `X` and slots are f32.
@@ -60,6 +63,23 @@ pub enum Op {
         ratio: f64,
         max: f64,
     },
+    /// Scalar register `dst` (one value per (sample, channel), see [`Program::scalars`]) =
+    /// ⟨a, b⟩ summed over H×W per (n, c) or over C×H×W per sample (`over`).
+    Dot {
+        dst: usize,
+        a: Buf,
+        b: Buf,
+        over: Over,
+    },
+    /// Register `dst` = the reverse-Polish program `code` on each (n, c) entry (registers and
+    /// constants in, one value out).
+    Scalar { dst: usize, code: Vec<Sx> },
+    /// dst = Σ c·r·src, where r is register `reg`'s entry of the element's (n, c), or 1 for
+    /// `None` (a term may read dst itself).
+    Combine {
+        dst: Buf,
+        terms: Vec<(Buf, f64, Option<usize>)>,
+    },
 }
 
 /// A complete sampling run.
@@ -93,6 +113,13 @@ impl Op {
                 v
             }
             Op::Model(_) => vec![(Buf::ModelIn, false), (Buf::ModelOut, true)],
+            Op::Dot { a, b, .. } => vec![(*a, false), (*b, false)],
+            Op::Scalar { .. } => vec![],
+            Op::Combine { dst, terms } => {
+                let mut v = vec![(*dst, true)];
+                v.extend(terms.iter().map(|(b, _, _)| (*b, false)));
+                v
+            }
         }
     }
 }
@@ -140,7 +167,36 @@ impl Program {
                 _ => {}
             }
         }
+        let regs = self.scalars();
+        for op in self.steps.iter().flatten() {
+            if let Op::Scalar { code, .. } = op {
+                crate::ops::coef::check_code(code, regs)?;
+            }
+        }
         Ok(())
+    }
+
+    /// How many scalar registers (each one f32 per (sample, channel)) the program uses: one
+    /// past the largest index named (0 when none).
+    pub fn scalars(&self) -> usize {
+        let mut k = 0;
+        for op in self.steps.iter().flatten() {
+            let named: Vec<usize> = match op {
+                Op::Dot { dst, .. } => vec![*dst],
+                Op::Scalar { dst, code } => code
+                    .iter()
+                    .filter_map(|s| match s {
+                        Sx::Reg(r) => Some(*r),
+                        _ => None,
+                    })
+                    .chain([*dst])
+                    .collect(),
+                Op::Combine { terms, .. } => terms.iter().filter_map(|t| t.2).collect(),
+                _ => vec![],
+            };
+            k = named.into_iter().map(|r| r + 1).fold(k, usize::max);
+        }
+        k
     }
 
     pub fn new(init_sigma: f64, slots: usize, steps: Vec<Vec<Op>>) -> Self {
@@ -165,6 +221,7 @@ impl Program {
             .flatten()
             .flat_map(|op| match op {
                 Op::Lin { terms, .. } => terms.iter().map(|(b, _)| *b).collect(),
+                Op::Combine { terms, .. } => terms.iter().map(|(b, _, _)| *b).collect(),
                 _ => vec![],
             })
             .filter_map(|b| match b {
