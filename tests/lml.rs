@@ -2,8 +2,10 @@
 //! repository's `DDIMLMScheduler`, `DPMSolverMultistepLMScheduler` and
 //! `FlowMatchEulerDiscreteLMScheduler` `step` loops with `lm` on, float64) on the closed-form
 //! Gaussian mixture (also through the host interpreter, no adapter needed) and the random-weight
-//! `unet_ddpm_like` UNet (f32, GPU): full runs to ≤ 1e-4·max|x|. Also: κ = 0 is the base
-//! sampler's program, and LML fields are refused where the class does not take them.
+//! `unet_ddpm_like` UNet (f32, GPU): full runs to ≤ 1e-4·max|x| (one toy run that float32
+//! cannot resolve — the official float32 run is off by 4e-4 — to within that official float32
+//! error on the GPU, 1e-4 on the host). Also: κ = 0 is the base sampler's program, and LML
+//! fields are refused where the class does not take them.
 
 mod common;
 
@@ -146,13 +148,20 @@ fn official_parity(backends: &[Backend]) {
             }
             let x = run(b, &case, &tensor(&case, "z"));
             let err = rel(&x, &tensor(&case, "expected"));
-            let ok = err <= 1e-4;
+            let official_f32 = case.json["official_f32_vs_f64"].as_f64().unwrap();
+            // 1e-4; on the runs float32 cannot resolve (`f32_limited`: the official code's own
+            // float32 run is off by more), the f32 engine within the official float32 error.
+            let tol = if case.json["f32_limited"] == true && b == Backend::Gpu {
+                official_f32.max(1e-4)
+            } else {
+                1e-4
+            };
+            let ok = err <= tol;
             println!(
-                "{:<34} [{b:?}] {err:.2e} (tol 1e-4; LML moves the run by {:.1e}, the official \
-                 f32 code is off its f64 run by {:.1e}) {}",
+                "{:<34} [{b:?}] {err:.2e} (tol {tol:.1e}; LML moves the run by {:.1e}, the \
+                 official f32 code is off its f64 run by {official_f32:.1e}) {}",
                 case.name,
                 case.json["lm_effect"].as_f64().unwrap(),
-                case.json["official_f32_vs_f64"].as_f64().unwrap(),
                 if ok { "ok" } else { "FAIL" }
             );
             if !ok {
@@ -182,11 +191,19 @@ fn the_goldens_exercise_the_correction() {
         let kappa = case.json["config"]["kappa"].as_f64().unwrap();
         let effect = case.json["lm_effect"].as_f64().unwrap();
         if kappa > 0.0 {
-            assert!(effect > 1e-2, "{}: LML moves the run by {effect:.1e}", case.name);
+            assert!(
+                effect > 1e-2,
+                "{}: LML moves the run by {effect:.1e}",
+                case.name
+            );
             bases.insert(case.cfg.kind().class_name());
         } else {
             // κ = 0 is the identity; the float64 official run agrees with the base to rounding.
-            assert!(effect < 1e-5, "{}: κ = 0 moved the run by {effect:.1e}", case.name);
+            assert!(
+                effect < 1e-5,
+                "{}: κ = 0 moved the run by {effect:.1e}",
+                case.name
+            );
         }
     }
     assert_eq!(bases.len(), 3, "{bases:?}");

@@ -162,12 +162,16 @@ CASES = [
     ("dpmpp_k05_unet", "DPMSolverMultistepLMScheduler", dict(lamb=2.0, kappa=0.5), 10, "unet"),
     ("flow_k05_unet", "FlowMatchEulerDiscreteLMScheduler", dict(lamb=20.0, kappa=0.5), 10, "unet"),
     ("ddim_k03_freeze_v_trailing_toy", "DDIMLMScheduler", dict(clip_sample=False, timestep_spacing="trailing", prediction_type="v_prediction", lamb=0.5, kappa=0.3, freeze=0.3), 10, "toy"),
+    # Ill-conditioned (`f32_limited`): float32 cannot resolve this run — the official code's
+    # own float32 run is off its float64 run by 4e-4.
     ("ddim_k07_sd_offset_toy", "DDIMLMScheduler", dict(SD, clip_sample=False, set_alpha_to_one=False, steps_offset=1, lamb=2.0, kappa=0.7), 12, "toy"),
-    ("dpmpp3_k03_toy", "DPMSolverMultistepLMScheduler", dict(solver_order=3, lamb=0.5, kappa=0.3), 12, "toy"),
     ("dpm2_heun_k05_leading_toy", "DPMSolverMultistepLMScheduler", dict(algorithm_type="dpmsolver", solver_type="heun", timestep_spacing="leading", lamb=5.0, kappa=0.5), 10, "toy"),
+    ("dpmpp3_k03_toy", "DPMSolverMultistepLMScheduler", dict(solver_order=3, lamb=0.5, kappa=0.3), 12, "toy"),
     ("dpmpp2_v_k04_toy", "DPMSolverMultistepLMScheduler", dict(prediction_type="v_prediction", lamb=1.0, kappa=0.4), 16, "toy"),
     ("flow_shift3_k03_toy", "FlowMatchEulerDiscreteLMScheduler", dict(shift=3.0, lamb=0.5, kappa=0.3), 10, "toy"),
 ]
+
+F32_LIMITED = {"ddim_k07_sd_offset_toy"}
 
 
 def rel(a, b):
@@ -211,7 +215,7 @@ def main():
         # The base sampler: lm off (the flow class ignores `lm`, so κ = 0 there).
         plain = run(mods, cls, dict(over, kappa=0.0) if flow else dict(over, lm=False), steps, fn64, z, torch.float64)
         entry = dict(name=name, config=json.loads(json.dumps(cfg)), steps=steps, model=model,
-                     lm_effect=rel(x, plain))
+                     lm_effect=rel(x, plain), f32_limited=name in F32_LIMITED)
         x32 = run(mods, cls, over, steps, fn32, z, torch.float32)
         entry["official_f32_vs_f64"] = rel(x32, x)
         save_file({"z": z.contiguous(), "expected": x.float().contiguous()}, os.path.join(OUT, f"{name}.safetensors"))

@@ -101,7 +101,11 @@ pub const CLASSES: &[SchedulerClass] = {
                 ),
             ],
         ),
-        row(K::DpmSolverMultistepLm, "DPMSolverMultistepLMScheduler", &[]),
+        row(
+            K::DpmSolverMultistepLm,
+            "DPMSolverMultistepLMScheduler",
+            &[],
+        ),
         row(
             K::UniPc,
             "UniPCMultistepScheduler",

@@ -21,11 +21,11 @@
 //! by √(‖u‖²/‖w‖²) — nothing is read back.
 
 use super::program::{combine, lin, model_input, Buf, Op, Over, Program, Sx};
+use crate::error::Error;
 use crate::error::Result;
+use crate::schedule::check_steps;
 use crate::schedule::config::TrainingSchedule;
 use crate::schedule::options::{DpmAlgorithm, DpmSolverConfig, LmlBase, LmlConfig};
-use crate::error::Error;
-use crate::schedule::check_steps;
 
 /// Scalar registers: ‖u‖², ⟨u, d⟩, ‖d‖², D, A, B, ‖w‖², the final scale.
 const R_UU: usize = 0;
@@ -164,10 +164,7 @@ fn step_tail(
             let mut terms: Vec<(Buf, f64, Option<usize>)> =
                 rest.into_iter().map(|(b, k)| (b, k, None)).collect();
             terms.push((slots.w(), c, Some(R_S)));
-            ops.push(Op::Combine {
-                dst: Buf::X,
-                terms,
-            });
+            ops.push(Op::Combine { dst: Buf::X, terms });
         }
     }
     if noise != 0.0 {
