@@ -75,7 +75,13 @@ pub const CLASSES: &[SchedulerClass] = {
         row(K::Ddpm, "DDPMScheduler", &[("ddpm", "{}")]),
         row(K::Ddim, "DDIMScheduler", &[("ddim", "{}")]),
         row(K::Bdia, "BDIAScheduler", &[("bdia", r#"{"gamma": 0.5}"#)]),
-        row(K::DdimLm, "DDIMLMScheduler", &[]),
+        // The LML names are the official README's commands: λ as there, κ = 0 (the released
+        // default, which no script changes) — exactly the base sampler.
+        row(
+            K::DdimLm,
+            "DDIMLMScheduler",
+            &[("ddim-lml", r#"{"lm": true, "lamb": 0.005}"#)],
+        ),
         row(K::Euler, "EulerDiscreteScheduler", &[("euler", "{}")]),
         row(
             K::EulerAncestral,
@@ -104,7 +110,13 @@ pub const CLASSES: &[SchedulerClass] = {
         row(
             K::DpmSolverMultistepLm,
             "DPMSolverMultistepLMScheduler",
-            &[],
+            &[
+                ("dpm-solver++-lml", r#"{"lm": true, "lamb": 0.0008}"#),
+                (
+                    "dpm-solver-lml",
+                    r#"{"lm": true, "lamb": 0.0008, "algorithm_type": "dpmsolver", "solver_order": 3}"#,
+                ),
+            ],
         ),
         row(
             K::UniPc,
@@ -124,7 +136,7 @@ pub const CLASSES: &[SchedulerClass] = {
         row(
             K::FlowMatchEulerLm,
             "FlowMatchEulerDiscreteLMScheduler",
-            &[],
+            &[("flow-euler-lml", r#"{"lamb": 0.01}"#)],
         ),
         row(
             K::EdmHeun,
