@@ -269,6 +269,13 @@ fn lml_fields_are_refused_where_the_class_does_not_take_them() {
             "{class} {field}: {e}"
         );
     }
+    // Karras / Lu σ with `lm`: the last step's increment is 0 and the official correction NaN.
+    for field in ["use_karras_sigmas", "use_lu_lambdas"] {
+        let e =
+            parse(json!({"_class_name": "DPMSolverMultistepLMScheduler", "lm": true, field: true}))
+                .unwrap_err();
+        assert!(e.contains(field) && e.contains("NaN"), "{field}: {e}");
+    }
     for (field, value) in [
         ("lamb", json!(0.0)),
         ("lamb", json!(-1.0)),
@@ -282,7 +289,7 @@ fn lml_fields_are_refused_where_the_class_does_not_take_them() {
     // Every field of the base class is accepted, with the official defaults.
     let c = parse(json!({
         "_class_name": "DPMSolverMultistepLMScheduler",
-        "solver_order": 3, "algorithm_type": "dpmsolver", "use_karras_sigmas": true,
+        "solver_order": 3, "algorithm_type": "dpmsolver", "use_karras_sigmas": false,
         "lower_order_final": true, "timestep_spacing": "trailing", "lm": true, "lamb": 0.001,
         "kappa": 0.2, "euler_at_final": false
     }))

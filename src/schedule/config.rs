@@ -374,7 +374,19 @@ impl SolverConfig {
                 // The official file predates `final_sigmas_type`: it always ends at timestep 0.
                 let mut c = dpm_solver(f)?;
                 c.final_sigma_zero = final_sigma_zero(f, false)?;
-                lml(f, LmlBase::DpmSolver(c), false)?
+                let cfg = lml(f, LmlBase::DpmSolver(c), false)?;
+                // Karras / Lu σ end on σ_min twice: the last step has h = 0, so u = 0 and the
+                // official correction divides 0 by 0 (NaN, measured on the official file).
+                for k in ["use_karras_sigmas", "use_lu_lambdas"] {
+                    if f.bool("lm", false)? && f.bool(k, false)? {
+                        return Err(f.err(
+                            k,
+                            "with `lm` the last step of this grid has a zero increment, which the \
+                             official LML correction turns into NaN (0/0)",
+                        ));
+                    }
+                }
+                cfg
             }
             K::FlowMatchEulerLm => lml(
                 f,

@@ -239,7 +239,7 @@ pub fn program(cfg: &LmlConfig, train: &TrainingSchedule, steps: usize) -> Resul
 /// DPM-Solver(++) with the correction on each step's increment: the base program's final
 /// update `X = r·X + Σ c·slot` is split into u = Σ c·slot and `X = r·X + u` (corrected). The SDE
 /// variants are not corrected (the official file corrects `dpmsolver` and `dpmsolver++` only).
-/// With Karras σ the official file looks σ up at the rounded timesteps.
+/// (Karras and Lu σ grids are refused with `lm` by the config: their last step is 0/0.)
 fn dpm(
     c: &DpmSolverConfig,
     cfg: &LmlConfig,
@@ -248,16 +248,7 @@ fn dpm(
     on: bool,
 ) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
-    let (mut t, mut sigma) = super::dpm_solver::timesteps(c, train, steps)?;
-    if c.use_karras_sigmas {
-        let vp = train.vp()?;
-        let n = t.len() - 1;
-        for i in 0..n {
-            t[i] = t[i].round_ties_even();
-            sigma[i] = vp.sigma_at(t[i]);
-        }
-    }
-    let base = super::dpm_solver::on_grid(c, train.prediction, &super::Grid { t, sigma })?;
+    let base = super::dpm_solver::program(c, train, steps)?;
     let sde = matches!(
         c.algorithm,
         DpmAlgorithm::SdeDpmSolver | DpmAlgorithm::SdeDpmSolverPlusPlus
