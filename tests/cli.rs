@@ -486,6 +486,18 @@ fn sample_refuses_bad_requests_by_name() {
         !ok && err.contains("sample") && err.contains("[2, 1, 8, 8]"),
         "{err}"
     );
+    // An LML field on a class that does not take it names the field.
+    let c = s.join("ddim_kappa.json");
+    std::fs::write(&c, r#"{"_class_name": "DDIMScheduler", "kappa": 0.5}"#).unwrap();
+    let (ok, err) = run(&[
+        "--model",
+        "analytic:mixture",
+        "--scheduler-config",
+        c.to_str().unwrap(),
+        "--steps",
+        "5",
+    ]);
+    assert!(!ok && err.contains("kappa") && err.contains("LML"), "{err}");
 }
 
 #[test]

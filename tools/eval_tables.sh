@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the quality tables of README.md with `diffuse eval` / `diffuse eval-restore` on the
 # shipped models (by hand; hours on a CPU-only machine; never in CI). One JSON per cell in $OUT.
-#   tools/eval_tables.sh gen|cond|restore|table [OUT=eval-results]
+#   tools/eval_tables.sh gen|lml|cond|restore|table [OUT=eval-results]
 # `table` prints the README's markdown tables from the JSON reports in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,28 @@ gen)
     f="$OUT/gen-$s-$k.json"; [ -f "$f" ] && continue
     $BIN eval --model assets/fmnist-ddpm --scheduler "$s" --steps "$k" --num-samples "$N" \
       --batch 100 --seed 0 --real-images "$REAL" --json "$f" 2>/dev/null
+  done ;;
+lml)
+  # LML rows (DDIMLMScheduler, DPMSolverMultistepLMScheduler) at κ = $KAPPA (default 0.5) with the
+  # official README's λ (DDIM: CelebA-HQ's 0.005; DPM-Solver++: CIFAR-10's table, 0.0008 at 5 and
+  # 10 NFE, 0.0005 at 20). κ = 0, the released default, is the base sampler exactly (same program).
+  # Base fields as `--scheduler ddim` / `dpm-solver++` on this model (DPM: final σ zero).
+  KAPPA=${KAPPA:-0.5}
+  TRAIN='"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear", "prediction_type": "epsilon"'
+  for cell in ddim-lml:5:0.005 dpm-solver++-lml:5:0.0008 ddim-lml:10:0.005 \
+              dpm-solver++-lml:10:0.0008 ddim-lml:20:0.005 dpm-solver++-lml:20:0.0005; do
+    IFS=: read -r s k lamb <<<"$cell"
+    name="$s (κ $KAPPA)"
+    f="$OUT/gen-$s-k$KAPPA-$k.json"; [ -f "$f" ] && continue
+    case $s in
+      ddim-lml) c="{\"_class_name\": \"DDIMLMScheduler\", $TRAIN, \"lm\": true, \"lamb\": $lamb, \"kappa\": $KAPPA}" ;;
+      *) c="{\"_class_name\": \"DPMSolverMultistepLMScheduler\", $TRAIN, \"final_sigmas_type\": \"zero\", \"lm\": true, \"lamb\": $lamb, \"kappa\": $KAPPA}" ;;
+    esac
+    echo "$c" > "$OUT/$s-k$KAPPA-$k.config.json"
+    r=(); [ -f "$REAL" ] && r=(--real-images "$REAL")
+    $BIN eval --model assets/fmnist-ddpm --scheduler-config "$OUT/$s-k$KAPPA-$k.config.json" --steps "$k" \
+      --num-samples "$N" --batch 100 --seed 0 "${r[@]}" --json "$f" 2>/dev/null
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); j['sampler']=sys.argv[2]; json.dump(j,open(sys.argv[1],'w'))" "$f" "$name"
   done ;;
 cond)
   for w in 0 1 3 5; do

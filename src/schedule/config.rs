@@ -6,8 +6,8 @@
 
 use super::options::{
     BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig,
-    EvoDiffConfig, FlowConfig, HeunConfig, Predictor, ScoreSdeOptions, Sde, SigmaGrid, SkipType,
-    UniPcConfig,
+    EvoDiffConfig, FlowConfig, HeunConfig, LmlBase, LmlConfig, Predictor, ScoreSdeOptions, Sde,
+    SigmaGrid, SkipType, UniPcConfig,
 };
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
@@ -24,16 +24,23 @@ pub enum SchedulerKind {
     Ddim,
     /// Our own class: `DDIMScheduler`'s fields plus `gamma` (BDIA-DDIM).
     Bdia,
+    /// The official LML class on DDIM: `DDIMScheduler`'s fields plus `lm`, `lamb`, `kappa`,
+    /// `freeze`.
+    DdimLm,
     Euler,
     EulerAncestral,
     Heun,
     DpmSolverMultistep,
+    /// The official LML class on DPM-Solver(++): its fields plus `lm`, `lamb`, `kappa`.
+    DpmSolverMultistepLm,
     UniPc,
     /// Our own class: the training-schedule fields plus EVODiff's `skip_type`, `order`,
     /// `lower_order_final`, `t_start`, `t_end`.
     EvoDiff,
     FlowMatchEuler,
     FlowMatchHeun,
+    /// The official LML class on flow-matching Euler: its fields plus `lm`, `lamb`, `kappa`.
+    FlowMatchEulerLm,
     /// Our own class (no diffusers equivalent): EDM's Heun sampler with churn on a Karras grid.
     EdmHeun,
     /// diffusers' `ScoreSdeVeScheduler` fields, plus our `predictor`.
@@ -72,6 +79,13 @@ pub const CLASSES: &[SchedulerClass] = {
         row(K::Ddpm, "DDPMScheduler", &[("ddpm", "{}")]),
         row(K::Ddim, "DDIMScheduler", &[("ddim", "{}")]),
         row(K::Bdia, "BDIAScheduler", &[("bdia", r#"{"gamma": 0.5}"#)]),
+        // The LML names are the official README's commands: λ as there, κ = 0 (the released
+        // default, which no script changes) — exactly the base sampler.
+        row(
+            K::DdimLm,
+            "DDIMLMScheduler",
+            &[("ddim-lml", r#"{"lm": true, "lamb": 0.005}"#)],
+        ),
         row(K::Euler, "EulerDiscreteScheduler", &[("euler", "{}")]),
         row(
             K::EulerAncestral,
@@ -98,6 +112,17 @@ pub const CLASSES: &[SchedulerClass] = {
             ],
         ),
         row(
+            K::DpmSolverMultistepLm,
+            "DPMSolverMultistepLMScheduler",
+            &[
+                ("dpm-solver++-lml", r#"{"lm": true, "lamb": 0.0008}"#),
+                (
+                    "dpm-solver-lml",
+                    r#"{"lm": true, "lamb": 0.0008, "algorithm_type": "dpmsolver", "solver_order": 3}"#,
+                ),
+            ],
+        ),
+        row(
             K::UniPc,
             "UniPCMultistepScheduler",
             &[("unipc", "{}"), ("unipc-3", r#"{"solver_order": 3}"#)],
@@ -112,6 +137,11 @@ pub const CLASSES: &[SchedulerClass] = {
             K::FlowMatchHeun,
             "FlowMatchHeunDiscreteScheduler",
             &[("flow-heun", "{}")],
+        ),
+        row(
+            K::FlowMatchEulerLm,
+            "FlowMatchEulerDiscreteLMScheduler",
+            &[("flow-euler-lml", r#"{"lamb": 0.01}"#)],
         ),
         row(
             K::EdmHeun,
@@ -219,7 +249,7 @@ impl TrainingSchedule {
             }
         };
         let default_prediction = match kind {
-            K::FlowMatchEuler | K::FlowMatchHeun => Prediction::Flow,
+            K::FlowMatchEuler | K::FlowMatchHeun | K::FlowMatchEulerLm => Prediction::Flow,
             K::ScoreSdeVe | K::ScoreSdeVp => Prediction::Score,
             _ => Prediction::Epsilon,
         };
@@ -248,6 +278,7 @@ pub enum SolverConfig {
     Flow(FlowConfig),
     Edm(EdmConfig),
     ScoreSde(ScoreSdeOptions),
+    Lml(LmlConfig),
 }
 
 impl SolverConfig {
@@ -270,6 +301,11 @@ impl SolverConfig {
             SolverConfig::ScoreSde(o) => match o.sde {
                 Sde::Ve { .. } => K::ScoreSdeVe,
                 Sde::Vp { .. } | Sde::SubVp { .. } => K::ScoreSdeVp,
+            },
+            SolverConfig::Lml(c) => match c.base {
+                LmlBase::Ddim(_) => K::DdimLm,
+                LmlBase::DpmSolver(_) => K::DpmSolverMultistepLm,
+                LmlBase::FlowEuler(_) => K::FlowMatchEulerLm,
             },
         }
     }
@@ -341,6 +377,33 @@ impl SolverConfig {
             K::ScoreSdeVe | K::ScoreSdeVp => {
                 SolverConfig::ScoreSde(score_sde(f, kind == K::ScoreSdeVe)?)
             }
+            K::DdimLm => lml(f, LmlBase::Ddim(ddim(f)?), false)?,
+            K::DpmSolverMultistepLm => {
+                // The official file predates `final_sigmas_type`: it always ends at timestep 0.
+                let mut c = dpm_solver(f)?;
+                c.final_sigma_zero = final_sigma_zero(f, false)?;
+                let cfg = lml(f, LmlBase::DpmSolver(c), false)?;
+                // Karras / Lu σ end on σ_min twice: the last step has h = 0, so u = 0 and the
+                // official correction divides 0 by 0 (NaN, measured on the official file).
+                for k in ["use_karras_sigmas", "use_lu_lambdas"] {
+                    if f.bool("lm", false)? && f.bool(k, false)? {
+                        return Err(f.err(
+                            k,
+                            "with `lm` the last step of this grid has a zero increment, which the \
+                             official LML correction turns into NaN (0/0)",
+                        ));
+                    }
+                }
+                cfg
+            }
+            K::FlowMatchEulerLm => lml(
+                f,
+                LmlBase::FlowEuler(FlowConfig {
+                    shift: f.num("shift", FlowConfig::default().shift)?,
+                    heun: false,
+                }),
+                true,
+            )?,
         })
     }
 }
@@ -421,7 +484,14 @@ const KNOWN: &[&str] = &[
     "order",
     "t_start",
     "t_end",
+    "lm",
+    "lamb",
+    "kappa",
+    "freeze",
 ];
+
+/// The LML fields, taken only by the LML classes (`freeze` only by `DDIMLMScheduler`).
+const LML_FIELDS: &[&str] = &["lm", "lamb", "kappa", "freeze"];
 
 impl SchedulerConfig {
     /// Reads a `scheduler_config.json`.
@@ -460,6 +530,20 @@ impl SchedulerConfig {
             f.must_be_default(k, |v| v == &Value::Bool(false))?;
         }
         f.must_be_default("trained_betas", |_| false)?;
+        use SchedulerKind as K;
+        for &k in LML_FIELDS {
+            let takes = match kind {
+                K::DdimLm => true,
+                K::DpmSolverMultistepLm | K::FlowMatchEulerLm => k != "freeze",
+                _ => false,
+            };
+            if !takes && f.get(k).is_some() {
+                return Err(f.err(
+                    k,
+                    format!("is an LML field, which `{class}` does not take (LML classes: DDIMLMScheduler; `lm`, `lamb`, `kappa` also DPMSolverMultistepLMScheduler, FlowMatchEulerDiscreteLMScheduler)"),
+                ));
+            }
+        }
         f.must_be_default("solver_p", |_| false)?;
         f.must_be_default("shift_terminal", |_| false)?;
         f.must_be_default("interpolation_type", |v| v == "linear")?;
@@ -552,6 +636,31 @@ fn choice<T: Copy>(f: &ConfigFields, k: &str, d: T, options: &[(&str, T)]) -> Re
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
             f.err(k, format!("`{s}` is not supported ({})", names.join(", ")))
         })
+}
+
+/// An LML class around `base` (`lm` defaults to `lm_default`, the official file's).
+fn lml(f: &ConfigFields, base: LmlBase, lm_default: bool) -> Result<SolverConfig> {
+    let lamb = f.num("lamb", 1.0)?;
+    if !(lamb > 0.0 && lamb.is_finite()) {
+        return Err(f.err(
+            "lamb",
+            format!("{lamb} is not a positive damping (at 0 the first step divides 0 by 0)"),
+        ));
+    }
+    let unit = |k: &str| -> Result<f64> {
+        let v = f.num(k, 0.0)?;
+        if !(0.0..=1.0).contains(&v) {
+            return Err(f.err(k, format!("{v} is outside [0, 1]")));
+        }
+        Ok(v)
+    };
+    Ok(SolverConfig::Lml(LmlConfig {
+        base,
+        lm: f.bool("lm", lm_default)?,
+        lamb,
+        kappa: unit("kappa")?,
+        freeze: unit("freeze")?,
+    }))
 }
 
 /// `clip_sample` with `clip_sample_range`.

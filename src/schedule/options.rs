@@ -334,3 +334,31 @@ pub struct EdmConfig {
     /// Karras grid bounds (`sigma_min`, `sigma_max`; default: the training schedule's).
     pub sigma_bounds: Option<(f64, f64)>,
 }
+
+/// The sampler an LML class corrects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LmlBase {
+    /// `DDIMLMScheduler`: every `DDIMScheduler` field.
+    Ddim(DdimConfig),
+    /// `DPMSolverMultistepLMScheduler`: every `DPMSolverMultistepScheduler` field (the official
+    /// file predates `final_sigmas_type` and always ends at timestep 0: default `sigma_min`).
+    DpmSolver(DpmSolverConfig),
+    /// `FlowMatchEulerDiscreteLMScheduler`: every `FlowMatchEulerDiscreteScheduler` field.
+    FlowEuler(FlowConfig),
+}
+
+/// The LML classes of Wang et al. (ICCV 2025; zituitui/LML-diffusion-sampler): a base sampler
+/// plus the official fields. Defaults are the official files' (`lm` on only for the flow class).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmlConfig {
+    pub base: LmlBase,
+    /// Apply the correction (`lm`).
+    pub lm: bool,
+    /// The damping λ (`lamb`), > 0.
+    pub lamb: f64,
+    /// The weight κ ∈ [0, 1] of the previous step's vector in the rank-1 direction (`kappa`;
+    /// κ = 0 makes the correction the identity).
+    pub kappa: f64,
+    /// DDIM only: no correction at timesteps t ≥ 1000·(1 − freeze) (`freeze` ∈ [0, 1]).
+    pub freeze: f64,
+}

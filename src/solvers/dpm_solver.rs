@@ -10,7 +10,7 @@ use crate::schedule::options::{DpmAlgorithm, DpmSolverConfig, SolverType};
 use crate::schedule::{check_steps, linspace, Prediction, Spacing};
 
 /// Timesteps (descending, integers unless Karras on a cosine schedule) and σ_E with the final σ.
-fn timesteps(
+pub(crate) fn timesteps(
     cfg: &DpmSolverConfig,
     train: &TrainingSchedule,
     steps: usize,

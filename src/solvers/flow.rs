@@ -12,7 +12,7 @@ use crate::schedule::Prediction;
 
 /// diffusers' flow σ schedule: shifted training σ bounds, N points linear in t, shifted again,
 /// then 0.
-fn sigmas(cfg: &FlowConfig, train: &TrainingSchedule, steps: usize) -> Vec<f64> {
+pub(crate) fn sigmas(cfg: &FlowConfig, train: &TrainingSchedule, steps: usize) -> Vec<f64> {
     let t = train.num_train_timesteps as f64;
     let shift = |s: f64| (cfg.shift * s / (1.0 + (cfg.shift - 1.0) * s)) as f32 as f64;
     let (s_max, s_min) = (shift(1.0), shift(1.0 / t));
@@ -25,7 +25,7 @@ fn sigmas(cfg: &FlowConfig, train: &TrainingSchedule, steps: usize) -> Vec<f64> 
 }
 
 /// The model time at flow σ: input α = 1 − σ, σ; network time σ·T.
-fn flow_time(train: &TrainingSchedule, s: f64) -> ModelTime {
+pub(crate) fn flow_time(train: &TrainingSchedule, s: f64) -> ModelTime {
     ModelTime {
         t: s * train.num_train_timesteps as f64,
         alpha: 1.0 - s,
@@ -34,7 +34,7 @@ fn flow_time(train: &TrainingSchedule, s: f64) -> ModelTime {
 }
 
 /// v̂ as a combination of the state and the model output (v = ε̂ − x̂0 for any parameterisation).
-fn velocity(prediction: Prediction, time: ModelTime) -> Vec<(Buf, f64)> {
+pub(crate) fn velocity(prediction: Prediction, time: ModelTime) -> Vec<(Buf, f64)> {
     let e = eps_terms(prediction, Buf::X, 1.0, time);
     let x0 = x0_terms(prediction, Buf::X, 1.0, time);
     combine(&[(1.0, &e), (-1.0, &x0)])

@@ -15,6 +15,7 @@ pub mod executor;
 pub mod flow;
 pub mod heun;
 pub mod interpreter;
+pub mod lml;
 pub mod mr_sampler;
 pub mod program;
 pub mod residual_shift;
@@ -72,6 +73,7 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SolverConfig::Flow(c) => flow::program(c, train, steps),
         SolverConfig::Edm(c) => edm::program(c, train, steps),
         SolverConfig::ScoreSde(c) => score_sde::program(c, train, steps),
+        SolverConfig::Lml(c) => lml::program(c, train, steps),
     }
 }
 
