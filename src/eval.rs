@@ -22,7 +22,7 @@ pub const FID_STATS: &str = "fid_stats.safetensors";
 /// `fid_stats.safetensors`.
 pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
     let w = Weights::open(path)?;
-    let mean = w.read_f32(&format!("{prefix}_mean"), None)?;
+    let mean = w.read_input(&format!("{prefix}_mean"), None)?;
     if mean.shape.len() != 1 {
         return Err(Error::Load {
             file: path.display().to_string(),
@@ -30,7 +30,7 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
         });
     }
     let d = mean.shape[0];
-    let cov = w.read_f32(&format!("{prefix}_cov"), Some(&[d, d]))?;
+    let cov = w.read_input(&format!("{prefix}_cov"), Some(&[d, d]))?;
     Ok(FeatureStats {
         dim: d,
         count: 0,
@@ -87,7 +87,11 @@ pub fn read_idx_images(path: &Path, limit: usize) -> Result<(Vec<f32>, usize, us
     if bytes.len() + rest != total {
         return Err(err(format!(
             "{}{} pixel bytes for {n} images of {h}×{w} (truncated?)",
-            if bytes.len() + rest > total { "more than " } else { "" },
+            if bytes.len() + rest > total {
+                "more than "
+            } else {
+                ""
+            },
             bytes.len() + rest
         )));
     }
@@ -266,14 +270,14 @@ pub fn read_testset(
         reason,
     };
     let w = Weights::open(path)?;
-    let degraded = w.read_f32("degraded", None)?;
+    let degraded = w.read_input("degraded", None)?;
     if degraded.shape.len() != 4 {
         return Err(load_err(format!(
             "`degraded` has shape {:?}; expected [N, C, H, W]",
             degraded.shape
         )));
     }
-    let clean = w.read_f32("clean", Some(&degraded.shape))?;
+    let clean = w.read_input("clean", Some(&degraded.shape))?;
     let mut shape = degraded.shape.clone();
     let n = num_samples.unwrap_or(shape[0]);
     if n == 0 || n > shape[0] {

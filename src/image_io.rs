@@ -5,11 +5,18 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// Writes `data` ([N, C, H, W] in [−1, 1]) as a grid of `cols` columns (√N rounded up when
-/// `None`) with 2-pixel gutters.
+/// `None`) with 2-pixel gutters, atomically ([`crate::output::OutputPlan`]).
 pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usize>) -> Result<()> {
+    let png = encode_grid(data, shape, cols)?;
+    crate::output::OutputPlan::write_one("PNG grid", path, &png)
+}
+
+/// The PNG bytes of [`write_grid`]'s grid.
+pub fn encode_grid(data: &[f32], shape: [usize; 4], cols: Option<usize>) -> Result<Vec<u8>> {
     let [n, c, h, w] = shape;
-    let fail = |reason: String| Error::Write {
-        file: path.display().to_string(),
+    let fail = |reason: String| Error::Argument {
+        op: "PNG grid",
+        arg: "samples",
         reason,
     };
     if c != 1 && c != 3 {
@@ -17,7 +24,8 @@ pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usi
             "{c}-channel samples cannot be a PNG (1 or 3 channels)"
         )));
     }
-    if data.len() != n * c * h * w {
+    let len = crate::size::elements("PNG grid samples", &shape)?;
+    if data.len() != len {
         return Err(fail(format!("{} values for shape {shape:?}", data.len())));
     }
     let cols = cols
@@ -25,8 +33,22 @@ pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usi
         .max(1);
     let rows = n.div_ceil(cols);
     let gap = 2;
-    let (gw, gh) = (cols * (w + gap) + gap, rows * (h + gap) + gap);
-    let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([32, 32, 32]));
+    let side = |k: usize, s: usize| {
+        k.checked_mul(s + gap)
+            .and_then(|v| v.checked_add(gap))
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let (Some(gw), Some(gh)) = (side(cols, w), side(rows, h)) else {
+        return Err(fail(format!(
+            "a grid of {n} images of {h}×{w} is too large for a PNG"
+        )));
+    };
+    crate::size::host_alloc(
+        "PNG grid",
+        crate::size::mul("PNG grid", gw as usize, gh as usize)?,
+        3,
+    )?;
+    let mut img = image::RgbImage::from_pixel(gw, gh, image::Rgb([32, 32, 32]));
     let to_u8 = |v: f32| (((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round()) as u8;
     for s in 0..n {
         let (ox, oy) = (gap + (s % cols) * (w + gap), gap + (s / cols) * (h + gap));
@@ -43,13 +65,10 @@ pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usi
             }
         }
     }
-    let tmp = path.with_extension("png.partial");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
         .map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e.to_string())
-    })
+    Ok(out.into_inner())
 }
 
 /// Reads a PNG as [1, C, H, W] in [−1, 1] (C = 1 for grayscale images, else 3).

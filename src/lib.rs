@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod output;
 pub mod pipeline;
 pub mod reference;
 pub mod schedule;

@@ -89,7 +89,10 @@ mod tests {
         let e = elements("batch `sample`", &[1 << 62, 1, 28, 28])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("batch `sample`") && e.contains("overflows"), "{e}");
+        assert!(
+            e.contains("batch `sample`") && e.contains("overflows"),
+            "{e}"
+        );
         assert!(mul("n·h·w", usize::MAX, 2).is_err());
         assert!(add("16 + n·h·w", usize::MAX, 16).is_err());
         assert_eq!(host_alloc("t", 1 << 20, 4).unwrap(), 1 << 20);
@@ -98,7 +101,10 @@ mod tests {
             .to_string();
         assert!(e.contains("ᾱ table") && e.contains("GiB"), "{e}");
         assert!(host_elements("t", &[1 << 40, 1 << 40], 1).is_err());
-        assert!(positive("--batch", 0).unwrap_err().to_string().contains("--batch"));
+        assert!(positive("--batch", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("--batch"));
         assert_eq!(positive("--batch", 3).unwrap(), 3);
     }
 }

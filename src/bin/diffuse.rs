@@ -2,8 +2,9 @@
 //! work is done by the library's pipeline and eval floors.
 
 use clap::{Args, Parser, Subcommand};
-use diffuse::load::{write_f32_tensors, HostTensor, Weights};
+use diffuse::load::{HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
+use diffuse::output::OutputPlan;
 use diffuse::pipeline::generate::{self, LoadedModel, ModelRequest};
 use diffuse::pipeline::invert;
 use diffuse::pipeline::restore::{MrsFlags, RestoreOptions, Restorer};
@@ -528,7 +529,7 @@ fn forward(
         });
     }
     let io = Weights::open(input)?;
-    let sample = io.read_f32("sample", None)?;
+    let sample = io.read_input("sample", None)?;
     if sample.shape.len() != 4 {
         return Err(input_error(
             input,
@@ -544,6 +545,8 @@ fn forward(
             format!("`sample` holds a non-finite value at flat index {i}"),
         ));
     }
+    let mut plan = OutputPlan::new();
+    let out_id = plan.file("--out", out)?;
     let gpu = Gpu::new(opts)?;
     let model = UNet2DModel::from_dir(&gpu, model_dir, dtype)?;
     let (n, c, h, w) = (
@@ -601,7 +604,11 @@ fn forward(
         shape: fwd.output.shape().to_vec(),
         data: y,
     };
-    write_f32_tensors(out, &[("output", &output)])?;
+    plan.write(
+        out_id,
+        &diffuse::load::f32_tensors_bytes(&[("output", &output)])?,
+    )?;
+    plan.commit()?;
     eprintln!(
         "wrote {} ({:?}) — {} on {}",
         out.display(),
@@ -647,28 +654,56 @@ fn class_labels(
     }
 }
 
-/// Writes the final sample: the PNG grid, and with `raw` the f32 tensor as `sample` (each file
-/// atomically).
-fn write_outputs(out: &Path, raw: Option<&Path>, x: &[f32], shape: &[usize]) -> Result<(), Error> {
-    if let Some(r) = raw {
-        let t = HostTensor {
-            shape: shape.to_vec(),
-            data: x.to_vec(),
-        };
-        write_f32_tensors(r, &[("sample", &t)])?;
-    }
-    diffuse::image_io::write_grid(out, x, [shape[0], shape[1], shape[2], shape[3]], None)
+/// The outputs of `sample` and `restore`: the PNG grid (`--out`) and, with `--raw`, the f32
+/// tensor `sample`; validated and reserved before any work.
+struct SampleOutputs {
+    plan: OutputPlan,
+    png: usize,
+    raw: Option<usize>,
 }
 
-/// Writes `text` to `path` atomically (temporary file + rename).
-fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("json.partial");
-    let io = |e: std::io::Error| Error::Write {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+impl SampleOutputs {
+    fn plan(out: &Path, raw: Option<&Path>) -> Result<SampleOutputs, Error> {
+        let mut plan = OutputPlan::new();
+        let png = plan.file("--out", out)?;
+        let raw = raw.map(|r| plan.file("--raw", r)).transpose()?;
+        Ok(SampleOutputs { plan, png, raw })
+    }
+
+    /// Writes both and renames them into place only when both were written.
+    fn commit(mut self, x: &[f32], shape: &[usize]) -> Result<(), Error> {
+        if let Some(r) = self.raw {
+            let t = HostTensor {
+                shape: shape.to_vec(),
+                data: x.to_vec(),
+            };
+            self.plan
+                .write(r, &diffuse::load::f32_tensors_bytes(&[("sample", &t)])?)?;
+        }
+        let png =
+            diffuse::image_io::encode_grid(x, [shape[0], shape[1], shape[2], shape[3]], None)?;
+        self.plan.write(self.png, &png)?;
+        self.plan.commit()
+    }
+}
+
+/// A `--json` report output, validated and reserved before any work.
+fn json_plan(json: Option<&Path>) -> Result<(OutputPlan, Option<usize>), Error> {
+    let mut plan = OutputPlan::new();
+    let id = json.map(|p| plan.file("--json", p)).transpose()?;
+    Ok((plan, id))
+}
+
+/// Writes the report into the planned `--json` output and commits it.
+fn commit_json(
+    mut plan: OutputPlan,
+    id: Option<usize>,
+    v: &serde_json::Value,
+) -> Result<(), Error> {
+    if let Some(id) = id {
+        plan.write(id, format!("{v:#}\n").as_bytes())?;
+    }
+    plan.commit()
 }
 
 /// `diffuse sample`: everything is validated before the first model evaluation; outputs are
@@ -703,6 +738,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     if batch == 0 {
         return Err(arg_error("sample", "--batch", "must be at least 1".into()));
     }
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let labels = class_labels("sample", a.class_label, &loaded, a.s.guidance, batch)?;
@@ -741,7 +777,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
+    outputs.commit(&x, &shape)?;
     eprintln!(
         "wrote {} ({} samples, {} steps of {} in {secs:.1} s on {})",
         a.out.display(),
@@ -765,6 +801,8 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
     // Refuses schedulers without an inversion, and γ = 0, before loading anything.
     diffuse::solvers::inversion(&cfg, a.steps)?;
     let (x0, shape) = read_condition(&a.input)?;
+    let mut plan = OutputPlan::new();
+    let out_id = plan.file("--out", &a.out)?;
     if let Some(w) = invert::rounding_warning(&cfg, a.steps) {
         eprintln!("warning: {w}");
     }
@@ -801,7 +839,8 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
         bar.set_position(i as u64)
     })?;
     bar.finish_and_clear();
-    invert::write_latents(&a.out, &l)?;
+    plan.write(out_id, &invert::latents_bytes(&l)?)?;
+    plan.commit()?;
     let max = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
     eprintln!(
         "wrote {} ({}{}; max|latents| {:.3}, max|x0| {:.3}) — {} steps of {} inverted in {:.1} s on {}",
@@ -827,7 +866,7 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
         let (v, s) = diffuse::image_io::read_png(input)?;
         return Ok((v, s.to_vec()));
     }
-    let t = Weights::open(input)?.read_f32("sample", None)?;
+    let t = Weights::open(input)?.read_input("sample", None)?;
     if t.shape.len() != 4 {
         return Err(input_error(
             input,
@@ -846,6 +885,7 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 /// `diffuse restore`: everything is validated before the first model evaluation.
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let (mu, shape) = read_condition(&a.input)?;
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let mut o = a.r.options();
     o.mrs.step_noise = a.step_noise.is_some();
@@ -874,7 +914,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         |i, _| bar.set_position(i as u64),
     )?;
     bar.finish_and_clear();
-    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
+    outputs.commit(&x, &shape)?;
     eprintln!(
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
@@ -903,6 +943,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         .as_ref()
         .map(|p| eval::read_idx_images(p, a.num_samples))
         .transpose()?;
+    let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
@@ -954,7 +995,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         println!("FID floor at this sample count: {n} train images vs test {f:.3}");
     }
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
-    if let Some(p) = &a.json {
+    {
         let v = serde_json::json!({
             "model": a.s.model, "scheduler": cfg.kind().class_name(),
             "sampler": a.s.scheduler, "steps": a.s.steps, "nfe": rep.nfe,
@@ -965,7 +1006,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
             "seconds": rep.seconds, "adapter": info.name, "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info),
         });
-        write_atomic(p, &format!("{v:#}\n"))?;
+        commit_json(plan, json, &v)?;
     }
     Ok(())
 }
@@ -977,6 +1018,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| a.r.model.join("testset.safetensors"));
     let (degraded, clean, shape) = diffuse::eval::read_testset(&path, a.num_samples)?;
+    let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
     restorer
@@ -1017,7 +1059,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         rep.ssim_input
     );
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
-    if let Some(p) = &a.json {
+    {
         let v = serde_json::json!({
             "model": a.r.model, "sampler": a.r.sampler,
             "solver": m.map(|m| m.solver_type.name()).or(a.r.solver.as_deref()),
@@ -1032,7 +1074,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
             "ssim_input": rep.ssim_input, "seconds": rep.seconds, "adapter": info.name,
             "backend": format!("{:?}", info.backend), "driver": format!("{} {}", info.driver, info.driver_info),
         });
-        write_atomic(p, &format!("{v:#}\n"))?;
+        commit_json(plan, json, &v)?;
     }
     Ok(())
 }
@@ -1077,6 +1119,7 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
     } else {
         None
     };
+    let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let info = gpu.info().clone();
     println!("{info}");
@@ -1129,11 +1172,6 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
     }
     println!();
     bench::print_rows(&rows);
-    if let Some(p) = &a.json {
-        write_atomic(
-            p,
-            &format!("{:#}\n", bench::report_json(&info, &rows, &profile)),
-        )?;
-    }
+    commit_json(plan, json, &bench::report_json(&info, &rows, &profile))?;
     Ok(())
 }

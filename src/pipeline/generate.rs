@@ -192,12 +192,7 @@ impl LoadedModel {
 
 /// Reads the standard-normal draw `sample` of `shape` from a safetensors file.
 pub fn read_noise(path: &Path, shape: &[usize]) -> Result<Vec<f32>> {
-    let t = load::Weights::open(path)?.read_f32("sample", Some(shape))?;
-    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Load {
-            file: path.display().to_string(),
-            reason: format!("`sample` holds a non-finite value at flat index {i}"),
-        });
-    }
-    Ok(t.data)
+    Ok(load::Weights::open(path)?
+        .read_input("sample", Some(shape))?
+        .data)
 }
