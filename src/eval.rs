@@ -39,6 +39,30 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
     })
 }
 
+/// The reference statistics of a classifier folder: `test` and `train` from its
+/// [`FID_STATS`], checked (finite, [d] and [d, d], d = the classifier's `feature_dim`) on the
+/// host before any GPU work, every error naming the file.
+pub fn read_reference_stats(classifier_dir: &Path) -> Result<(FeatureStats, FeatureStats)> {
+    let cfg = crate::nn::classifier::ClassifierConfig::from_file(
+        &classifier_dir.join(crate::load::CONFIG),
+    )?;
+    let path = classifier_dir.join(FID_STATS);
+    let test = read_stats(&path, "test")?;
+    let train = read_stats(&path, "train")?;
+    for (name, s) in [("test_mean", &test), ("train_mean", &train)] {
+        if s.dim != cfg.feature_dim {
+            return Err(Error::Load {
+                file: path.display().to_string(),
+                reason: format!(
+                    "`{name}` has {} features but the classifier's feature_dim is {}",
+                    s.dim, cfg.feature_dim
+                ),
+            });
+        }
+    }
+    Ok((test, train))
+}
+
 /// Reads a (possibly gzipped) IDX image file of u8 pixels, e.g. the Fashion-MNIST
 /// `t10k-images-idx3-ubyte.gz`, as [−1, 1] floats; returns (values, N, H, W), at most `limit`
 /// images. Reads are bounded by what the header promises (checked arithmetic, at most
@@ -173,6 +197,33 @@ pub struct GenerationOptions {
     pub dtype: DType,
 }
 
+impl GenerationOptions {
+    /// Checks the counts (host only; call it before any GPU work): at least 2 samples (a
+    /// covariance needs two), a batch of at least 1, each error naming its argument.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |arg: &'static str, reason: String| Error::Argument {
+            op: "eval",
+            arg,
+            reason,
+        };
+        if self.batch == 0 {
+            return Err(bad("batch", "must be at least 1".into()));
+        }
+        if self.num_samples < 2 {
+            return Err(bad(
+                "num_samples",
+                format!("need at least 2 samples (got {})", self.num_samples),
+            ));
+        }
+        if let Some(g) = self.guidance {
+            crate::domain::Domain::FINITE
+                .check_f32(g)
+                .map_err(|r| bad("guidance", r))?;
+        }
+        Ok(())
+    }
+}
+
 /// What `diffuse eval` reports.
 #[derive(Debug, Clone)]
 pub struct GenerationReport {
@@ -197,16 +248,7 @@ pub fn evaluate_generation(
     reference: &FeatureStats,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<GenerationReport> {
-    if o.num_samples < 2 || o.batch == 0 {
-        return Err(Error::Argument {
-            op: "eval",
-            arg: "num_samples",
-            reason: format!(
-                "need at least 2 samples and a batch ≥ 1 (got {} and {})",
-                o.num_samples, o.batch
-            ),
-        });
-    }
+    o.validate()?;
     let k = classifier.config.num_classes;
     // Labels cycle over the classes the classifier knows (a class-conditional model's extra
     // null label, used for guidance, is never requested).
@@ -327,8 +369,15 @@ pub fn evaluate_restoration(
     seed: u64,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RestorationReport> {
+    if batch == 0 {
+        return Err(Error::Argument {
+            op: "eval-restore",
+            arg: "batch",
+            reason: "must be at least 1".into(),
+        });
+    }
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    if batch == 0 || n == 0 || degraded.len() != n * c * h * w || clean.len() != degraded.len() {
+    if n == 0 || degraded.len() != n * c * h * w || clean.len() != degraded.len() {
         return Err(Error::Argument {
             op: "eval-restore",
             arg: "test set",

@@ -25,6 +25,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod domain;
 pub mod error;
 #[cfg(feature = "eval")]
 pub mod eval;

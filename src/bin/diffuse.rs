@@ -2,6 +2,7 @@
 //! work is done by the library's pipeline and eval floors.
 
 use clap::{Args, Parser, Subcommand};
+use diffuse::domain::Domain;
 use diffuse::load::{HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
 use diffuse::output::OutputPlan;
@@ -66,7 +67,7 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// The timestep (or noise level for Fourier-embedding models), the same for every sample.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
         timestep: f32,
         /// Output safetensors; receives `output` (f32 [N,C_out,H,W]), the model's `.sample`.
         #[arg(long)]
@@ -93,13 +94,13 @@ struct SamplerArgs {
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
     /// Inference steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     /// Classifier-free guidance scale (class-conditional models; the last class index is
     /// the null label).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     #[arg(long, default_value = "f32")]
     dtype: DType,
@@ -110,10 +111,10 @@ struct SampleArgs {
     #[command(flatten)]
     s: SamplerArgs,
     /// Samples (default 16; with --latents, the states' batch).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     batch: Option<usize>,
     /// Class label for every sample (class-conditional models; default: cycle the classes).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     class_label: Option<i64>,
     /// safetensors holding `sample`, the standard-normal draw x_T is built from.
     #[arg(long)]
@@ -145,13 +146,13 @@ struct InvertArgs {
     /// A scheduler_config.json (`BDIAScheduler` with `gamma`, or `DDIMScheduler`).
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// Class label of every image (class-conditional models).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     class_label: Option<i64>,
     /// Classifier-free guidance scale (class-conditional models).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     /// Output safetensors: `latents` (x_T, f32 [N,C,H,W]) and, for BDIA, `latents_next`.
     #[arg(long)]
@@ -176,10 +177,10 @@ struct RestoreSamplerArgs {
     #[arg(long)]
     solver: Option<String>,
     /// MR Sampler order, ODE 1–3, SDE 1–2 (default: the config's `solver_order`, else 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     order: Option<usize>,
     /// Steps (MRS: of the time schedule; posterior: must divide T; Euler: T).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// MR Sampler form: data or noise (the official `parameterization`; default: the config's
     /// `solver_form`, else data).
@@ -191,7 +192,7 @@ struct RestoreSamplerArgs {
     time_schedule: Option<String>,
     /// MR Sampler λ clip: the first time has λ ≥ L (default: the config's `lambda_min`, else −5;
     /// -inf disables it; unused by karras-n/karras-t, as in the official code).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = lambda_min_f64)]
     lambda_min: Option<f64>,
     /// MR Sampler: the final x̂0 from the last model output instead of a last solver step
     /// (default: the config's `denoise_last`, else false).
@@ -203,13 +204,13 @@ struct RestoreSamplerArgs {
     #[arg(long)]
     interpolation: Option<String>,
     /// MR Sampler Karras exponent ρ of karras-n/karras-t (default: the config's `rho`, else 7).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64)]
     rho: Option<f64>,
     /// MR Sampler offset added to the leading schedule's times (default: the config's
     /// `timestep_offset`, else 0).
     #[arg(long, allow_hyphen_values = true)]
     timestep_offset: Option<i64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "f32")]
     dtype: DType,
@@ -263,10 +264,10 @@ struct EvalArgs {
     #[command(flatten)]
     s: SamplerArgs,
     /// Number of generated images scored.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1000)]
     num_samples: usize,
     /// Images sampled per batch.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
     batch: usize,
     /// FmnistClassifier folder (config.json, model.safetensors, fid_stats.safetensors).
     #[arg(long, default_value = "assets/fmnist-classifier")]
@@ -290,12 +291,17 @@ struct BenchArgs {
     #[arg(long, default_value = "both")]
     dtype: String,
     /// Batch sizes of the forward and sampling figures.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        default_value = "1,8,32"
+    )]
     batches: Vec<usize>,
     /// Sampler and steps of the end-to-end figure (0 skips it).
     #[arg(long, default_value = "dpm-solver++")]
     scheduler: String,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// Skip the per-kernel GEMM/conv/memory table.
     #[arg(long)]
@@ -326,9 +332,9 @@ struct QuantizeArgs {
     #[arg(long, default_value = "nd")]
     calibration: String,
     /// Calibration inputs (at least 1).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
     calibration_samples: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
 }
 
@@ -341,13 +347,38 @@ struct EvalRestoreArgs {
     #[arg(long)]
     testset: Option<PathBuf>,
     /// Score only the first K pairs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     num_samples: Option<usize>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     batch: usize,
     /// Also write the report as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Numeric flag values pass the library's one domain check ([`diffuse::domain`]) while the
+/// command line is parsed: clap then names the flag, before anything is read or computed.
+fn domain_parser<T: std::str::FromStr + Into<f64> + Copy>(
+    s: &str,
+    dom: Domain,
+) -> Result<T, String> {
+    let v: T = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    dom.check(v.into()).map(|_| v)
+}
+
+fn finite_f32(s: &str) -> Result<f32, String> {
+    domain_parser(s, Domain::FINITE)
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    domain_parser(s, Domain::POSITIVE)
+}
+
+fn lambda_min_f64(s: &str) -> Result<f64, String> {
+    domain_parser(s, Domain::FINITE.or_minus_inf())
 }
 
 fn main() -> ExitCode {
@@ -452,6 +483,29 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An input tensor must be [N, C, H, W] with every dimension at least 1; an empty one is named
+/// by the dimension that is zero (an empty batch is the batch, not the image size).
+fn check_nchw(input: &Path, name: &str, shape: &[usize]) -> Result<(), Error> {
+    if shape.len() != 4 {
+        return Err(input_error(
+            input,
+            format!("`{name}` has shape {shape:?}; expected [N, C, H, W]"),
+        ));
+    }
+    for (d, what) in shape
+        .iter()
+        .zip(["batch N", "channel count C", "height H", "width W"])
+    {
+        if *d == 0 {
+            return Err(input_error(
+                input,
+                format!("`{name}` has shape {shape:?}: its {what} is 0"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn input_error(input: &Path, reason: String) -> Error {
     Error::Load {
         file: input.display().to_string(),
@@ -530,15 +584,7 @@ fn forward(
     }
     let io = Weights::open(input)?;
     let sample = io.read_input("sample", None)?;
-    if sample.shape.len() != 4 {
-        return Err(input_error(
-            input,
-            format!(
-                "`sample` has shape {:?}; expected [N, C, H, W]",
-                sample.shape
-            ),
-        ));
-    }
+    check_nchw(input, "sample", &sample.shape)?;
     if let Some(i) = sample.data.iter().position(|v| !v.is_finite()) {
         return Err(input_error(
             input,
@@ -867,12 +913,7 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
         return Ok((v, s.to_vec()));
     }
     let t = Weights::open(input)?.read_input("sample", None)?;
-    if t.shape.len() != 4 {
-        return Err(input_error(
-            input,
-            format!("`sample` has shape {:?}; expected [N, C, H, W]", t.shape),
-        ));
-    }
+    check_nchw(input, "sample", &t.shape)?;
     if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
         return Err(input_error(
             input,
@@ -935,9 +976,16 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         a.s.scheduler_config.as_deref(),
     )?;
     diffuse::schedule::check_steps(a.s.steps, cfg.train.num_train_timesteps)?;
-    let stats_path = a.classifier.join(eval::FID_STATS);
-    let test = eval::read_stats(&stats_path, "test")?;
-    let train = eval::read_stats(&stats_path, "train")?;
+    let o = eval::GenerationOptions {
+        steps: a.s.steps,
+        num_samples: a.num_samples,
+        batch: a.batch,
+        seed: a.s.seed,
+        guidance: a.s.guidance,
+        dtype: a.s.dtype,
+    };
+    o.validate()?;
+    let (test, train) = eval::read_reference_stats(&a.classifier)?;
     let real = a
         .real_images
         .as_ref()
@@ -947,14 +995,6 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
     let gpu = Gpu::new(opts)?;
     let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
-    let o = eval::GenerationOptions {
-        steps: a.s.steps,
-        num_samples: a.num_samples,
-        batch: a.batch,
-        seed: a.s.seed,
-        guidance: a.s.guidance,
-        dtype: a.s.dtype,
-    };
     let bar = progress_bar(1000, cfg.kind().class_name(), "‰");
     let rep = eval::evaluate_generation(
         &gpu,
@@ -1017,6 +1057,13 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         .testset
         .clone()
         .unwrap_or_else(|| a.r.model.join("testset.safetensors"));
+    if a.batch == 0 {
+        return Err(arg_error(
+            "eval-restore",
+            "--batch",
+            "must be at least 1".into(),
+        ));
+    }
     let (degraded, clean, shape) = diffuse::eval::read_testset(&path, a.num_samples)?;
     let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;

@@ -109,6 +109,11 @@ impl LoadedModel {
         if req.batch == 0 {
             return Err(arg_error("batch", "must be at least 1".into()));
         }
+        if let Some(g) = req.guidance {
+            crate::domain::Domain::FINITE
+                .check_f32(g)
+                .map_err(|r| arg_error("guidance", r))?;
+        }
         let unet = match self {
             LoadedModel::Analytic(name) => {
                 if req.guidance.is_some() || req.labels.is_some() {
@@ -134,6 +139,13 @@ impl LoadedModel {
                 "config.json has no sample_size to sample at".into(),
             )
         })?;
+        // The batch as the model sees it (twice it under guidance), checked before any tensor
+        // is sized from it: an absurd --batch is named as the batch, not as an empty tensor.
+        let rows = if req.guidance.is_some() { 2 } else { 1 };
+        crate::size::mul("batch", req.batch, rows)
+            .and_then(|b| crate::size::elements("batch", &[b, unet.config.in_channels, h, w]))
+            .and_then(|n| crate::size::bytes("batch", n, 4))
+            .map_err(|e| arg_error("batch", format!("{} is too large ({e})", req.batch)))?;
         if unet.config.in_channels != unet.config.out_channels {
             return Err(arg_error(
                 "model",

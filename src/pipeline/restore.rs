@@ -2,6 +2,7 @@
 //! (`scheduler_config.json`) and a UNet2DModel taking [x, μ], run by the chosen sampler on a
 //! degraded batch μ. Shared by `diffuse restore` and `diffuse eval-restore`.
 
+use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
@@ -78,9 +79,19 @@ impl MrsFlags {
                 base.interpolation,
             )?,
             order: order.unwrap_or(base.order),
-            lambda_min: self.lambda_min.unwrap_or(base.lambda_min),
+            lambda_min: self
+                .lambda_min
+                .map(|v| Domain::FINITE.or_minus_inf().check(v))
+                .transpose()
+                .map_err(|r| rarg("lambda_min", r))?
+                .unwrap_or(base.lambda_min),
             denoise_last: self.denoise_last.unwrap_or(base.denoise_last),
-            rho: self.rho.unwrap_or(base.rho),
+            rho: self
+                .rho
+                .map(|v| Domain::POSITIVE.check(v))
+                .transpose()
+                .map_err(|r| rarg("rho", r))?
+                .unwrap_or(base.rho),
             timestep_offset: self.timestep_offset.unwrap_or(base.timestep_offset),
             ..base
         };
