@@ -870,6 +870,7 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
         },
         e => e,
     })?;
+    let (x0, shape) = png_channels(&a.input, x0, shape, model.input().shape()[1])?;
     if model.input().shape() != shape.as_slice() {
         return Err(input_error(
             &a.input,
@@ -903,12 +904,32 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads the degraded batch μ from a PNG or a safetensors `sample`.
-fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
-    if input
+/// A PNG input converted to the model's channel count (gray ↔ RGB, see
+/// `image_io::to_channels`); safetensors inputs are taken as stored.
+fn png_channels(
+    input: &Path,
+    x: Vec<f32>,
+    shape: Vec<usize>,
+    channels: usize,
+) -> Result<(Vec<f32>, Vec<usize>), Error> {
+    if !is_png(input) || !matches!(channels, 1 | 3) {
+        return Ok((x, shape));
+    }
+    let (x, s) =
+        diffuse::image_io::to_channels(x, [shape[0], shape[1], shape[2], shape[3]], channels)
+            .map_err(|e| input_error(input, e.to_string()))?;
+    Ok((x, s.to_vec()))
+}
+
+fn is_png(input: &Path) -> bool {
+    input
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
+}
+
+/// Reads the degraded batch μ from a PNG or a safetensors `sample`.
+fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
+    if is_png(input) {
         let (v, s) = diffuse::image_io::read_png(input)?;
         return Ok((v, s.to_vec()));
     }
@@ -931,6 +952,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let mut o = a.r.options();
     o.mrs.step_noise = a.step_noise.is_some();
     let restorer = Restorer::load(&gpu, &a.r.model, &o)?;
+    let (mu, shape) = png_channels(&a.input, mu, shape, restorer.channels())?;
     restorer
         .check_condition(&shape)
         .map_err(|e| input_error(&a.input, e.to_string()))?;

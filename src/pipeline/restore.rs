@@ -304,6 +304,11 @@ impl Restorer {
         Ok(())
     }
 
+    /// The channel count C of the images the model restores (in_channels = 2·C).
+    pub fn channels(&self) -> usize {
+        self.unet.config.in_channels / 2
+    }
+
     /// The shape `--step-noise` must have for a condition of `shape`: [steps, N, C, H, W].
     pub fn step_noise_shape(&self, shape: &[usize]) -> Vec<usize> {
         [&[self.steps()][..], shape].concat()
