@@ -784,6 +784,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     if batch == 0 {
         return Err(arg_error("sample", "--batch", "must be at least 1".into()));
     }
+    LoadedModel::check(&a.s.model)?;
     let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
@@ -847,6 +848,7 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
     // Refuses schedulers without an inversion, and γ = 0, before loading anything.
     diffuse::solvers::inversion(&cfg, a.steps)?;
     let (x0, shape) = read_condition(&a.input)?;
+    LoadedModel::check(&a.model)?;
     let mut plan = OutputPlan::new();
     let out_id = plan.file("--out", &a.out)?;
     if let Some(w) = invert::rounding_warning(&cfg, a.steps) {
@@ -1013,6 +1015,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         .as_ref()
         .map(|p| eval::read_idx_images(p, a.num_samples))
         .transpose()?;
+    LoadedModel::check(&a.s.model)?;
     let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
@@ -1188,6 +1191,9 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
     } else {
         None
     };
+    if folder {
+        LoadedModel::check(&a.model)?;
+    }
     let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let info = gpu.info().clone();

@@ -91,6 +91,21 @@ impl LoadedModel {
         }
     }
 
+    /// The host-side checks of [`LoadedModel::load`] (the folder, its `config.json` and
+    /// `quantization_config`, the analytic model's name), so a run can refuse a bad model
+    /// before it starts the GPU.
+    pub fn check(model: &str) -> Result<()> {
+        match model.strip_prefix("analytic:") {
+            Some(name) => GaussianMixture::named(name).map(drop),
+            None => {
+                let dir = load::resolve_model_dir(Path::new(model), "unet")?;
+                crate::nn::config::UNet2DConfig::from_file(&dir.join(load::CONFIG))?;
+                load::quant::QuantConfig::from_dir(&dir)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Number of usable classes (without the null label when guiding), if class-conditional.
     pub fn classes(&self, guided: bool) -> Option<usize> {
         match self {
