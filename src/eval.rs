@@ -108,14 +108,14 @@ pub fn read_idx_images(path: &Path, limit: usize) -> Result<(Vec<f32>, usize, us
         &mut std::io::sink(),
     )
     .map_err(gz)? as usize;
-    if bytes.len() + rest != total {
+    if bytes.len() + rest > total {
         return Err(err(format!(
-            "{}{} pixel bytes for {n} images of {h}×{w} (truncated?)",
-            if bytes.len() + rest > total {
-                "more than "
-            } else {
-                ""
-            },
+            "more than the {total} pixel bytes its header promises ({n} images of {h}×{w})"
+        )));
+    }
+    if bytes.len() + rest < total {
+        return Err(err(format!(
+            "{} pixel bytes for {n} images of {h}×{w} (truncated?)",
             bytes.len() + rest
         )));
     }

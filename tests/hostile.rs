@@ -104,12 +104,18 @@ impl Scratch {
                 .expect("run diffuse");
             let err = String::from_utf8_lossy(&out.stderr).to_string();
             let code = out.status.code();
+            if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+                eprintln!("{:?}\n  -> {}", &args[..args.len().min(3)], err.trim());
+            }
             let mut why = Vec::new();
             if out.status.success() {
                 why.push("exited 0".to_string());
             }
             if code == Some(101) || code.is_none() || err.contains("panicked") {
                 why.push(format!("panicked or killed (code {code:?})"));
+            }
+            if err.contains("cannot be used multiple times") {
+                why.push("the case repeats a flag".to_string());
             }
             for n in *needles {
                 if !err.contains(n) {
@@ -222,13 +228,11 @@ fn hostile_sample() {
     let dir = s.out("adir");
     let missing = s.out("missing/x.png");
     let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["sample", "--model", DDPM, "--steps", "2", "--out"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        v.push(out.clone());
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
+        args(
+            "sample",
+            &[("--model", DDPM), ("--steps", "2"), ("--out", &out)],
+            extra,
+        )
     };
     let ddpm = r#""_class_name": "DDPMScheduler""#;
     let sc = |name: &str, body: &str| sched(&s, name, &format!("{{{ddpm}, {body}}}"));
@@ -284,8 +288,8 @@ fn hostile_sample() {
         (base(&["--seed", "-1"]), vec!["--seed"]),
         (base(&["--batch", "0"]), vec!["--batch"]),
         (base(&["--batch", "-3"]), vec!["--batch"]),
-        (base(&["--steps", "0"]), vec!["steps"]),
-        (base(&["--steps", "5000"]), vec!["steps", "1000"]),
+        (base(&["--steps", "0"]), vec!["--steps"]),
+        (base(&["--steps", "5000"]), vec!["--steps", "1000"]),
         (base(&["--steps", "-2"]), vec!["--steps"]),
         (base(&["--class-label", "5"]), vec!["--class-label"]),
         (base(&["--dtype", "f64"]), vec!["--dtype"]),
@@ -350,7 +354,10 @@ fn hostile_sample() {
             base(&["--model", "/nonexistent/model"]),
             vec!["/nonexistent/model"],
         ),
-        (base(&["--model", "analytic:nope"]), vec!["nope"]),
+        (
+            base(&["--model", "analytic:nope", "--scheduler", "ddpm"]),
+            vec!["nope"],
+        ),
         (base(&["--model", &head0]), vec!["attention_head_dim"]),
         (base(&["--model", &eps_nan]), vec!["norm_eps"]),
         (base(&["--model", &sc_in_folder]), vec!["beta_start"]),
@@ -383,6 +390,19 @@ fn hostile_sample() {
     run_owned(&s, &cases);
 }
 
+/// `cmd` with `extra`, then each `(flag, value)` default whose flag `extra` does not give.
+fn args(cmd: &str, defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
+    let mut v = vec![cmd.to_string()];
+    v.extend(extra.iter().map(|x| x.to_string()));
+    for (f, d) in defaults {
+        if !extra.contains(f) {
+            v.push(f.to_string());
+            v.push(d.to_string());
+        }
+    }
+    v
+}
+
 /// [`Scratch::run`] for owned argument lists.
 fn run_owned(s: &Scratch, cases: &[(Vec<String>, Vec<&str>)]) {
     let owned: Vec<(Vec<&str>, &[&str])> = cases
@@ -413,13 +433,16 @@ fn hostile_cond_and_invert() {
         &f32s(&[("sample", vec![1, 1, 28, 28], f32::INFINITY)]),
     );
     let inv = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["invert", "--model", COND, "--steps", "2", "--out"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        v.push(out.clone());
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
+        args(
+            "invert",
+            &[
+                ("--model", COND),
+                ("--steps", "2"),
+                ("--scheduler", "bdia"),
+                ("--out", &out),
+            ],
+            extra,
+        )
     };
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (inv(&["--input", &i64_in]), vec!["sample", "I64"]),
@@ -440,13 +463,7 @@ fn hostile_cond_and_invert() {
             inv(&["--input", &x0, "--guidance", "NaN"]),
             vec!["--guidance"],
         ),
-        (
-            vec!["invert", "--model", COND, "--input", &x0, "--out", &dir]
-                .into_iter()
-                .map(String::from)
-                .collect(),
-            vec!["--out"],
-        ),
+        (inv(&["--input", &x0, "--out", &dir]), vec!["--out"]),
         (
             vec![
                 "sample",
@@ -515,13 +532,11 @@ fn hostile_restore() {
         v["max_sigma"] = "NaN".into()
     });
     let rs = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["restore", "--model", SR4, "--steps", "2", "--out"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
-        v.push(out.clone());
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
+        args(
+            "restore",
+            &[("--model", SR4), ("--steps", "2"), ("--out", &out)],
+            extra,
+        )
     };
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (rs(&["--input", &mu_nan]), vec!["sample", "mu_nan"]),
@@ -618,22 +633,16 @@ fn hostile_eval() {
     let idx_short = s.input("short.idx", &idx(10, 28, 28, 100));
     let bomb = s.input("bomb.idx.gz", &gzip(&idx(2, 28, 28, 64 << 20)));
     let ev = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
+        args(
             "eval",
-            "--model",
-            DDPM,
-            "--steps",
-            "2",
-            "--num-samples",
-            "4",
-            "--batch",
-            "2",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-        v.extend(extra.iter().map(|x| x.to_string()));
-        v
+            &[
+                ("--model", DDPM),
+                ("--steps", "2"),
+                ("--num-samples", "4"),
+                ("--batch", "2"),
+            ],
+            extra,
+        )
     };
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (ev(&["--batch", "0"]), vec!["--batch"]),

@@ -100,7 +100,7 @@ struct SamplerArgs {
     seed: u64,
     /// Classifier-free guidance scale (class-conditional models; the last class index is
     /// the null label).
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f32)]
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     #[arg(long, default_value = "f32")]
     dtype: DType,
@@ -152,7 +152,7 @@ struct InvertArgs {
     #[arg(long, allow_negative_numbers = true)]
     class_label: Option<i64>,
     /// Classifier-free guidance scale (class-conditional models).
-    #[arg(long, allow_negative_numbers = true, value_parser = finite_f32)]
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     /// Output safetensors: `latents` (x_T, f32 [N,C,H,W]) and, for BDIA, `latents_next`.
     #[arg(long)]
@@ -400,7 +400,7 @@ fn flag_context(e: Error) -> Error {
         Error::Argument { op, arg, reason }
             if matches!(
                 op,
-                "sample" | "invert" | "restore" | "eval" | "eval-restore"
+                "sample" | "invert" | "restore" | "eval" | "eval-restore" | "set_timesteps"
             ) =>
         {
             let flag = match arg {
