@@ -43,12 +43,12 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
 /// [`FID_STATS`], checked (finite, [d] and [d, d], d = the classifier's `feature_dim`) on the
 /// host before any GPU work, every error naming the file.
 pub fn read_reference_stats(classifier_dir: &Path) -> Result<(FeatureStats, FeatureStats)> {
-    let cfg = crate::nn::classifier::ClassifierConfig::from_file(
-        &classifier_dir.join(crate::load::CONFIG),
-    )?;
     let path = classifier_dir.join(FID_STATS);
     let test = read_stats(&path, "test")?;
     let train = read_stats(&path, "train")?;
+    let cfg = crate::nn::classifier::ClassifierConfig::from_file(
+        &classifier_dir.join(crate::load::CONFIG),
+    )?;
     for (name, s) in [("test_mean", &test), ("train_mean", &train)] {
         if s.dim != cfg.feature_dim {
             return Err(Error::Load {

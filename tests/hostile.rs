@@ -330,7 +330,7 @@ fn hostile_sample() {
         ),
         (
             base(&["--noise", &noise_nan]),
-            vec!["sample", "noise_nan", "finite"],
+            vec!["sample", "noise_nan", "non-finite"],
         ),
         (
             base(&["--noise", &noise_shape]),

@@ -950,9 +950,10 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let (mu, shape) = read_condition(&a.input)?;
     let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
-    let gpu = Gpu::new(opts)?;
     let mut o = a.r.options();
     o.mrs.step_noise = a.step_noise.is_some();
+    Restorer::check(&a.r.model, &o)?;
+    let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &o)?;
     let (mu, shape) = png_channels(&a.input, mu, shape, restorer.channels())?;
     restorer
@@ -1091,6 +1092,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
     }
     let (degraded, clean, shape) = diffuse::eval::read_testset(&path, a.num_samples)?;
     let (plan, json) = json_plan(a.json.as_deref())?;
+    Restorer::check(&a.r.model, &a.r.options())?;
     let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
     restorer

@@ -299,7 +299,7 @@ impl Weights {
             return Err(Error::Load {
                 file: self.file(),
                 reason: format!(
-                    "tensor `{name}` holds {} at flat index {i}; values must be finite",
+                    "tensor `{name}` holds a non-finite value ({}) at flat index {i}",
                     t.data[i]
                 ),
             });
@@ -391,4 +391,64 @@ pub fn f32_tensors_bytes(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, None).map_err(|e| fail("(all)", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{f32_tensors_bytes, HostTensor, Weights};
+
+    fn file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("diffuse-st-{tag}-{}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn open_err(p: &std::path::Path) -> crate::Error {
+        match Weights::open(p) {
+            Ok(_) => panic!("{} opened", p.display()),
+            Err(e) => e,
+        }
+    }
+
+    fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn reads_are_bounded_and_headers_strict() {
+        let t = HostTensor {
+            shape: vec![2],
+            data: vec![1.0, -2.0],
+        };
+        let good = f32_tensors_bytes(&[("x", &t)]).unwrap();
+        let p = file("good", &good);
+        assert_eq!(Weights::open(&p).unwrap().read_input("x", None).unwrap(), t);
+        let mut long = good.clone();
+        long.push(0);
+        let e = open_err(&file("long", &long)).to_string();
+        assert!(e.contains("more than the 8 data bytes"), "{e}");
+        let e = open_err(&file("short", &good[..good.len() - 1])).to_string();
+        assert!(e.contains("fewer than"), "{e}");
+        let x = r#"{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+        let dup = raw(&format!(r#"{{"x":{x},"x":{x}}}"#), &[0; 8]);
+        let e = open_err(&file("dup", &dup)).to_string();
+        assert!(e.contains("tensor `x` is written twice"), "{e}");
+        let i = raw(
+            r#"{"x":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        );
+        let e = Weights::open(&file("i64", &i))
+            .unwrap()
+            .read_input("x", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`x` has dtype I64"), "{e}");
+        let mut huge = (1u64 << 62).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let e = open_err(&file("huge", &huge)).to_string();
+        assert!(e.contains("header length"), "{e}");
+    }
 }

@@ -148,6 +148,32 @@ impl Restorer {
     /// Reads the process, builds the sampler program (all argument errors come before the
     /// weights are loaded), then loads the UNet.
     pub fn load(gpu: &Gpu, model: &Path, o: &RestoreOptions) -> Result<Self> {
+        let (program, mrs, prediction) = Self::program(model, o)?;
+        let unet = UNet2DModel::from_dir(gpu, model, o.dtype)?;
+        Ok(Restorer {
+            unet,
+            program,
+            mrs,
+            prediction,
+            two_heads: o.sampler == "rddm",
+            dtype: o.dtype,
+        })
+    }
+
+    /// The host-side checks of [`Restorer::load`] (process config, sampler options, the
+    /// model's `config.json`), so a run can refuse bad input before it starts the GPU.
+    pub fn check(model: &Path, o: &RestoreOptions) -> Result<()> {
+        Self::program(model, o)?;
+        let dir = load::resolve_model_dir(model, "unet")?;
+        crate::nn::config::UNet2DConfig::from_file(&dir.join(load::CONFIG))?;
+        Ok(())
+    }
+
+    /// The sampler program of the folder's process with the options applied.
+    fn program(
+        model: &Path,
+        o: &RestoreOptions,
+    ) -> Result<(Program, Option<MrsOptions>, Prediction)> {
         let dir = load::resolve_model_dir(model, "unet")?;
         let cfg_path = dir.join(load::SCHEDULER_CONFIG);
         if !cfg_path.is_file() {
@@ -259,15 +285,7 @@ impl Restorer {
                 (program, mr.prediction)
             }
         };
-        let unet = UNet2DModel::from_dir(gpu, model, o.dtype)?;
-        Ok(Restorer {
-            unet,
-            program,
-            mrs,
-            prediction,
-            two_heads: o.sampler == "rddm",
-            dtype: o.dtype,
-        })
+        Ok((program, mrs, prediction))
     }
 
     /// The MR Sampler's effective options (config fields with the flags applied), for `mrs`.
