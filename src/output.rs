@@ -43,8 +43,11 @@ fn write_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A new hidden name beside `path`, unique to this process and output.
-fn temp_name(path: &Path, k: usize) -> Result<PathBuf> {
+/// A new hidden name beside `path`, unique to this process and output (plans on several
+/// threads never share a temporary).
+fn temp_name(path: &Path) -> Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .ok_or_else(|| write_err(path, "the path names no file"))?;
@@ -115,7 +118,7 @@ impl OutputPlan {
             return Err(fail(format!("is also the {} output", e.what)));
         }
         let k = self.entries.len();
-        let tmp = temp_name(path, k)?;
+        let tmp = temp_name(path)?;
         let made = match kind {
             Kind::File => std::fs::OpenOptions::new()
                 .write(true)
