@@ -789,3 +789,39 @@ fn hostile_forward_bench_quantize() {
     ];
     run_owned(&s, &cases);
 }
+
+/// Valid input the issue found refused: PNGs of any colour type and bit depth restore on a
+/// 1-channel model (RGB → Rec. 709 luma, gray+alpha 16-bit → gray), and `--seed` takes its
+/// full range.
+#[test]
+fn every_png_colour_type_is_accepted() {
+    let s = Scratch::new("png");
+    let rgb = s.root.join("in/rgb8.png");
+    image::RgbImage::from_fn(28, 28, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 9) as u8, 128])
+    })
+    .save(&rgb)
+    .unwrap();
+    let la16 = s.root.join("in/la16.png");
+    image::ImageBuffer::<image::LumaA<u16>, Vec<u16>>::from_fn(28, 28, |x, y| {
+        image::LumaA([(x * y * 80) as u16, 65535])
+    })
+    .save(&la16)
+    .unwrap();
+    for (input, name) in [(&rgb, "rgb8"), (&la16, "la16")] {
+        let out = s.root.join(format!("out/{name}.png"));
+        let o = Command::new(env!("CARGO_BIN_EXE_diffuse"))
+            .args(["restore", "--model", SR4, "--steps", "2", "--seed"])
+            .arg(u64::MAX.to_string())
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {err}");
+        let img = image::open(&out).unwrap();
+        assert!(img.width() >= 28 && img.height() >= 28, "{name}");
+    }
+}
