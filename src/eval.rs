@@ -22,7 +22,7 @@ pub const FID_STATS: &str = "fid_stats.safetensors";
 /// `fid_stats.safetensors`.
 pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
     let w = Weights::open(path)?;
-    let mean = w.read_f32(&format!("{prefix}_mean"), None)?;
+    let mean = w.read_input(&format!("{prefix}_mean"), None)?;
     if mean.shape.len() != 1 {
         return Err(Error::Load {
             file: path.display().to_string(),
@@ -30,7 +30,7 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
         });
     }
     let d = mean.shape[0];
-    let cov = w.read_f32(&format!("{prefix}_cov"), Some(&[d, d]))?;
+    let cov = w.read_input(&format!("{prefix}_cov"), Some(&[d, d]))?;
     Ok(FeatureStats {
         dim: d,
         count: 0,
@@ -39,43 +39,102 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
     })
 }
 
+/// The reference statistics of a classifier folder: `test` and `train` from its
+/// [`FID_STATS`], checked (finite, [d] and [d, d], d = the classifier's `feature_dim`) on the
+/// host before any GPU work, every error naming the file.
+pub fn read_reference_stats(classifier_dir: &Path) -> Result<(FeatureStats, FeatureStats)> {
+    let path = classifier_dir.join(FID_STATS);
+    let test = read_stats(&path, "test")?;
+    let train = read_stats(&path, "train")?;
+    let cfg = crate::nn::classifier::ClassifierConfig::from_file(
+        &classifier_dir.join(crate::load::CONFIG),
+    )?;
+    for (name, s) in [("test_mean", &test), ("train_mean", &train)] {
+        if s.dim != cfg.feature_dim {
+            return Err(Error::Load {
+                file: path.display().to_string(),
+                reason: format!(
+                    "`{name}` has {} features but the classifier's feature_dim is {}",
+                    s.dim, cfg.feature_dim
+                ),
+            });
+        }
+    }
+    Ok((test, train))
+}
+
 /// Reads a (possibly gzipped) IDX image file of u8 pixels, e.g. the Fashion-MNIST
 /// `t10k-images-idx3-ubyte.gz`, as [−1, 1] floats; returns (values, N, H, W), at most `limit`
-/// images.
+/// images. Reads are bounded by what the header promises (checked arithmetic, at most
+/// [`crate::size::MAX_HOST_BYTES`]): a gzip bomb or an endless stream is never read past it.
 pub fn read_idx_images(path: &Path, limit: usize) -> Result<(Vec<f32>, usize, usize, usize)> {
+    let file = path.display().to_string();
     let err = |reason: String| Error::Load {
-        file: path.display().to_string(),
+        file: file.clone(),
         reason,
     };
-    let raw = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("corrupt gzip stream: {e}")))?;
-        out
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut f, &mut magic).map_err(|e| err(e.to_string()))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let mut r: Box<dyn Read> = if magic[..got] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(head.chain(f)))
     } else {
-        raw
+        Box::new(head.chain(f))
     };
-    if bytes.len() < 16 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 || bytes[3] != 3 {
+    let gz = |e: std::io::Error| err(format!("corrupt gzip stream: {e}"));
+    let mut h16 = [0u8; 16];
+    let got = read_full(&mut r, &mut h16).map_err(gz)?;
+    if got < 16 || h16[..4] != [0, 0, 8, 3] {
         return Err(err("not an IDX file of u8 images (magic 0x00000803)".into()));
     }
-    let dim = |i: usize| {
-        u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize
-    };
+    let dim = |i: usize| u32::from_be_bytes([h16[i], h16[i + 1], h16[i + 2], h16[i + 3]]) as usize;
     let (n, h, w) = (dim(4), dim(8), dim(12));
-    if bytes.len() != 16 + n * h * w {
+    let what = format!("{file}: IDX header ({n} images of {h}×{w})");
+    let per = crate::size::mul(&what, h, w)?;
+    let total = crate::size::mul(&what, n, per)?;
+    crate::size::host_alloc(&what, total, 1)?;
+    let k = n.min(limit);
+    let want = k * per;
+    let mut bytes = Vec::with_capacity(want);
+    (&mut r)
+        .take(want as u64)
+        .read_to_end(&mut bytes)
+        .map_err(gz)?;
+    // The rest must be exactly what the header promises: counted, never stored, and never read
+    // past one byte more than promised.
+    let rest = std::io::copy(
+        &mut (&mut r).take((total - want) as u64 + 1),
+        &mut std::io::sink(),
+    )
+    .map_err(gz)? as usize;
+    if bytes.len() + rest > total {
         return Err(err(format!(
-            "{} pixel bytes for {n} images of {h}×{w} (truncated?)",
-            bytes.len() - 16
+            "more than the {total} pixel bytes its header promises ({n} images of {h}×{w})"
         )));
     }
-    let n = n.min(limit);
-    let data = bytes[16..16 + n * h * w]
-        .iter()
-        .map(|&b| b as f32 / 127.5 - 1.0)
-        .collect();
-    Ok((data, n, h, w))
+    if bytes.len() + rest < total {
+        return Err(err(format!(
+            "{} pixel bytes for {n} images of {h}×{w} (truncated?)",
+            bytes.len() + rest
+        )));
+    }
+    let data = bytes.iter().map(|&b| b as f32 / 127.5 - 1.0).collect();
+    Ok((data, k, h, w))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Classifier features and logits of `images` ([N, C, S, S] flattened), in chunks of the
@@ -138,6 +197,33 @@ pub struct GenerationOptions {
     pub dtype: DType,
 }
 
+impl GenerationOptions {
+    /// Checks the counts (host only; call it before any GPU work): at least 2 samples (a
+    /// covariance needs two), a batch of at least 1, each error naming its argument.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |arg: &'static str, reason: String| Error::Argument {
+            op: "eval",
+            arg,
+            reason,
+        };
+        if self.batch == 0 {
+            return Err(bad("batch", "must be at least 1".into()));
+        }
+        if self.num_samples < 2 {
+            return Err(bad(
+                "num_samples",
+                format!("need at least 2 samples (got {})", self.num_samples),
+            ));
+        }
+        if let Some(g) = self.guidance {
+            crate::domain::Domain::FINITE
+                .check_f32(g)
+                .map_err(|r| bad("guidance", r))?;
+        }
+        Ok(())
+    }
+}
+
 /// What `diffuse eval` reports.
 #[derive(Debug, Clone)]
 pub struct GenerationReport {
@@ -162,16 +248,7 @@ pub fn evaluate_generation(
     reference: &FeatureStats,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<GenerationReport> {
-    if o.num_samples < 2 || o.batch == 0 {
-        return Err(Error::Argument {
-            op: "eval",
-            arg: "num_samples",
-            reason: format!(
-                "need at least 2 samples and a batch ≥ 1 (got {} and {})",
-                o.num_samples, o.batch
-            ),
-        });
-    }
+    o.validate()?;
     let k = classifier.config.num_classes;
     // Labels cycle over the classes the classifier knows (a class-conditional model's extra
     // null label, used for guidance, is never requested).
@@ -235,14 +312,14 @@ pub fn read_testset(
         reason,
     };
     let w = Weights::open(path)?;
-    let degraded = w.read_f32("degraded", None)?;
+    let degraded = w.read_input("degraded", None)?;
     if degraded.shape.len() != 4 {
         return Err(load_err(format!(
             "`degraded` has shape {:?}; expected [N, C, H, W]",
             degraded.shape
         )));
     }
-    let clean = w.read_f32("clean", Some(&degraded.shape))?;
+    let clean = w.read_input("clean", Some(&degraded.shape))?;
     let mut shape = degraded.shape.clone();
     let n = num_samples.unwrap_or(shape[0]);
     if n == 0 || n > shape[0] {
@@ -292,8 +369,15 @@ pub fn evaluate_restoration(
     seed: u64,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RestorationReport> {
+    if batch == 0 {
+        return Err(Error::Argument {
+            op: "eval-restore",
+            arg: "batch",
+            reason: "must be at least 1".into(),
+        });
+    }
     let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    if batch == 0 || n == 0 || degraded.len() != n * c * h * w || clean.len() != degraded.len() {
+    if n == 0 || degraded.len() != n * c * h * w || clean.len() != degraded.len() {
         return Err(Error::Argument {
             op: "eval-restore",
             arg: "test set",

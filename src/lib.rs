@@ -25,6 +25,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod domain;
 pub mod error;
 #[cfg(feature = "eval")]
 pub mod eval;
@@ -36,11 +37,13 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod output;
 pub mod pipeline;
 pub mod reference;
 pub mod schedule;
 #[cfg(feature = "selfcheck")]
 pub mod selfcheck;
+pub mod size;
 pub mod solvers;
 pub mod tensor;
 

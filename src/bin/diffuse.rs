@@ -2,8 +2,16 @@
 //! work is done by the library's pipeline and eval floors.
 
 use clap::{Args, Parser, Subcommand};
-use diffuse::load::{write_f32_tensors, HostTensor, Weights};
+#[path = "diffuse/checks.rs"]
+mod checks;
+
+use checks::{
+    check_nchw, commit_json, finite_f32, is_png, json_plan, lambda_min_f64, png_channels,
+    positive_f64, SampleOutputs,
+};
+use diffuse::load::{HostTensor, Weights};
 use diffuse::nn::unet_2d::UNet2DModel;
+use diffuse::output::OutputPlan;
 use diffuse::pipeline::generate::{self, LoadedModel, ModelRequest};
 use diffuse::pipeline::invert;
 use diffuse::pipeline::restore::{MrsFlags, RestoreOptions, Restorer};
@@ -65,7 +73,7 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
         /// The timestep (or noise level for Fourier-embedding models), the same for every sample.
-        #[arg(long, allow_hyphen_values = true)]
+        #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
         timestep: f32,
         /// Output safetensors; receives `output` (f32 [N,C_out,H,W]), the model's `.sample`.
         #[arg(long)]
@@ -92,13 +100,13 @@ struct SamplerArgs {
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
     /// Inference steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     /// Classifier-free guidance scale (class-conditional models; the last class index is
     /// the null label).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     #[arg(long, default_value = "f32")]
     dtype: DType,
@@ -109,10 +117,10 @@ struct SampleArgs {
     #[command(flatten)]
     s: SamplerArgs,
     /// Samples (default 16; with --latents, the states' batch).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     batch: Option<usize>,
     /// Class label for every sample (class-conditional models; default: cycle the classes).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     class_label: Option<i64>,
     /// safetensors holding `sample`, the standard-normal draw x_T is built from.
     #[arg(long)]
@@ -144,13 +152,13 @@ struct InvertArgs {
     /// A scheduler_config.json (`BDIAScheduler` with `gamma`, or `DDIMScheduler`).
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// Class label of every image (class-conditional models).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     class_label: Option<i64>,
     /// Classifier-free guidance scale (class-conditional models).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = finite_f32)]
     guidance: Option<f32>,
     /// Output safetensors: `latents` (x_T, f32 [N,C,H,W]) and, for BDIA, `latents_next`.
     #[arg(long)]
@@ -175,10 +183,10 @@ struct RestoreSamplerArgs {
     #[arg(long)]
     solver: Option<String>,
     /// MR Sampler order, ODE 1–3, SDE 1–2 (default: the config's `solver_order`, else 2).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     order: Option<usize>,
     /// Steps (MRS: of the time schedule; posterior: must divide T; Euler: T).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// MR Sampler form: data or noise (the official `parameterization`; default: the config's
     /// `solver_form`, else data).
@@ -190,7 +198,7 @@ struct RestoreSamplerArgs {
     time_schedule: Option<String>,
     /// MR Sampler λ clip: the first time has λ ≥ L (default: the config's `lambda_min`, else −5;
     /// -inf disables it; unused by karras-n/karras-t, as in the official code).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = lambda_min_f64)]
     lambda_min: Option<f64>,
     /// MR Sampler: the final x̂0 from the last model output instead of a last solver step
     /// (default: the config's `denoise_last`, else false).
@@ -202,13 +210,13 @@ struct RestoreSamplerArgs {
     #[arg(long)]
     interpolation: Option<String>,
     /// MR Sampler Karras exponent ρ of karras-n/karras-t (default: the config's `rho`, else 7).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_f64)]
     rho: Option<f64>,
     /// MR Sampler offset added to the leading schedule's times (default: the config's
     /// `timestep_offset`, else 0).
     #[arg(long, allow_hyphen_values = true)]
     timestep_offset: Option<i64>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value = "f32")]
     dtype: DType,
@@ -262,10 +270,10 @@ struct EvalArgs {
     #[command(flatten)]
     s: SamplerArgs,
     /// Number of generated images scored.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1000)]
     num_samples: usize,
     /// Images sampled per batch.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
     batch: usize,
     /// FmnistClassifier folder (config.json, model.safetensors, fid_stats.safetensors).
     #[arg(long, default_value = "assets/fmnist-classifier")]
@@ -289,12 +297,17 @@ struct BenchArgs {
     #[arg(long, default_value = "both")]
     dtype: String,
     /// Batch sizes of the forward and sampling figures.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_delimiter = ',',
+        default_value = "1,8,32"
+    )]
     batches: Vec<usize>,
     /// Sampler and steps of the end-to-end figure (0 skips it).
     #[arg(long, default_value = "dpm-solver++")]
     scheduler: String,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     steps: usize,
     /// Skip the per-kernel GEMM/conv/memory table.
     #[arg(long)]
@@ -325,9 +338,9 @@ struct QuantizeArgs {
     #[arg(long, default_value = "nd")]
     calibration: String,
     /// Calibration inputs (at least 1).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
     calibration_samples: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
 }
 
@@ -340,9 +353,9 @@ struct EvalRestoreArgs {
     #[arg(long)]
     testset: Option<PathBuf>,
     /// Score only the first K pairs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     num_samples: Option<usize>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     batch: usize,
     /// Also write the report as JSON.
     #[arg(long)]
@@ -368,7 +381,7 @@ fn flag_context(e: Error) -> Error {
         Error::Argument { op, arg, reason }
             if matches!(
                 op,
-                "sample" | "invert" | "restore" | "eval" | "eval-restore"
+                "sample" | "invert" | "restore" | "eval" | "eval-restore" | "set_timesteps"
             ) =>
         {
             let flag = match arg {
@@ -528,22 +541,16 @@ fn forward(
         });
     }
     let io = Weights::open(input)?;
-    let sample = io.read_f32("sample", None)?;
-    if sample.shape.len() != 4 {
-        return Err(input_error(
-            input,
-            format!(
-                "`sample` has shape {:?}; expected [N, C, H, W]",
-                sample.shape
-            ),
-        ));
-    }
+    let sample = io.read_input("sample", None)?;
+    check_nchw(input, "sample", &sample.shape)?;
     if let Some(i) = sample.data.iter().position(|v| !v.is_finite()) {
         return Err(input_error(
             input,
             format!("`sample` holds a non-finite value at flat index {i}"),
         ));
     }
+    let mut plan = OutputPlan::new();
+    let out_id = plan.file("--out", out)?;
     let gpu = Gpu::new(opts)?;
     let model = UNet2DModel::from_dir(&gpu, model_dir, dtype)?;
     let (n, c, h, w) = (
@@ -601,7 +608,11 @@ fn forward(
         shape: fwd.output.shape().to_vec(),
         data: y,
     };
-    write_f32_tensors(out, &[("output", &output)])?;
+    plan.write(
+        out_id,
+        &diffuse::load::f32_tensors_bytes(&[("output", &output)])?,
+    )?;
+    plan.commit()?;
     eprintln!(
         "wrote {} ({:?}) — {} on {}",
         out.display(),
@@ -647,30 +658,6 @@ fn class_labels(
     }
 }
 
-/// Writes the final sample: the PNG grid, and with `raw` the f32 tensor as `sample` (each file
-/// atomically).
-fn write_outputs(out: &Path, raw: Option<&Path>, x: &[f32], shape: &[usize]) -> Result<(), Error> {
-    if let Some(r) = raw {
-        let t = HostTensor {
-            shape: shape.to_vec(),
-            data: x.to_vec(),
-        };
-        write_f32_tensors(r, &[("sample", &t)])?;
-    }
-    diffuse::image_io::write_grid(out, x, [shape[0], shape[1], shape[2], shape[3]], None)
-}
-
-/// Writes `text` to `path` atomically (temporary file + rename).
-fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension("json.partial");
-    let io = |e: std::io::Error| Error::Write {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
-}
-
 /// `diffuse sample`: everything is validated before the first model evaluation; outputs are
 /// written atomically at the end.
 fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
@@ -703,6 +690,8 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     if batch == 0 {
         return Err(arg_error("sample", "--batch", "must be at least 1".into()));
     }
+    LoadedModel::check(&a.s.model)?;
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let labels = class_labels("sample", a.class_label, &loaded, a.s.guidance, batch)?;
@@ -741,7 +730,7 @@ fn sample(opts: &GpuOptions, a: SampleArgs) -> Result<(), Error> {
     };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
+    outputs.commit(&x, &shape)?;
     eprintln!(
         "wrote {} ({} samples, {} steps of {} in {secs:.1} s on {})",
         a.out.display(),
@@ -765,6 +754,9 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
     // Refuses schedulers without an inversion, and γ = 0, before loading anything.
     diffuse::solvers::inversion(&cfg, a.steps)?;
     let (x0, shape) = read_condition(&a.input)?;
+    LoadedModel::check(&a.model)?;
+    let mut plan = OutputPlan::new();
+    let out_id = plan.file("--out", &a.out)?;
     if let Some(w) = invert::rounding_warning(&cfg, a.steps) {
         eprintln!("warning: {w}");
     }
@@ -786,6 +778,7 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
         },
         e => e,
     })?;
+    let (x0, shape) = png_channels(&a.input, x0, shape, model.input().shape()[1])?;
     if model.input().shape() != shape.as_slice() {
         return Err(input_error(
             &a.input,
@@ -801,7 +794,8 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
         bar.set_position(i as u64)
     })?;
     bar.finish_and_clear();
-    invert::write_latents(&a.out, &l)?;
+    plan.write(out_id, &invert::latents_bytes(&l)?)?;
+    plan.commit()?;
     let max = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
     eprintln!(
         "wrote {} ({}{}; max|latents| {:.3}, max|x0| {:.3}) — {} steps of {} inverted in {:.1} s on {}",
@@ -820,20 +814,12 @@ fn invert(opts: &GpuOptions, a: InvertArgs) -> Result<(), Error> {
 
 /// Reads the degraded batch μ from a PNG or a safetensors `sample`.
 fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
-    if input
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
+    if is_png(input) {
         let (v, s) = diffuse::image_io::read_png(input)?;
         return Ok((v, s.to_vec()));
     }
-    let t = Weights::open(input)?.read_f32("sample", None)?;
-    if t.shape.len() != 4 {
-        return Err(input_error(
-            input,
-            format!("`sample` has shape {:?}; expected [N, C, H, W]", t.shape),
-        ));
-    }
+    let t = Weights::open(input)?.read_input("sample", None)?;
+    check_nchw(input, "sample", &t.shape)?;
     if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
         return Err(input_error(
             input,
@@ -846,10 +832,13 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 /// `diffuse restore`: everything is validated before the first model evaluation.
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
     let (mu, shape) = read_condition(&a.input)?;
-    let gpu = Gpu::new(opts)?;
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let mut o = a.r.options();
     o.mrs.step_noise = a.step_noise.is_some();
+    Restorer::check(&a.r.model, &o)?;
+    let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &o)?;
+    let (mu, shape) = png_channels(&a.input, mu, shape, restorer.channels())?;
     restorer
         .check_condition(&shape)
         .map_err(|e| input_error(&a.input, e.to_string()))?;
@@ -874,7 +863,7 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         |i, _| bar.set_position(i as u64),
     )?;
     bar.finish_and_clear();
-    write_outputs(&a.out, a.raw.as_deref(), &x, &shape)?;
+    outputs.commit(&x, &shape)?;
     eprintln!(
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
@@ -895,17 +884,6 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         a.s.scheduler_config.as_deref(),
     )?;
     diffuse::schedule::check_steps(a.s.steps, cfg.train.num_train_timesteps)?;
-    let stats_path = a.classifier.join(eval::FID_STATS);
-    let test = eval::read_stats(&stats_path, "test")?;
-    let train = eval::read_stats(&stats_path, "train")?;
-    let real = a
-        .real_images
-        .as_ref()
-        .map(|p| eval::read_idx_images(p, a.num_samples))
-        .transpose()?;
-    let gpu = Gpu::new(opts)?;
-    let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
-    let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let o = eval::GenerationOptions {
         steps: a.s.steps,
         num_samples: a.num_samples,
@@ -914,6 +892,18 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         guidance: a.s.guidance,
         dtype: a.s.dtype,
     };
+    o.validate()?;
+    let (test, train) = eval::read_reference_stats(&a.classifier)?;
+    let real = a
+        .real_images
+        .as_ref()
+        .map(|p| eval::read_idx_images(p, a.num_samples))
+        .transpose()?;
+    LoadedModel::check(&a.s.model)?;
+    let (plan, json) = json_plan(a.json.as_deref())?;
+    let gpu = Gpu::new(opts)?;
+    let classifier = FmnistClassifier::from_dir(&gpu, &a.classifier, DType::F32)?;
+    let loaded = LoadedModel::load(&gpu, &a.s.model, a.s.dtype)?;
     let bar = progress_bar(1000, cfg.kind().class_name(), "‰");
     let rep = eval::evaluate_generation(
         &gpu,
@@ -954,7 +944,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
         println!("FID floor at this sample count: {n} train images vs test {f:.3}");
     }
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
-    if let Some(p) = &a.json {
+    {
         let v = serde_json::json!({
             "model": a.s.model, "scheduler": cfg.kind().class_name(),
             "sampler": a.s.scheduler, "steps": a.s.steps, "nfe": rep.nfe,
@@ -965,7 +955,7 @@ fn eval(opts: &GpuOptions, a: EvalArgs) -> Result<(), Error> {
             "seconds": rep.seconds, "adapter": info.name, "backend": format!("{:?}", info.backend),
             "driver": format!("{} {}", info.driver, info.driver_info),
         });
-        write_atomic(p, &format!("{v:#}\n"))?;
+        commit_json(plan, json, &v)?;
     }
     Ok(())
 }
@@ -976,7 +966,16 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         .testset
         .clone()
         .unwrap_or_else(|| a.r.model.join("testset.safetensors"));
+    if a.batch == 0 {
+        return Err(arg_error(
+            "eval-restore",
+            "--batch",
+            "must be at least 1".into(),
+        ));
+    }
     let (degraded, clean, shape) = diffuse::eval::read_testset(&path, a.num_samples)?;
+    let (plan, json) = json_plan(a.json.as_deref())?;
+    Restorer::check(&a.r.model, &a.r.options())?;
     let gpu = Gpu::new(opts)?;
     let restorer = Restorer::load(&gpu, &a.r.model, &a.r.options())?;
     restorer
@@ -1017,7 +1016,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
         rep.ssim_input
     );
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
-    if let Some(p) = &a.json {
+    {
         let v = serde_json::json!({
             "model": a.r.model, "sampler": a.r.sampler,
             "solver": m.map(|m| m.solver_type.name()).or(a.r.solver.as_deref()),
@@ -1032,7 +1031,7 @@ fn eval_restore(opts: &GpuOptions, a: EvalRestoreArgs) -> Result<(), Error> {
             "ssim_input": rep.ssim_input, "seconds": rep.seconds, "adapter": info.name,
             "backend": format!("{:?}", info.backend), "driver": format!("{} {}", info.driver, info.driver_info),
         });
-        write_atomic(p, &format!("{v:#}\n"))?;
+        commit_json(plan, json, &v)?;
     }
     Ok(())
 }
@@ -1077,6 +1076,10 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
     } else {
         None
     };
+    if folder {
+        LoadedModel::check(&a.model)?;
+    }
+    let (plan, json) = json_plan(a.json.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let info = gpu.info().clone();
     println!("{info}");
@@ -1129,11 +1132,6 @@ fn bench(opts: &GpuOptions, a: BenchArgs) -> Result<(), Error> {
     }
     println!();
     bench::print_rows(&rows);
-    if let Some(p) = &a.json {
-        write_atomic(
-            p,
-            &format!("{:#}\n", bench::report_json(&info, &rows, &profile)),
-        )?;
-    }
+    commit_json(plan, json, &bench::report_json(&info, &rows, &profile))?;
     Ok(())
 }

@@ -262,10 +262,9 @@ fn save(path: &Path, table: &BTreeMap<String, String>) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let text = serde_json::to_string_pretty(table).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    crate::output::OutputPlan::write_one("tuning table", path, text.as_bytes())
+        .map_err(std::io::Error::other)
 }
 
 /// Seconds per submission of what `record` records (best of 3 after a warm-up), for

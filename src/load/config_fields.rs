@@ -1,6 +1,7 @@
 //! Typed, defaulted reads of the fields of a diffusers JSON config (`config.json`,
 //! `scheduler_config.json`); every failure is an `Error::Config` naming file and field.
 
+use crate::domain::Domain;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::ops::RangeInclusive;
@@ -105,15 +106,24 @@ impl<'a> ConfigFields<'a> {
             })
     }
 
-    /// A finite-or-not JSON number (strict: no string spellings).
-    pub fn f64(&self, k: &str, d: f64) -> Result<f64> {
-        self.read(k, d, "a number", Value::as_f64)
+    /// A JSON number (strict: no string spellings) in `dom` ([`crate::domain`]); NaN, ±∞ and
+    /// values outside the domain are errors naming the field.
+    pub fn f64(&self, k: &str, d: f64, dom: Domain) -> Result<f64> {
+        let v = self.read(k, d, "a number", Value::as_f64)?;
+        dom.check(v).map_err(|r| self.err(k, r))
     }
 
-    /// A number that may also be spelled `"Infinity"`, `"-Infinity"` or `"NaN"`, as
-    /// Python's json module writes them into scheduler configs.
-    pub fn num(&self, k: &str, d: f64) -> Result<f64> {
-        self.read(k, d, "a number", crate::load::json_f64)
+    /// A number in `dom` that may also be spelled `"Infinity"`, `"-Infinity"` or `"NaN"`, as
+    /// Python's json module writes them into scheduler configs (NaN is never in a domain; ±∞
+    /// only where `dom` says so).
+    pub fn num(&self, k: &str, d: f64, dom: Domain) -> Result<f64> {
+        let v = self.read(k, d, "a number", crate::load::json_f64)?;
+        dom.check(v).map_err(|r| self.err(k, r))
+    }
+
+    /// Refuses `lo_field > hi_field` (or `>=` when `strict`), naming both fields.
+    pub fn ordered(&self, lo_k: &str, lo: f64, hi_k: &str, hi: f64, strict: bool) -> Result<()> {
+        crate::domain::ordered(lo_k, lo, hi_k, hi, strict).map_err(|r| self.err(hi_k, r))
     }
 
     pub fn bool(&self, k: &str, d: bool) -> Result<bool> {

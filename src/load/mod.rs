@@ -9,7 +9,7 @@ mod safetensors_file;
 
 pub use config_fields::ConfigFields;
 pub use random::RandomWeights;
-pub use safetensors_file::{write_f32_tensors, HostTensor, Weights};
+pub use safetensors_file::{f32_tensors_bytes, write_f32_tensors, HostTensor, Weights};
 
 use crate::gpu::Gpu;
 use crate::tensor::{DType, Tensor};

@@ -8,7 +8,47 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, Metadata};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// The largest safetensors header accepted (the `safetensors` crate's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Checks a safetensors JSON header for what the `safetensors` crate lets through — a key
+/// written twice (the last would win silently) — and returns the data length it promises (the
+/// largest end offset; the crate checks the offsets themselves).
+fn check_header(header: &[u8], file: &str) -> Result<usize> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object of tensors")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<usize, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut end = 0usize;
+            while let Some(k) = m.next_key::<String>()? {
+                let v: serde_json::Value = m.next_value()?;
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "tensor `{k}` is written twice in the header"
+                    )));
+                }
+                if k != "__metadata__" {
+                    let e = v["data_offsets"][1].as_u64().unwrap_or(0);
+                    end = end.max(usize::try_from(e).unwrap_or(usize::MAX));
+                }
+            }
+            Ok(end)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    de.deserialize_map(Keys).map_err(|e| Error::Load {
+        file: file.into(),
+        reason: format!("not a valid safetensors file ({e})"),
+    })
+}
 
 /// An opened safetensors file. Tensors are converted and uploaded one at a time; the file's
 /// bytes are dropped with this value, so the host keeps no copy of the weights.
@@ -30,18 +70,62 @@ pub struct HostTensor {
 }
 
 impl Weights {
-    /// Reads and validates the file's header and layout.
+    /// Reads and validates the file's header and layout. Reads are bounded by what the header
+    /// promises (an endless stream such as `/dev/zero` or a file with trailing bytes is an
+    /// error, never read to the end), and a tensor name written twice in the header is an
+    /// error naming it (serde would keep the last silently).
     pub fn open(path: &Path) -> Result<Weights> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| Error::Load {
+        let fail = |reason: String| Error::Load {
             file: file.clone(),
-            reason: e.to_string(),
+            reason,
+        };
+        let f = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut r = std::io::BufReader::new(f);
+        let mut n8 = [0u8; 8];
+        r.read_exact(&mut n8).map_err(|_| {
+            fail("not a valid safetensors file (shorter than the 8-byte header length)".into())
         })?;
-        let (header_len, meta) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Load {
-                file,
-                reason: format!("not a valid safetensors file ({e})"),
-            })?;
+        let n = u64::from_le_bytes(n8);
+        if n > MAX_HEADER {
+            return Err(fail(format!(
+                "not a valid safetensors file (header length {n} is more than {MAX_HEADER} bytes)"
+            )));
+        }
+        let mut header = Vec::with_capacity(n as usize);
+        (&mut r)
+            .take(n)
+            .read_to_end(&mut header)
+            .map_err(|e| fail(e.to_string()))?;
+        if header.len() as u64 != n {
+            return Err(fail(format!(
+                "not a valid safetensors file (truncated header: {} of {n} bytes)",
+                header.len()
+            )));
+        }
+        let data_len = check_header(&header, &file)?;
+        let total = crate::size::add(&file, 8 + n as usize, data_len)?;
+        crate::size::host_alloc(&format!("{file}: tensor data"), total, 1)?;
+        let mut bytes = Vec::with_capacity(total);
+        bytes.extend_from_slice(&n8);
+        bytes.extend_from_slice(&header);
+        // One byte more than promised tells trailing data (or an endless stream) apart.
+        (&mut r)
+            .take(data_len as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() != total {
+            return Err(fail(format!(
+                "not a valid safetensors file ({} the {data_len} data bytes the header promises)",
+                if bytes.len() > total {
+                    "more than"
+                } else {
+                    "fewer than"
+                }
+            )));
+        }
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| fail(format!("not a valid safetensors file ({e})")))?;
         Ok(Weights {
             path: path.to_path_buf(),
             bytes,
@@ -196,6 +280,33 @@ impl Weights {
         })
     }
 
+    /// Reads the float input tensor `name` (F32, F16 or BF16; an integer tensor is an error
+    /// naming it, never converted silently), checking the shape when `want` is given and that
+    /// every value is finite. For host inputs: samples, noise, latents, statistics, test sets.
+    pub fn read_input(&self, name: &str, want: Option<&[usize]>) -> Result<HostTensor> {
+        if let Some(info) = self.meta.info(name) {
+            if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(Error::TensorDType {
+                    file: self.file(),
+                    tensor: name.into(),
+                    got: format!("{:?}", info.dtype),
+                    extra: " for a float input".into(),
+                });
+            }
+        }
+        let t = self.read_f32(name, want)?;
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Load {
+                file: self.file(),
+                reason: format!(
+                    "tensor `{name}` holds a non-finite value ({}) at flat index {i}",
+                    t.data[i]
+                ),
+            });
+        }
+        Ok(t)
+    }
+
     /// The stored dtype, shape and raw little-endian bytes of `name` (copied unchanged into a
     /// quantized folder).
     pub fn raw(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
@@ -252,13 +363,19 @@ impl Weights {
     }
 }
 
-/// Writes f32 tensors to a safetensors file atomically (a temporary file renamed into place),
-/// so a failure never leaves a half-written output.
+/// Writes f32 tensors to a safetensors file atomically ([`crate::output::OutputPlan`]), so a
+/// failure never leaves a half-written output.
 pub fn write_f32_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
-    let file = path.display().to_string();
-    let fail = |reason: String| Error::Write {
-        file: file.clone(),
-        reason,
+    let data = f32_tensors_bytes(tensors)?;
+    crate::output::OutputPlan::write_one("safetensors output", path, &data)
+}
+
+/// The safetensors bytes of f32 tensors (the content [`write_f32_tensors`] writes).
+pub fn f32_tensors_bytes(tensors: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
+    let fail = |name: &str, reason: String| Error::Argument {
+        op: "safetensors output",
+        arg: "tensors",
+        reason: format!("tensor `{name}`: {reason}"),
     };
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
@@ -270,14 +387,68 @@ pub fn write_f32_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result
         .map(|((name, t), b)| {
             safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b)
                 .map(|v| (name.to_string(), v))
-                .map_err(|e| fail(e.to_string()))
+                .map_err(|e| fail(name, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
-    let tmp = path.with_extension("safetensors.partial");
-    std::fs::write(&tmp, &data).map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e.to_string())
-    })
+    safetensors::serialize(views, None).map_err(|e| fail("(all)", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{f32_tensors_bytes, HostTensor, Weights};
+
+    fn file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("diffuse-st-{tag}-{}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn open_err(p: &std::path::Path) -> crate::Error {
+        match Weights::open(p) {
+            Ok(_) => panic!("{} opened", p.display()),
+            Err(e) => e,
+        }
+    }
+
+    fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn reads_are_bounded_and_headers_strict() {
+        let t = HostTensor {
+            shape: vec![2],
+            data: vec![1.0, -2.0],
+        };
+        let good = f32_tensors_bytes(&[("x", &t)]).unwrap();
+        let p = file("good", &good);
+        assert_eq!(Weights::open(&p).unwrap().read_input("x", None).unwrap(), t);
+        let mut long = good.clone();
+        long.push(0);
+        let e = open_err(&file("long", &long)).to_string();
+        assert!(e.contains("more than the 8 data bytes"), "{e}");
+        let e = open_err(&file("short", &good[..good.len() - 1])).to_string();
+        assert!(e.contains("fewer than"), "{e}");
+        let x = r#"{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+        let dup = raw(&format!(r#"{{"x":{x},"x":{x}}}"#), &[0; 8]);
+        let e = open_err(&file("dup", &dup)).to_string();
+        assert!(e.contains("tensor `x` is written twice"), "{e}");
+        let i = raw(
+            r#"{"x":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        );
+        let e = Weights::open(&file("i64", &i))
+            .unwrap()
+            .read_input("x", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`x` has dtype I64"), "{e}");
+        let mut huge = (1u64 << 62).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let e = open_err(&file("huge", &huge)).to_string();
+        assert!(e.contains("header length"), "{e}");
+    }
 }

@@ -5,9 +5,11 @@
 
 use super::layers::{Conv2d, GroupNorm, Linear, Loader};
 use super::Graph;
+use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recording};
 use crate::load::{self, ConfigFields, Weights};
+use crate::nn::config::MAX_WIDTH;
 use crate::ops;
 use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
@@ -53,14 +55,24 @@ impl ClassifierConfig {
             ));
         }
         let cfg = ClassifierConfig {
-            in_channels: f.usize("in_channels", 1)?,
-            sample_size: f.usize("sample_size", 28)?,
+            in_channels: f.int("in_channels", 1, 1..=MAX_WIDTH)?,
+            sample_size: f.int("sample_size", 28, 1..=MAX_WIDTH)?,
             block_out_channels: f.usizes("block_out_channels", &[32, 64, 128])?,
-            norm_num_groups: f.usize("norm_num_groups", 8)?,
-            norm_eps: f.f64("norm_eps", 1e-5)?,
-            feature_dim: f.usize("feature_dim", 64)?,
-            num_classes: f.usize("num_classes", 10)?,
+            norm_num_groups: f.int("norm_num_groups", 8, 1..=MAX_WIDTH)?,
+            norm_eps: f.f64("norm_eps", 1e-5, Domain::POSITIVE)?,
+            feature_dim: f.int("feature_dim", 64, 1..=MAX_WIDTH)?,
+            num_classes: f.int("num_classes", 10, 1..=MAX_WIDTH)?,
         };
+        if let Some(&c) = cfg
+            .block_out_channels
+            .iter()
+            .find(|&&c| !(1..=MAX_WIDTH).contains(&c))
+        {
+            return Err(f.err(
+                "block_out_channels",
+                format!("{c} is out of range (expected 1..={MAX_WIDTH})"),
+            ));
+        }
         let levels = cfg.block_out_channels.len();
         if levels == 0 || cfg.sample_size % (1 << (levels - 1)) != 0 {
             return Err(f.err(

@@ -2,6 +2,7 @@
 //! (`models/unets/unet_2d.py`). Unknown fields, unsupported values and unsupported block types
 //! are errors naming the field: a checkpoint we cannot run exactly is refused, never run wrong.
 
+use crate::domain::Domain;
 use crate::error::Result;
 use serde_json::Value;
 use std::path::Path;
@@ -83,6 +84,10 @@ pub enum Resample {
     /// A ResnetBlock2D with down=True / up=True (average pool / nearest inside the block).
     Resnet,
 }
+
+/// The largest channel count, head dimension, group count or layer count a config may give
+/// (checked before any weight is read or allocated).
+pub const MAX_WIDTH: usize = 1 << 16;
 
 /// The parsed config.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,7 +269,16 @@ impl UNet2DConfig {
                 true
             }
         };
+        // Every width, count and group number of the config is a checked integer in a range
+        // (a 0 or an absurd value is an error naming the field, never a failed weight load).
+        let opt_int = |k: &str| f.get(k).map(|_| f.int(k, 0, 1..=MAX_WIDTH)).transpose();
         let block_out_channels = f.usizes("block_out_channels", &[224, 448, 672, 896])?;
+        if let Some(&c) = block_out_channels.iter().find(|&&c| c > MAX_WIDTH) {
+            return Err(f.err(
+                "block_out_channels",
+                format!("{c} is out of range (expected 1..={MAX_WIDTH})"),
+            ));
+        }
         if block_out_channels.len() != down_block_types.len()
             || up_block_types.len() != down_block_types.len()
         {
@@ -322,32 +336,32 @@ impl UNet2DConfig {
         };
         let cfg = UNet2DConfig {
             sample_size,
-            in_channels: f.usize("in_channels", 3)?,
-            out_channels: f.usize("out_channels", 3)?,
+            in_channels: f.int("in_channels", 3, 1..=MAX_WIDTH)?,
+            out_channels: f.int("out_channels", 3, 1..=MAX_WIDTH)?,
             center_input_sample: f.bool("center_input_sample", false)?,
             time_embedding_type: tet,
-            time_embedding_dim: f.opt_usize("time_embedding_dim")?,
-            freq_shift: f.f64("freq_shift", 0.0)?,
+            time_embedding_dim: opt_int("time_embedding_dim")?,
+            freq_shift: f.f64("freq_shift", 0.0, Domain::FINITE)?,
             flip_sin_to_cos: f.bool("flip_sin_to_cos", true)?,
             down_block_types,
             mid_block,
             up_block_types,
             block_out_channels,
-            layers_per_block: f.usize("layers_per_block", 2)?,
-            mid_block_scale_factor: f.f64("mid_block_scale_factor", 1.0)?,
-            downsample_padding: f.usize("downsample_padding", 1)?,
+            layers_per_block: f.int("layers_per_block", 2, 1..=MAX_WIDTH)?,
+            mid_block_scale_factor: f.f64("mid_block_scale_factor", 1.0, Domain::FINITE)?,
+            downsample_padding: f.int("downsample_padding", 1, 0..=MAX_WIDTH)?,
             downsample_type: resample("downsample_type")?,
             upsample_type: resample("upsample_type")?,
             attention_head_dim: match f.get("attention_head_dim") {
                 None if f.contains("attention_head_dim") => None,
-                _ => Some(f.usize("attention_head_dim", 8)?),
+                _ => Some(f.int("attention_head_dim", 8, 1..=MAX_WIDTH)?),
             },
             norm_num_groups: match f.get("norm_num_groups") {
                 None if f.contains("norm_num_groups") => None,
-                _ => Some(f.usize("norm_num_groups", 32)?),
+                _ => Some(f.int("norm_num_groups", 32, 1..=MAX_WIDTH)?),
             },
-            attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,
-            norm_eps: f.f64("norm_eps", 1e-5)?,
+            attn_norm_num_groups: opt_int("attn_norm_num_groups")?,
+            norm_eps: f.f64("norm_eps", 1e-5, Domain::POSITIVE)?,
             scale_shift,
             add_attention: f.bool("add_attention", true)?,
             class_embedding,

@@ -247,7 +247,14 @@ impl UNet2DModel {
         let cfg = &self.config;
         let levels = cfg.block_out_channels.len() as u32 - 1;
         let div = 1usize << levels;
-        if batch == 0 || height == 0 || width == 0 || height % div != 0 || width % div != 0 {
+        if batch == 0 {
+            return Err(Error::Argument {
+                op: "UNet2DModel",
+                arg: "batch",
+                reason: "must be at least 1 (the input is an empty batch)".into(),
+            });
+        }
+        if height == 0 || width == 0 || height % div != 0 || width % div != 0 {
             return Err(Error::Argument {
                 op: "UNet2DModel",
                 arg: "sample size",

@@ -91,6 +91,21 @@ impl LoadedModel {
         }
     }
 
+    /// The host-side checks of [`LoadedModel::load`] (the folder, its `config.json` and
+    /// `quantization_config`, the analytic model's name), so a run can refuse a bad model
+    /// before it starts the GPU.
+    pub fn check(model: &str) -> Result<()> {
+        match model.strip_prefix("analytic:") {
+            Some(name) => GaussianMixture::named(name).map(drop),
+            None => {
+                let dir = load::resolve_model_dir(Path::new(model), "unet")?;
+                crate::nn::config::UNet2DConfig::from_file(&dir.join(load::CONFIG))?;
+                load::quant::QuantConfig::from_dir(&dir)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Number of usable classes (without the null label when guiding), if class-conditional.
     pub fn classes(&self, guided: bool) -> Option<usize> {
         match self {
@@ -108,6 +123,11 @@ impl LoadedModel {
     ) -> Result<Box<dyn Denoiser>> {
         if req.batch == 0 {
             return Err(arg_error("batch", "must be at least 1".into()));
+        }
+        if let Some(g) = req.guidance {
+            crate::domain::Domain::FINITE
+                .check_f32(g)
+                .map_err(|r| arg_error("guidance", r))?;
         }
         let unet = match self {
             LoadedModel::Analytic(name) => {
@@ -134,6 +154,13 @@ impl LoadedModel {
                 "config.json has no sample_size to sample at".into(),
             )
         })?;
+        // The batch as the model sees it (twice it under guidance), checked before any tensor
+        // is sized from it: an absurd --batch is named as the batch, not as an empty tensor.
+        let rows = if req.guidance.is_some() { 2 } else { 1 };
+        crate::size::mul("batch", req.batch, rows)
+            .and_then(|b| crate::size::elements("batch", &[b, unet.config.in_channels, h, w]))
+            .and_then(|n| crate::size::bytes("batch", n, 4))
+            .map_err(|e| arg_error("batch", format!("{} is too large ({e})", req.batch)))?;
         if unet.config.in_channels != unet.config.out_channels {
             return Err(arg_error(
                 "model",
@@ -192,12 +219,7 @@ impl LoadedModel {
 
 /// Reads the standard-normal draw `sample` of `shape` from a safetensors file.
 pub fn read_noise(path: &Path, shape: &[usize]) -> Result<Vec<f32>> {
-    let t = load::Weights::open(path)?.read_f32("sample", Some(shape))?;
-    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Load {
-            file: path.display().to_string(),
-            reason: format!("`sample` holds a non-finite value at flat index {i}"),
-        });
-    }
-    Ok(t.data)
+    Ok(load::Weights::open(path)?
+        .read_input("sample", Some(shape))?
+        .data)
 }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::load::{write_f32_tensors, HostTensor, Weights};
+use crate::load::{HostTensor, Weights};
 use crate::models::Denoiser;
 use crate::schedule::config::{SchedulerConfig, SolverConfig};
 use crate::solvers::{self, bdia, executor::Executor, Inverted};
@@ -166,6 +166,11 @@ pub fn rounding_warning(cfg: &SchedulerConfig, steps: usize) -> Option<String> {
 
 /// Writes `latents` (and `latents_next`) as f32 safetensors, atomically.
 pub fn write_latents(path: &Path, l: &Latents) -> Result<()> {
+    crate::output::OutputPlan::write_one("latents output", path, &latents_bytes(l)?)
+}
+
+/// The safetensors bytes [`write_latents`] writes.
+pub fn latents_bytes(l: &Latents) -> Result<Vec<u8>> {
     let t = HostTensor {
         shape: l.shape.clone(),
         data: l.latents.clone(),
@@ -176,9 +181,9 @@ pub fn write_latents(path: &Path, l: &Latents) -> Result<()> {
                 shape: l.shape.clone(),
                 data: n.clone(),
             };
-            write_f32_tensors(path, &[("latents", &t), ("latents_next", &u)])
+            crate::load::f32_tensors_bytes(&[("latents", &t), ("latents_next", &u)])
         }
-        None => write_f32_tensors(path, &[("latents", &t)]),
+        None => crate::load::f32_tensors_bytes(&[("latents", &t)]),
     }
 }
 
@@ -195,7 +200,7 @@ pub fn read_latents(path: &Path) -> Result<Latents> {
             "no tensor `latents` (write it with `diffuse invert`)".into()
         ));
     }
-    let l = w.read_f32("latents", None)?;
+    let l = w.read_input("latents", None)?;
     if l.shape.len() != 4 {
         return Err(err(format!(
             "`latents` has shape {:?}; expected [N, C, H, W]",
@@ -203,7 +208,7 @@ pub fn read_latents(path: &Path) -> Result<Latents> {
         )));
     }
     let next = if w.contains("latents_next") {
-        Some(w.read_f32("latents_next", Some(&l.shape))?.data)
+        Some(w.read_input("latents_next", Some(&l.shape))?.data)
     } else {
         None
     };

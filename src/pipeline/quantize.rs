@@ -1,14 +1,15 @@
 //! Post-training quantization of a model folder (Shang et al., "Post-training Quantization on
 //! Diffusion Models", CVPR 2023 — PTQ4DM): every conv and linear weight becomes symmetric
 //! per-output-channel int8 with an MSE-chosen clipping range (`load::quant`); norms, embeddings
-//! and biases are copied unchanged. The output folder is written into a temporary sibling and
-//! renamed into place, so a failure leaves nothing behind.
+//! and biases are copied unchanged. The output folder is planned with
+//! [`crate::output::OutputPlan`] before any work (it must not exist) and written into a
+//! temporary sibling renamed into place, so a failure leaves nothing behind.
 
 use crate::error::{Error, Result};
 use crate::load::quant::{self, Activations, QuantConfig};
 use crate::load::{self, Weights};
 use safetensors::tensor::{Dtype, TensorView};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Timesteps the activation calibration inputs are recorded at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,12 +95,8 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
             reason: "the folder is already quantized".into(),
         });
     }
-    if out.exists() {
-        return Err(arg(
-            format!("{} already exists; give a new folder", out.display()),
-            "out",
-        ));
-    }
+    let mut plan = crate::output::OutputPlan::new();
+    let id = plan.dir("--out", out)?;
     let w = Weights::open(&dir.join(load::WEIGHTS))?;
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let (mut quantized, mut copied, mut rel) = (0, 0, 0.0);
@@ -158,22 +155,15 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, None).map_err(|e| write_err(out, e.to_string()))?;
     let cfg_text = serde_json::to_string_pretty(&cfg).map_err(|e| write_err(out, e.to_string()))?;
-    let tmp = temp_sibling(out);
-    let result = write_folder(&dir, &tmp, &cfg_text, &data)
-        .and_then(|()| {
-            // A pipeline folder keeps its scheduler config in scheduler/: bring it along.
-            let sched = model.join("scheduler").join(load::SCHEDULER_CONFIG);
-            let dst = tmp.join(load::SCHEDULER_CONFIG);
-            if dir != model && sched.is_file() && !dst.exists() {
-                std::fs::copy(&sched, &dst).map_err(|e| write_err(&sched, e.to_string()))?;
-            }
-            Ok(())
-        })
-        .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| write_err(out, e.to_string())));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+    let tmp = plan.path(id).to_path_buf();
+    write_folder(&dir, &tmp, &cfg_text, &data)?;
+    // A pipeline folder keeps its scheduler config in scheduler/: bring it along.
+    let sched = model.join("scheduler").join(load::SCHEDULER_CONFIG);
+    let dst = tmp.join(load::SCHEDULER_CONFIG);
+    if dir != model && sched.is_file() && !dst.exists() {
+        std::fs::copy(&sched, &dst).map_err(|e| write_err(&sched, e.to_string()))?;
     }
-    result?;
+    plan.commit()?;
     let bytes_in = std::fs::metadata(dir.join(load::WEIGHTS)).map_or(0, |m| m.len());
     Ok(QuantizeReport {
         quantized,
@@ -191,19 +181,10 @@ fn write_err(out: &Path, reason: String) -> Error {
     }
 }
 
-fn temp_sibling(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "quantized".into());
-    out.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
 /// The new folder: the other files of the model folder (scheduler config, model card) copied,
 /// then config.json and the weights.
 fn write_folder(dir: &Path, tmp: &Path, cfg: &str, weights: &[u8]) -> Result<()> {
     let fail = |p: &Path, e: std::io::Error| write_err(p, e.to_string());
-    std::fs::create_dir_all(tmp).map_err(|e| fail(tmp, e))?;
     for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
         let entry = entry.map_err(|e| fail(dir, e))?;
         let name = entry.file_name();

@@ -2,6 +2,7 @@
 //! (`scheduler_config.json`) and a UNet2DModel taking [x, μ], run by the chosen sampler on a
 //! degraded batch μ. Shared by `diffuse restore` and `diffuse eval-restore`.
 
+use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
@@ -78,9 +79,19 @@ impl MrsFlags {
                 base.interpolation,
             )?,
             order: order.unwrap_or(base.order),
-            lambda_min: self.lambda_min.unwrap_or(base.lambda_min),
+            lambda_min: self
+                .lambda_min
+                .map(|v| Domain::FINITE.or_minus_inf().check(v))
+                .transpose()
+                .map_err(|r| rarg("lambda_min", r))?
+                .unwrap_or(base.lambda_min),
             denoise_last: self.denoise_last.unwrap_or(base.denoise_last),
-            rho: self.rho.unwrap_or(base.rho),
+            rho: self
+                .rho
+                .map(|v| Domain::POSITIVE.check(v))
+                .transpose()
+                .map_err(|r| rarg("rho", r))?
+                .unwrap_or(base.rho),
             timestep_offset: self.timestep_offset.unwrap_or(base.timestep_offset),
             ..base
         };
@@ -137,6 +148,32 @@ impl Restorer {
     /// Reads the process, builds the sampler program (all argument errors come before the
     /// weights are loaded), then loads the UNet.
     pub fn load(gpu: &Gpu, model: &Path, o: &RestoreOptions) -> Result<Self> {
+        let (program, mrs, prediction) = Self::program(model, o)?;
+        let unet = UNet2DModel::from_dir(gpu, model, o.dtype)?;
+        Ok(Restorer {
+            unet,
+            program,
+            mrs,
+            prediction,
+            two_heads: o.sampler == "rddm",
+            dtype: o.dtype,
+        })
+    }
+
+    /// The host-side checks of [`Restorer::load`] (process config, sampler options, the
+    /// model's `config.json`), so a run can refuse bad input before it starts the GPU.
+    pub fn check(model: &Path, o: &RestoreOptions) -> Result<()> {
+        Self::program(model, o)?;
+        let dir = load::resolve_model_dir(model, "unet")?;
+        crate::nn::config::UNet2DConfig::from_file(&dir.join(load::CONFIG))?;
+        Ok(())
+    }
+
+    /// The sampler program of the folder's process with the options applied.
+    fn program(
+        model: &Path,
+        o: &RestoreOptions,
+    ) -> Result<(Program, Option<MrsOptions>, Prediction)> {
         let dir = load::resolve_model_dir(model, "unet")?;
         let cfg_path = dir.join(load::SCHEDULER_CONFIG);
         if !cfg_path.is_file() {
@@ -248,15 +285,7 @@ impl Restorer {
                 (program, mr.prediction)
             }
         };
-        let unet = UNet2DModel::from_dir(gpu, model, o.dtype)?;
-        Ok(Restorer {
-            unet,
-            program,
-            mrs,
-            prediction,
-            two_heads: o.sampler == "rddm",
-            dtype: o.dtype,
-        })
+        Ok((program, mrs, prediction))
     }
 
     /// The MR Sampler's effective options (config fields with the flags applied), for `mrs`.
@@ -291,6 +320,11 @@ impl Restorer {
             ));
         }
         Ok(())
+    }
+
+    /// The channel count C of the images the model restores (in_channels = 2·C).
+    pub fn channels(&self) -> usize {
+        self.unet.config.in_channels / 2
     }
 
     /// The shape `--step-noise` must have for a condition of `shape`: [steps, N, C, H, W].

@@ -12,6 +12,7 @@ use super::options::{
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
 use super::{BetaSchedule, DiscreteVp};
+use crate::domain::Domain;
 use crate::error::{Error, Result};
 use crate::load::ConfigFields;
 use serde_json::Value;
@@ -236,7 +237,11 @@ impl TrainingSchedule {
     fn parse(f: &ConfigFields, kind: SchedulerKind) -> Result<Self> {
         use SchedulerKind as K;
         let num_train_timesteps = f.int("num_train_timesteps", 1000, 2..=MAX_TRAIN_TIMESTEPS)?;
-        let (start, end) = (f.num("beta_start", 0.0001)?, f.num("beta_end", 0.02)?);
+        let (start, end) = (
+            f.num("beta_start", 0.0001, Domain::OPEN_UNIT)?,
+            f.num("beta_end", 0.02, Domain::OPEN_UNIT)?,
+        );
+        f.ordered("beta_start", start, "beta_end", end, false)?;
         let beta_schedule = match f.str("beta_schedule", "linear")?.as_str() {
             "linear" => BetaSchedule::Linear { start, end },
             "scaled_linear" => BetaSchedule::ScaledLinear { start, end },
@@ -331,10 +336,7 @@ impl SolverConfig {
             }
             K::Ddim => SolverConfig::Ddim(ddim(f)?),
             K::Bdia => {
-                let gamma = f.num("gamma", BdiaConfig::default().gamma)?;
-                if !(0.0..=1.0).contains(&gamma) {
-                    return Err(f.err("gamma", format!("{gamma} is outside [0, 1]")));
-                }
+                let gamma = f.num("gamma", BdiaConfig::default().gamma, Domain::UNIT)?;
                 SolverConfig::Bdia(BdiaConfig {
                     ddim: ddim(f)?,
                     gamma,
@@ -356,21 +358,24 @@ impl SolverConfig {
             K::UniPc => SolverConfig::UniPc(unipc(f)?),
             K::EvoDiff => SolverConfig::EvoDiff(evodiff(f)?),
             K::FlowMatchEuler | K::FlowMatchHeun => SolverConfig::Flow(FlowConfig {
-                shift: f.num("shift", FlowConfig::default().shift)?,
+                shift: f.num("shift", FlowConfig::default().shift, Domain::POSITIVE)?,
                 heun: kind == K::FlowMatchHeun,
             }),
             K::EdmHeun => {
                 let d = Churn::default();
+                let nn = Domain::NON_NEGATIVE;
+                let churn = Churn {
+                    s_churn: f.num("s_churn", d.s_churn, nn)?,
+                    s_min: f.num("s_tmin", d.s_min, nn)?,
+                    s_max: f.num("s_tmax", d.s_max, nn.or_plus_inf())?,
+                    s_noise: f.num("s_noise", d.s_noise, nn)?,
+                };
+                f.ordered("s_tmin", churn.s_min, "s_tmax", churn.s_max, false)?;
                 SolverConfig::Edm(EdmConfig {
-                    churn: Churn {
-                        s_churn: f.num("s_churn", d.s_churn)?,
-                        s_min: f.num("s_tmin", d.s_min)?,
-                        s_max: f.num("s_tmax", d.s_max)?,
-                        s_noise: f.num("s_noise", d.s_noise)?,
-                    },
+                    churn,
                     sigma_bounds: match (f.get("sigma_min"), f.get("sigma_max")) {
                         (None, None) => None,
-                        _ => Some((f.num("sigma_min", 0.002)?, f.num("sigma_max", 80.0)?)),
+                        _ => Some(sigma_bounds(f, 0.002, 80.0)?),
                     },
                 })
             }
@@ -666,7 +671,7 @@ fn lml(f: &ConfigFields, base: LmlBase, lm_default: bool) -> Result<SolverConfig
 /// `clip_sample` with `clip_sample_range`.
 fn clip_sample(f: &ConfigFields, d: Option<f64>) -> Result<Option<f64>> {
     f.bool("clip_sample", d.is_some())?
-        .then(|| f.num("clip_sample_range", d.unwrap_or(1.0)))
+        .then(|| f.num("clip_sample_range", d.unwrap_or(1.0), Domain::POSITIVE))
         .transpose()
 }
 
@@ -677,7 +682,7 @@ fn ddim(f: &ConfigFields) -> Result<DdimConfig> {
         spacing: parsed(f, "timestep_spacing", d.spacing)?,
         clip_sample: clip_sample(f, d.clip_sample)?,
         set_alpha_to_one: f.bool("set_alpha_to_one", d.set_alpha_to_one)?,
-        eta: f.num("eta", d.eta)?,
+        eta: f.num("eta", d.eta, Domain::UNIT)?,
     })
 }
 
@@ -706,7 +711,11 @@ fn dpm_solver(f: &ConfigFields) -> Result<DpmSolverConfig> {
         use_karras_sigmas: f.bool("use_karras_sigmas", d.use_karras_sigmas)?,
         use_lu_lambdas: f.bool("use_lu_lambdas", d.use_lu_lambdas)?,
         final_sigma_zero: final_sigma_zero(f, d.final_sigma_zero)?,
-        lambda_min_clipped: f.num("lambda_min_clipped", d.lambda_min_clipped)?,
+        lambda_min_clipped: f.num(
+            "lambda_min_clipped",
+            d.lambda_min_clipped,
+            Domain::FINITE.or_minus_inf(),
+        )?,
         solver_order: f.int("solver_order", d.solver_order, 1..=3)?,
         algorithm: choice(
             f,
@@ -779,6 +788,14 @@ fn unipc(f: &ConfigFields) -> Result<UniPcConfig> {
     })
 }
 
+/// `sigma_min` < `sigma_max`, both positive.
+fn sigma_bounds(f: &ConfigFields, dmin: f64, dmax: f64) -> Result<(f64, f64)> {
+    let lo = f.num("sigma_min", dmin, Domain::POSITIVE)?;
+    let hi = f.num("sigma_max", dmax, Domain::POSITIVE)?;
+    f.ordered("sigma_min", lo, "sigma_max", hi, true)?;
+    Ok((lo, hi))
+}
+
 /// Score-SDE options with the paper's defaults for VE (`ve`) or VP.
 fn score_sde(f: &ConfigFields, ve: bool) -> Result<ScoreSdeOptions> {
     let predictor = choice(
@@ -797,12 +814,17 @@ fn score_sde(f: &ConfigFields, ve: bool) -> Result<ScoreSdeOptions> {
         ],
     )?;
     let sde = if ve {
+        let (sigma_min, sigma_max) = sigma_bounds(f, 0.01, 1348.0)?;
         Sde::Ve {
-            sigma_min: f.num("sigma_min", 0.01)?,
-            sigma_max: f.num("sigma_max", 1348.0)?,
+            sigma_min,
+            sigma_max,
         }
     } else {
-        let (beta_min, beta_max) = (f.num("beta_min", 0.1)?, f.num("beta_max", 20.0)?);
+        let (beta_min, beta_max) = (
+            f.num("beta_min", 0.1, Domain::POSITIVE)?,
+            f.num("beta_max", 20.0, Domain::POSITIVE)?,
+        );
+        f.ordered("beta_min", beta_min, "beta_max", beta_max, false)?;
         let sub_vp = choice(f, "sde_type", false, &[("vp", false), ("sub_vp", true)])?;
         if !sub_vp {
             Sde::Vp { beta_min, beta_max }
@@ -826,7 +848,11 @@ fn score_sde(f: &ConfigFields, ve: bool) -> Result<ScoreSdeOptions> {
             if ve { 1 } else { 0 },
             0..=MAX_CORRECTOR_STEPS,
         )?,
-        snr: f.num("snr", if ve { 0.15 } else { 0.16 })?,
-        eps: f.num("sampling_eps", if ve { 1e-5 } else { 1e-3 })?,
+        snr: f.num("snr", if ve { 0.15 } else { 0.16 }, Domain::NON_NEGATIVE)?,
+        eps: f.num(
+            "sampling_eps",
+            if ve { 1e-5 } else { 1e-3 },
+            Domain::OPEN_UNIT,
+        )?,
     })
 }

@@ -67,6 +67,28 @@ impl DiscreteVp {
                 reason: format!("{n} is too few (at least 2)"),
             });
         }
+        // β (f32), the linspace (f64) and ᾱ (f64) per timestep, checked before allocating.
+        crate::size::host_alloc("num_train_timesteps", n, 20)?;
+        if let BetaSchedule::Linear { start, end } | BetaSchedule::ScaledLinear { start, end } =
+            schedule
+        {
+            for (arg, v) in [("beta_start", start), ("beta_end", end)] {
+                crate::domain::Domain::OPEN_UNIT
+                    .check(v)
+                    .map_err(|reason| Error::Argument {
+                        op: "schedule",
+                        arg,
+                        reason,
+                    })?;
+            }
+            crate::domain::ordered("beta_start", start, "beta_end", end, false).map_err(
+                |reason| Error::Argument {
+                    op: "schedule",
+                    arg: "beta_end",
+                    reason,
+                },
+            )?;
+        }
         let betas: Vec<f32> = match schedule {
             BetaSchedule::Linear { start, end } => {
                 linspace(start, end, n).iter().map(|&b| b as f32).collect()

@@ -5,6 +5,8 @@
 //! - ResShift's η schedule (Yue, Wang, Loy, "ResShift", NeurIPS 2023);
 //! - Resfusion's truncated "LinearPro" schedule (Shi et al., "Resfusion", NeurIPS 2024).
 
+use crate::domain::Domain;
+
 /// The largest `num_train_timesteps` of a restoration config (checked before allocating).
 const MAX_T: f64 = super::config::MAX_TRAIN_TIMESTEPS as f64;
 
@@ -353,6 +355,18 @@ impl MrConfig {
         let obj = v
             .as_object()
             .ok_or_else(|| err("(root)", "expected a JSON object".into()))?;
+        // The class first: a generation model's config is named by its `_class_name`, not by
+        // the first field a mean-reverting process lacks.
+        let class = obj
+            .get("_class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        if class != "MeanRevertingScheduler" {
+            return Err(err(
+                "_class_name",
+                format!("`{class}` is not a mean-reverting process (MeanRevertingScheduler)"),
+            ));
+        }
         const KNOWN: &[&str] = &[
             "_class_name",
             "_diffusers_version",
@@ -383,38 +397,23 @@ impl MrConfig {
                 ));
             }
         }
-        let class = obj
-            .get("_class_name")
-            .and_then(|c| c.as_str())
-            .unwrap_or("");
-        if class != "MeanRevertingScheduler" {
-            return Err(err(
-                "_class_name",
-                format!("`{class}` is not a mean-reverting process (MeanRevertingScheduler)"),
-            ));
-        }
-        let num = |k: &str, d: f64| -> crate::error::Result<f64> {
-            match obj.get(k) {
-                None => Ok(d),
+        let num = |k: &str, d: f64, dom: Domain| -> crate::error::Result<f64> {
+            let v = match obj.get(k) {
+                None => d,
                 Some(v) => crate::load::json_f64(v)
-                    .ok_or_else(|| err(k, format!("expected a number, got {v}"))),
-            }
+                    .ok_or_else(|| err(k, format!("expected a number, got {v}")))?,
+            };
+            dom.check(v).map_err(|r| err(k, r))
         };
-        let t = num("num_train_timesteps", 100.0)?;
+        let t = num("num_train_timesteps", 100.0, Domain::FINITE)?;
         if !(2.0..=MAX_T).contains(&t) || t.fract() != 0.0 {
             return Err(err(
                 "num_train_timesteps",
                 format!("{t} is not an integer in 2..={MAX_T}"),
             ));
         }
-        let eps = num("eps", 0.005)?;
-        if !(eps > 0.0 && eps < 1.0) {
-            return Err(err("eps", format!("{eps} is not in (0, 1)")));
-        }
-        let max_sigma = num("max_sigma", 50.0)?;
-        if max_sigma.is_nan() || max_sigma <= 0.0 {
-            return Err(err("max_sigma", format!("{max_sigma} must be positive")));
-        }
+        let eps = num("eps", 0.005, Domain::OPEN_UNIT)?;
+        let max_sigma = num("max_sigma", 50.0, Domain::POSITIVE)?;
         if let Some(s) = obj.get("theta_schedule") {
             if s != "cosine" {
                 return Err(err(
@@ -453,17 +452,8 @@ impl MrConfig {
                 .as_bool()
                 .ok_or_else(|| err("thresholding", format!("expected true/false, got {v}")))?,
         };
-        let ratio = num("dynamic_thresholding_ratio", 0.995)?;
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(err(
-                "dynamic_thresholding_ratio",
-                format!("{ratio} is not in [0, 1]"),
-            ));
-        }
-        let sample_max = num("sample_max_value", 1.5)?;
-        if sample_max.is_nan() || sample_max < 1.0 {
-            return Err(err("sample_max_value", format!("{sample_max} is below 1")));
-        }
+        let ratio = num("dynamic_thresholding_ratio", 0.995, Domain::UNIT)?;
+        let sample_max = num("sample_max_value", 1.5, Domain::closed(1.0, f64::MAX))?;
         let schedule = MeanReverting::cosine(t as usize, eps, max_sigma, original);
         let sampler = mrs_options(obj, &schedule, file)?;
         Ok(MrConfig {
@@ -535,12 +525,13 @@ fn mrs_options(
     })? as usize;
     let t_max = (schedule.theta.len() - 1) as i64;
     let timestep_offset = whole("timestep_offset", 0, -t_max, t_max)?;
-    let num = |k: &str, d: f64| -> crate::error::Result<f64> {
-        obj.get(k).map_or(Ok(d), |v| {
+    let num = |k: &str, d: f64, dom: Domain| -> crate::error::Result<f64> {
+        let v = obj.get(k).map_or(Ok(d), |v| {
             crate::load::json_f64(v).ok_or_else(|| err(k, format!("expected a number, got {v}")))
-        })
+        })?;
+        dom.check(v).map_err(|r| err(k, r))
     };
-    let lambda_min = num("lambda_min", d.lambda_min)?;
+    let lambda_min = num("lambda_min", d.lambda_min, Domain::FINITE.or_minus_inf())?;
     schedule.max_timestep(lambda_min).map_err(|_| {
         err(
             "lambda_min",
@@ -550,10 +541,7 @@ fn mrs_options(
             ),
         )
     })?;
-    let rho = num("rho", d.rho)?;
-    if !(rho.is_finite() && rho > 0.0) {
-        return Err(err("rho", format!("{rho} must be positive")));
-    }
+    let rho = num("rho", d.rho, Domain::POSITIVE)?;
     let denoise_last = match obj.get("denoise_last") {
         None => false,
         Some(v) => v
@@ -606,11 +594,12 @@ impl ResidualConfig {
         let obj = v
             .as_object()
             .ok_or_else(|| err("(root)", "expected a JSON object".into()))?;
-        let num = |k: &str, d: f64| -> crate::error::Result<f64> {
-            obj.get(k).map_or(Ok(d), |x| {
+        let num = |k: &str, d: f64, dom: Domain| -> crate::error::Result<f64> {
+            let v = obj.get(k).map_or(Ok(d), |x| {
                 crate::load::json_f64(x)
                     .ok_or_else(|| err(k, format!("expected a number, got {x}")))
-            })
+            })?;
+            dom.check(v).map_err(|r| err(k, r))
         };
         let class = obj
             .get("_class_name")
@@ -637,7 +626,7 @@ impl ResidualConfig {
                 return Err(err(k, "unknown field; refusing to guess".into()));
             }
         }
-        let t = num("num_train_timesteps", 15.0)?;
+        let t = num("num_train_timesteps", 15.0, Domain::FINITE)?;
         if !(1.0..=MAX_T).contains(&t) || t.fract() != 0.0 {
             return Err(err(
                 "num_train_timesteps",
@@ -666,21 +655,22 @@ impl ResidualConfig {
                         format!("`{pred}` (xstart, epsilon, residual)"),
                     ));
                 }
-                let kappa = num("kappa", 2.0)?;
+                let kappa = num("kappa", 2.0, Domain::POSITIVE)?;
                 Ok(ResidualConfig::ResShift {
                     sqrt_eta: resshift_sqrt_eta(
                         t as usize,
                         kappa,
-                        num("min_noise", 0.04)?,
-                        num("power", 0.3)?,
+                        num("min_noise", 0.04, Domain::OPEN_UNIT)?,
+                        num("power", 0.3, Domain::POSITIVE)?,
                     ),
                     kappa,
                     prediction: pred,
                 })
             }
             "RDDMScheduler" => {
-                let t = num("num_train_timesteps", 1000.0)?;
-                let (abar, bbar) = rddm_schedule(t as usize, num("sum_scale", 0.01)?);
+                let t = num("num_train_timesteps", 1000.0, Domain::FINITE)?;
+                let (abar, bbar) =
+                    rddm_schedule(t as usize, num("sum_scale", 0.01, Domain::OPEN_UNIT)?);
                 Ok(ResidualConfig::Rddm { abar, bbar })
             }
             "ResfusionScheduler" => {
