@@ -95,6 +95,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// A size computed from file, config or flag numbers overflows or exceeds a bound
+    /// ([`crate::size`]).
+    #[error("{what}: {reason}")]
+    Size { what: String, reason: String },
+
     /// A file could not be read or is not what it claims to be (corrupt, truncated, bad JSON).
     #[error("{file}: {reason}")]
     Load { file: String, reason: String },

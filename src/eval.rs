@@ -41,41 +41,72 @@ pub fn read_stats(path: &Path, prefix: &str) -> Result<FeatureStats> {
 
 /// Reads a (possibly gzipped) IDX image file of u8 pixels, e.g. the Fashion-MNIST
 /// `t10k-images-idx3-ubyte.gz`, as [−1, 1] floats; returns (values, N, H, W), at most `limit`
-/// images.
+/// images. Reads are bounded by what the header promises (checked arithmetic, at most
+/// [`crate::size::MAX_HOST_BYTES`]): a gzip bomb or an endless stream is never read past it.
 pub fn read_idx_images(path: &Path, limit: usize) -> Result<(Vec<f32>, usize, usize, usize)> {
+    let file = path.display().to_string();
     let err = |reason: String| Error::Load {
-        file: path.display().to_string(),
+        file: file.clone(),
         reason,
     };
-    let raw = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("corrupt gzip stream: {e}")))?;
-        out
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut f, &mut magic).map_err(|e| err(e.to_string()))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let mut r: Box<dyn Read> = if magic[..got] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(head.chain(f)))
     } else {
-        raw
+        Box::new(head.chain(f))
     };
-    if bytes.len() < 16 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 || bytes[3] != 3 {
+    let gz = |e: std::io::Error| err(format!("corrupt gzip stream: {e}"));
+    let mut h16 = [0u8; 16];
+    let got = read_full(&mut r, &mut h16).map_err(gz)?;
+    if got < 16 || h16[..4] != [0, 0, 8, 3] {
         return Err(err("not an IDX file of u8 images (magic 0x00000803)".into()));
     }
-    let dim = |i: usize| {
-        u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize
-    };
+    let dim = |i: usize| u32::from_be_bytes([h16[i], h16[i + 1], h16[i + 2], h16[i + 3]]) as usize;
     let (n, h, w) = (dim(4), dim(8), dim(12));
-    if bytes.len() != 16 + n * h * w {
+    let what = format!("{file}: IDX header ({n} images of {h}×{w})");
+    let per = crate::size::mul(&what, h, w)?;
+    let total = crate::size::mul(&what, n, per)?;
+    crate::size::host_alloc(&what, total, 1)?;
+    let k = n.min(limit);
+    let want = k * per;
+    let mut bytes = Vec::with_capacity(want);
+    (&mut r)
+        .take(want as u64)
+        .read_to_end(&mut bytes)
+        .map_err(gz)?;
+    // The rest must be exactly what the header promises: counted, never stored, and never read
+    // past one byte more than promised.
+    let rest = std::io::copy(
+        &mut (&mut r).take((total - want) as u64 + 1),
+        &mut std::io::sink(),
+    )
+    .map_err(gz)? as usize;
+    if bytes.len() + rest != total {
         return Err(err(format!(
-            "{} pixel bytes for {n} images of {h}×{w} (truncated?)",
-            bytes.len() - 16
+            "{}{} pixel bytes for {n} images of {h}×{w} (truncated?)",
+            if bytes.len() + rest > total { "more than " } else { "" },
+            bytes.len() + rest
         )));
     }
-    let n = n.min(limit);
-    let data = bytes[16..16 + n * h * w]
-        .iter()
-        .map(|&b| b as f32 / 127.5 - 1.0)
-        .collect();
-    Ok((data, n, h, w))
+    let data = bytes.iter().map(|&b| b as f32 / 127.5 - 1.0).collect();
+    Ok((data, k, h, w))
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Classifier features and logits of `images` ([N, C, S, S] flattened), in chunks of the

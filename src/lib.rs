@@ -41,6 +41,7 @@ pub mod reference;
 pub mod schedule;
 #[cfg(feature = "selfcheck")]
 pub mod selfcheck;
+pub mod size;
 pub mod solvers;
 pub mod tensor;
 

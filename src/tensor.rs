@@ -67,10 +67,9 @@ fn storage_bytes(n: usize, dtype: DType) -> u64 {
 
 /// A shape must be non-empty, and fit the device's buffer limit and u32 indexing.
 fn check_alloc(gpu: &Gpu, name: &str, shape: &[usize], dtype: DType) -> Result<()> {
-    let bytes = shape
-        .iter()
-        .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
-        .unwrap_or(u64::MAX);
+    let what = || format!("tensor `{name}` {shape:?} ({dtype:?})");
+    let n = crate::size::elements(&what(), shape)?;
+    let bytes = crate::size::bytes(&what(), n, dtype.size())? as u64;
     if bytes == 0 || shape.is_empty() {
         return Err(Error::Empty {
             op: "allocate",
