@@ -1,0 +1,113 @@
+// Fuzz target bodies, shared by the bounded-time fuzz tests (`tests/fuzz.rs`, run by
+// `cargo test`) and the coverage-guided cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`, which
+// `include!` this file). Each body writes the input where the CLI would read a file, runs the
+// reader and what the CLI does next with its result without a GPU, and returns; an `Err` is
+// the expected outcome for most inputs, a panic (or an abort) is the bug being hunted.
+//
+// Included, not a module: no `use` of crate items at the top so that both hosts compile it.
+
+/// The fuzz targets, by the name of their corpus folder under `tests/fuzz/`.
+pub const TARGETS: &[&str] = &["safetensors", "unet_config", "scheduler_config", "idx", "png"];
+
+/// Runs target `name` on `data`.
+pub fn run_target(name: &str, data: &[u8]) {
+    match name {
+        "safetensors" => fuzz_safetensors(data),
+        "unet_config" => fuzz_unet_config(data),
+        "scheduler_config" => fuzz_scheduler_config(data),
+        "idx" => fuzz_idx(data),
+        "png" => fuzz_png(data),
+        other => panic!("unknown fuzz target `{other}`"),
+    }
+}
+
+/// A per-thread scratch file holding the current input (the readers take paths, as the CLI
+/// gives them).
+fn scratch(ext: &str, data: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("diffuse-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let name = format!("{:?}.{ext}", std::thread::current().id()).replace(['(', ')'], "");
+    let path = dir.join(name);
+    std::fs::write(&path, data).expect("scratch write");
+    path
+}
+
+/// `Weights::open` and every way the engine reads a tensor out of the file.
+pub fn fuzz_safetensors(data: &[u8]) {
+    let path = scratch("safetensors", data);
+    let Ok(w) = diffuse::load::Weights::open(&path) else {
+        return;
+    };
+    for name in w.names() {
+        let shape = w.shape(&name).unwrap_or_default();
+        let _ = w.stored_dtype(&name);
+        let _ = w.raw(&name);
+        let _ = w.read_f32(&name, None);
+        let _ = w.read_f32(&name, Some(&shape));
+        if let Some(&cout) = shape.first() {
+            let _ = w.int8_weight(&name, &shape);
+            let _ = w.int8_weight(&name, &[cout]);
+        }
+    }
+    let _ = w.check_all_used();
+}
+
+/// A model folder's `config.json` (UNet2DModel), and the sizes derived from it.
+pub fn fuzz_unet_config(data: &[u8]) {
+    let path = scratch("json", data);
+    let Ok(c) = diffuse::nn::config::UNet2DConfig::from_file(&path) else {
+        return;
+    };
+    let _ = c.time_embed_dim();
+    let _ = c.timestep_input_dim();
+    for &ch in &c.block_out_channels {
+        let _ = c.groups_for(ch);
+        let _ = c.head_dim(ch);
+    }
+}
+
+/// A `scheduler_config.json` read by each reader that takes one, then turned into programs
+/// as `sample`/`restore` would, for a few step counts.
+pub fn fuzz_scheduler_config(data: &[u8]) {
+    use diffuse::solvers::program::Buf;
+    let path = scratch("json", data);
+    if let Ok(cfg) = diffuse::schedule::config::SchedulerConfig::from_file(&path) {
+        let _ = cfg.vp();
+        for steps in [1, 2, 7, 50] {
+            if let Ok(p) = diffuse::solvers::build(&cfg, steps) {
+                let _ = p.check(false, false);
+            }
+            let _ = diffuse::solvers::inversion(&cfg, steps);
+            let _ = diffuse::solvers::from_latents(&cfg, steps);
+        }
+    }
+    if let Ok(mr) = diffuse::schedule::restoration::MrConfig::from_file(&path) {
+        for steps in [1, 2, 10] {
+            let _ = diffuse::solvers::mr_sampler::mrs_program(
+                &mr.schedule,
+                &mr.sampler,
+                steps,
+                mr.prediction,
+                &[(Buf::X, 1.0)],
+                false,
+            );
+        }
+    }
+    let _ = diffuse::schedule::restoration::ResidualConfig::from_file(&path);
+}
+
+/// An IDX image file (`eval`'s test set), plain or gzipped.
+pub fn fuzz_idx(data: &[u8]) {
+    let path = scratch("idx", data);
+    if let Ok((v, n, h, w)) = diffuse::eval::read_idx_images(&path, 64) {
+        assert_eq!(v.len(), n * h * w, "IDX values vs the reported size");
+    }
+}
+
+/// A PNG input image (`restore`/`invert --input`).
+pub fn fuzz_png(data: &[u8]) {
+    let path = scratch("png", data);
+    if let Ok((v, shape)) = diffuse::image_io::read_png(&path) {
+        assert_eq!(v.len(), shape.iter().product::<usize>(), "PNG values vs shape");
+    }
+}
