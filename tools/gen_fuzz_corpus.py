@@ -38,6 +38,11 @@ def safetensors_seeds():
         "conv.weight": rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8),
         "conv.weight_scale": rng.random(4).astype(np.float32),
         "class_labels": np.array([0, 3], dtype=np.int64)}))
+    d = 4
+    a = rng.standard_normal((d, d)).astype(np.float32)
+    put("safetensors", "fid_stats.safetensors", save({
+        "test_mean": rng.standard_normal(d).astype(np.float32), "test_cov": a @ a.T,
+        "train_mean": rng.standard_normal(d).astype(np.float32), "train_cov": a.T @ a}))
     # bf16: numpy has none; write the header by hand.
     raw = np.array([0x3f80, 0x4000, 0xbf80, 0x7fc0], dtype="<u2").tobytes()
     header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, len(raw)]}})

@@ -404,7 +404,7 @@ impl SolverConfig {
             K::FlowMatchEulerLm => lml(
                 f,
                 LmlBase::FlowEuler(FlowConfig {
-                    shift: f.num("shift", FlowConfig::default().shift)?,
+                    shift: f.num("shift", FlowConfig::default().shift, Domain::POSITIVE)?,
                     heun: false,
                 }),
                 true,
@@ -645,7 +645,7 @@ fn choice<T: Copy>(f: &ConfigFields, k: &str, d: T, options: &[(&str, T)]) -> Re
 
 /// An LML class around `base` (`lm` defaults to `lm_default`, the official file's).
 fn lml(f: &ConfigFields, base: LmlBase, lm_default: bool) -> Result<SolverConfig> {
-    let lamb = f.num("lamb", 1.0)?;
+    let lamb = f.num("lamb", 1.0, Domain::FINITE)?;
     if !(lamb > 0.0 && lamb.is_finite()) {
         return Err(f.err(
             "lamb",
@@ -653,7 +653,7 @@ fn lml(f: &ConfigFields, base: LmlBase, lm_default: bool) -> Result<SolverConfig
         ));
     }
     let unit = |k: &str| -> Result<f64> {
-        let v = f.num(k, 0.0)?;
+        let v = f.num(k, 0.0, Domain::FINITE)?;
         if !(0.0..=1.0).contains(&v) {
             return Err(f.err(k, format!("{v} is outside [0, 1]")));
         }
@@ -753,7 +753,7 @@ fn evodiff(f: &ConfigFields) -> Result<EvoDiffConfig> {
             format!("{order} is not supported: the official multistep EVODiff runs order 2 only"),
         ));
     }
-    let time = |k: &str| -> Result<Option<f64>> { f.get(k).map(|_| f.num(k, 0.0)).transpose() };
+    let time = |k: &str| -> Result<Option<f64>> { f.get(k).map(|_| f.num(k, 0.0, Domain::FINITE)).transpose() };
     Ok(EvoDiffConfig {
         skip_type: choice(
             f,

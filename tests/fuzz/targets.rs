@@ -32,9 +32,15 @@ fn scratch(ext: &str, data: &[u8]) -> std::path::PathBuf {
     path
 }
 
-/// `Weights::open` and every way the engine reads a tensor out of the file.
+/// `Weights::open` and every way the engine reads a tensor out of the file (weights, inputs,
+/// FID statistics).
 pub fn fuzz_safetensors(data: &[u8]) {
     let path = scratch("safetensors", data);
+    // The same bytes as a classifier folder's FID statistics file.
+    let dir = path.with_extension("classifier");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    std::fs::write(dir.join(diffuse::eval::FID_STATS), data).expect("scratch write");
+    let _ = diffuse::eval::read_reference_stats(&dir);
     let Ok(w) = diffuse::load::Weights::open(&path) else {
         return;
     };
@@ -44,6 +50,10 @@ pub fn fuzz_safetensors(data: &[u8]) {
         let _ = w.raw(&name);
         let _ = w.read_f32(&name, None);
         let _ = w.read_f32(&name, Some(&shape));
+        if let Ok(t) = w.read_input(&name, None) {
+            assert!(t.data.iter().all(|v| v.is_finite()), "read_input let a non-finite value in");
+            assert_eq!(t.data.len(), t.shape.iter().product::<usize>(), "input values vs shape");
+        }
         if let Some(&cout) = shape.first() {
             let _ = w.int8_weight(&name, &shape);
             let _ = w.int8_weight(&name, &[cout]);
