@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("slice", include_str!("../../shaders/slice.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),
     ("fir", include_str!("../../shaders/fir.wgsl")),
+    ("degrade", include_str!("../../shaders/degrade.wgsl")),
     ("analytic", include_str!("../../shaders/analytic.wgsl")),
     (
         "solver_step",

@@ -8,6 +8,7 @@ pub mod coef;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_pack;
+pub mod degrade;
 pub mod elementwise;
 pub mod embedding;
 pub mod fir;
@@ -52,6 +53,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(langevin::variants(dt));
         v.extend(analytic::variants(dt));
         v.extend(coef::variants(dt));
+        v.extend(degrade::variants(dt));
     }
     v
 }
