@@ -7,6 +7,7 @@
 pub mod bdia;
 pub mod ddim;
 pub mod ddpm;
+pub mod dds;
 pub mod dpm_solver;
 pub mod edm;
 pub mod euler;

@@ -80,6 +80,11 @@ pub enum Op {
         dst: Buf,
         terms: Vec<(Buf, f64, Option<usize>)>,
     },
+    /// dst = AᵀA src with the run's degradation operator A (`ops::degrade`, bound by
+    /// `Executor::with_operator` / `interpreter::run_with_operator`): the normal-equation map
+    /// of the inverse-problem methods, image in, image out (the measurement-shaped
+    /// intermediate is the executor's own scratch). `src` and `dst` must differ.
+    Gram { src: Buf, dst: Buf },
 }
 
 /// A complete sampling run.
@@ -120,6 +125,7 @@ impl Op {
                 v.extend(terms.iter().map(|(b, _, _)| (*b, false)));
                 v
             }
+            Op::Gram { src, dst } => vec![(*dst, true), (*src, false)],
         }
     }
 }
@@ -167,6 +173,16 @@ impl Program {
                 _ => {}
             }
         }
+        for op in self.steps.iter().flatten() {
+            if let Op::Gram { src, dst } = op {
+                if src == dst {
+                    return Err(err(
+                        "program",
+                        format!("Gram reads and writes {src:?}; it needs two buffers"),
+                    ));
+                }
+            }
+        }
         let regs = self.scalars();
         for op in self.steps.iter().flatten() {
             if let Op::Scalar { code, .. } = op {
@@ -211,6 +227,14 @@ impl Program {
             steps,
             nfe,
         }
+    }
+
+    /// Whether the program applies a degradation operator ([`Op::Gram`]).
+    pub fn uses_operator(&self) -> bool {
+        self.steps
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, Op::Gram { .. }))
     }
 
     /// How many caller-supplied draws ([`Buf::StepNoise`]) the program reads: one past the
