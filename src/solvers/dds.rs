@@ -13,7 +13,9 @@
 //! masks, whose AᵀA is a projection, converge in one step to an exact zero) and moves x̂ by
 //! O(1e-5) otherwise.
 
-use super::program::{eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Over, Program, Sx};
+use super::program::{
+    eps_terms, lin, model_input, x0_terms, Buf, ModelTime, Op, Over, Program, Sx,
+};
 use crate::error::{Error, Result};
 use crate::schedule::check_steps;
 use crate::schedule::config::TrainingSchedule;
@@ -121,7 +123,7 @@ fn cg(opts: &DdsOptions) -> Vec<Op> {
 /// the official model predicts ε). The run binds Aᵀy as the condition and the operator.
 pub fn program(opts: &DdsOptions, train: &TrainingSchedule, steps: usize) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
-    if !(0.0..=1.0).contains(&opts.eta) || !(opts.gamma > 0.0) {
+    if !(0.0..=1.0).contains(&opts.eta) || opts.gamma.is_nan() || opts.gamma <= 0.0 {
         return Err(Error::Argument {
             op: "dds",
             arg: "eta",
@@ -148,7 +150,10 @@ pub fn program(opts: &DdsOptions, train: &TrainingSchedule, steps: usize) -> Res
         let mut ops = vec![model_input(Buf::X, 1.0), Op::Model(time)];
         ops.push(lin(XH, x0_terms(train.prediction, Buf::X, 1.0, time)));
         // ε̂ is kept in AP's place only after CG; save it first (X still holds x_t).
-        ops.push(lin(Buf::Slot(4), eps_terms(train.prediction, Buf::X, 1.0, time)));
+        ops.push(lin(
+            Buf::Slot(4),
+            eps_terms(train.prediction, Buf::X, 1.0, time),
+        ));
         ops.extend(cg(opts));
         if k == 0 {
             ops.push(lin(Buf::X, vec![(XH, 1.0)]));

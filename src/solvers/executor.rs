@@ -6,9 +6,9 @@ use super::program::{Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Recording};
 use crate::models::Denoiser;
+use crate::ops::degrade::{Degrader, Mode};
 use crate::ops::rng::Philox;
 use crate::ops::solver_step::{update, Update};
-use crate::ops::degrade::{Degrader, Mode};
 use crate::ops::{coef, langevin, threshold};
 use crate::tensor::{DType, Tensor};
 use std::ops::ControlFlow;
@@ -244,8 +244,7 @@ impl Executor {
                 return Err(Error::Argument {
                     op: "sampler",
                     arg: "operator",
-                    reason: "the program applies a degradation operator but none was given"
-                        .into(),
+                    reason: "the program applies a degradation operator but none was given".into(),
                 })
             }
             None => None,
