@@ -2,6 +2,7 @@
 //! the tensors), picks the kernel variant and appends dispatches to a [`Recorder`]; nothing
 //! runs until the recording is submitted.
 
+pub mod adam;
 pub mod analytic;
 pub mod attention;
 pub mod coef;
@@ -54,6 +55,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(analytic::variants(dt));
         v.extend(coef::variants(dt));
         v.extend(degrade::variants(dt));
+        v.extend(adam::variants(dt));
     }
     v
 }

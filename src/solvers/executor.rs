@@ -9,7 +9,7 @@ use crate::models::Denoiser;
 use crate::ops::degrade::{Degrader, Mode};
 use crate::ops::rng::Philox;
 use crate::ops::solver_step::{update, Update};
-use crate::ops::{coef, langevin, threshold};
+use crate::ops::{adam, coef, langevin, threshold};
 use crate::tensor::{DType, Tensor};
 use std::ops::ControlFlow;
 
@@ -370,6 +370,17 @@ impl Executor {
                             d.record(r, Mode::Forward, ctx.buf(*src), m)?;
                             d.record(r, Mode::Adjoint, m, ctx.buf(*dst))?;
                         }
+                    }
+                    Op::Adam {
+                        param,
+                        grad,
+                        m,
+                        v,
+                        step,
+                    } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        let b = |x: &Buf| ctx.buf(*x);
+                        adam::step(r, b(param), b(grad), b(m), b(v), step)?;
                     }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {

@@ -305,6 +305,22 @@ fn run_inner(
                     }
                     *st.get_mut(*dst)? = v;
                 }
+                Op::Adam {
+                    param,
+                    grad,
+                    m,
+                    v,
+                    step,
+                } => {
+                    let g = st.get(*grad, model.aux_output())?.to_vec();
+                    let mut pv = std::mem::take(st.get_mut(*param)?);
+                    let mut mv = std::mem::take(st.get_mut(*m)?);
+                    let mut vv = std::mem::take(st.get_mut(*v)?);
+                    step.eval(&mut pv, &g, &mut mv, &mut vv);
+                    *st.get_mut(*param)? = pv;
+                    *st.get_mut(*m)? = mv;
+                    *st.get_mut(*v)? = vv;
+                }
                 Op::Gram { src, dst } => {
                     let op = operator.expect("checked above");
                     let x = st.get(*src, model.aux_output())?;

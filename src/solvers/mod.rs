@@ -18,6 +18,7 @@ pub mod heun;
 pub mod interpreter;
 pub mod mr_sampler;
 pub mod program;
+pub mod red_diff;
 pub mod residual_shift;
 pub mod score_sde;
 pub mod unipc;

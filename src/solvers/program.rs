@@ -7,6 +7,7 @@
 //! registers (`Dot`, `Scalar`) that a `Combine` update reads.
 
 use crate::error::{Error, Result};
+pub use crate::ops::adam::AdamStep;
 pub use crate::ops::coef::{Over, Sx};
 use crate::schedule::Prediction;
 
@@ -85,6 +86,15 @@ pub enum Op {
     /// of the inverse-problem methods, image in, image out (the measurement-shaped
     /// intermediate is the executor's own scratch). `src` and `dst` must differ.
     Gram { src: Buf, dst: Buf },
+    /// One element-wise Adam step (torch.optim.Adam, `ops::adam`) on `param` with gradient
+    /// `grad` and moments `m`, `v` (four distinct buffers).
+    Adam {
+        param: Buf,
+        grad: Buf,
+        m: Buf,
+        v: Buf,
+        step: AdamStep,
+    },
 }
 
 /// A complete sampling run.
@@ -126,6 +136,9 @@ impl Op {
                 v
             }
             Op::Gram { src, dst } => vec![(*dst, true), (*src, false)],
+            Op::Adam {
+                param, grad, m, v, ..
+            } => vec![(*param, true), (*grad, false), (*m, true), (*v, true)],
         }
     }
 }
@@ -174,6 +187,18 @@ impl Program {
             }
         }
         for op in self.steps.iter().flatten() {
+            if let Op::Adam {
+                param, grad, m, v, ..
+            } = op
+            {
+                let b = [param, grad, m, v];
+                if (0..4).any(|i| (i + 1..4).any(|j| b[i] == b[j])) {
+                    return Err(err(
+                        "program",
+                        format!("Adam needs four distinct buffers (got {b:?})"),
+                    ));
+                }
+            }
             if let Op::Gram { src, dst } = op {
                 if src == dst {
                     return Err(err(
