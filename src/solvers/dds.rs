@@ -6,8 +6,9 @@
 //! ε̂ = model(x_t, t); Tweedie x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t; M conjugate-gradient steps from
 //! x̂0 on (λI + γAᵀA)x = λx̂0 + γAᵀy (σ_y = 0: λ = 0, γ = 1; else λ = 1, γ = the official
 //! `gamma`) with per-sample inner products ([`Op::Dot`] over C×H×W; the official code has one
-//! image per batch); then x_{t′} = √ᾱ_{t′}·x̂ + √(1−ᾱ_{t′})·(η·z + √(1−η²)·ε̂), and x̂ itself
-//! after the last step. Aᵀy is the read-only [`Buf::Cond`]. The official CG stops when
+//! image per batch); then x_{t′} = √ᾱ_{t′}·x̂ + √(1−ᾱ_{t′})·(η·z + √(1−η²)·ε̂) while t′ > 0.
+//! The official test is `j != 0`: the step to t′ = 0 ends on x̂ itself, and the last step
+//! (t = 0 → t′ = −1, ᾱ = 1) re-noises with zero weights, which is x̂ too. Aᵀy is the read-only [`Buf::Cond`]. The official CG stops when
 //! ‖r‖ < 1e-5; here every step runs and the quotients are guarded (a = ‖r‖²/max(⟨p, Ap⟩,
 //! 1e-30), β = ‖r′‖²/max(‖r‖², 1e-30)), which is the same where the residual vanishes (the
 //! masks, whose AᵀA is a projection, converge in one step to an exact zero) and moves x̂ by
@@ -31,6 +32,9 @@ pub struct DdsOptions {
     pub gamma: f64,
     /// Whether the measurement is noisy (σ_y > 0), which selects the regularised system.
     pub noisy: bool,
+    /// Read the re-noising draw of step k (0-based; steps 0..N−2 draw) from `Buf::StepNoise(k)` (caller-supplied, for
+    /// parity with code that draws inside the loop) instead of drawing it.
+    pub supplied_noise: bool,
 }
 
 impl Default for DdsOptions {
@@ -40,6 +44,7 @@ impl Default for DdsOptions {
             cg_iter: 5,
             gamma: 1.0,
             noisy: false,
+            supplied_noise: false,
         }
     }
 }
@@ -155,17 +160,24 @@ pub fn program(opts: &DdsOptions, train: &TrainingSchedule, steps: usize) -> Res
             eps_terms(train.prediction, Buf::X, 1.0, time),
         ));
         ops.extend(cg(opts));
-        if k == 0 {
+        if k < 2 {
+            // t′ ∈ {0, −1}: x̂ (see the module doc).
             ops.push(lin(Buf::X, vec![(XH, 1.0)]));
         } else {
             let s = (1.0 - at_next).sqrt();
+            let mut terms = vec![
+                (XH, at_next.sqrt()),
+                (Buf::Slot(4), s * (1.0 - opts.eta * opts.eta).sqrt()),
+            ];
+            let mut noise = s * opts.eta;
+            if opts.supplied_noise {
+                terms.push((Buf::StepNoise(out.len()), noise));
+                noise = 0.0;
+            }
             ops.push(Op::Lin {
                 dst: Buf::X,
-                terms: vec![
-                    (XH, at_next.sqrt()),
-                    (Buf::Slot(4), s * (1.0 - opts.eta * opts.eta).sqrt()),
-                ],
-                noise: s * opts.eta,
+                terms,
+                noise,
                 clamp: None,
             });
         }

@@ -27,6 +27,10 @@ pub struct RedDiffOptions {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// Read step k's draws (the official order: z₀ then z) from `Buf::StepNoise(2k)` and
+    /// `Buf::StepNoise(2k + 1)` (caller-supplied, for parity with code that draws inside the
+    /// loop) instead of drawing them.
+    pub supplied_noise: bool,
 }
 
 impl Default for RedDiffOptions {
@@ -39,6 +43,7 @@ impl Default for RedDiffOptions {
             beta1: 0.9,
             beta2: 0.99,
             eps: 1e-8,
+            supplied_noise: false,
         }
     }
 }
@@ -105,18 +110,26 @@ pub fn program(
             alpha: at.sqrt(),
             sigma: (1.0 - at).sqrt(),
         };
-        ops.push(Op::Lin {
-            dst: X0P,
-            terms: vec![(MU, 1.0)],
-            noise: opts.sigma_x0,
-            clamp: None,
-        });
-        ops.push(Op::Lin {
-            dst: Z,
-            terms: vec![],
-            noise: 1.0,
-            clamp: None,
-        });
+        if opts.supplied_noise {
+            ops.push(lin(
+                X0P,
+                vec![(MU, 1.0), (Buf::StepNoise(2 * k), opts.sigma_x0)],
+            ));
+            ops.push(lin(Z, vec![(Buf::StepNoise(2 * k + 1), 1.0)]));
+        } else {
+            ops.push(Op::Lin {
+                dst: X0P,
+                terms: vec![(MU, 1.0)],
+                noise: opts.sigma_x0,
+                clamp: None,
+            });
+            ops.push(Op::Lin {
+                dst: Z,
+                terms: vec![],
+                noise: 1.0,
+                clamp: None,
+            });
+        }
         ops.push(Op::Lin {
             dst: Buf::ModelIn,
             terms: vec![(X0P, time.alpha), (Z, time.sigma)],
