@@ -25,6 +25,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("slice", include_str!("../../shaders/slice.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),
     ("fir", include_str!("../../shaders/fir.wgsl")),
+    ("degrade", include_str!("../../shaders/degrade.wgsl")),
+    ("adam", include_str!("../../shaders/adam.wgsl")),
     ("analytic", include_str!("../../shaders/analytic.wgsl")),
     (
         "solver_step",

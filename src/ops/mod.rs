@@ -2,12 +2,14 @@
 //! the tensors), picks the kernel variant and appends dispatches to a [`Recorder`]; nothing
 //! runs until the recording is submitted.
 
+pub mod adam;
 pub mod analytic;
 pub mod attention;
 pub mod coef;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_pack;
+pub mod degrade;
 pub mod elementwise;
 pub mod embedding;
 pub mod fir;
@@ -52,6 +54,8 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(langevin::variants(dt));
         v.extend(analytic::variants(dt));
         v.extend(coef::variants(dt));
+        v.extend(degrade::variants(dt));
+        v.extend(adam::variants(dt));
     }
     v
 }

@@ -10,6 +10,7 @@ use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
 pub mod generate;
+pub mod inverse;
 pub mod invert;
 pub mod quantize;
 pub mod restore;

@@ -753,7 +753,9 @@ fn evodiff(f: &ConfigFields) -> Result<EvoDiffConfig> {
             format!("{order} is not supported: the official multistep EVODiff runs order 2 only"),
         ));
     }
-    let time = |k: &str| -> Result<Option<f64>> { f.get(k).map(|_| f.num(k, 0.0, Domain::FINITE)).transpose() };
+    let time = |k: &str| -> Result<Option<f64>> {
+        f.get(k).map(|_| f.num(k, 0.0, Domain::FINITE)).transpose()
+    };
     Ok(EvoDiffConfig {
         skip_type: choice(
             f,

@@ -6,9 +6,10 @@ use super::program::{Buf, ModelTime, Op, Program};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Recording};
 use crate::models::Denoiser;
+use crate::ops::degrade::{Degrader, Mode};
 use crate::ops::rng::Philox;
 use crate::ops::solver_step::{update, Update};
-use crate::ops::{coef, langevin, threshold};
+use crate::ops::{adam, coef, langevin, threshold};
 use crate::tensor::{DType, Tensor};
 use std::ops::ControlFlow;
 
@@ -84,6 +85,8 @@ struct Ctx<'a> {
     model_in: &'a Tensor,
     model_out: &'a Tensor,
     step_noise: &'a [Tensor],
+    /// The degradation operator of `Op::Gram` and its measurement-shaped scratch.
+    degrade: Option<(&'a Degrader, &'a Tensor)>,
     seed: u64,
     stream: u32,
 }
@@ -216,8 +219,36 @@ impl Executor {
         noise_input: bool,
         cond: Option<&Tensor>,
     ) -> Result<Self> {
+        Self::with_operator(gpu, model, program, seed, noise_input, cond, None)
+    }
+
+    /// [`Executor::with_condition`] with the degradation operator that [`Op::Gram`] applies
+    /// (an inverse-problem method; the operator must be bound to the state's H×W).
+    pub fn with_operator(
+        gpu: &Gpu,
+        model: &dyn Denoiser,
+        program: &Program,
+        seed: u64,
+        noise_input: bool,
+        cond: Option<&Tensor>,
+        operator: Option<&Degrader>,
+    ) -> Result<Self> {
         program.check(cond.is_some(), model.aux_output().is_some())?;
         let shape = model.input().shape().to_vec();
+        let scratch = match operator {
+            Some(d) => {
+                let ms = d.operator().measurement_shape(&shape, "x")?;
+                Some(Tensor::zeros(gpu, "measurement_scratch", &ms, DType::F32)?)
+            }
+            None if program.uses_operator() => {
+                return Err(Error::Argument {
+                    op: "sampler",
+                    arg: "operator",
+                    reason: "the program applies a degradation operator but none was given".into(),
+                })
+            }
+            None => None,
+        };
         let x = Tensor::zeros(gpu, "x", &shape, DType::F32)?;
         let slots = (0..program.slots)
             .map(|i| Tensor::zeros(gpu, &format!("slot{i}"), &shape, DType::F32))
@@ -257,6 +288,7 @@ impl Executor {
             model_in: model.input(),
             model_out: model.output(),
             step_noise: &step_noise,
+            degrade: operator.zip(scratch.as_ref()),
             seed,
             stream: 0,
         };
@@ -330,6 +362,25 @@ impl Executor {
                     Op::Combine { dst, terms } => {
                         let r = rec.get_or_insert_with(|| gpu.recorder());
                         ctx.record_combine(r, *dst, terms)?;
+                    }
+                    Op::Gram { src, dst } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        // Checked above: a program with Gram has an operator and scratch.
+                        if let Some((d, m)) = ctx.degrade {
+                            d.record(r, Mode::Forward, ctx.buf(*src), m)?;
+                            d.record(r, Mode::Adjoint, m, ctx.buf(*dst))?;
+                        }
+                    }
+                    Op::Adam {
+                        param,
+                        grad,
+                        m,
+                        v,
+                        step,
+                    } => {
+                        let r = rec.get_or_insert_with(|| gpu.recorder());
+                        let b = |x: &Buf| ctx.buf(*x);
+                        adam::step(r, b(param), b(grad), b(m), b(v), step)?;
                     }
                     Op::Model(t) => {
                         if let Some(r) = rec.take() {

@@ -14,6 +14,7 @@ use super::program::{Buf, Op, Over, Program};
 use crate::error::{Error, Result};
 use crate::models::HostDenoiser;
 use crate::ops::coef;
+use crate::ops::degrade::{Mode, Operator};
 use crate::reference::philox_normal;
 
 /// How a host run starts and what it is conditioned on.
@@ -168,9 +169,37 @@ pub fn run_states(
     program: &Program,
     model: &mut dyn HostDenoiser,
     opts: &HostRun<'_>,
+    progress: impl FnMut(usize, usize),
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    run_inner(program, model, opts, None, progress)
+}
+
+/// [`run`] with the degradation operator that [`Op::Gram`] applies (f64, as
+/// `Operator::apply_host`).
+pub fn run_with_operator(
+    program: &Program,
+    model: &mut dyn HostDenoiser,
+    opts: &HostRun<'_>,
+    operator: Operator,
+    progress: impl FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    Ok(run_inner(program, model, opts, Some(operator), progress)?.0)
+}
+
+fn run_inner(
+    program: &Program,
+    model: &mut dyn HostDenoiser,
+    opts: &HostRun<'_>,
+    operator: Option<Operator>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let n = check(program, opts, model.aux_output().is_some())?;
+    if program.uses_operator() && operator.is_none() {
+        return Err(arg(
+            "operator",
+            "the program applies a degradation operator but none was given".into(),
+        ));
+    }
     let seed = opts.seed;
     let x = match opts.noise {
         Some(z) => z.iter().map(|v| program.init_sigma * v).collect(),
@@ -275,6 +304,28 @@ pub fn run_states(
                         }
                     }
                     *st.get_mut(*dst)? = v;
+                }
+                Op::Adam {
+                    param,
+                    grad,
+                    m,
+                    v,
+                    step,
+                } => {
+                    let g = st.get(*grad, model.aux_output())?.to_vec();
+                    let mut pv = std::mem::take(st.get_mut(*param)?);
+                    let mut mv = std::mem::take(st.get_mut(*m)?);
+                    let mut vv = std::mem::take(st.get_mut(*v)?);
+                    step.eval(&mut pv, &g, &mut mv, &mut vv);
+                    *st.get_mut(*param)? = pv;
+                    *st.get_mut(*m)? = mv;
+                    *st.get_mut(*v)? = vv;
+                }
+                Op::Gram { src, dst } => {
+                    let op = operator.expect("checked above");
+                    let x = st.get(*src, model.aux_output())?;
+                    let y = op.apply_host(Mode::Forward, x, opts.shape)?;
+                    *st.get_mut(*dst)? = op.apply_host(Mode::Adjoint, &y, opts.shape)?;
                 }
                 Op::Threshold {
                     buf,

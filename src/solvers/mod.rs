@@ -7,6 +7,7 @@
 pub mod bdia;
 pub mod ddim;
 pub mod ddpm;
+pub mod dds;
 pub mod dpm_solver;
 pub mod edm;
 pub mod euler;
@@ -18,6 +19,7 @@ pub mod interpreter;
 pub mod lml;
 pub mod mr_sampler;
 pub mod program;
+pub mod red_diff;
 pub mod residual_shift;
 pub mod score_sde;
 pub mod unipc;

@@ -7,6 +7,7 @@
 //! registers (`Dot`, `Scalar`) that a `Combine` update reads.
 
 use crate::error::{Error, Result};
+pub use crate::ops::adam::AdamStep;
 pub use crate::ops::coef::{Over, Sx};
 use crate::schedule::Prediction;
 
@@ -80,6 +81,20 @@ pub enum Op {
         dst: Buf,
         terms: Vec<(Buf, f64, Option<usize>)>,
     },
+    /// dst = AᵀA src with the run's degradation operator A (`ops::degrade`, bound by
+    /// `Executor::with_operator` / `interpreter::run_with_operator`): the normal-equation map
+    /// of the inverse-problem methods, image in, image out (the measurement-shaped
+    /// intermediate is the executor's own scratch). `src` and `dst` must differ.
+    Gram { src: Buf, dst: Buf },
+    /// One element-wise Adam step (torch.optim.Adam, `ops::adam`) on `param` with gradient
+    /// `grad` and moments `m`, `v` (four distinct buffers).
+    Adam {
+        param: Buf,
+        grad: Buf,
+        m: Buf,
+        v: Buf,
+        step: AdamStep,
+    },
 }
 
 /// A complete sampling run.
@@ -120,6 +135,10 @@ impl Op {
                 v.extend(terms.iter().map(|(b, _, _)| (*b, false)));
                 v
             }
+            Op::Gram { src, dst } => vec![(*dst, true), (*src, false)],
+            Op::Adam {
+                param, grad, m, v, ..
+            } => vec![(*param, true), (*grad, false), (*m, true), (*v, true)],
         }
     }
 }
@@ -167,6 +186,28 @@ impl Program {
                 _ => {}
             }
         }
+        for op in self.steps.iter().flatten() {
+            if let Op::Adam {
+                param, grad, m, v, ..
+            } = op
+            {
+                let b = [param, grad, m, v];
+                if (0..4).any(|i| (i + 1..4).any(|j| b[i] == b[j])) {
+                    return Err(err(
+                        "program",
+                        format!("Adam needs four distinct buffers (got {b:?})"),
+                    ));
+                }
+            }
+            if let Op::Gram { src, dst } = op {
+                if src == dst {
+                    return Err(err(
+                        "program",
+                        format!("Gram reads and writes {src:?}; it needs two buffers"),
+                    ));
+                }
+            }
+        }
         let regs = self.scalars();
         for op in self.steps.iter().flatten() {
             if let Op::Scalar { code, .. } = op {
@@ -211,6 +252,14 @@ impl Program {
             steps,
             nfe,
         }
+    }
+
+    /// Whether the program applies a degradation operator ([`Op::Gram`]).
+    pub fn uses_operator(&self) -> bool {
+        self.steps
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, Op::Gram { .. }))
     }
 
     /// How many caller-supplied draws ([`Buf::StepNoise`]) the program reads: one past the

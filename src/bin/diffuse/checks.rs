@@ -73,14 +73,26 @@ impl SampleOutputs {
     }
 
     /// Writes both and renames them into place only when both were written.
-    pub(crate) fn commit(mut self, x: &[f32], shape: &[usize]) -> Result<(), Error> {
+    pub(crate) fn commit(self, x: &[f32], shape: &[usize]) -> Result<(), Error> {
+        self.commit_with(x, shape, &[])
+    }
+
+    /// As [`Self::commit`], with `extra` tensors beside `sample` in the `--raw` file.
+    pub(crate) fn commit_with(
+        mut self,
+        x: &[f32],
+        shape: &[usize],
+        extra: &[(&str, &HostTensor)],
+    ) -> Result<(), Error> {
         if let Some(r) = self.raw {
             let t = HostTensor {
                 shape: shape.to_vec(),
                 data: x.to_vec(),
             };
+            let mut tensors = vec![("sample", &t)];
+            tensors.extend_from_slice(extra);
             self.plan
-                .write(r, &diffuse::load::f32_tensors_bytes(&[("sample", &t)])?)?;
+                .write(r, &diffuse::load::f32_tensors_bytes(&tensors)?)?;
         }
         let png =
             diffuse::image_io::encode_grid(x, [shape[0], shape[1], shape[2], shape[3]], None)?;
