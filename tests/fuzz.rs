@@ -193,8 +193,7 @@ fn json_tokens(data: &[u8]) -> Vec<(usize, usize)> {
             }
         } else if c == b'-' || c.is_ascii_digit() {
             let start = i;
-            while i < data.len() && (data[i].is_ascii_alphanumeric() || b"-+.".contains(&data[i]))
-            {
+            while i < data.len() && (data[i].is_ascii_alphanumeric() || b"-+.".contains(&data[i])) {
                 i += 1;
             }
             out.push((start, i));
@@ -206,7 +205,9 @@ fn json_tokens(data: &[u8]) -> Vec<(usize, usize)> {
 }
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz")
+        .join(target);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
         .map(|e| e.expect("corpus entry").path())

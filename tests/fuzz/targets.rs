@@ -7,7 +7,13 @@
 // Included, not a module: no `use` of crate items at the top so that both hosts compile it.
 
 /// The fuzz targets, by the name of their corpus folder under `tests/fuzz/`.
-pub const TARGETS: &[&str] = &["safetensors", "unet_config", "scheduler_config", "idx", "png"];
+pub const TARGETS: &[&str] = &[
+    "safetensors",
+    "unet_config",
+    "scheduler_config",
+    "idx",
+    "png",
+];
 
 /// Runs target `name` on `data`.
 pub fn run_target(name: &str, data: &[u8]) {
@@ -51,8 +57,15 @@ pub fn fuzz_safetensors(data: &[u8]) {
         let _ = w.read_f32(&name, None);
         let _ = w.read_f32(&name, Some(&shape));
         if let Ok(t) = w.read_input(&name, None) {
-            assert!(t.data.iter().all(|v| v.is_finite()), "read_input let a non-finite value in");
-            assert_eq!(t.data.len(), t.shape.iter().product::<usize>(), "input values vs shape");
+            assert!(
+                t.data.iter().all(|v| v.is_finite()),
+                "read_input let a non-finite value in"
+            );
+            assert_eq!(
+                t.data.len(),
+                t.shape.iter().product::<usize>(),
+                "input values vs shape"
+            );
         }
         if let Some(&cout) = shape.first() {
             let _ = w.int8_weight(&name, &shape);
@@ -118,6 +131,10 @@ pub fn fuzz_idx(data: &[u8]) {
 pub fn fuzz_png(data: &[u8]) {
     let path = scratch("png", data);
     if let Ok((v, shape)) = diffuse::image_io::read_png(&path) {
-        assert_eq!(v.len(), shape.iter().product::<usize>(), "PNG values vs shape");
+        assert_eq!(
+            v.len(),
+            shape.iter().product::<usize>(),
+            "PNG values vs shape"
+        );
     }
 }
