@@ -8,9 +8,11 @@
 
 mod common;
 
+use common::{golden_dir as dir, golden_toy as toy};
+
 use common::Backend;
 use diffuse::load::{read_json, Weights};
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+use diffuse::models::analytic::{AnalyticDenoiser, HostMixture};
 use diffuse::models::unet::UNetDenoiser;
 use diffuse::models::Denoiser;
 use diffuse::nn::unet_2d::UNet2DModel;
@@ -20,28 +22,6 @@ use diffuse::solvers::interpreter::{self, HostRun};
 use diffuse::solvers::{self, executor::Executor};
 use diffuse::DType;
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn toy() -> GaussianMixture {
-    let w = Weights::open(&dir().join("solvers/toy.safetensors")).unwrap();
-    let f64s = |n: &str| -> Vec<f64> {
-        let t = w.read_f32(n, None).unwrap();
-        t.data.iter().map(|&v| v as f64).collect()
-    };
-    let means = f64s("means");
-    let weights = f64s("weights");
-    let d = means.len() / weights.len();
-    GaussianMixture {
-        shape: [1, 8, 8],
-        means: means.chunks(d).map(|c| c.to_vec()).collect(),
-        weights,
-        variances: f64s("variances"),
-    }
-}
 
 struct Case {
     name: String,
@@ -388,7 +368,7 @@ fn f64_round_trip_is_exact_and_ddim_inversion_is_not() {
 /// `n` Fashion-MNIST test images, BDIA at γ = 1 on the shipped model `name`'s training schedule,
 /// and that model (f32).
 fn fmnist_gamma_one(name: &str, n: usize) -> (Vec<f32>, SchedulerConfig, UNet2DModel) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets");
     let clean = Weights::open(&root.join("fmnist-sr4/testset.safetensors"))
         .unwrap()
         .read_f32("clean", None)

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::golden_dir as dir;
+
 use diffuse::load::{read_json, Weights};
 use diffuse::models::unet::UNetDenoiser;
 use diffuse::nn::unet_2d::UNet2DModel;
@@ -15,11 +17,6 @@ use diffuse::solvers::evodiff::{time_steps, VpContinuous};
 use diffuse::solvers::{self, executor::Executor};
 use diffuse::DType;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
 
 fn cases() -> Vec<(String, SchedulerConfig, usize, Value)> {
     let index = read_json(&dir().join("evodiff/cases.json")).unwrap();

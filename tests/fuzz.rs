@@ -228,14 +228,19 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip")
 }
 
-fn save_crash(target: &str, data: &[u8]) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes");
-    std::fs::create_dir_all(&dir).expect("crash dir");
+/// FNV-1a, for crash file names and per-target seeds.
+fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in data {
         h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
     }
-    let path = dir.join(format!("{target}-{h:016x}"));
+    h
+}
+
+fn save_crash(target: &str, data: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes");
+    std::fs::create_dir_all(&dir).expect("crash dir");
+    let path = dir.join(format!("{target}-{:016x}", fnv1a(data)));
     std::fs::write(&path, data).expect("crash file");
     path
 }
@@ -256,7 +261,7 @@ fn fuzz(target: &str) {
         }
     }
     let budget = Duration::from_secs(env_u64("DIFFUSE_FUZZ_SECS", 60));
-    let mut rng = Rng::new(env_u64("DIFFUSE_FUZZ_SEED", 0) ^ target.len() as u64 * 7919);
+    let mut rng = Rng::new(env_u64("DIFFUSE_FUZZ_SEED", 0) ^ fnv1a(target.as_bytes()));
     let start = Instant::now();
     let (mut runs, mut crashes) = (0u64, Vec::new());
     while start.elapsed() < budget && crashes.len() < 8 {

@@ -9,9 +9,11 @@
 
 mod common;
 
+use common::{golden_dir as dir, golden_toy as toy};
+
 use common::Backend;
 use diffuse::load::{read_json, Weights};
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+use diffuse::models::analytic::{AnalyticDenoiser, HostMixture};
 use diffuse::models::unet::UNetDenoiser;
 use diffuse::models::Denoiser;
 use diffuse::nn::unet_2d::UNet2DModel;
@@ -20,28 +22,6 @@ use diffuse::solvers::interpreter::{self, HostRun};
 use diffuse::solvers::{self, executor::Executor};
 use diffuse::DType;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-fn toy() -> GaussianMixture {
-    let w = Weights::open(&dir().join("solvers/toy.safetensors")).unwrap();
-    let f64s = |n: &str| -> Vec<f64> {
-        let t = w.read_f32(n, None).unwrap();
-        t.data.iter().map(|&v| v as f64).collect()
-    };
-    let means = f64s("means");
-    let weights = f64s("weights");
-    let d = means.len() / weights.len();
-    GaussianMixture {
-        shape: [1, 8, 8],
-        means: means.chunks(d).map(|c| c.to_vec()).collect(),
-        weights,
-        variances: f64s("variances"),
-    }
-}
 
 struct Case {
     name: String,

@@ -6,50 +6,16 @@
 
 mod common;
 
+use common::{golden_dir as dir, golden_toy as toy};
+
 use diffuse::load::{read_json, Weights};
-use diffuse::models::analytic::{AnalyticDenoiser, GaussianMixture, HostMixture};
+use diffuse::models::analytic::{AnalyticDenoiser, HostMixture};
 use diffuse::models::unet::UNetDenoiser;
 use diffuse::models::Denoiser;
 use diffuse::nn::unet_2d::UNet2DModel;
 use diffuse::schedule::config::SchedulerConfig;
 use diffuse::solvers::{self, executor::Executor};
 use diffuse::DType;
-use std::path::PathBuf;
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
-pub fn toy() -> GaussianMixture {
-    let w = Weights::open(&dir().join("solvers/toy.safetensors")).unwrap();
-    let means = w.read_f32("means", None).unwrap();
-    let (k, d) = (means.shape[0], means.shape[1]);
-    GaussianMixture {
-        shape: [1, 8, 8],
-        weights: w
-            .read_f32("weights", None)
-            .unwrap()
-            .data
-            .iter()
-            .map(|&v| v as f64)
-            .collect(),
-        means: (0..k)
-            .map(|i| {
-                means.data[i * d..(i + 1) * d]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect()
-            })
-            .collect(),
-        variances: w
-            .read_f32("variances", None)
-            .unwrap()
-            .data
-            .iter()
-            .map(|&v| v as f64)
-            .collect(),
-    }
-}
 
 /// Whether `got` is within 1e-4·max|x| of diffusers' `want` (printed either way).
 fn within(name: &str, nfe: usize, got: &[f64], want: &[f32]) -> bool {

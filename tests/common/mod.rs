@@ -323,3 +323,27 @@ pub fn run_host(
     };
     interpreter::run(program, model, &opts, |_, _| {}).unwrap()
 }
+
+/// The committed goldens (`tests/golden`).
+pub fn golden_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The closed-form Gaussian-mixture model of the solver goldens (`solvers/toy.safetensors`,
+/// written by `tools/gen_solver_golden.py`), on [1, 8, 8].
+pub fn golden_toy() -> GaussianMixture {
+    let w = diffuse::load::Weights::open(&golden_dir().join("solvers/toy.safetensors")).unwrap();
+    let f64s = |n: &str| -> Vec<f64> {
+        let t = w.read_f32(n, None).unwrap();
+        t.data.iter().map(|&v| v as f64).collect()
+    };
+    let means = f64s("means");
+    let weights = f64s("weights");
+    let d = means.len() / weights.len();
+    GaussianMixture {
+        shape: [1, 8, 8],
+        means: means.chunks(d).map(|c| c.to_vec()).collect(),
+        weights,
+        variances: f64s("variances"),
+    }
+}
