@@ -317,6 +317,7 @@ pub fn reduce(op: Reduce, x: &[f64], n: usize) -> Vec<f64> {
             Reduce::Sum => s.iter().sum(),
             Reduce::Mean => s.iter().sum::<f64>() / len as f64,
             Reduce::L2Norm => s.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            Reduce::AbsMax => s.iter().fold(0f64, |m, v| m.max(v.abs())),
         })
         .collect()
 }

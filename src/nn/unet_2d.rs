@@ -244,6 +244,31 @@ impl UNet2DModel {
         height: usize,
         width: usize,
     ) -> Result<UNetForward> {
+        Ok(self.prepare_with(gpu, batch, height, width, false)?.0)
+    }
+
+    /// [`UNet2DModel::prepare`] that also records, for activation calibration, max |input| per
+    /// sample of every conv and linear layer: (layer prefix, f32 [batch]) in recording order,
+    /// rewritten by each run.
+    pub fn prepare_observed(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(UNetForward, Vec<(String, Tensor)>)> {
+        let (f, o) = self.prepare_with(gpu, batch, height, width, true)?;
+        Ok((f, o.unwrap_or_default()))
+    }
+
+    fn prepare_with(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        height: usize,
+        width: usize,
+        observe: bool,
+    ) -> Result<(UNetForward, Option<Vec<(String, Tensor)>>)> {
         let cfg = &self.config;
         let levels = cfg.block_out_channels.len() as u32 - 1;
         let div = 1usize << levels;
@@ -270,6 +295,9 @@ impl UNet2DModel {
             None
         };
         let mut g = Graph::new(gpu, self.dtype);
+        if observe {
+            g.observe = Some(Vec::new());
+        }
         let temb = self
             .conditioning
             .forward(&mut g, &timesteps, labels.as_ref())?;
@@ -330,9 +358,10 @@ impl UNet2DModel {
         }
         let output = out;
         let flops = g.flops;
+        let observed = g.observe.take();
         let recording = g.finish(&[&output])?;
         let bytes = recording.activation_bytes();
-        Ok(UNetForward {
+        let forward = UNetForward {
             recording,
             sample,
             timesteps,
@@ -341,7 +370,8 @@ impl UNet2DModel {
             num_classes: self.conditioning.num_classes(),
             activation_bytes: bytes,
             flops,
-        })
+        };
+        Ok((forward, observed))
     }
 }
 
