@@ -36,19 +36,8 @@ pub fn input_scale_name(weight: &str) -> String {
     format!("{}.input_scale", weight.strip_suffix(".weight").unwrap_or(weight))
 }
 
-/// The activation-quantization input rule of the module doc: q for one input value.
-pub fn quantize_input(x: f32, inv_scale: f32) -> i8 {
-    (x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i8
-}
-
-/// f32(1 / s), the multiplier the kernels quantise inputs with (0 for s = 0).
-pub fn inverse_scale(s: f32) -> f32 {
-    if s > 0.0 {
-        (1.0 / s as f64) as f32
-    } else {
-        0.0
-    }
-}
+/// The input rule of the module doc (defined beside the W8A8 kernels that apply it).
+pub use crate::ops::conv2d_a8::{inverse_scale, quantize_input};
 
 /// How the calibration inputs of a W8A8 folder were drawn (recorded in `quantization_config`).
 #[derive(Debug, Clone, PartialEq)]

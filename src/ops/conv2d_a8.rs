@@ -11,6 +11,21 @@ use crate::gpu::tuning::{parse_variant, select, time_recorded, Variant};
 use crate::gpu::{params, GpuInfo, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 
+/// The input rule of the W8A8 kernels (`load::quant`): q = clamp(round_half_even(f32(x ·
+/// inv_scale)), −127, 127), an f32 multiply (correctly rounded on every backend).
+pub fn quantize_input(x: f32, inv_scale: f32) -> i8 {
+    (x * inv_scale).round_ties_even().clamp(-127.0, 127.0) as i8
+}
+
+/// f32(1 / s), the multiplier the kernels quantise inputs with (0 for s = 0).
+pub fn inverse_scale(s: f32) -> f32 {
+    if s > 0.0 {
+        (1.0 / s as f64) as f32
+    } else {
+        0.0
+    }
+}
+
 /// Workgroup: 64 invocations along the pixels, each 4 output channels × 4 pixels.
 pub const WG: [u32; 3] = [64, 1, 1];
 
@@ -253,7 +268,7 @@ pub fn conv2d_a8_variant(
         x_bs: u32_param(OP, "Cin·H·W", cin * h * w)?,
         y_bs: u32_param(OP, "Cout·Ho·Wo", cout * ho * wo)?,
         out_scale: epi.scale,
-        in_inv: crate::load::quant::inverse_scale(input_scale),
+        in_inv: inverse_scale(input_scale),
         in_scale: input_scale,
     };
     let mut binds = vec![

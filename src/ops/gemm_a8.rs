@@ -159,7 +159,7 @@ pub fn linear_a8_variant(
         fin: u32_param(OP, "in_features", fin)?,
         fin4: fin.div_ceil(4) as u32,
         fout: u32_param(OP, "out_features", fout)?,
-        in_inv: crate::load::quant::inverse_scale(input_scale),
+        in_inv: super::conv2d_a8::inverse_scale(input_scale),
         in_scale: input_scale,
         _p0: 0,
         _p1: 0,
