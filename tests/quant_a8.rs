@@ -31,7 +31,9 @@ fn inputs(rng: &mut TestRng, len: usize, s_x: f32) -> Vec<f32> {
 }
 
 fn int8s(rng: &mut TestRng, len: usize) -> Vec<i8> {
-    (0..len).map(|_| (rng.range(0, 254) as i32 - 127) as i8).collect()
+    (0..len)
+        .map(|_| (rng.range(0, 254) as i32 - 127) as i8)
+        .collect()
 }
 
 #[test]
@@ -73,8 +75,16 @@ fn conv2d_a8_matches_the_integer_reference() {
                     quantize_weight(&wf, cout)
                 };
                 let bias = (!unit).then(|| rng.values(cout, -0.2, 0.2, dt));
-                let (acc, want, ys) =
-                    reference::conv2d_a8(&stored, [n, cin, h, w], &q, ws, &sw, s_x, bias.as_deref(), args);
+                let (acc, want, ys) = reference::conv2d_a8(
+                    &stored,
+                    [n, cin, h, w],
+                    &q,
+                    ws,
+                    &sw,
+                    s_x,
+                    bias.as_deref(),
+                    args,
+                );
                 let wq = Tensor::from_i8(
                     gpu,
                     "wq",
@@ -134,8 +144,17 @@ fn conv2d_a8_fused_epilogue_matches_the_reference() {
     let bias = rng.values(cout, -0.2, 0.2, DType::F32);
     let tnc = rng.values(n * cout, -1.0, 1.0, DType::F32);
     let res = rng.values(n * cout * h * w, -1.0, 1.0, DType::F32);
-    let (_, base, ys) = reference::conv2d_a8(&xs, [n, cin, h, w], &q, [cout, cin, k, k], &sw, s_x, Some(&bias), args);
-    let scale = 0.7071f32;
+    let (_, base, ys) = reference::conv2d_a8(
+        &xs,
+        [n, cin, h, w],
+        &q,
+        [cout, cin, k, k],
+        &sw,
+        s_x,
+        Some(&bias),
+        args,
+    );
+    let scale = 0.625f32;
     let want: Vec<f64> = base
         .iter()
         .enumerate()
@@ -146,7 +165,13 @@ fn conv2d_a8_fused_epilogue_matches_the_reference() {
         .collect();
     let x = Tensor::from_f32(gpu, "x", &[n, cin, h, w], &xs, DType::F32).unwrap();
     let ws = [cout, cin, k, k];
-    let wq = Tensor::from_i8(gpu, "wq", &conv2d_a8::packed_shape(ws), &conv2d_a8::pack_a8(&q, ws)).unwrap();
+    let wq = Tensor::from_i8(
+        gpu,
+        "wq",
+        &conv2d_a8::packed_shape(ws),
+        &conv2d_a8::pack_a8(&q, ws),
+    )
+    .unwrap();
     let st = Tensor::from_f32(gpu, "scale", &[cout], &sw, DType::F32).unwrap();
     let b = Tensor::from_f32(gpu, "bias", &[cout], &bias, DType::F32).unwrap();
     let t = Tensor::from_f32(gpu, "tnc", &[n, cout], &tnc, DType::F32).unwrap();
@@ -167,7 +192,8 @@ fn conv2d_a8_fused_epilogue_matches_the_reference() {
                 scale,
             },
         };
-        gpu.run(|rec| conv2d_a8::conv2d_a8_variant(rec, &d, Some(v))).unwrap();
+        gpu.run(|rec| conv2d_a8::conv2d_a8_variant(rec, &d, Some(v)))
+            .unwrap();
         let c = compare(&y.to_vec_f32(gpu).unwrap(), &want, 1e-6, 1e-5);
         assert!(c.ok, "{v}: {c:?}");
     }
@@ -227,7 +253,13 @@ fn a8_ops_refuse_bad_scales_and_shapes() {
     let gpu = gpu();
     let x = Tensor::from_f32(gpu, "x", &[1, 5, 4, 4], &[0.5; 80], DType::F32).unwrap();
     let ws = [3, 5, 3, 3];
-    let wq = Tensor::from_i8(gpu, "wq", &conv2d_a8::packed_shape(ws), &conv2d_a8::pack_a8(&[1; 135], ws)).unwrap();
+    let wq = Tensor::from_i8(
+        gpu,
+        "wq",
+        &conv2d_a8::packed_shape(ws),
+        &conv2d_a8::pack_a8(&[1; 135], ws),
+    )
+    .unwrap();
     let st = Tensor::from_f32(gpu, "scale", &[3], &[1.0; 3], DType::F32).unwrap();
     let y = Tensor::empty(gpu, "y", &[1, 3, 4, 4], DType::F32).unwrap();
     let args = Conv2dArgs {
@@ -245,7 +277,10 @@ fn a8_ops_refuse_bad_scales_and_shapes() {
         args,
         epilogue: Epilogue::default(),
     };
-    let e = gpu.run(|r| conv2d_a8::conv2d_a8(r, &d)).unwrap_err().to_string();
+    let e = gpu
+        .run(|r| conv2d_a8::conv2d_a8(r, &d))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("input_scale"), "{e}");
     // Weights packed for 8 input channels against a 5-channel input.
     let w8 = Tensor::from_i8(gpu, "w8", &[3, 9, 12], &[0; 324]).unwrap();
@@ -254,6 +289,9 @@ fn a8_ops_refuse_bad_scales_and_shapes() {
         input_scale: 1.0,
         ..d
     };
-    let e = gpu.run(|r| conv2d_a8::conv2d_a8(r, &d)).unwrap_err().to_string();
+    let e = gpu
+        .run(|r| conv2d_a8::conv2d_a8(r, &d))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("w8"), "{e}");
 }

@@ -250,10 +250,7 @@ fn loader_refuses_unknown_schemes_and_bad_scales() {
 
 /// Rewrites the weights of folder `d` with `edit(name, shape, bytes)` applied to every tensor
 /// (returning false drops it).
-fn rewrite_weights(
-    d: &Path,
-    edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<u8>) -> bool,
-) {
+fn rewrite_weights(d: &Path, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<u8>) -> bool) {
     let w = Weights::open(&d.join(load::WEIGHTS)).unwrap();
     let mut data: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for name in w.names() {
@@ -325,7 +322,10 @@ fn w8a8_folder_has_calibrated_input_scales_and_runs_close_to_w8a32() {
     let w = Weights::open(&a8.join(load::WEIGHTS)).unwrap();
     let s = w.read_f32("conv_in.input_scale", Some(&[1])).unwrap().data[0];
     // conv_in sees x_t: |x| of the noisiest input is a few units.
-    assert!(s > 1.0 / 127.0 && s < 10.0 / 127.0, "conv_in input scale {s}");
+    assert!(
+        s > 1.0 / 127.0 && s < 10.0 / 127.0,
+        "conv_in input scale {s}"
+    );
     // The W8A8 network stays close to W8A32 on an input like the calibration's.
     let gpu = gpu();
     let x: Vec<f32> = (0..2 * 28 * 28)
@@ -381,7 +381,10 @@ fn w8a8_folder_has_calibrated_input_scales_and_runs_close_to_w8a32() {
     cfg["quantization_config"]["calibration"]["timesteps"] = "lognormal".into();
     std::fs::write(d.join(load::CONFIG), cfg.to_string()).unwrap();
     let e = load_err(&d);
-    assert!(e.contains("quantization_config.calibration.timesteps"), "{e}");
+    assert!(
+        e.contains("quantization_config.calibration.timesteps"),
+        "{e}"
+    );
     // Quantizing the W8A8 folder again is refused; nothing is written.
     let out = dir.join("again");
     let (code, err) = diffuse(&[
@@ -414,7 +417,11 @@ fn ndtc_and_uniform_step_indices_follow_the_official_rules() {
     let phi = |z: f64| 0.5 * (1.0 + libm_erf(z / std::f64::consts::SQRT_2));
     // k = 0 collects z < 1/S (trunc toward zero, negatives clamped).
     let p0 = phi((1.0 / s as f64 - ND_MEAN) / ND_STD);
-    assert!((frac(&|k| k == 0) - p0).abs() < 0.01, "{} vs {p0}", frac(&|k| k == 0));
+    assert!(
+        (frac(&|k| k == 0) - p0).abs() < 0.01,
+        "{} vs {p0}",
+        frac(&|k| k == 0)
+    );
     let plast = 1.0 - phi(((s - 1) as f64 / s as f64 - ND_MEAN) / ND_STD);
     assert!((frac(&|k| k == s - 1) - plast).abs() < 0.01);
     assert!(ks.iter().all(|&k| k < s));

@@ -33,7 +33,10 @@ pub const ACTIVATION_SCHEME: &str = "int8_symmetric_per_tensor";
 /// The name of the input scale of the layer whose weight is `weight` (`P.weight` →
 /// `P.input_scale`).
 pub fn input_scale_name(weight: &str) -> String {
-    format!("{}.input_scale", weight.strip_suffix(".weight").unwrap_or(weight))
+    format!(
+        "{}.input_scale",
+        weight.strip_suffix(".weight").unwrap_or(weight)
+    )
 }
 
 /// The input rule of the module doc (defined beside the W8A8 kernels that apply it).
@@ -166,11 +169,19 @@ impl QuantConfig {
                     c.get(f)
                         .and_then(|v| v.as_str())
                         .map(str::to_string)
-                        .ok_or_else(|| err(&format!("calibration.{f}"), "missing or not a string".into()))
+                        .ok_or_else(|| {
+                            err(
+                                &format!("calibration.{f}"),
+                                "missing or not a string".into(),
+                            )
+                        })
                 };
                 let cu = |f: &str| -> Result<u64> {
                     c.get(f).and_then(|v| v.as_u64()).ok_or_else(|| {
-                        err(&format!("calibration.{f}"), "missing or not a whole number".into())
+                        err(
+                            &format!("calibration.{f}"),
+                            "missing or not a whole number".into(),
+                        )
                     })
                 };
                 let timesteps = cs("timesteps")?;

@@ -12,6 +12,9 @@ use crate::ops;
 use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
 
+/// A kernel layout of int8 weights: its shape and the repacking from PyTorch layout.
+type Layout<'a> = (&'a [usize], &'a dyn Fn(&[i8]) -> Vec<i8>);
+
 /// Loads layers by key prefix from one checkpoint into one dtype.
 pub struct Loader<'a> {
     pub gpu: &'a Gpu,
@@ -49,8 +52,8 @@ impl<'a> Loader<'a> {
         &self,
         name: &str,
         shape: &[usize],
-        w8a32: (&[usize], &dyn Fn(&[i8]) -> Vec<i8>),
-        w8a8: (&[usize], &dyn Fn(&[i8]) -> Vec<i8>),
+        w8a32: Layout<'_>,
+        w8a8: Layout<'_>,
     ) -> Result<Option<(Tensor, Tensor, Option<f32>)>> {
         let Some((q, s)) = self.weights.int8_weight(name, shape)? else {
             return Ok(None);

@@ -28,6 +28,9 @@ enum AnyUpBlock {
     Skip(Box<SkipUpBlock>),
 }
 
+/// Per-layer input statistics of an observed forward: (layer prefix, f32 [batch]).
+pub type Observed = Vec<(String, Tensor)>;
+
 /// A loaded UNet2DModel: config plus weights on the GPU.
 pub struct UNet2DModel {
     pub config: UNet2DConfig,
@@ -268,7 +271,7 @@ impl UNet2DModel {
         height: usize,
         width: usize,
         observe: bool,
-    ) -> Result<(UNetForward, Option<Vec<(String, Tensor)>>)> {
+    ) -> Result<(UNetForward, Option<Observed>)> {
         let cfg = &self.config;
         let levels = cfg.block_out_channels.len() as u32 - 1;
         let div = 1usize << levels;

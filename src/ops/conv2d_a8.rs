@@ -232,7 +232,11 @@ pub fn conv2d_a8_variant(
     }
     let (ho, wo) = output_size(x, h, w, k, k, args)?;
     if y.shape() != [n, cout, ho, wo] {
-        return Err(shape_err(OP, y, format!("expected {:?}", [n, cout, ho, wo])));
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {:?}", [n, cout, ho, wo]),
+        ));
     }
     if let Some(b) = bias {
         same_dtype(OP, x, b)?;
@@ -249,7 +253,11 @@ pub fn conv2d_a8_variant(
     if let Some(r) = epi.residual {
         same_dtype(OP, x, r)?;
         if r.shape() != [n, cout, ho, wo] {
-            return Err(shape_err(OP, r, format!("expected {:?}", [n, cout, ho, wo])));
+            return Err(shape_err(
+                OP,
+                r,
+                format!("expected {:?}", [n, cout, ho, wo]),
+            ));
         }
     }
     let gpu = rec.gpu();

@@ -217,7 +217,9 @@ pub fn input_ranges(
     for start in (0..n).step_by(batch) {
         let m = batch.min(n - start);
         // A short last chunk repeats its first input (the maxima are unchanged).
-        let idx: Vec<usize> = (0..batch).map(|i| start + if i < m { i } else { 0 }).collect();
+        let idx: Vec<usize> = (0..batch)
+            .map(|i| start + if i < m { i } else { 0 })
+            .collect();
         let mut x = Vec::with_capacity(batch * set.per);
         for &i in &idx {
             x.extend_from_slice(&set.x[i * set.per..(i + 1) * set.per]);
