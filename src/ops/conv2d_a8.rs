@@ -26,7 +26,8 @@ pub fn inverse_scale(s: f32) -> f32 {
     }
 }
 
-/// Workgroup: 64 invocations along the pixels, each 4 output channels × 4 pixels.
+/// Workgroup: 64 invocations along the pixels, each 8 output channels × 4 pixels (and 64
+/// words of the quantisation pass).
 pub const WG: [u32; 3] = [64, 1, 1];
 
 /// How a W8A8 kernel accumulates the integer products; `Display` is the tuning name.
@@ -110,6 +111,69 @@ params! {
     }
 }
 
+params! {
+    /// `#uniform Params` of the QUANTIZE pass of `shaders/conv2d_a8.wgsl`.
+    struct QuantizeParams {
+        words: u32,
+        c: u32,
+        c4: u32,
+        pix: u32,
+        in_inv: f32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
+
+/// The key of the input-quantisation pass.
+pub fn key_quantize(dt: DType) -> KernelKey {
+    KernelKey::new::<QuantizeParams>("conv2d_a8", "main", dt, WG).flag("QUANTIZE", true)
+}
+
+/// Records the quantisation of x, viewed as [A, C, P], into a new activation of words
+/// [A, ⌈C/4⌉, P] (four channels per word, `pack4xI8`; zero past C) with the input rule of
+/// [`quantize_input`] at scale `s_x`. Shared by the conv (P = H·W) and the linear layer (P = 1).
+pub fn quantize_words(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    a: usize,
+    c: usize,
+    pix: usize,
+    s_x: f32,
+) -> Result<Tensor> {
+    const OP: &str = "quantize_input";
+    if a * c * pix != x.numel() {
+        return Err(shape_err(OP, x, format!("is not [{a}, {c}, {pix}]")));
+    }
+    let c4 = c.div_ceil(4);
+    let words = a * c4 * pix;
+    let xq = Tensor::activation(
+        rec,
+        &format!("{}.q8", x.name()),
+        &[a, c4, pix, 4],
+        DType::I8,
+    )?;
+    let gpu = rec.gpu();
+    let p = QuantizeParams {
+        words: u32_param(OP, "words", words)?,
+        c: c as u32,
+        c4: c4 as u32,
+        pix: pix as u32,
+        in_inv: inverse_scale(s_x),
+        _p0: 0,
+        _p1: 0,
+        _p2: 0,
+    };
+    let groups = super::grid_1d(gpu, OP, words.div_ceil(WG[0] as usize) as u64)?;
+    rec.dispatch(
+        &key_quantize(x.dtype()),
+        &p,
+        &[("x", x.binding(gpu, OP)?), ("xq", xq.binding(gpu, OP)?)],
+        groups,
+    )?;
+    Ok(xq)
+}
+
 /// The kernel key.
 pub fn key(v: A8Kernel, dt: DType, bias: bool, add_nc: bool, residual: bool) -> KernelKey {
     KernelKey::new::<Params>("conv2d_a8", "main", dt, WG)
@@ -121,7 +185,7 @@ pub fn key(v: A8Kernel, dt: DType, bias: bool, add_nc: bool, residual: bool) -> 
 
 /// All kernel keys (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    let mut v = Vec::new();
+    let mut v = vec![key_quantize(dt)];
     for i in 0..8u32 {
         let f = |b: u32| i & (1 << b) != 0;
         for k in A8Kernel::ALL {
@@ -260,6 +324,7 @@ pub fn conv2d_a8_variant(
             ));
         }
     }
+    let xq = quantize_words(rec, x, n, cin, h * w, input_scale)?;
     let gpu = rec.gpu();
     let p = Params {
         cin: cin as u32,
@@ -280,7 +345,7 @@ pub fn conv2d_a8_variant(
         in_scale: input_scale,
     };
     let mut binds = vec![
-        ("x", x.binding(gpu, OP)?),
+        ("xq", xq.binding(gpu, OP)?),
         ("wt", weight.binding(gpu, OP)?),
         ("y", y.binding(gpu, OP)?),
         ("wscale", scale.binding(gpu, OP)?),
@@ -297,7 +362,7 @@ pub fn conv2d_a8_variant(
     let dt = x.dtype();
     let groups = [
         u32_param(OP, "pixel tiles", (ho * wo).div_ceil(4 * WG[0] as usize))?,
-        u32_param(OP, "channel tiles", cout.div_ceil(4))?,
+        u32_param(OP, "channel tiles", cout.div_ceil(8))?,
         u32_param(OP, "batch", n)?,
     ];
     let flags = (bias.is_some(), epi.add_nc.is_some(), epi.residual.is_some());

@@ -153,6 +153,7 @@ pub fn linear_a8_variant(
             return Err(shape_err(OP, b, format!("expected [{fout}]")));
         }
     }
+    let xq = super::conv2d_a8::quantize_words(rec, x, rows, fin, 1, input_scale)?;
     let gpu = rec.gpu();
     let p = Params {
         rows: u32_param(OP, "rows", rows)?,
@@ -165,7 +166,7 @@ pub fn linear_a8_variant(
         _p1: 0,
     };
     let mut binds = vec![
-        ("x", x.binding(gpu, OP)?),
+        ("xq", xq.binding(gpu, OP)?),
         ("wt", weight.binding(gpu, OP)?),
         ("y", y.binding(gpu, OP)?),
         ("wscale", scale.binding(gpu, OP)?),
