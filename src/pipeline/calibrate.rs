@@ -88,14 +88,14 @@ pub struct CalibrationSet {
 }
 
 /// A denoiser that reads back the input of the evaluations the calibration wants.
-struct Recorder<'a> {
+struct InputRecorder<'a> {
     inner: UNetDenoiser,
     want: &'a [usize],
     eval: usize,
     got: Vec<Option<(Vec<f32>, f32)>>,
 }
 
-impl Denoiser for Recorder<'_> {
+impl Denoiser for InputRecorder<'_> {
     fn input(&self) -> &Tensor {
         self.inner.input()
     }
@@ -157,7 +157,7 @@ pub fn collect(
             prediction: cfg.train.prediction,
             labels: labels.clone(),
         };
-        let mut rec = Recorder {
+        let mut rec = InputRecorder {
             inner,
             want: &padded,
             eval: 0,
