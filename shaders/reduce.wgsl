@@ -2,7 +2,7 @@
 // sample; each invocation sums a strided slice, then a tree reduction in workgroup memory.
 // The output is always f32 (an f16 sum could overflow). WG must be a power of two.
 //
-// Defines: OP_SUM | OP_MEAN | OP_L2.
+// Defines: OP_SUM | OP_MEAN | OP_L2 | OP_ABSMAX (max |x|: the same tree with max for +).
 
 #uniform Params  // generated from ops::reduce::Params (src/ops/reduce.rs)
 
@@ -23,13 +23,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #if OP_L2
     acc += v * v;
 #else
+#if OP_ABSMAX
+    acc = max(acc, abs(v));
+#else
     acc += v;
+#endif
 #endif
   }
   red[lid] = acc;
   workgroupBarrier();
   for (var st = ${WG}u / 2u; st > 0u; st = st >> 1u) {
+#if OP_ABSMAX
+    if (lid < st) { red[lid] = max(red[lid], red[lid + st]); }
+#else
     if (lid < st) { red[lid] = red[lid] + red[lid + st]; }
+#endif
     workgroupBarrier();
   }
   if (lid == 0u) {

@@ -122,6 +122,71 @@ pub fn conv2d(
     (y, [n, cout, ho, wo])
 }
 
+/// The W8A8 conv of `load::quant` (PTQ4DM) on the host: inputs quantised by
+/// [`crate::ops::conv2d_a8::quantize_input`] (the kernels' rule, bit for bit), the integer sums
+/// Σ q_w·q_x exact (f64 holds them), then y = f32(acc) · f32(s_w[co] · s_x) + bias[co] in f32.
+/// Returns (integer sums, y, output shape).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_a8(
+    x: &[f32],
+    xs: [usize; 4],
+    q: &[i8],
+    ws: [usize; 4],
+    wscale: &[f32],
+    s_x: f32,
+    bias: Option<&[f32]>,
+    a: Conv2dArgs,
+) -> (Vec<f64>, Vec<f64>, [usize; 4]) {
+    let inv = crate::ops::conv2d_a8::inverse_scale(s_x);
+    let xq: Vec<f64> = x
+        .iter()
+        .map(|&v| crate::ops::conv2d_a8::quantize_input(v, inv) as f64)
+        .collect();
+    let wq: Vec<f64> = q.iter().map(|&v| v as f64).collect();
+    let (acc, ys) = conv2d(&xq, xs, &wq, ws, None, a);
+    let hw = ys[2] * ys[3];
+    let y = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let co = (i / hw) % ws[0];
+            let b = bias.map_or(0.0, |b| b[co]);
+            ((s as f32) * (wscale[co] * s_x) + b) as f64
+        })
+        .collect();
+    (acc, y, ys)
+}
+
+/// The W8A8 linear layer on the host (rules of [`conv2d_a8`]): x [rows, fin], q [fout, fin].
+pub fn linear_a8(
+    x: &[f32],
+    fin: usize,
+    q: &[i8],
+    wscale: &[f32],
+    s_x: f32,
+    bias: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let inv = crate::ops::conv2d_a8::inverse_scale(s_x);
+    let fout = wscale.len();
+    let rows = x.len() / fin;
+    let mut acc = vec![0f64; rows * fout];
+    let mut y = vec![0f64; rows * fout];
+    for m in 0..rows {
+        for o in 0..fout {
+            let s: f64 = (0..fin)
+                .map(|k| {
+                    q[o * fin + k] as f64
+                        * crate::ops::conv2d_a8::quantize_input(x[m * fin + k], inv) as f64
+                })
+                .sum();
+            acc[m * fout + o] = s;
+            let b = bias.map_or(0.0, |b| b[o]);
+            y[m * fout + o] = ((s as f32) * (wscale[o] * s_x) + b) as f64;
+        }
+    }
+    (acc, y)
+}
+
 /// GroupNorm (+ SiLU) over [N, C, HW].
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
@@ -317,6 +382,7 @@ pub fn reduce(op: Reduce, x: &[f64], n: usize) -> Vec<f64> {
             Reduce::Sum => s.iter().sum(),
             Reduce::Mean => s.iter().sum::<f64>() / len as f64,
             Reduce::L2Norm => s.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            Reduce::AbsMax => s.iter().fold(0f64, |m, v| m.max(v.abs())),
         })
         .collect()
 }

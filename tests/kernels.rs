@@ -463,7 +463,7 @@ fn reductions() {
     let mut rng = TestRng(10);
     for gpu in gpus() {
         for dt in DTYPES {
-            for op in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm] {
+            for op in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm, Reduce::AbsMax] {
                 for (n, len) in [
                     (1, 1),
                     (3, 255),

@@ -1,6 +1,7 @@
-//! `diffuse quantize` (PTQ4DM W8A32) on the shipped model: the folder it writes, the loader's
-//! int8 path against an f32 folder holding the dequantized weights s·q, and bad input that must
-//! fail with an error naming the field, exit 1 and write nothing.
+//! `diffuse quantize` (PTQ4DM W8A32 and W8A8) on the shipped model: the folder it writes, the
+//! loader's int8 path against an f32 folder holding the dequantized weights s·q, the calibrated
+//! input scales of W8A8 and NDTC's time-step law, and bad input that must fail with an error
+//! naming the field, exit 1 and write nothing.
 
 mod common;
 
@@ -147,6 +148,14 @@ fn bad_input_names_the_field_exits_1_and_writes_nothing() {
         (vec!["--weights", "int4"], "--weights"),
         (vec!["--activations", "fp8"], "--activations"),
         (vec!["--calibration", "log"], "--calibration"),
+        (
+            vec!["--activations", "int8", "--calibration-samples", "0"],
+            "--calibration-samples",
+        ),
+        (
+            vec!["--activations", "int8", "--calibration", "log"],
+            "--calibration",
+        ),
     ] {
         let mut a = vec!["quantize", "--model", ms, "--out", os];
         a.extend(args);
@@ -237,4 +246,194 @@ fn loader_refuses_unknown_schemes_and_bad_scales() {
     .unwrap();
     let e = load_err(&d);
     assert!(e.contains("conv_in.weight_scale"), "{e}");
+}
+
+/// Rewrites the weights of folder `d` with `edit(name, shape, bytes)` applied to every tensor
+/// (returning false drops it).
+fn rewrite_weights(d: &Path, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<u8>) -> bool) {
+    let w = Weights::open(&d.join(load::WEIGHTS)).unwrap();
+    let mut data: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in w.names() {
+        let (dt, mut shape, raw) = w.raw(&name).unwrap();
+        let mut raw = raw.to_vec();
+        if edit(&name, &mut shape, &mut raw) {
+            data.push((name, dt, shape, raw));
+        }
+    }
+    let views: Vec<_> = data
+        .iter()
+        .map(|(n, dt, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    drop(w);
+    std::fs::write(d.join(load::WEIGHTS), bytes).unwrap();
+}
+
+#[test]
+fn w8a8_folder_has_calibrated_input_scales_and_runs_close_to_w8a32() {
+    let dir = scratch("a8");
+    let (a8, w8) = (dir.join("a8"), dir.join("w8"));
+    let ms = model();
+    let (code, err) = diffuse(&[
+        "quantize",
+        "--model",
+        ms.to_str().unwrap(),
+        "--out",
+        a8.to_str().unwrap(),
+        "--activations",
+        "int8",
+        "--calibration",
+        "uniform",
+        "--calibration-samples",
+        "3",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    quantize(&w8);
+    let cfg = load::read_json(&a8.join(load::CONFIG)).unwrap();
+    let qc = &cfg["quantization_config"];
+    assert_eq!(qc["activations"], "int8");
+    assert_eq!(qc["activation_scheme"], "int8_symmetric_per_tensor");
+    assert_eq!(qc["calibration"]["timesteps"], "uniform");
+    assert_eq!(qc["calibration"]["samples"], 3);
+    assert_eq!(qc["calibration"]["seed"], 5);
+    // Every int8 weight has a positive input scale [1]; nothing else has one.
+    let h = header(&a8.join(load::WEIGHTS));
+    let mut n = 0;
+    for (name, v) in h.as_object().unwrap() {
+        if v["dtype"] == "I8" {
+            let s = diffuse::load::quant::input_scale_name(name);
+            assert_eq!(h[&s]["dtype"], "F32", "{s}");
+            assert_eq!(h[&s]["shape"], serde_json::json!([1]), "{s}");
+            n += 1;
+        }
+        if name.ends_with(".input_scale") {
+            let w = format!("{}.weight", name.strip_suffix(".input_scale").unwrap());
+            assert_eq!(h[&w]["dtype"], "I8", "{name} without an int8 weight");
+        }
+    }
+    assert!(n > 10, "{n} int8 weights");
+    let w = Weights::open(&a8.join(load::WEIGHTS)).unwrap();
+    let s = w.read_f32("conv_in.input_scale", Some(&[1])).unwrap().data[0];
+    // conv_in sees x_t: |x| of the noisiest input is a few units.
+    assert!(
+        s > 1.0 / 127.0 && s < 10.0 / 127.0,
+        "conv_in input scale {s}"
+    );
+    // The W8A8 network stays close to W8A32 on an input like the calibration's.
+    let gpu = gpu();
+    let x: Vec<f32> = (0..2 * 28 * 28)
+        .map(|i| diffuse::reference::philox_normal(9, 0, i as u64) as f32)
+        .collect();
+    let mut outs = Vec::new();
+    for d in [&a8, &w8] {
+        let m = UNet2DModel::from_dir(gpu, d, DType::F32).unwrap();
+        let f = m.prepare(gpu, 2, 28, 28).unwrap();
+        f.sample.write_f32(gpu, &x).unwrap();
+        f.run(gpu, &[999.0, 999.0], None).unwrap();
+        outs.push(f.output.to_vec_f32(gpu).unwrap());
+    }
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (a, b) in outs[0].iter().zip(&outs[1]) {
+        num += ((a - b) as f64).powi(2);
+        den += (*b as f64).powi(2);
+    }
+    let rel = (num / den).sqrt();
+    assert!(rel < 0.1, "W8A8 vs W8A32 relative RMS difference {rel}");
+    assert!(rel > 0.0, "the activations were not quantized");
+
+    // Loader checks of the input scales: a wrong shape and a missing one, each named.
+    let load_err = |d: &Path| match UNet2DModel::from_dir(gpu, d, DType::F32) {
+        Ok(_) => panic!("{} loaded", d.display()),
+        Err(e) => e.to_string(),
+    };
+    let copy = |tag: &str| {
+        let d = dir.join(tag);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in [load::CONFIG, load::WEIGHTS] {
+            std::fs::copy(a8.join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    let d = copy("shape");
+    rewrite_weights(&d, |name, shape, raw| {
+        if name == "conv_in.input_scale" {
+            shape[0] = 2;
+            raw.extend(1f32.to_le_bytes());
+        }
+        true
+    });
+    let e = load_err(&d);
+    assert!(e.contains("conv_in.input_scale"), "{e}");
+    let d = copy("missing");
+    rewrite_weights(&d, |name, _, _| name != "conv_out.input_scale");
+    let e = load_err(&d);
+    assert!(e.contains("conv_out.input_scale"), "{e}");
+    // An unknown calibration scheme in the config.
+    let d = copy("scheme");
+    let mut cfg = load::read_json(&d.join(load::CONFIG)).unwrap();
+    cfg["quantization_config"]["calibration"]["timesteps"] = "lognormal".into();
+    std::fs::write(d.join(load::CONFIG), cfg.to_string()).unwrap();
+    let e = load_err(&d);
+    assert!(
+        e.contains("quantization_config.calibration.timesteps"),
+        "{e}"
+    );
+    // Quantizing the W8A8 folder again is refused; nothing is written.
+    let out = dir.join("again");
+    let (code, err) = diffuse(&[
+        "quantize",
+        "--model",
+        a8.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--activations",
+        "int8",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("quantization_config"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn ndtc_and_uniform_step_indices_follow_the_official_rules() {
+    use diffuse::pipeline::calibrate::{step_indices, Calibration, ND_MEAN, ND_STD};
+    // Uniform: torch.linspace(0, S, n).round() clamped to S − 1.
+    assert_eq!(
+        step_indices(Calibration::Uniform, 5, 20, 0),
+        vec![0, 5, 10, 15, 19]
+    );
+    assert_eq!(step_indices(Calibration::Uniform, 1, 20, 0), vec![0]);
+    // NDTC: trunc(S · N(0.4, 0.4)) clamped to [0, S − 1]; the empirical law of 20 000 draws.
+    let s = 20;
+    let ks = step_indices(Calibration::Nd, 20_000, s, 7);
+    let frac = |f: &dyn Fn(usize) -> bool| ks.iter().filter(|&&k| f(k)).count() as f64 / 2e4;
+    let phi = |z: f64| 0.5 * (1.0 + libm_erf(z / std::f64::consts::SQRT_2));
+    // k = 0 collects z < 1/S (trunc toward zero, negatives clamped).
+    let p0 = phi((1.0 / s as f64 - ND_MEAN) / ND_STD);
+    assert!(
+        (frac(&|k| k == 0) - p0).abs() < 0.01,
+        "{} vs {p0}",
+        frac(&|k| k == 0)
+    );
+    let plast = 1.0 - phi(((s - 1) as f64 / s as f64 - ND_MEAN) / ND_STD);
+    assert!((frac(&|k| k == s - 1) - plast).abs() < 0.01);
+    assert!(ks.iter().all(|&k| k < s));
+}
+
+/// erf by its Abramowitz–Stegun 7.1.26 approximation (|error| < 1.5e-7).
+fn libm_erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let y = 1.0
+        - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+            + 0.254829592)
+            * t
+            * (-x * x).exp();
+    y.copysign(x)
 }

@@ -334,13 +334,14 @@ struct QuantizeArgs {
     /// Weight scheme: int8 (symmetric, per output channel).
     #[arg(long, default_value = "int8")]
     weights: String,
-    /// Activation quantization: none (W8A32) or int8 (W8A8; not implemented yet).
+    /// Activation quantization: none (W8A32) or int8 (W8A8: per-tensor input ranges calibrated
+    /// on the model's own sampling trajectories; needs a GPU).
     #[arg(long, default_value = "none")]
     activations: String,
     /// Timesteps of the activation calibration: nd (PTQ4DM's NDTC) or uniform.
     #[arg(long, default_value = "nd")]
     calibration: String,
-    /// Calibration inputs (at least 1).
+    /// Calibration inputs (at least 1; one per sampler trajectory).
     #[arg(long, allow_negative_numbers = true, default_value_t = 256)]
     calibration_samples: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
@@ -442,7 +443,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         Command::Eval(a) => eval(&opts, a)?,
         Command::EvalRestore(a) => eval_restore(&opts, a)?,
         Command::Bench(a) => bench(&opts, a)?,
-        Command::Quantize(a) => quantize(a)?,
+        Command::Quantize(a) => quantize(&opts, a)?,
         Command::Inverse(a) => inverse(&opts, a)?,
         Command::Forward {
             model,
@@ -486,7 +487,7 @@ fn input_error(input: &Path, reason: String) -> Error {
 }
 
 /// `diffuse forward`: validates everything before computing, writes the output atomically.
-fn quantize(a: QuantizeArgs) -> Result<(), Error> {
+fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
     use diffuse::load::quant::Activations;
     use diffuse::pipeline::quantize::{quantize_folder, Calibration, QuantizeOptions};
     let bad = |arg: &'static str, reason: String| Error::Argument {
@@ -511,7 +512,15 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         calibration_samples: a.calibration_samples,
         seed: a.seed,
     };
-    let r = quantize_folder(&a.model, &a.out, &o).map_err(|e| match e {
+    // Int8 activations are calibrated on the GPU; refuse bad input before opening it.
+    if o.calibration_samples < 1 {
+        return Err(bad("--calibration-samples", "must be at least 1".into()));
+    }
+    let gpu = match activations {
+        Activations::Int8 if !a.out.exists() => Some(Gpu::new(opts)?),
+        _ => None,
+    };
+    let r = quantize_folder(&a.model, &a.out, &o, gpu.as_ref()).map_err(|e| match e {
         Error::Argument { op, arg, reason } => Error::Argument {
             op,
             arg: match arg {
@@ -536,6 +545,16 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         r.bytes_out as f64 / 1048576.0,
         r.bytes_out as f64 / r.bytes_in.max(1) as f64
     );
+    if activations == Activations::Int8 {
+        println!(
+            "int8 activations: {} layer input ranges calibrated on {} inputs ({} time steps, \
+             seed {})",
+            r.input_ranges.len(),
+            a.calibration_samples,
+            a.calibration,
+            a.seed
+        );
+    }
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
+    ("conv2d_a8", include_str!("../../shaders/conv2d_a8.wgsl")),
+    ("gemm_a8", include_str!("../../shaders/gemm_a8.wgsl")),
     ("conv_pack", include_str!("../../shaders/conv_pack.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),

@@ -57,6 +57,9 @@ pub struct GpuInfo {
     pub max_workgroup_storage: u32,
     pub max_storage_buffers_per_stage: u32,
     pub max_workgroups_per_dim: u32,
+    /// WGSL's `packed_4x8_integer_dot_product` language feature (`dot4I8Packed`,
+    /// `pack4xI8`) is available: the W8A8 kernels accumulate in i32 with it.
+    pub dot4_i8: bool,
 }
 
 impl std::fmt::Display for GpuInfo {
@@ -66,7 +69,7 @@ impl std::fmt::Display for GpuInfo {
         writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
         writeln!(
             f,
-            "features:  f16 {}, timestamps {}, subgroups {} (size {}..{})",
+            "features:  f16 {}, timestamps {}, subgroups {} (size {}..{}), dot4I8Packed {}",
             match self.f16 {
                 F16Mode::Native => "native",
                 F16Mode::Packed => "packed-u32 fallback",
@@ -74,7 +77,8 @@ impl std::fmt::Display for GpuInfo {
             yes(self.timestamps),
             yes(self.subgroups),
             self.subgroup_size.0,
-            self.subgroup_size.1
+            self.subgroup_size.1,
+            yes(self.dot4_i8)
         )?;
         writeln!(
             f,
@@ -221,6 +225,9 @@ impl Gpu {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            dot4_i8: instance
+                .wgsl_language_features()
+                .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
         };
         log::info!("diffuse: using {} ({:?})", info.name, info.backend);
         let pool = Arc::new(Pool::new(device.clone(), queue.clone()));

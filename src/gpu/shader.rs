@@ -12,9 +12,10 @@
 //!   `name_ld4(i4) -> vec4<f32>` (index in units of 4 elements). The element type is the
 //!   kernel dtype unless given. All arithmetic is f32; storage may be f32, f16, or f16 packed
 //!   two per `u32` when the device lacks SHADER_F16 (writes then use atomics on the word).
-//!   `i8` (read-only) declares signed bytes packed four per `u32` (quantized weights):
+//!   `i8` declares signed bytes packed four per `u32` (quantized weights and inputs):
 //!   `name_ld(i)` is byte i as f32, `name_ld4(i4)` the four bytes of word i4 (`unpack4xI8`),
-//!   and `name_word(i4)` the raw word (for `dot4I8Packed`).
+//!   and `name_word(i4)` the raw word (for `dot4I8Packed`); written (`write`, not `vec4`) only
+//!   whole words at a time, `name_stw(i4, word)`.
 //! - `${NAME}` anywhere is replaced by the define's value; an unknown NAME is an error.
 
 use super::params::ParamsLayout;
@@ -267,8 +268,18 @@ fn tensor_decl(
     };
     let head = format!("@group(0) @binding({binding}) var<storage, {space}> {name}");
     let mut s = String::new();
+    if dt == DType::I8 && access == Access::Write && !vec4 {
+        writeln!(s, "{head}: array<u32>;").ok();
+        writeln!(s, "fn {name}_stw(i: u32, v: u32) {{ {name}[i] = v; }}").ok();
+        let decl = BindingDecl {
+            binding,
+            name: name.to_string(),
+            kind,
+        };
+        return Ok(((decl, s), false));
+    }
     if dt == DType::I8 && access != Access::Read {
-        return Err("i8 tensors are read-only".into());
+        return Err("i8 tensors are read or write, not rw".into());
     }
     let packed = dt == DType::F16 && f16 == F16Mode::Packed;
     match (dt, packed, vec4) {

@@ -24,6 +24,12 @@ pub trait WeightSource {
     fn int8_weight(&self, _name: &str, _shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
         Ok(None)
     }
+
+    /// The int8 input scale of the quantized layer whose weight is `name`, when the source
+    /// quantizes activations (W8A8, [`quant`]); None (the default) otherwise.
+    fn input_scale(&self, _name: &str) -> Result<Option<f32>> {
+        Ok(None)
+    }
 }
 
 impl WeightSource for Weights {
@@ -32,6 +38,9 @@ impl WeightSource for Weights {
     }
     fn int8_weight(&self, name: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
         Weights::int8_weight(self, name, shape)
+    }
+    fn input_scale(&self, name: &str) -> Result<Option<f32>> {
+        Weights::input_scale(self, name)
     }
 }
 

@@ -10,6 +10,12 @@
 //! Rounding rules (the kernels and [`crate::reference`] compute with exactly these q and s):
 //! s = α / 127 rounded to f32; q = clamp(round_half_even(w / s), −127, 127) with w / s in f64
 //! (−128 is never used, so the range is symmetric); an all-zero channel has s = 0, q = 0.
+//!
+//! W8A8 (`activations: int8`): every quantized layer `P` also has `P.input_scale`, `F32` [1], a
+//! per-tensor symmetric range for the layer's input calibrated by `pipeline::calibrate`. The
+//! kernels quantise the input as q = clamp(round_half_even(f32(x · f32(1/s))), −127, 127)
+//! (an f32 multiply by the reciprocal, correctly rounded, so a reference can reproduce it
+//! bit for bit; s = 0 gives q = 0) and compute y = f32(Σ q_w·q_x) · (s_w · s_x) + bias.
 
 use super::CONFIG;
 use crate::error::{Error, Result};
@@ -21,6 +27,34 @@ pub const METHOD: &str = "ptq4dm";
 pub const WEIGHT_SCHEME: &str = "int8_symmetric_per_output_channel";
 /// Suffix of the scale tensor beside a quantized `P.weight`: `P.weight_scale`.
 pub const SCALE_SUFFIX: &str = "_scale";
+/// The activation scheme of W8A8 folders: symmetric int8, one range per layer input.
+pub const ACTIVATION_SCHEME: &str = "int8_symmetric_per_tensor";
+
+/// The name of the input scale of the layer whose weight is `weight` (`P.weight` →
+/// `P.input_scale`).
+pub fn input_scale_name(weight: &str) -> String {
+    format!(
+        "{}.input_scale",
+        weight.strip_suffix(".weight").unwrap_or(weight)
+    )
+}
+
+/// The input rule of the module doc (defined beside the W8A8 kernels that apply it).
+pub use crate::ops::conv2d_a8::{inverse_scale, quantize_input};
+
+/// How the calibration inputs of a W8A8 folder were drawn (recorded in `quantization_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationInfo {
+    /// "nd" (PTQ4DM's NDTC) or "uniform".
+    pub timesteps: String,
+    pub samples: usize,
+    pub seed: u64,
+    /// The sampler (diffusers class) and steps of the trajectories.
+    pub sampler: String,
+    pub steps: usize,
+    /// The range statistic ("absmax").
+    pub range: String,
+}
 
 /// Activation quantization of a folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +69,13 @@ pub enum Activations {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantConfig {
     pub activations: Activations,
+    /// How the activation ranges were calibrated (W8A8 only).
+    pub calibration: Option<CalibrationInfo>,
 }
 
 impl QuantConfig {
-    /// The JSON block written into `config.json` for weights-only int8 (W8A32).
-    pub fn to_json(&self, calibration: Option<(&str, usize, u64)>) -> serde_json::Value {
+    /// The JSON block written into `config.json`.
+    pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "quant_method": METHOD,
             "weights": "int8",
@@ -50,8 +86,16 @@ impl QuantConfig {
                 Activations::Int8 => "int8",
             },
         });
-        if let Some((c, n, seed)) = calibration {
-            v["calibration"] = serde_json::json!({"timesteps": c, "samples": n, "seed": seed});
+        if let Some(c) = &self.calibration {
+            v["activation_scheme"] = ACTIVATION_SCHEME.into();
+            v["calibration"] = serde_json::json!({
+                "timesteps": c.timesteps,
+                "samples": c.samples,
+                "seed": c.seed,
+                "sampler": c.sampler,
+                "steps": c.steps,
+                "range": c.range,
+            });
         }
         v
     }
@@ -99,12 +143,7 @@ impl QuantConfig {
         }
         let activations = match s("activations")?.as_str() {
             "none" => Activations::None,
-            "int8" => {
-                return Err(err(
-                    "activations",
-                    "int8 activations (W8A8) are not supported by this version; only none".into(),
-                ))
-            }
+            "int8" => Activations::Int8,
             o => {
                 return Err(err(
                     "activations",
@@ -112,7 +151,64 @@ impl QuantConfig {
                 ))
             }
         };
-        Ok(Some(QuantConfig { activations }))
+        let calibration = match activations {
+            Activations::None => None,
+            Activations::Int8 => {
+                let a = s("activation_scheme")?;
+                if a != ACTIVATION_SCHEME {
+                    return Err(err(
+                        "activation_scheme",
+                        format!("unknown scheme `{a}` (expected {ACTIVATION_SCHEME})"),
+                    ));
+                }
+                let c = q
+                    .get("calibration")
+                    .filter(|c| c.is_object())
+                    .ok_or_else(|| err("calibration", "missing or not an object".into()))?;
+                let cs = |f: &str| -> Result<String> {
+                    c.get(f)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            err(
+                                &format!("calibration.{f}"),
+                                "missing or not a string".into(),
+                            )
+                        })
+                };
+                let cu = |f: &str| -> Result<u64> {
+                    c.get(f).and_then(|v| v.as_u64()).ok_or_else(|| {
+                        err(
+                            &format!("calibration.{f}"),
+                            "missing or not a whole number".into(),
+                        )
+                    })
+                };
+                let timesteps = cs("timesteps")?;
+                if timesteps != "nd" && timesteps != "uniform" {
+                    return Err(err(
+                        "calibration.timesteps",
+                        format!("unknown value `{timesteps}` (nd|uniform)"),
+                    ));
+                }
+                let samples = cu("samples")?;
+                if samples < 1 {
+                    return Err(err("calibration.samples", "must be at least 1".into()));
+                }
+                Some(CalibrationInfo {
+                    timesteps,
+                    samples: samples as usize,
+                    seed: cu("seed")?,
+                    sampler: cs("sampler")?,
+                    steps: cu("steps")? as usize,
+                    range: cs("range")?,
+                })
+            }
+        };
+        Ok(Some(QuantConfig {
+            activations,
+            calibration,
+        }))
     }
 
     /// Reads the `quantization_config` of a model folder's config.json.
@@ -242,8 +338,9 @@ mod tests {
         let f = Path::new("config.json");
         let ok = QuantConfig {
             activations: Activations::None,
+            calibration: None,
         };
-        let v = serde_json::json!({"quantization_config": ok.to_json(None)});
+        let v = serde_json::json!({"quantization_config": ok.to_json()});
         assert_eq!(QuantConfig::from_config(&v, f).unwrap(), Some(ok));
         for (field, val) in [
             ("quant_method", "gptq"),
@@ -260,5 +357,49 @@ mod tests {
             QuantConfig::from_config(&serde_json::json!({}), f).unwrap(),
             None
         );
+        let a8 = QuantConfig {
+            activations: Activations::Int8,
+            calibration: Some(CalibrationInfo {
+                timesteps: "nd".into(),
+                samples: 64,
+                seed: 3,
+                sampler: "DPMSolverMultistepScheduler".into(),
+                steps: 20,
+                range: "absmax".into(),
+            }),
+        };
+        let v = serde_json::json!({"quantization_config": a8.to_json()});
+        assert_eq!(QuantConfig::from_config(&v, f).unwrap(), Some(a8));
+        for (field, val) in [
+            ("activation_scheme", serde_json::json!("per_channel")),
+            ("calibration", serde_json::json!(3)),
+        ] {
+            let mut v = v.clone();
+            v["quantization_config"][field] = val;
+            let e = QuantConfig::from_config(&v, f).unwrap_err().to_string();
+            assert!(e.contains(&format!("quantization_config.{field}")), "{e}");
+        }
+        for (field, val) in [
+            ("timesteps", serde_json::json!("lognormal")),
+            ("samples", serde_json::json!(0)),
+        ] {
+            let mut v = v.clone();
+            v["quantization_config"]["calibration"][field] = val;
+            let e = QuantConfig::from_config(&v, f).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("quantization_config.calibration.{field}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn input_rule_rounds_half_even_after_an_f32_multiply() {
+        assert_eq!(quantize_input(2.5, 1.0), 2);
+        assert_eq!(quantize_input(-3.5, 1.0), -4);
+        assert_eq!(quantize_input(1e9, 1.0), 127);
+        assert_eq!(quantize_input(-1e9, 1.0), -127);
+        assert_eq!(quantize_input(5.0, inverse_scale(0.0)), 0);
+        assert_eq!(input_scale_name("a.b.weight"), "a.b.input_scale");
     }
 }

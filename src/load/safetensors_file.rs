@@ -207,6 +207,42 @@ impl Weights {
         Ok(Some((q, scales)))
     }
 
+    /// The input scale `P.input_scale` ([1], F32, finite, ≥ 0) of the quantized layer whose
+    /// weight is `weight`, when the folder quantizes activations (W8A8); None otherwise. A
+    /// missing tensor, a wrong shape or dtype and a bad value are errors naming the tensor.
+    pub fn input_scale(&self, weight: &str) -> Result<Option<f32>> {
+        use super::quant::Activations;
+        if self.quant.as_ref().map(|q| q.activations) != Some(Activations::Int8) {
+            return Ok(None);
+        }
+        let name = super::quant::input_scale_name(weight);
+        match self.meta.info(&name) {
+            None => {
+                return Err(Error::MissingTensor {
+                    file: self.file(),
+                    tensor: name,
+                })
+            }
+            Some(si) if si.dtype != Dtype::F32 => {
+                return Err(Error::TensorDType {
+                    file: self.file(),
+                    tensor: name,
+                    got: format!("{:?}", si.dtype),
+                    extra: "; input scales must be F32".into(),
+                })
+            }
+            Some(_) => {}
+        }
+        let v = self.read_f32(&name, Some(&[1]))?.data[0];
+        if !v.is_finite() || v < 0.0 {
+            return Err(Error::Load {
+                file: self.file(),
+                reason: format!("tensor `{name}` holds {v}; input scales must be finite and >= 0"),
+            });
+        }
+        Ok(Some(v))
+    }
+
     fn file(&self) -> String {
         self.path.display().to_string()
     }

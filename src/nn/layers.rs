@@ -1,6 +1,8 @@
 //! The leaf layers of diffusers models — `nn.Conv2d`, `nn.Linear`, `nn.GroupNorm` — loaded by
 //! checkpoint key and recorded into a [`Graph`]. Conv and linear weights stored as int8 with
-//! per-channel scales (`load::quant`, W8A32) load into the int8 kernels.
+//! per-channel scales (`load::quant`, W8A32) load into the int8 kernels; with a calibrated
+//! input scale (W8A8) into the kernels that also quantise the input (`ops::conv2d_a8`,
+//! `ops::gemm_a8`).
 
 use super::Graph;
 use crate::error::Result;
@@ -9,6 +11,9 @@ use crate::load::WeightSource;
 use crate::ops;
 use crate::ops::conv2d::Conv2dArgs;
 use crate::tensor::{DType, Tensor};
+
+/// A kernel layout of int8 weights: its shape and the repacking from PyTorch layout.
+type Layout<'a> = (&'a [usize], &'a dyn Fn(&[i8]) -> Vec<i8>);
 
 /// Loads layers by key prefix from one checkpoint into one dtype.
 pub struct Loader<'a> {
@@ -40,22 +45,25 @@ impl<'a> Loader<'a> {
         Ok(self.count(self.weights.tensor(self.gpu, name, shape, self.dtype)?))
     }
 
-    /// The int8 weight `name` of shape `shape` and its f32 scales, when stored quantized; `pack`
-    /// rearranges the int8 values into the kernel's layout (`packed_shape`).
+    /// The int8 weight `name` of shape `shape`, its f32 scales and, for W8A8, the layer's input
+    /// scale, when stored quantized. `w8a32` gives the W8A32 kernels' layout (shape, repack),
+    /// `w8a8` the W8A8 kernels' layout.
     fn int8(
         &self,
         name: &str,
         shape: &[usize],
-        packed_shape: &[usize],
-        pack: impl Fn(&[i8]) -> Vec<i8>,
-    ) -> Result<Option<(Tensor, Tensor)>> {
+        w8a32: Layout<'_>,
+        w8a8: Layout<'_>,
+    ) -> Result<Option<(Tensor, Tensor, Option<f32>)>> {
         let Some((q, s)) = self.weights.int8_weight(name, shape)? else {
             return Ok(None);
         };
-        let t = Tensor::from_i8(self.gpu, name, packed_shape, &pack(&q))?;
+        let input_scale = self.weights.input_scale(name)?;
+        let (psh, pack) = if input_scale.is_some() { w8a8 } else { w8a32 };
+        let t = Tensor::from_i8(self.gpu, name, psh, &pack(&q))?;
         let sname = format!("{name}{}", crate::load::quant::SCALE_SUFFIX);
         let st = Tensor::from_f32(self.gpu, &sname, &[shape[0]], &s, DType::F32)?;
-        Ok(Some((self.count(t), self.count(st))))
+        Ok(Some((self.count(t), self.count(st), input_scale)))
     }
 
     /// `nn.Conv2d(cin, cout, k, stride, padding)` at `prefix` (with bias).
@@ -70,13 +78,19 @@ impl<'a> Loader<'a> {
         let wname = format!("{prefix}.weight");
         let shape = [cout, cin, k, k];
         let psh = ops::conv_pack::packed_shape(&shape);
-        if let Some((weight, scale)) =
-            self.int8(&wname, &shape, &psh, |q| ops::conv2d::pack_q8(q, shape))?
-        {
+        let psh8 = ops::conv2d_a8::packed_shape(shape);
+        if let Some((weight, scale, input_scale)) = self.int8(
+            &wname,
+            &shape,
+            (&psh, &|q| ops::conv2d::pack_q8(q, shape)),
+            (&psh8, &|q| ops::conv2d_a8::pack_a8(q, shape)),
+        )? {
             return Ok(Conv2d {
+                name: prefix.to_string(),
                 weight,
                 packed: None,
                 scale: Some(scale),
+                input_scale,
                 bias: Some(self.tensor(&format!("{prefix}.bias"), &[cout])?),
                 args,
                 cout,
@@ -102,9 +116,11 @@ impl<'a> Loader<'a> {
             None
         };
         Ok(Conv2d {
+            name: prefix.to_string(),
             weight,
             packed,
             scale: None,
+            input_scale: None,
             bias: Some(self.tensor(&format!("{prefix}.bias"), &[cout])?),
             args,
             cout,
@@ -115,13 +131,21 @@ impl<'a> Loader<'a> {
     /// `nn.Linear(fin, fout)` at `prefix` (with bias).
     pub fn linear(&self, prefix: &str, fin: usize, fout: usize) -> Result<Linear> {
         let wname = format!("{prefix}.weight");
-        let (weight, scale) = match self.int8(&wname, &[fout, fin], &[fout, fin], <[i8]>::to_vec)? {
-            Some((w, s)) => (w, Some(s)),
-            None => (self.tensor(&wname, &[fout, fin])?, None),
+        let f4 = fin.div_ceil(4) * 4;
+        let (weight, scale, input_scale) = match self.int8(
+            &wname,
+            &[fout, fin],
+            (&[fout, fin], &<[i8]>::to_vec),
+            (&[fout, f4], &|q| ops::gemm_a8::pack_a8(q, fout, fin)),
+        )? {
+            Some((w, s, i)) => (w, Some(s), i),
+            None => (self.tensor(&wname, &[fout, fin])?, None, None),
         };
         Ok(Linear {
+            name: prefix.to_string(),
             weight,
             scale,
+            input_scale,
             bias: Some(self.tensor(&format!("{prefix}.bias"), &[fout])?),
             fout,
         })
@@ -146,13 +170,18 @@ impl<'a> Loader<'a> {
 
 /// `nn.Conv2d`.
 pub struct Conv2d {
+    /// The checkpoint prefix (`down_blocks.0.resnets.0.conv1`): calibration names its input.
+    pub name: String,
     /// [Cout, Cin, k, k] in the model dtype, or int8 packed [⌈Cout/4⌉, Cin, k·k, 4] (W8A32,
-    /// with `scale`; see `ops::conv2d::pack_q8`).
+    /// with `scale`; see `ops::conv2d::pack_q8`), or int8 [Cout, k·k, ⌈Cin/4⌉·4] (W8A8, with
+    /// `input_scale`; `ops::conv2d_a8::pack_a8`).
     pub weight: Tensor,
     /// The weights in the packed layout the CPU-adapter kernels read (None elsewhere).
     pub packed: Option<Tensor>,
     /// Per-output-channel f32 scales of int8 weights.
     pub scale: Option<Tensor>,
+    /// The calibrated input scale (W8A8).
+    pub input_scale: Option<f32>,
     pub bias: Option<Tensor>,
     pub args: Conv2dArgs,
     pub cout: usize,
@@ -179,6 +208,21 @@ impl Conv2d {
         let (ho, wo) = ops::conv2d::output_size(x, s[2], s[3], k, k, self.args)?;
         let y = g.alloc(name, &[s[0], self.cout, ho, wo])?;
         g.flops += 2 * (s[0] * self.cout * ho * wo * s[1] * k * k) as u64;
+        g.observe_input(&self.name, x)?;
+        if let (Some(is), Some(sc)) = (self.input_scale, &self.scale) {
+            let d = ops::conv2d_a8::Conv2dA8Desc {
+                x,
+                weight: &self.weight,
+                scale: sc,
+                input_scale: is,
+                bias: self.bias.as_ref(),
+                y: &y,
+                args: self.args,
+                epilogue: epi,
+            };
+            ops::conv2d_a8::conv2d_a8(&mut g.rec, &d)?;
+            return Ok(y);
+        }
         let d = ops::conv2d::Conv2dDesc::new(x, &self.weight, self.bias.as_ref(), &y, self.args)
             .with_packed(self.packed.as_ref())
             .with_scale(self.scale.as_ref())
@@ -190,10 +234,15 @@ impl Conv2d {
 
 /// `nn.Linear`.
 pub struct Linear {
-    /// [out, in] in the model dtype, or int8 (W8A32, with `scale`).
+    /// The checkpoint prefix: calibration names its input.
+    pub name: String,
+    /// [out, in] in the model dtype, or int8 (W8A32, with `scale`), or int8 [out, ⌈in/4⌉·4]
+    /// (W8A8, with `input_scale`).
     pub weight: Tensor,
     /// Per-output-feature f32 scales of int8 weights.
     pub scale: Option<Tensor>,
+    /// The calibrated input scale (W8A8).
+    pub input_scale: Option<f32>,
     pub bias: Option<Tensor>,
     pub fout: usize,
 }
@@ -207,7 +256,17 @@ impl Linear {
         }
         let y = g.alloc(name, &shape)?;
         g.flops += 2 * (x.numel() * self.fout) as u64;
+        g.observe_input(&self.name, x)?;
         match &self.scale {
+            Some(s) if self.input_scale.is_some() => ops::gemm_a8::linear_a8(
+                &mut g.rec,
+                x,
+                &self.weight,
+                s,
+                self.input_scale.unwrap_or(0.0),
+                self.bias.as_ref(),
+                &y,
+            )?,
             Some(s) => {
                 ops::gemm::linear_q8(&mut g.rec, x, &self.weight, s, self.bias.as_ref(), &y)?
             }

@@ -22,6 +22,10 @@ pub struct Graph<'g> {
     pub dtype: DType,
     /// Multiply-add FLOPs (2 per MAC) of the GEMMs and convolutions recorded so far.
     pub flops: u64,
+    /// Activation calibration (`pipeline::calibrate`): when set, every conv and linear layer
+    /// also records max |input| per sample into an f32 [N] tensor, listed here with the
+    /// layer's checkpoint prefix in recording order.
+    pub observe: Option<Vec<(String, Tensor)>>,
 }
 
 impl<'g> Graph<'g> {
@@ -30,7 +34,28 @@ impl<'g> Graph<'g> {
             rec: gpu.recorder(),
             dtype,
             flops: 0,
+            observe: None,
         }
+    }
+
+    /// Records max |x| per sample of the input `x` of layer `layer` when observing (see
+    /// [`Graph::observe`]); nothing otherwise.
+    pub fn observe_input(&mut self, layer: &str, x: &Tensor) -> Result<()> {
+        if self.observe.is_none() {
+            return Ok(());
+        }
+        let n = x.shape()[0];
+        let t = Tensor::zeros(
+            self.rec.gpu(),
+            &format!("{layer}.input_absmax"),
+            &[n],
+            DType::F32,
+        )?;
+        crate::ops::reduce::reduce(&mut self.rec, crate::ops::reduce::Reduce::AbsMax, x, &t)?;
+        if let Some(o) = self.observe.as_mut() {
+            o.push((layer.to_string(), t));
+        }
+        Ok(())
     }
 
     pub fn gpu(&self) -> &'g Gpu {

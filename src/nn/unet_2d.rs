@@ -28,6 +28,9 @@ enum AnyUpBlock {
     Skip(Box<SkipUpBlock>),
 }
 
+/// Per-layer input statistics of an observed forward: (layer prefix, f32 [batch]).
+pub type Observed = Vec<(String, Tensor)>;
+
 /// A loaded UNet2DModel: config plus weights on the GPU.
 pub struct UNet2DModel {
     pub config: UNet2DConfig,
@@ -244,6 +247,31 @@ impl UNet2DModel {
         height: usize,
         width: usize,
     ) -> Result<UNetForward> {
+        Ok(self.prepare_with(gpu, batch, height, width, false)?.0)
+    }
+
+    /// [`UNet2DModel::prepare`] that also records, for activation calibration, max |input| per
+    /// sample of every conv and linear layer: (layer prefix, f32 [batch]) in recording order,
+    /// rewritten by each run.
+    pub fn prepare_observed(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(UNetForward, Vec<(String, Tensor)>)> {
+        let (f, o) = self.prepare_with(gpu, batch, height, width, true)?;
+        Ok((f, o.unwrap_or_default()))
+    }
+
+    fn prepare_with(
+        &self,
+        gpu: &Gpu,
+        batch: usize,
+        height: usize,
+        width: usize,
+        observe: bool,
+    ) -> Result<(UNetForward, Option<Observed>)> {
         let cfg = &self.config;
         let levels = cfg.block_out_channels.len() as u32 - 1;
         let div = 1usize << levels;
@@ -277,6 +305,9 @@ impl UNet2DModel {
             None
         };
         let mut g = Graph::new(gpu, self.dtype);
+        if observe {
+            g.observe = Some(Vec::new());
+        }
         let temb = self
             .conditioning
             .forward(&mut g, &timesteps, labels.as_ref())?;
@@ -337,9 +368,10 @@ impl UNet2DModel {
         }
         let output = out;
         let flops = g.flops;
+        let observed = g.observe.take();
         let recording = g.finish(&[&output])?;
         let bytes = recording.activation_bytes();
-        Ok(UNetForward {
+        let forward = UNetForward {
             recording,
             sample,
             timesteps,
@@ -348,7 +380,8 @@ impl UNet2DModel {
             num_classes: self.conditioning.num_classes(),
             activation_bytes: bytes,
             flops,
-        })
+        };
+        Ok((forward, observed))
     }
 }
 

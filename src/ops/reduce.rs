@@ -1,5 +1,6 @@
 //! Per-sample reductions (`shaders/reduce.wgsl`): sum, mean and L2 norm of each sample of an
-//! [N, ...] tensor into an f32 [N] tensor (used by Langevin correctors and metrics).
+//! [N, ...] tensor into an f32 [N] tensor (used by Langevin correctors and metrics), and the
+//! per-sample max |x| that activation calibration (`pipeline::calibrate`) records.
 
 use super::{dtype_is, grid_1d, nonempty, shape_err, u32_param};
 use crate::error::Result;
@@ -16,6 +17,8 @@ pub enum Reduce {
     Mean,
     /// sqrt(Σ x²).
     L2Norm,
+    /// max |x| (0 for an all-zero sample; NaN propagates as the larger value is kept).
+    AbsMax,
 }
 
 params! {
@@ -46,6 +49,7 @@ fn key(dt: DType, op: Reduce, wg: u32) -> KernelKey {
             Reduce::Sum => "OP_SUM",
             Reduce::Mean => "OP_MEAN",
             Reduce::L2Norm => "OP_L2",
+            Reduce::AbsMax => "OP_ABSMAX",
         },
         true,
     )
@@ -54,7 +58,7 @@ fn key(dt: DType, op: Reduce, wg: u32) -> KernelKey {
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
-    for o in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm] {
+    for o in [Reduce::Sum, Reduce::Mean, Reduce::L2Norm, Reduce::AbsMax] {
         for wg in [8, 64, WG] {
             v.push(key(dt, o, wg));
         }

@@ -9,6 +9,7 @@ use crate::schedule::config::SchedulerConfig;
 use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
+pub mod calibrate;
 pub mod generate;
 pub mod inverse;
 pub mod invert;

@@ -1,24 +1,30 @@
 //! Post-training quantization of a model folder (Shang et al., "Post-training Quantization on
 //! Diffusion Models", CVPR 2023 — PTQ4DM): every conv and linear weight becomes symmetric
 //! per-output-channel int8 with an MSE-chosen clipping range (`load::quant`); norms, embeddings
-//! and biases are copied unchanged. The output folder is planned with
-//! [`crate::output::OutputPlan`] before any work (it must not exist) and written into a
-//! temporary sibling renamed into place, so a failure leaves nothing behind.
+//! and biases are copied unchanged. With int8 activations (W8A8) every quantized layer also gets
+//! `P.input_scale` = max |input| / 127 over a calibration set drawn from the model's own
+//! sampling trajectories (`super::calibrate`: NDTC or uniform time steps). The output folder is
+//! planned with [`crate::output::OutputPlan`] before any work (it must not exist) and written
+//! into a temporary sibling renamed into place, so a failure leaves nothing behind.
 
+pub use super::calibrate::Calibration;
 use crate::error::{Error, Result};
-use crate::load::quant::{self, Activations, QuantConfig};
+use crate::gpu::Gpu;
+use crate::load::quant::{self, Activations, CalibrationInfo, QuantConfig};
 use crate::load::{self, Weights};
+use crate::nn::unet_2d::UNet2DModel;
+use crate::schedule::config::SchedulerConfig;
+use crate::tensor::DType;
 use safetensors::tensor::{Dtype, TensorView};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Timesteps the activation calibration inputs are recorded at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Calibration {
-    /// PTQ4DM's Normally Distributed Time-step Calibration.
-    Nd,
-    /// Uniform over the sampler's timesteps (the paper's baseline).
-    Uniform,
-}
+/// The sampler whose trajectories the calibration inputs come from (`--scheduler` name) and its
+/// steps: DPM-Solver++ (2M) at 20, the engine's default few-step sampler.
+pub const CALIBRATION_SAMPLER: &str = "dpm-solver++";
+pub const CALIBRATION_STEPS: usize = 20;
+/// Trajectories per sampler batch during calibration.
+pub const CALIBRATION_BATCH: usize = 32;
 
 /// Options of [`quantize_folder`] (`diffuse quantize`).
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct QuantizeReport {
     pub bytes_out: u64,
     /// Mean over the quantized weights of the relative RMS error ‖w − s·q‖ / ‖w‖.
     pub mean_rel_rms: f64,
+    /// W8A8: the calibrated max |input| of every quantized layer, by prefix.
+    pub input_ranges: BTreeMap<String, f32>,
 }
 
 fn arg(reason: String, what: &'static str) -> Error {
@@ -66,8 +74,14 @@ fn arg(reason: String, what: &'static str) -> Error {
     }
 }
 
-/// Quantizes the diffusers model folder `model` into the new folder `out`.
-pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<QuantizeReport> {
+/// Quantizes the diffusers model folder `model` into the new folder `out`. Int8 activations
+/// need `gpu` (the calibration runs the sampler); weights-only quantization runs on the host.
+pub fn quantize_folder(
+    model: &Path,
+    out: &Path,
+    o: &QuantizeOptions,
+    gpu: Option<&Gpu>,
+) -> Result<QuantizeReport> {
     if o.weights != "int8" {
         return Err(arg(
             format!("unknown weight scheme `{}` (expected int8)", o.weights),
@@ -77,11 +91,9 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
     if o.calibration_samples < 1 {
         return Err(arg("must be at least 1".into(), "calibration_samples"));
     }
-    if o.activations == Activations::Int8 {
+    if o.activations == Activations::Int8 && gpu.is_none() {
         return Err(arg(
-            "int8 activations (W8A8 with NDTC/uniform calibration) are not implemented yet; \
-             use none (W8A32)"
-                .into(),
+            "int8 activations are calibrated by running the sampler: a GPU is needed".into(),
             "activations",
         ));
     }
@@ -98,6 +110,27 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
     let mut plan = crate::output::OutputPlan::new();
     let id = plan.dir("--out", out)?;
     let w = Weights::open(&dir.join(load::WEIGHTS))?;
+    // W8A8: calibrate the input ranges on the float model before anything is written.
+    let (input_ranges, calibration) = match (o.activations, gpu) {
+        (Activations::Int8, Some(gpu)) => {
+            let sched = super::generate::resolve_scheduler(
+                &model.to_string_lossy(),
+                Some(CALIBRATION_SAMPLER),
+                None,
+            )?;
+            let ranges = calibrate(gpu, &dir, &sched, o)?;
+            let info = CalibrationInfo {
+                timesteps: o.calibration.name().into(),
+                samples: o.calibration_samples,
+                seed: o.seed,
+                sampler: sched.kind().class_name().into(),
+                steps: CALIBRATION_STEPS,
+                range: "absmax".into(),
+            };
+            (ranges, Some(info))
+        }
+        _ => (BTreeMap::new(), None),
+    };
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let (mut quantized, mut copied, mut rel) = (0, 0, 0.0);
     for name in w.names() {
@@ -129,6 +162,23 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
                 vec![shape[0]],
                 s.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ));
+            if o.activations == Activations::Int8 {
+                let layer = name.strip_suffix(".weight").unwrap_or(&name);
+                let r = input_ranges.get(layer).ok_or_else(|| Error::Load {
+                    file: dir.join(load::WEIGHTS).display().to_string(),
+                    reason: format!(
+                        "`{name}` is not the weight of a conv or linear layer the model runs, \
+                         so its input cannot be calibrated"
+                    ),
+                })?;
+                let s = (*r as f64 / 127.0) as f32;
+                tensors.push((
+                    quant::input_scale_name(&name),
+                    Dtype::F32,
+                    vec![1],
+                    s.to_le_bytes().to_vec(),
+                ));
+            }
             tensors.push((name, Dtype::I8, shape, q.iter().map(|&v| v as u8).collect()));
         } else {
             copied += 1;
@@ -143,8 +193,9 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
     }
     let qc = QuantConfig {
         activations: o.activations,
+        calibration,
     };
-    cfg["quantization_config"] = qc.to_json(None);
+    cfg["quantization_config"] = qc.to_json();
     let views = tensors
         .iter()
         .map(|(n, dt, shape, b)| {
@@ -171,7 +222,34 @@ pub fn quantize_folder(model: &Path, out: &Path, o: &QuantizeOptions) -> Result<
         bytes_in,
         bytes_out: data.len() as u64,
         mean_rel_rms: rel / quantized as f64,
+        input_ranges,
     })
+}
+
+/// The calibrated max |input| of every conv/linear layer of the float model in `dir`.
+fn calibrate(
+    gpu: &Gpu,
+    dir: &Path,
+    sched: &SchedulerConfig,
+    o: &QuantizeOptions,
+) -> Result<BTreeMap<String, f32>> {
+    let model = UNet2DModel::from_dir(gpu, dir, DType::F32)?;
+    let ks = super::calibrate::step_indices(
+        o.calibration,
+        o.calibration_samples,
+        CALIBRATION_STEPS,
+        o.seed,
+    );
+    let set = super::calibrate::collect(
+        gpu,
+        &model,
+        sched,
+        CALIBRATION_STEPS,
+        &ks,
+        o.seed,
+        CALIBRATION_BATCH,
+    )?;
+    super::calibrate::input_ranges(gpu, &model, &set, CALIBRATION_BATCH)
 }
 
 fn write_err(out: &Path, reason: String) -> Error {
