@@ -91,12 +91,6 @@ pub fn quantize_folder(
     if o.calibration_samples < 1 {
         return Err(arg("must be at least 1".into(), "calibration_samples"));
     }
-    if o.activations == Activations::Int8 && gpu.is_none() {
-        return Err(arg(
-            "int8 activations are calibrated by running the sampler: a GPU is needed".into(),
-            "activations",
-        ));
-    }
     let dir = load::resolve_model_dir(model, "unet")?;
     let cfg_path = dir.join(load::CONFIG);
     let mut cfg = load::read_json(&cfg_path)?;
@@ -109,6 +103,12 @@ pub fn quantize_folder(
     }
     let mut plan = crate::output::OutputPlan::new();
     let id = plan.dir("--out", out)?;
+    if o.activations == Activations::Int8 && gpu.is_none() {
+        return Err(arg(
+            "int8 activations are calibrated by running the sampler: a GPU is needed".into(),
+            "activations",
+        ));
+    }
     let w = Weights::open(&dir.join(load::WEIGHTS))?;
     // W8A8: calibrate the input ranges on the float model before anything is written.
     let (input_ranges, calibration) = match (o.activations, gpu) {
