@@ -279,6 +279,7 @@ fn fuzz(target: &str) {
             crashes.push(save_crash(target, &data));
         }
     }
+    targets::remove_scratch();
     eprintln!(
         "fuzz {target}: {runs} inputs in {:.1} s, {} crashes",
         start.elapsed().as_secs_f64(),

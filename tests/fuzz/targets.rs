@@ -27,15 +27,26 @@ pub fn run_target(name: &str, data: &[u8]) {
     }
 }
 
-/// A per-thread scratch file holding the current input (the readers take paths, as the CLI
-/// gives them).
+/// This thread's scratch folder (the readers take paths, as the CLI gives them); the fuzz
+/// tests remove it with [`remove_scratch`] when done.
+fn scratch_dir() -> std::path::PathBuf {
+    let thread = format!("{:?}", std::thread::current().id()).replace(['(', ')'], "");
+    std::env::temp_dir().join(format!("diffuse-fuzz-{}-{thread}", std::process::id()))
+}
+
+/// The current input, written where the CLI would read a file.
 fn scratch(ext: &str, data: &[u8]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("diffuse-fuzz-{}", std::process::id()));
+    let dir = scratch_dir();
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    let name = format!("{:?}.{ext}", std::thread::current().id()).replace(['(', ')'], "");
-    let path = dir.join(name);
+    let path = dir.join(format!("input.{ext}"));
     std::fs::write(&path, data).expect("scratch write");
     path
+}
+
+/// Removes this thread's scratch folder (unused by the cargo-fuzz binaries).
+#[allow(dead_code)]
+pub fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
 }
 
 /// `Weights::open` and every way the engine reads a tensor out of the file (weights, inputs,
