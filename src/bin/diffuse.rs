@@ -368,7 +368,19 @@ struct EvalRestoreArgs {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    // A command line clap cannot take is refused like any other bad input: exit 1 (help and
+    // version requests print and exit 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli).map_err(flag_context) {
         Ok(code) => code,
         Err(e) => {
