@@ -770,8 +770,30 @@ fn hostile_forward_bench_quantize() {
             vec!["--calibration-samples"],
         ),
         (
-            q(&["--out", &s.out("q"), "--activations", "int8"]),
+            q(&["--out", &s.out("q"), "--activations", "int4"]),
             vec!["--activations"],
+        ),
+        (
+            q(&[
+                "--out",
+                &s.out("q"),
+                "--activations",
+                "int8",
+                "--calibration",
+                "lognormal",
+            ]),
+            vec!["--calibration"],
+        ),
+        (
+            q(&[
+                "--out",
+                &s.out("q"),
+                "--activations",
+                "int8",
+                "--calibration-samples",
+                "0",
+            ]),
+            vec!["--calibration-samples"],
         ),
         (
             q(&["--out", &s.out("q"), "--weights", "int4"]),
