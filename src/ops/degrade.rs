@@ -412,7 +412,7 @@ fn no_pinv(op: &Operator) -> Error {
         op: "inverse",
         arg: "operator",
         reason: format!(
-            "`{}` has no closed-form pseudo-inverse (method pinv needs sr2, sr4, inpaint-box or inpaint-random)",
+            "`{}` has no closed-form pseudo-inverse (method pinv needs sr2, sr4, inpaint-box, inpaint-random or mri4x)",
             op.name()
         ),
     }
