@@ -1167,7 +1167,7 @@ struct InverseArgs {
     /// sr2, sr4, inpaint-box, inpaint-random, blur-gauss, blur-box or mri4x.
     #[arg(long)]
     operator: String,
-    /// pinv, dds or red-diff.
+    /// pinv, dds, red-diff or flowchef (rectified-flow models only).
     #[arg(long)]
     method: String,
     /// Clean images (PNG, or safetensors holding `sample`, f32 [N,C,H,W], model scale); the

@@ -20,7 +20,7 @@ pub(crate) struct EvalInverseArgs {
     /// sr2, sr4, inpaint-box, inpaint-random, blur-gauss, blur-box or mri4x.
     #[arg(long)]
     operator: String,
-    /// pinv, dds or red-diff.
+    /// pinv, dds, red-diff or flowchef (rectified-flow models only).
     #[arg(long)]
     method: String,
     /// Model evaluations (default: the method's official default).
