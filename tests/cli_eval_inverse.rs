@@ -108,15 +108,7 @@ fn pinv_report_matches_the_host_and_bad_input_writes_nothing() {
             "pseudo-inverse",
         ),
     ] {
-        let mut a = vec![
-            "eval-inverse",
-            "--model",
-            &model,
-            "--json",
-            j,
-            "--num-samples",
-            "2",
-        ];
+        let mut a = vec!["eval-inverse", "--model", &model, "--json", j];
         a.extend(args.iter().copied());
         let (code, _, err) = diffuse(&a);
         assert_eq!(code, Some(1), "{args:?}: {err}");
