@@ -181,6 +181,14 @@ impl InverseModel {
         }
         let d = Degrader::new(gpu, op, shape[2], shape[3])?;
         let yt = Tensor::from_f32(gpu, "measurement", &ms, y, DType::F32)?;
+        if matches!(o.method, Method::Dds | Method::RedDiff)
+            && self.cfg.train.prediction == crate::schedule::Prediction::Flow
+        {
+            return Err(arg(
+                "method",
+                "dds and red-diff need a DDPM-family (VP) model; this is a rectified-flow model (use flowchef)".into(),
+            ));
+        }
         let steps = o.steps.unwrap_or(o.method.default_steps());
         let program = match o.method {
             Method::Pinv => {
