@@ -115,4 +115,25 @@ fn pinv_report_matches_the_host_and_bad_input_writes_nothing() {
         assert!(err.contains(flag), "{args:?}: {err}");
         assert!(!json.exists(), "{args:?} wrote a report");
     }
+    // DDS on the rectified-flow model is refused by name.
+    let flow = format!("{ROOT}/assets/fmnist-flow");
+    let (code, _, err) = diffuse(&[
+        "eval-inverse",
+        "--model",
+        &flow,
+        "--operator",
+        "sr4",
+        "--method",
+        "dds",
+        "--num-samples",
+        "2",
+        "--json",
+        j,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--method") && err.contains("rectified-flow"),
+        "{err}"
+    );
+    assert!(!json.exists());
 }
