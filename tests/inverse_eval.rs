@@ -53,8 +53,11 @@ fn red_diff_and_dds_beat_pinv_on_held_out_images() {
 fn flowchef_beats_pinv_on_sr4_with_the_flow_model() {
     let gpu = gpu();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (clean, shape) =
-        read_clean(&root.join("assets/fmnist-sr4/testset.safetensors"), Some(16)).unwrap();
+    let (clean, shape) = read_clean(
+        &root.join("assets/fmnist-sr4/testset.safetensors"),
+        Some(16),
+    )
+    .unwrap();
     let model = InverseModel::load(gpu, &root.join("assets/fmnist-flow"), DType::F32).unwrap();
     let o = InverseOptions {
         operator: Operator::parse("sr4", 0).unwrap(),
