@@ -439,3 +439,166 @@ pub fn evaluate_restoration(
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
+
+/// The first `num_samples` (all when `None`) images of the `clean` tensor (f32 [N, C, H, W],
+/// model scale) of a test set, checked finite; returns them and their shape.
+pub fn read_clean(path: &Path, num_samples: Option<usize>) -> Result<(Vec<f32>, Vec<usize>)> {
+    let t = Weights::open(path)?.read_input("clean", None)?;
+    if t.shape.len() != 4 || t.shape.contains(&0) {
+        return Err(Error::Load {
+            file: path.display().to_string(),
+            reason: format!("`clean` has shape {:?}; expected [N, C, H, W]", t.shape),
+        });
+    }
+    let mut shape = t.shape.clone();
+    let n = num_samples.unwrap_or(shape[0]);
+    if n == 0 || n > shape[0] {
+        return Err(Error::Argument {
+            op: "eval-inverse",
+            arg: "num_samples",
+            reason: format!("{n} is not in 1..={} (the test set's size)", shape[0]),
+        });
+    }
+    shape[0] = n;
+    let mut data = t.data;
+    data.truncate(shape.iter().product());
+    Ok((data, shape))
+}
+
+/// Scores of one restoration of a test set (means over images and channels).
+#[derive(Debug, Clone, Copy)]
+pub struct InverseScores {
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Mean relative measurement residual ‖A(x̂) − y‖ / ‖y‖ (f64 host operator).
+    pub consistency: f64,
+}
+
+/// What `diffuse eval-inverse` reports: the method and, on the same measurements, `pinv`
+/// (None where the operator has no closed-form A†).
+#[derive(Debug, Clone)]
+pub struct InverseReport {
+    pub images: usize,
+    pub nfe: usize,
+    pub method: InverseScores,
+    pub pinv: Option<InverseScores>,
+    pub seconds: f64,
+}
+
+fn score_inverse(
+    op: &crate::ops::degrade::Operator,
+    x: &[f32],
+    clean: &[f32],
+    y: &[f32],
+    shape: &[usize],
+) -> Result<InverseScores> {
+    use crate::ops::degrade::Mode;
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    let (mut p, mut s) = (0.0, 0.0);
+    for o in (0..n * c).map(|k| k * h * w) {
+        let (a, b) = (&x[o..o + h * w], &clean[o..o + h * w]);
+        p += metrics::psnr(a, b);
+        s += metrics::ssim(a, b, h, w)?;
+    }
+    let per_x = c * h * w;
+    let per_y = y.len() / n;
+    let mut cons = 0.0;
+    for i in 0..n {
+        let xi: Vec<f64> = x[i * per_x..(i + 1) * per_x]
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        let ax = op.apply_host(Mode::Forward, &xi, &[1, c, h, w])?;
+        let yi = &y[i * per_y..(i + 1) * per_y];
+        let num: f64 = ax
+            .iter()
+            .zip(yi)
+            .map(|(a, b)| (a - *b as f64).powi(2))
+            .sum();
+        let den: f64 = yi.iter().map(|b| (*b as f64).powi(2)).sum();
+        cons += (num / den.max(1e-30)).sqrt();
+    }
+    let k = (n * c) as f64;
+    Ok(InverseScores {
+        psnr: p / k,
+        ssim: s / k,
+        consistency: cons / n as f64,
+    })
+}
+
+/// Simulates y = A(x) + σ_y·n for the `clean` images ([N, C, H, W]), restores them with
+/// `opts.method` (and with `pinv`, where the operator has A†) in batches of `batch`, and
+/// scores both against `clean`.
+pub fn evaluate_inverse(
+    gpu: &Gpu,
+    model: &crate::pipeline::inverse::InverseModel,
+    opts: &crate::pipeline::inverse::InverseOptions,
+    clean: &[f32],
+    shape: &[usize],
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<InverseReport> {
+    use crate::pipeline::inverse::{simulate, InverseOptions, Method};
+    if batch == 0 {
+        return Err(Error::Argument {
+            op: "eval-inverse",
+            arg: "batch",
+            reason: "must be at least 1".into(),
+        });
+    }
+    model.check_image(shape, "clean")?;
+    let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+    if h < 11 || w < 11 || clean.len() != n * c * h * w {
+        return Err(Error::Argument {
+            op: "eval-inverse",
+            arg: "test set",
+            reason: format!(
+                "{} values for {shape:?} (images must be at least SSIM's 11×11 window)",
+                clean.len()
+            ),
+        });
+    }
+    let t0 = std::time::Instant::now();
+    let op = opts.operator;
+    let y = simulate(gpu, op, clean, shape, opts.sigma_y, opts.seed)?;
+    let per_y = y.len() / n;
+    let run = |o: &InverseOptions, prog: &mut dyn FnMut(usize, usize)| -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(clean.len());
+        let mut start = 0;
+        while start < n {
+            let b = batch.min(n - start);
+            let o = InverseOptions {
+                seed: o.seed.wrapping_add(start as u64),
+                ..o.clone()
+            };
+            let ys = &y[start * per_y..(start + b) * per_y];
+            out.extend(model.restore(gpu, &o, ys, &[b, c, h, w], |i, t| {
+                prog(start * t + i * b, n * t)
+            })?);
+            start += b;
+        }
+        Ok(out)
+    };
+    let x = run(opts, &mut progress)?;
+    let method = score_inverse(&op, &x, clean, &y, shape)?;
+    let pinv = if opts.method == Method::Pinv {
+        Some(method)
+    } else if op.has_pinv() {
+        let o = InverseOptions {
+            method: Method::Pinv,
+            steps: None,
+            ..opts.clone()
+        };
+        let xp = run(&o, &mut |_, _| {})?;
+        Some(score_inverse(&op, &xp, clean, &y, shape)?)
+    } else {
+        None
+    };
+    Ok(InverseReport {
+        images: n,
+        nfe: opts.steps.unwrap_or(opts.method.default_steps()),
+        method,
+        pinv,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

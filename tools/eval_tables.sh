@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the quality tables of README.md with `diffuse eval` / `diffuse eval-restore` on the
 # shipped models (by hand; hours on a CPU-only machine; never in CI). One JSON per cell in $OUT.
-#   tools/eval_tables.sh gen|lml|cond|restore|table [OUT=eval-results]
+#   tools/eval_tables.sh gen|lml|flow|cond|restore|table [OUT=eval-results]
 # `table` prints the README's markdown tables from the JSON reports in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +49,14 @@ cond)
     g=(); [ "$w" != 0 ] && g=(--guidance "$w")
     $BIN eval --model assets/fmnist-cond --scheduler dpm-solver++ --steps 10 --num-samples "${NC:-100}" \
       --batch 100 --seed 0 "${g[@]}" --json "$f" 2>/dev/null
+  done ;;
+flow)
+  # The rectified-flow model: flow-euler at NFE 5/10/20/50, flow-heun (2·steps − 1 NFE).
+  for cell in flow-euler:5 flow-euler:10 flow-euler:20 flow-euler:50 flow-heun:3 flow-heun:5 flow-heun:10; do
+    s=${cell%%:*}; k=${cell##*:}
+    f="$OUT/flow-$s-$k.json"; [ -f "$f" ] && continue
+    $BIN eval --model assets/fmnist-flow --scheduler "$s" --steps "$k" --num-samples "$N" \
+      --batch 100 --seed 0 --real-images "$REAL" --json "$f" 2>/dev/null
   done ;;
 restore)
   # MRS rows: ODE and SDE of order 2 on the paper's default schedule (linspace) and on linear-λ,
@@ -108,6 +116,18 @@ if gen:
     print(f"\n{g0['num_samples']} samples per cell; FID floor at {g0['num_samples']} real train images: "
           f"{g0['fid_floor_at_num_samples']:.2f}; train vs test (60000 vs 10000): {g0['fid_floor_train_vs_test']:.3f}. "
           f"{g0['adapter']}, {g0['driver']}.")
+flow = load("flow-*.json")
+if flow:
+    print("\n**FID-FMNIST vs NFE — `assets/fmnist-flow`** (rectified flow; lower is better)\n")
+    print("| sampler | NFE 5 | NFE 10 | NFE 20 | NFE 50 |\n|---|---|---|---|---|")
+    for s in ["flow-euler", "flow-heun"]:
+        cells = []
+        for n in (5, 10, 20, 50):
+            m = [g for g in flow if g["sampler"] == s
+                 and min((5, 10, 20, 50), key=lambda c: abs(c - g["nfe"])) == n]
+            cells.append("–" if not m else f"{m[0]['fid_fmnist']:.2f}"
+                         + ("" if m[0]["nfe"] == n else f" ({m[0]['nfe']} NFE)"))
+        print(f"| {s} | " + " | ".join(cells) + " |")
 cond = load("cond-*.json")
 if cond:
     print("\n**Class accuracy vs guidance — `assets/fmnist-cond`** (the classifier's argmax against the requested label)\n")

@@ -4,6 +4,8 @@
 use clap::{Args, Parser, Subcommand};
 #[path = "diffuse/checks.rs"]
 mod checks;
+#[path = "diffuse/eval_inverse.rs"]
+mod eval_inverse;
 
 use checks::{
     check_nchw, commit_json, finite_f32, is_png, json_plan, lambda_min_f64, png_channels,
@@ -58,6 +60,9 @@ enum Command {
     Eval(EvalArgs),
     /// Score a restoration sampler on a test set of (degraded, clean) pairs: PSNR and SSIM.
     EvalRestore(EvalRestoreArgs),
+    /// Score a training-free inverse-problem method on a test set's clean images: mean
+    /// PSNR/SSIM beside `pinv` on the same simulated measurements.
+    EvalInverse(eval_inverse::EvalInverseArgs),
     /// Headless benchmarks: kernel GFLOP/s and GB/s, UNet forward latency and memory,
     /// sampling images/s, and (--profile) a per-kernel GPU-timestamp table of one forward.
     Bench(BenchArgs),
@@ -403,6 +408,7 @@ fn flag_context(e: Error) -> Error {
                     | "eval"
                     | "eval-restore"
                     | "inverse"
+                    | "eval-inverse"
                     | "set_timesteps"
             ) =>
         {
@@ -454,6 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,
         Command::EvalRestore(a) => eval_restore(&opts, a)?,
+        Command::EvalInverse(a) => eval_inverse::eval_inverse(&opts, a)?,
         Command::Bench(a) => bench(&opts, a)?,
         Command::Quantize(a) => quantize(&opts, a)?,
         Command::Inverse(a) => inverse(&opts, a)?,
@@ -1188,10 +1195,10 @@ struct InverseArgs {
     /// An unconditional diffusers UNet2DModel folder (ε-prediction for dds and red-diff).
     #[arg(long)]
     model: PathBuf,
-    /// sr2, sr4, inpaint-box, inpaint-random, blur-gauss or blur-box.
+    /// sr2, sr4, inpaint-box, inpaint-random, blur-gauss, blur-box or mri4x.
     #[arg(long)]
     operator: String,
-    /// pinv, dds or red-diff.
+    /// pinv, dds, red-diff or flowchef (rectified-flow models only).
     #[arg(long)]
     method: String,
     /// Clean images (PNG, or safetensors holding `sample`, f32 [N,C,H,W], model scale); the
@@ -1208,7 +1215,7 @@ struct InverseArgs {
     /// Measurement noise σ_y (simulated with --clean; DDS solves the regularised system when > 0).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     sigma_y: f64,
-    /// Seed of the inpaint-random mask.
+    /// Seed of the inpaint-random and mri4x masks.
     #[arg(long, default_value_t = 0)]
     operator_seed: u64,
     /// Model evaluations (default: the method's official default; pinv takes none).

@@ -13,6 +13,15 @@
 //! - `blur-gauss` (11 taps, σ = 5, normalised), `blur-box` (9 taps of 1/9): the separable 2-D
 //!   kernel k⊗k applied as a correlation with **zero padding**, same size out; Aᵀ is the same
 //!   with the taps reversed (the kernels are symmetric, so Aᵀ = A). No closed-form A†.
+//! - `mri4x`: the 2-D unitary DFT with centred frequencies,
+//!   Y[u, v] = (HW)^(−1/2) Σ_{a,b} x[a, b]·exp(−2πi((u − ⌊H/2⌋)a/H + (v − ⌊W/2⌋)b/W)), of any
+//!   size (a direct sum per output, no FFT), then a Cartesian mask keeping whole k-space rows
+//!   u: 25 % of them (rounded), the ⌈8 %⌉ centred on u = ⌊H/2⌋ always, the rest drawn from the
+//!   operator seed. y [N, C, H, W, 2] (re, im; zero on dropped rows). Aᵀ y = Re(Fᴴ M y) (the
+//!   real adjoint of the real → complex map). A† is Aᵀ (zero-filled reconstruction, the usual
+//!   baseline): Fᴴ M is the pseudo-inverse over complex images, but on real images A Aᵀ ≠ I
+//!   because the kept rows need not be Hermitian-symmetric, so it is not exact
+//!   ([`Operator::pinv_is_exact`]).
 
 use super::{grid_1d, nonempty, rank, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
@@ -53,6 +62,12 @@ pub const GAUSS_SIGMA: f64 = 5.0;
 /// `blur-box`: taps.
 pub const BOX_TAPS: usize = 9;
 
+/// `mri4x`: the fraction of k-space rows kept, and of centre rows always among them.
+pub const MRI_KEEP: f64 = 0.25;
+pub const MRI_CENTRE: f64 = 0.08;
+/// Philox stream of the `mri4x` row choice (element u = row, key = operator seed).
+pub const MRI_STREAM: u32 = 0x4d52_4931;
+
 /// Which of the operator's three maps to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -77,16 +92,19 @@ pub enum Operator {
     BlurGauss,
     /// Separable box, [`BOX_TAPS`] taps, zero padding.
     BlurBox,
+    /// Unitary 2-D DFT, 25 % of the k-space rows kept; the random rows drawn from `seed`.
+    Mri { seed: u64 },
 }
 
 /// The operator names, as `--operator` takes them.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "sr2",
     "sr4",
     "inpaint-box",
     "inpaint-random",
     "blur-gauss",
     "blur-box",
+    "mri4x",
 ];
 
 impl Operator {
@@ -99,6 +117,7 @@ impl Operator {
             "inpaint-random" => Operator::InpaintRandom { seed },
             "blur-gauss" => Operator::BlurGauss,
             "blur-box" => Operator::BlurBox,
+            "mri4x" => Operator::Mri { seed },
             _ => {
                 return Err(Error::Argument {
                     op: "inverse",
@@ -117,12 +136,48 @@ impl Operator {
             Operator::InpaintRandom { .. } => "inpaint-random".into(),
             Operator::BlurGauss => "blur-gauss".into(),
             Operator::BlurBox => "blur-box".into(),
+            Operator::Mri { .. } => "mri4x".into(),
         }
     }
 
     /// Whether A† has a closed form here.
     pub fn has_pinv(&self) -> bool {
         !matches!(self, Operator::BlurGauss | Operator::BlurBox)
+    }
+
+    /// Whether A(A† y) = y on measurements in A's range (all but `mri4x`, whose A† is the
+    /// zero-filled Aᵀ).
+    pub fn pinv_is_exact(&self) -> bool {
+        self.has_pinv() && !matches!(self, Operator::Mri { .. })
+    }
+
+    /// The `mri4x` k-space row mask over u ∈ [0, H) (1 kept), None for other operators:
+    /// k = round(0.25·H) rows (at least 1), the c = min(k, ⌈0.08·H⌉) rows starting at
+    /// ⌊H/2⌋ − ⌊c/2⌋ always, then the other rows with the k − c smallest Philox uniforms (word
+    /// u % 4 of block u / 4, stream [`MRI_STREAM`], key = seed; ties by row).
+    pub fn kspace_mask(&self, h: usize) -> Option<Vec<f32>> {
+        let Operator::Mri { seed } = *self else {
+            return None;
+        };
+        let k = ((MRI_KEEP * h as f64).round() as usize).clamp(1, h);
+        let c = ((MRI_CENTRE * h as f64).ceil() as usize).min(k);
+        let c0 = h / 2 - c / 2;
+        let mut m = vec![0f32; h];
+        for v in &mut m[c0..c0 + c] {
+            *v = 1.0;
+        }
+        let mut rest: Vec<(u32, usize)> = (0..h)
+            .filter(|u| m[*u] == 0.0)
+            .map(|u| {
+                let (words, lane) = philox_words(seed, MRI_STREAM, u as u64);
+                (words[lane], u)
+            })
+            .collect();
+        rest.sort();
+        for (_, u) in rest.into_iter().take(k - c) {
+            m[u] = 1.0;
+        }
+        Some(m)
     }
 
     /// The measurement shape for images of `shape` [N, C, H, W], or an error naming `what`
@@ -151,6 +206,7 @@ impl Operator {
                 }
                 Ok(vec![shape[0], shape[1], shape[2] / r, shape[3] / r])
             }
+            Operator::Mri { .. } => Ok(vec![shape[0], shape[1], shape[2], shape[3], 2]),
             _ => Ok(shape.to_vec()),
         }
     }
@@ -298,6 +354,55 @@ impl Operator {
                     })
                     .collect()
             }
+            Operator::Mri { .. } => {
+                let m = self.kspace_mask(h).unwrap_or_default();
+                let norm = 1.0 / ((h * w) as f64).sqrt();
+                let (ch, cw) = (h / 2, w / 2);
+                let tau = std::f64::consts::TAU;
+                let phase = |u: usize, v: usize, a: usize, b: usize| {
+                    let ku = (u + h - ch) % h;
+                    let kv = (v + w - cw) % w;
+                    tau * (((ku * a) % h) as f64 / h as f64 + ((kv * b) % w) as f64 / w as f64)
+                };
+                let hw = h * w;
+                if mode == Mode::Forward {
+                    let mut y = vec![0.0; planes * hw * 2];
+                    for p in 0..planes {
+                        for u in (0..h).filter(|u| m[*u] != 0.0) {
+                            for v in 0..w {
+                                let (mut re, mut im) = (0.0, 0.0);
+                                for a in 0..h {
+                                    for b in 0..w {
+                                        let (sn, cs) = phase(u, v, a, b).sin_cos();
+                                        let xv = x[p * hw + a * w + b];
+                                        re += xv * cs;
+                                        im -= xv * sn;
+                                    }
+                                }
+                                let o = (p * hw + u * w + v) * 2;
+                                y[o] = norm * re;
+                                y[o + 1] = norm * im;
+                            }
+                        }
+                    }
+                    y
+                } else {
+                    (0..planes * hw)
+                        .map(|e| {
+                            let (p, a, b) = (e / hw, e % hw / w, e % w);
+                            let mut acc = 0.0;
+                            for u in (0..h).filter(|u| m[*u] != 0.0) {
+                                for v in 0..w {
+                                    let (sn, cs) = phase(u, v, a, b).sin_cos();
+                                    let o = (p * hw + u * w + v) * 2;
+                                    acc += x[o] * cs - x[o + 1] * sn;
+                                }
+                            }
+                            norm * acc
+                        })
+                        .collect()
+                }
+            }
         })
     }
 }
@@ -307,7 +412,7 @@ fn no_pinv(op: &Operator) -> Error {
         op: "inverse",
         arg: "operator",
         reason: format!(
-            "`{}` has no closed-form pseudo-inverse (method pinv needs sr2, sr4, inpaint-box or inpaint-random)",
+            "`{}` has no closed-form pseudo-inverse (method pinv needs sr2, sr4, inpaint-box, inpaint-random or mri4x)",
             op.name()
         ),
     }
@@ -319,6 +424,8 @@ enum Kind {
     Unpool,
     Mask,
     Blur,
+    Dft,
+    Idft,
 }
 
 fn key(kind: Kind) -> KernelKey {
@@ -327,8 +434,11 @@ fn key(kind: Kind) -> KernelKey {
         Kind::Unpool => "K_UNPOOL",
         Kind::Mask => "K_MASK",
         Kind::Blur => "K_BLUR",
+        Kind::Dft => "K_DFT",
+        Kind::Idft => "K_IDFT",
     };
-    KernelKey::new::<Params>("degrade", "main", DType::F32, [WG_1D, 1, 1]).flag(flag, true)
+    let k = KernelKey::new::<Params>("degrade", "main", DType::F32, [WG_1D, 1, 1]).flag(flag, true);
+    k.flag("K_KSPACE", matches!(kind, Kind::Dft | Kind::Idft))
 }
 
 /// All variants (for validation); f32 only.
@@ -336,10 +446,17 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
     if dt != DType::F32 {
         return Vec::new();
     }
-    [Kind::Pool, Kind::Unpool, Kind::Mask, Kind::Blur]
-        .into_iter()
-        .map(key)
-        .collect()
+    [
+        Kind::Pool,
+        Kind::Unpool,
+        Kind::Mask,
+        Kind::Blur,
+        Kind::Dft,
+        Kind::Idft,
+    ]
+    .into_iter()
+    .map(key)
+    .collect()
 }
 
 /// An operator bound to an image size on one device: holds the uploaded mask.
@@ -353,15 +470,22 @@ impl Degrader {
     /// Binds `op` to [H, W] images (uploads the inpainting mask).
     pub fn new(gpu: &Gpu, op: Operator, h: usize, w: usize) -> Result<Degrader> {
         op.measurement_shape(&[1, 1, h, w], "x")?;
-        let mask = match op.mask(h, w) {
-            Some(m) => Some(Tensor::from_f32(
+        let mask = match (op.mask(h, w), op.kspace_mask(h)) {
+            (Some(m), _) => Some(Tensor::from_f32(
                 gpu,
                 "degrade.mask",
                 &[h, w],
                 &m,
                 DType::F32,
             )?),
-            None => None,
+            (None, Some(m)) => Some(Tensor::from_f32(
+                gpu,
+                "degrade.kspace_mask",
+                &[h],
+                &m,
+                DType::F32,
+            )?),
+            _ => None,
         };
         Ok(Degrader {
             op,
@@ -380,8 +504,19 @@ impl Degrader {
     pub fn record(&self, rec: &mut Recorder<'_>, mode: Mode, x: &Tensor, y: &Tensor) -> Result<()> {
         const OP: &str = "degrade";
         nonempty(OP, x)?;
-        rank(OP, x, 4, "[N, C, H, W]")?;
-        rank(OP, y, 4, "[N, C, H, W]")?;
+        let complex = matches!(self.op, Operator::Mri { .. });
+        let (rx, ry) = match (complex, mode == Mode::Forward) {
+            (false, _) => (4, 4),
+            (true, true) => (4, 5),
+            (true, false) => (5, 4),
+        };
+        for (t, r) in [(x, rx), (y, ry)] {
+            if r == 5 {
+                rank(OP, t, 5, "[N, C, H, W, 2] (complex k-space)")?;
+            } else {
+                rank(OP, t, 4, "[N, C, H, W]")?;
+            }
+        }
         for t in [x, y] {
             super::dtype_is(OP, t, DType::F32, "degradation operators run in f32")?;
         }
@@ -446,11 +581,21 @@ impl Degrader {
                 }
                 Kind::Blur
             }
+            Operator::Mri { .. } => {
+                // Both planes are the image's H×W.
+                (p.h, p.w, p.ho, p.wo) = (h as u32, w as u32, h as u32, w as u32);
+                p.scale = (1.0 / ((h * w) as f64).sqrt()) as f32;
+                if mode == Mode::Forward {
+                    Kind::Dft
+                } else {
+                    Kind::Idft
+                }
+            }
         };
         let gpu = rec.gpu();
         let grid = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
         let mut binds = vec![("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
-        if let (Kind::Mask, Some(m)) = (kind, &self.mask) {
+        if let (Kind::Mask | Kind::Dft | Kind::Idft, Some(m)) = (kind, &self.mask) {
             binds.push(("m", m.binding(gpu, OP)?));
         }
         rec.dispatch(&key(kind), &p, &binds, grid)?;

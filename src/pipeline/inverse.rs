@@ -1,6 +1,6 @@
 //! Training-free inverse problems on an unconditional model folder: simulate y = A(x) + σ_y·n,
-//! and restore x from y with `pinv` (A†y), `dds` (`solvers::dds`) or `red-diff`
-//! (`solvers::red_diff`). Everything runs on the GPU; nothing is read back inside the loop.
+//! and restore x from y with `pinv` (A†y), `dds` (`solvers::dds`), `red-diff`
+//! (`solvers::red_diff`) or, on a rectified-flow model, `flowchef` (`solvers::flowchef`). Everything runs on the GPU; nothing is read back inside the loop.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -12,6 +12,7 @@ use crate::reference::philox_normal;
 use crate::schedule::config::SchedulerConfig;
 use crate::solvers::dds::{self, DdsOptions};
 use crate::solvers::executor::Executor;
+use crate::solvers::flowchef;
 use crate::solvers::red_diff::{self, RedDiffOptions};
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
@@ -33,10 +34,11 @@ pub enum Method {
     Pinv,
     Dds,
     RedDiff,
+    FlowChef,
 }
 
 /// The method names, as `--method` takes them.
-pub const METHODS: [&str; 3] = ["pinv", "dds", "red-diff"];
+pub const METHODS: [&str; 4] = ["pinv", "dds", "red-diff", "flowchef"];
 
 impl Method {
     pub fn parse(name: &str) -> Result<Method> {
@@ -44,10 +46,7 @@ impl Method {
             "pinv" => Ok(Method::Pinv),
             "dds" => Ok(Method::Dds),
             "red-diff" => Ok(Method::RedDiff),
-            "flowchef" => Err(arg(
-                "method",
-                "flowchef is not implemented yet (it needs a rectified-flow model)".into(),
-            )),
+            "flowchef" => Ok(Method::FlowChef),
             _ => Err(arg(
                 "method",
                 format!("unknown method `{name}` (one of {})", METHODS.join(", ")),
@@ -61,6 +60,7 @@ impl Method {
             Method::Pinv => 0,
             Method::Dds => dds::DEFAULT_STEPS,
             Method::RedDiff => red_diff::DEFAULT_STEPS,
+            Method::FlowChef => flowchef::DEFAULT_STEPS,
         }
     }
 }
@@ -181,6 +181,14 @@ impl InverseModel {
         }
         let d = Degrader::new(gpu, op, shape[2], shape[3])?;
         let yt = Tensor::from_f32(gpu, "measurement", &ms, y, DType::F32)?;
+        if matches!(o.method, Method::Dds | Method::RedDiff)
+            && self.cfg.train.prediction == crate::schedule::Prediction::Flow
+        {
+            return Err(arg(
+                "method",
+                "dds and red-diff need a DDPM-family (VP) model; this is a rectified-flow model (use flowchef)".into(),
+            ));
+        }
         let steps = o.steps.unwrap_or(o.method.default_steps());
         let program = match o.method {
             Method::Pinv => {
@@ -205,6 +213,12 @@ impl InverseModel {
                 steps,
                 &op,
                 shape,
+            )?,
+            Method::FlowChef => flowchef::program(
+                &self.cfg.train,
+                steps,
+                flowchef::GRADIENT_SCALE,
+                ms[1..].iter().product(),
             )?,
         };
         let aty = Tensor::zeros(gpu, "aty", shape, DType::F32)?;

@@ -14,6 +14,7 @@ pub mod euler;
 pub mod evodiff;
 pub mod executor;
 pub mod flow;
+pub mod flowchef;
 pub mod heun;
 pub mod interpreter;
 pub mod lml;
