@@ -179,30 +179,7 @@ impl Weights {
             )));
         }
         let sname = format!("{name}{}", super::quant::SCALE_SUFFIX);
-        match self.meta.info(&sname) {
-            None => {
-                return Err(Error::MissingTensor {
-                    file: self.file(),
-                    tensor: sname,
-                })
-            }
-            Some(si) if si.dtype != Dtype::F32 => {
-                return Err(Error::TensorDType {
-                    file: self.file(),
-                    tensor: sname,
-                    got: format!("{:?}", si.dtype),
-                    extra: "; quantization scales must be F32".into(),
-                })
-            }
-            Some(_) => {}
-        }
-        let scales = self.read_f32(&sname, Some(&want[..1]))?.data;
-        if let Some(i) = scales.iter().position(|v| !v.is_finite() || *v < 0.0) {
-            return Err(fail(format!(
-                "tensor `{sname}` holds {} at index {i}; scales must be finite and >= 0",
-                scales[i]
-            )));
-        }
+        let scales = self.read_scales(&sname, &want[..1], "quantization scales")?;
         self.used.borrow_mut().insert(name.to_string());
         Ok(Some((q, scales)))
     }
@@ -216,31 +193,41 @@ impl Weights {
             return Ok(None);
         }
         let name = super::quant::input_scale_name(weight);
-        match self.meta.info(&name) {
+        let v = self.read_scales(&name, &[1], "input scales")?[0];
+        Ok(Some(v))
+    }
+
+    /// The F32 scale tensor `name` of shape `shape`, every value finite and ≥ 0 (`what` names
+    /// the kind in errors); missing, wrong dtype or shape, or a bad value are errors naming it.
+    fn read_scales(&self, name: &str, shape: &[usize], what: &str) -> Result<Vec<f32>> {
+        match self.meta.info(name) {
             None => {
                 return Err(Error::MissingTensor {
                     file: self.file(),
-                    tensor: name,
+                    tensor: name.into(),
                 })
             }
             Some(si) if si.dtype != Dtype::F32 => {
                 return Err(Error::TensorDType {
                     file: self.file(),
-                    tensor: name,
+                    tensor: name.into(),
                     got: format!("{:?}", si.dtype),
-                    extra: "; input scales must be F32".into(),
+                    extra: format!("; {what} must be F32"),
                 })
             }
             Some(_) => {}
         }
-        let v = self.read_f32(&name, Some(&[1]))?.data[0];
-        if !v.is_finite() || v < 0.0 {
+        let v = self.read_f32(name, Some(shape))?.data;
+        if let Some(i) = v.iter().position(|v| !v.is_finite() || *v < 0.0) {
             return Err(Error::Load {
                 file: self.file(),
-                reason: format!("tensor `{name}` holds {v}; input scales must be finite and >= 0"),
+                reason: format!(
+                    "tensor `{name}` holds {} at index {i}; {what} must be finite and >= 0",
+                    v[i]
+                ),
             });
         }
-        Ok(Some(v))
+        Ok(v)
     }
 
     fn file(&self) -> String {
