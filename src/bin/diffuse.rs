@@ -1258,6 +1258,11 @@ fn inverse(opts: &GpuOptions, a: InverseArgs) -> Result<(), Error> {
     let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let gpu = Gpu::new(opts)?;
     let model = InverseModel::load(&gpu, &a.model, a.dtype)?;
+    // A PNG `--clean` takes the model's channel count, as `restore` and `invert` inputs do.
+    let clean = match (clean, &a.clean) {
+        (Some((x, s)), Some(p)) => Some(png_channels(p, x, s, model.image_shape(1)?[1])?),
+        _ => None,
+    };
     let (y, shape) = match (&clean, meas) {
         (Some((x, shape)), _) => {
             model.check_image(shape, "clean")?;
