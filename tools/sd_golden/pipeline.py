@@ -46,7 +46,7 @@ def run(pipe, case):
                    output_type="latent")
         latents = out.images
         image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return noise, latents, image
+    return noise, latents, image, dict(pipe.scheduler.config)
 
 
 def main():
@@ -57,12 +57,16 @@ def main():
         tensors, cases = {}, []
         for case in CASES:
             pipe.scheduler = base
-            noise, latents, image = run(pipe, case)
+            noise, latents, image, sched = run(pipe, case)
             n = case["name"]
             tensors[f"{n}.noise"] = noise.contiguous()
             tensors[f"{n}.latents"] = latents.contiguous()
             tensors[f"{n}.image"] = image.contiguous()
-            cases.append(case)
+            # The scheduler config the run used (with diffusers' `_class_name`), as the engine
+            # reads a scheduler_config.json.
+            sched = {k: v for k, v in sched.items() if not k.startswith("_")}
+            sched["_class_name"] = type(pipe.scheduler).__name__
+            cases.append(dict(case, scheduler_config=sched))
             print(f"  {name}/{n}: latents max {latents.abs().max():.4f}, image max {image.abs().max():.4f}")
         save_file(tensors, os.path.join(pipe_dir(name), "pipeline_io.safetensors"))
         with open(os.path.join(pipe_dir(name), "pipeline_cases.json"), "w") as f:
