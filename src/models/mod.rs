@@ -3,6 +3,7 @@
 //! the trait that `solvers::interpreter` calls.
 
 pub mod analytic;
+pub mod cfg;
 pub mod conditioned;
 pub mod guided;
 pub mod unet;
