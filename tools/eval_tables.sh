@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the quality tables of README.md with `diffuse eval` / `diffuse eval-restore` on the
 # shipped models (by hand; hours on a CPU-only machine; never in CI). One JSON per cell in $OUT.
-#   tools/eval_tables.sh gen|lml|flow|cond|restore|table [OUT=eval-results]
+#   tools/eval_tables.sh gen|lml|flow|cond|restore|inverse|table [OUT=eval-results]
 # `table` prints the README's markdown tables from the JSON reports in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +84,23 @@ restore)
     $BIN eval-restore --model assets/fmnist-sr4 "${a[@]}" --steps "$k" --num-samples "$P" \
       --batch "$P" --seed 0 --json "$f" 2>/dev/null
   done ;;
+inverse)
+  # Training-free inverse problems (issue 15): every method × operator at NFE 20/50/100 on the
+  # first $NI (default 16) held-out images; pinv comes with every report. DDS and RED-diff on
+  # fmnist-ddpm, FlowChef on fmnist-flow. ONLY=pattern restricts the cells (e.g. ONLY='*:50').
+  NI=${NI:-16}
+  for k in 50 20 100; do
+    for op in sr4 inpaint-box mri4x sr2 inpaint-random blur-gauss blur-box; do
+      for m in dds red-diff flowchef; do
+        cell="$m:$op:$k"
+        [ -n "${ONLY:-}" ] && [[ $cell != $ONLY ]] && continue
+        f="$OUT/inverse-$m-$op-$k.json"; [ -f "$f" ] && continue
+        model=assets/fmnist-ddpm; [ "$m" = flowchef ] && model=assets/fmnist-flow
+        $BIN eval-inverse --model "$model" --operator "$op" --method "$m" --steps "$k" \
+          --num-samples "$NI" --seed 0 --json "$f" 2>/dev/null
+      done
+    done
+  done ;;
 table)
   python3 - "$OUT" <<'PY'
 import glob, json, os, sys
@@ -158,6 +175,24 @@ if res:
     r0 = res[0]
     print(f"\nPSNR dB / SSIM over {r0['pairs']} held-out pairs; the degraded input itself: "
           f"{r0['psnr_input']:.2f} dB / {r0['ssim_input']:.3f}.")
+inv = load("inverse-*.json")
+if inv:
+    ops = [o for o in ["sr4", "inpaint-box", "mri4x", "sr2", "inpaint-random", "blur-gauss", "blur-box"]
+           if any(r["operator"] == o for r in inv)]
+    nfes = sorted({r["nfe"] for r in inv})
+    print("\n**Training-free inverse problems — PSNR dB / SSIM [‖A(x̂) − y‖/‖y‖]** (higher is better)\n")
+    print("| method | NFE | " + " | ".join(ops) + " |")
+    print("|---|---|" + "---|" * len(ops))
+    cell = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.3f} [{s['consistency']:.3f}]"
+    pin = {r["operator"]: r["pinv"] for r in inv if r.get("pinv")}
+    print("| pinv | – | " + " | ".join(cell(pin[o]) if o in pin else "–" for o in ops) + " |")
+    for m in ["dds", "red-diff", "flowchef"]:
+        for n in nfes:
+            rs = {r["operator"]: r for r in inv if r["method"] == m and r["nfe"] == n}
+            if rs:
+                print(f"| {m} | {n} | " + " | ".join(cell(rs[o]["result"]) if o in rs else "–" for o in ops) + " |")
+    r0 = inv[0]
+    print(f"\n{r0['images']} held-out images, noiseless, seed 0; {r0['adapter']}, {r0['driver']}.")
 PY
   ;;
 esac
