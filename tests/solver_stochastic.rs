@@ -209,13 +209,13 @@ fn bad_sampler_requests_are_errors() {
         assert!(e.contains(&format!("{steps} inference steps")), "{e}");
     }
     let e = SchedulerConfig::from_json(
-        &serde_json::json!({"_class_name": "LMSDiscreteScheduler"}),
+        &serde_json::json!({"_class_name": "KDPM2DiscreteScheduler"}),
         "cfg.json",
     )
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("LMSDiscreteScheduler") && e.contains("cfg.json"),
+        e.contains("KDPM2DiscreteScheduler") && e.contains("cfg.json"),
         "{e}"
     );
     let e = SchedulerConfig::from_json(

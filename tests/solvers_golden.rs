@@ -120,6 +120,55 @@ fn final_samples_match_diffusers_interpreter() {
     );
 }
 
+/// The model is called at diffusers' `timesteps`, in order (PNDM's repeated second timestep and
+/// Runge–Kutta half steps, LMS's fractional linspace / Karras times): the cases of the classes
+/// whose loop calls the model once per timestep.
+#[test]
+fn model_times_are_diffusers_timesteps() {
+    let cases = read_json(&dir().join("solvers/cases.json")).unwrap();
+    let mut checked = 0;
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let class = case["config"]["_class_name"].as_str().unwrap();
+        if !["PNDMScheduler", "LMSDiscreteScheduler"].contains(&class) {
+            continue;
+        }
+        let cfg = SchedulerConfig::from_json(&case["config"], name).unwrap();
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let program = solvers::build(&cfg, steps).unwrap();
+        let got: Vec<f64> = program
+            .steps
+            .iter()
+            .flatten()
+            .filter_map(|op| match op {
+                solvers::program::Op::Model(t) => Some(t.t),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<f64> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}: {got:?} vs {want:?}");
+        // PNDM's timesteps are integers: exact. LMS's are f32 in diffusers, and its Karras
+        // times come from σ and log σ tables computed in f32 (ours in f64): 1e-3 of a
+        // training timestep (measured: ≤ 2e-4).
+        let tol = if class == "PNDMScheduler" { 0.0 } else { 1e-3 };
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0f64, f64::max);
+        println!("{name:<24} timesteps max|Δ| {worst:.2e}");
+        assert!(worst <= tol, "{name}: {got:?} vs {want:?}");
+        assert_eq!(program.steps.len(), steps, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 19, "only {checked} PNDM/LMS cases");
+}
+
 #[test]
 fn f16_model_with_f32_solver_state_tracks_diffusers() {
     // The UNet runs in f16 (weights and activations), the solver state and history stay f32:

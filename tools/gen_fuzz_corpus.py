@@ -79,6 +79,8 @@ def config_seeds():
         "FlowMatchEulerDiscreteScheduler": {"shift": 1.0},
         "FlowMatchHeunDiscreteScheduler": {},
         "ScoreSdeVpScheduler": {},
+        "PNDMScheduler": {"skip_prk_steps": True, "set_alpha_to_one": False},
+        "LMSDiscreteScheduler": {"use_karras_sigmas": True},
     }
     for cls, extra in classes.items():
         put("scheduler_config", cls + ".json",

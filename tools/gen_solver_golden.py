@@ -9,7 +9,10 @@ For each case, diffusers' own loop runs (`set_timesteps`, `init_noise_sigma`,
   ε / x0 / v at the scheduler's current noise level are exact), evaluated in float64, or
 - "unet": the `unet_ddpm_like` golden UNet2DModel (float32).
 Each case file holds `z` (x_T = init_noise_sigma·z) and `expected` (the final sample); cases.json
-lists the scheduler config, steps and model of every case; toy.safetensors the mixture.
+lists the scheduler config, steps, model and diffusers' `timesteps` (the model's time at each call
+of the loop) of every case; toy.safetensors the mixture. The UNet cases' expected samples move by
+f32 rounding between torch versions: the committed ones of the cases before PNDM were written by an
+earlier torch and kept.
 """
 import json
 import os
@@ -18,7 +21,8 @@ import numpy as np
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler,
-                       HeunDiscreteScheduler, UniPCMultistepScheduler, UNet2DModel)
+                       HeunDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler,
+                       UNet2DModel)
 from safetensors.torch import save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden")
@@ -26,7 +30,12 @@ OUT = os.path.join(ROOT, "solvers")
 CLASSES = {c.__name__: c for c in [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                                    EulerAncestralDiscreteScheduler, HeunDiscreteScheduler,
                                    UniPCMultistepScheduler, FlowMatchEulerDiscreteScheduler,
-                                   FlowMatchHeunDiscreteScheduler]}
+                                   FlowMatchHeunDiscreteScheduler, PNDMScheduler, LMSDiscreteScheduler]}
+
+# Stable Diffusion 1.x's scheduler_config.json (runwayml/stable-diffusion-v1-5).
+SD15_PNDM = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True,
+                 steps_offset=1, set_alpha_to_one=False)
+SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
 CASES = [
     # (name, class, config overrides, steps, model)
@@ -59,6 +68,27 @@ CASES = [
     ("flow_euler_shift3", "FlowMatchEulerDiscreteScheduler", dict(shift=3.0), 12, "toy"),
     ("flow_heun", "FlowMatchHeunDiscreteScheduler", {}, 8, "toy"),
     ("dpmpp_lu_lambdas", "DPMSolverMultistepScheduler", dict(use_lu_lambdas=True), 12, "toy"),
+    # Appended after the cases above so that their draws (one generator, in order) are unchanged.
+    ("pndm_sd15", "PNDMScheduler", SD15_PNDM, 10, "toy"),
+    ("pndm_sd15_25", "PNDMScheduler", SD15_PNDM, 25, "toy"),
+    ("pndm_sd15_1", "PNDMScheduler", SD15_PNDM, 1, "toy"),
+    ("pndm_sd15_2", "PNDMScheduler", SD15_PNDM, 2, "toy"),
+    ("pndm_sd15_unet", "PNDMScheduler", SD15_PNDM, 10, "unet"),
+    ("pndm_prk", "PNDMScheduler", {}, 10, "toy"),
+    ("pndm_prk_4", "PNDMScheduler", {}, 4, "toy"),
+    # T/N odd (111): PRK's half step h = 55 puts t − h and the next half time apart.
+    ("pndm_prk_9_linspace_v", "PNDMScheduler", dict(timestep_spacing="linspace", prediction_type="v_prediction"), 9, "toy"),
+    ("pndm_prk_unet", "PNDMScheduler", dict(beta_schedule="squaredcos_cap_v2"), 8, "unet"),
+    ("pndm_v_alpha_one", "PNDMScheduler", dict(SD_BETAS, skip_prk_steps=True, prediction_type="v_prediction", set_alpha_to_one=True), 12, "toy"),
+    ("pndm_linspace_7", "PNDMScheduler", dict(skip_prk_steps=True, timestep_spacing="linspace"), 7, "toy"),
+    ("pndm_trailing_v", "PNDMScheduler", dict(SD_BETAS, skip_prk_steps=True, timestep_spacing="trailing", prediction_type="v_prediction"), 9, "toy"),
+    ("lms_default", "LMSDiscreteScheduler", {}, 10, "toy"),
+    ("lms_sd", "LMSDiscreteScheduler", dict(SD_BETAS), 25, "toy"),
+    ("lms_karras", "LMSDiscreteScheduler", dict(SD_BETAS, use_karras_sigmas=True), 12, "toy"),
+    ("lms_leading_v", "LMSDiscreteScheduler", dict(timestep_spacing="leading", steps_offset=1, prediction_type="v_prediction"), 10, "toy"),
+    ("lms_trailing_sample", "LMSDiscreteScheduler", dict(timestep_spacing="trailing", prediction_type="sample"), 8, "toy"),
+    ("lms_2", "LMSDiscreteScheduler", dict(SD_BETAS), 2, "toy"),
+    ("lms_unet", "LMSDiscreteScheduler", {}, 10, "unet"),
 ]
 
 
@@ -132,7 +162,8 @@ def main():
                     out = unet(inp, t).sample
             x = sched.step(out, t, x).prev_sample
         save_file({"z": z.contiguous(), "expected": x.float().contiguous()}, os.path.join(OUT, f"{name}.safetensors"))
-        index.append(dict(name=name, config=json.loads(json.dumps(cfg, default=float)), steps=steps, model=model))
+        index.append(dict(name=name, config=json.loads(json.dumps(cfg, default=float)), steps=steps, model=model,
+                          timesteps=[float(t) for t in sched.timesteps]))
         print(f"{name}: max|x| {x.abs().max():.4f}")
     with open(os.path.join(OUT, "cases.json"), "w") as f:
         json.dump(index, f, indent=1)

@@ -6,8 +6,8 @@
 
 use super::options::{
     BdiaConfig, Churn, DdimConfig, DdpmConfig, DpmSolverConfig, EdmConfig, EulerConfig,
-    EvoDiffConfig, FlowConfig, HeunConfig, LmlBase, LmlConfig, Predictor, ScoreSdeOptions, Sde,
-    SigmaGrid, SkipType, UniPcConfig,
+    EvoDiffConfig, FlowConfig, HeunConfig, LmlBase, LmlConfig, LmsConfig, PndmConfig, Predictor,
+    ScoreSdeOptions, Sde, SigmaGrid, SkipType, UniPcConfig,
 };
 pub use super::options::{DpmAlgorithm, SolverType, VarianceType};
 use super::Prediction;
@@ -28,9 +28,12 @@ pub enum SchedulerKind {
     /// The official LML class on DDIM: `DDIMScheduler`'s fields plus `lm`, `lamb`, `kappa`,
     /// `freeze`.
     DdimLm,
+    /// PNDM / PLMS (Liu et al. 2022), Stable Diffusion 1.x's default.
+    Pndm,
     Euler,
     EulerAncestral,
     Heun,
+    LmsDiscrete,
     DpmSolverMultistep,
     /// The official LML class on DPM-Solver(++): its fields plus `lm`, `lamb`, `kappa`.
     DpmSolverMultistepLm,
@@ -87,6 +90,13 @@ pub const CLASSES: &[SchedulerClass] = {
             "DDIMLMScheduler",
             &[("ddim-lml", r#"{"lm": true, "lamb": 0.005}"#)],
         ),
+        // `pndm` is the class defaults (three Runge–Kutta warm-up steps, as `PNDMPipeline`);
+        // `plms` is Stable Diffusion 1.x's setting.
+        row(
+            K::Pndm,
+            "PNDMScheduler",
+            &[("pndm", "{}"), ("plms", r#"{"skip_prk_steps": true}"#)],
+        ),
         row(K::Euler, "EulerDiscreteScheduler", &[("euler", "{}")]),
         row(
             K::EulerAncestral,
@@ -94,6 +104,14 @@ pub const CLASSES: &[SchedulerClass] = {
             &[("euler-ancestral", "{}"), ("euler-a", "{}")],
         ),
         row(K::Heun, "HeunDiscreteScheduler", &[("heun", "{}")]),
+        row(
+            K::LmsDiscrete,
+            "LMSDiscreteScheduler",
+            &[
+                ("lms", "{}"),
+                ("lms-karras", r#"{"use_karras_sigmas": true}"#),
+            ],
+        ),
         row(
             K::DpmSolverMultistep,
             "DPMSolverMultistepScheduler",
@@ -277,6 +295,8 @@ pub enum SolverConfig {
     Bdia(BdiaConfig),
     Euler(EulerConfig),
     Heun(HeunConfig),
+    Pndm(PndmConfig),
+    Lms(LmsConfig),
     DpmSolver(DpmSolverConfig),
     UniPc(UniPcConfig),
     EvoDiff(EvoDiffConfig),
@@ -297,6 +317,8 @@ impl SolverConfig {
             SolverConfig::Euler(c) if c.ancestral => K::EulerAncestral,
             SolverConfig::Euler(_) => K::Euler,
             SolverConfig::Heun(_) => K::Heun,
+            SolverConfig::Pndm(_) => K::Pndm,
+            SolverConfig::Lms(_) => K::LmsDiscrete,
             SolverConfig::DpmSolver(_) => K::DpmSolverMultistep,
             SolverConfig::UniPc(_) => K::UniPc,
             SolverConfig::EvoDiff(_) => K::EvoDiff,
@@ -312,6 +334,38 @@ impl SolverConfig {
                 LmlBase::DpmSolver(_) => K::DpmSolverMultistepLm,
                 LmlBase::FlowEuler(_) => K::FlowMatchEulerLm,
             },
+        }
+    }
+
+    /// Errors (the reason) unless the class takes this `prediction_type`: PNDM takes ε and v,
+    /// LMS ε, v and x0, as diffusers; the other classes take every type.
+    pub fn check_prediction(&self, p: Prediction) -> std::result::Result<(), String> {
+        use Prediction as P;
+        let (ok, names) = match self {
+            SolverConfig::Pndm(_) => (
+                matches!(p, P::Epsilon | P::VPrediction),
+                "epsilon, v_prediction",
+            ),
+            SolverConfig::Lms(_) => (
+                matches!(p, P::Epsilon | P::VPrediction | P::Sample),
+                "epsilon, v_prediction, sample",
+            ),
+            _ => (true, ""),
+        };
+        if ok {
+            Ok(())
+        } else {
+            let name = match p {
+                P::Epsilon => "epsilon",
+                P::Sample => "sample",
+                P::VPrediction => "v_prediction",
+                P::Flow => "flow_prediction",
+                P::Score => "score",
+            };
+            Err(format!(
+                "`{name}` is not supported by {} ({names})",
+                self.kind().class_name()
+            ))
         }
     }
 
@@ -352,6 +406,21 @@ impl SolverConfig {
                 SolverConfig::Heun(HeunConfig {
                     spacing: g.spacing,
                     use_karras_sigmas: g.use_karras_sigmas,
+                })
+            }
+            K::Pndm => {
+                let d = PndmConfig::default();
+                SolverConfig::Pndm(PndmConfig {
+                    spacing: parsed(f, "timestep_spacing", d.spacing)?,
+                    skip_prk_steps: f.bool("skip_prk_steps", d.skip_prk_steps)?,
+                    set_alpha_to_one: f.bool("set_alpha_to_one", d.set_alpha_to_one)?,
+                })
+            }
+            K::LmsDiscrete => {
+                let d = LmsConfig::default();
+                SolverConfig::Lms(LmsConfig {
+                    spacing: parsed(f, "timestep_spacing", d.spacing)?,
+                    use_karras_sigmas: f.bool("use_karras_sigmas", d.use_karras_sigmas)?,
                 })
             }
             K::DpmSolverMultistep => SolverConfig::DpmSolver(dpm_solver(f)?),
@@ -557,10 +626,16 @@ impl SchedulerConfig {
             f.must_be_default("sigma_min", |_| false)?;
             f.must_be_default("sigma_max", |_| false)?;
         }
-        Ok(SchedulerConfig {
+        let cfg = SchedulerConfig {
             train: TrainingSchedule::parse(&f, kind)?,
             solver: SolverConfig::parse(&f, kind)?,
-        })
+        };
+        // The prediction types a class takes in diffusers (a ValueError there): checked again
+        // when the program is built, for `--scheduler NAME` on another folder's schedule.
+        cfg.solver
+            .check_prediction(cfg.train.prediction)
+            .map_err(|reason| f.err("prediction_type", reason))?;
+        Ok(cfg)
     }
 
     /// The class.

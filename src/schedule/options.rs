@@ -362,3 +362,43 @@ pub struct LmlConfig {
     /// DDIM only: no correction at timesteps t ≥ 1000·(1 − freeze) (`freeze` ∈ [0, 1]).
     pub freeze: f64,
 }
+
+/// `PNDMScheduler`'s options (defaults: diffusers'; Stable Diffusion 1.x folders set
+/// `skip_prk_steps`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PndmConfig {
+    pub spacing: Spacing,
+    /// PLMS from the first step (its second-order start) instead of three Runge–Kutta
+    /// warm-up steps.
+    pub skip_prk_steps: bool,
+    /// The ᾱ after the last step: 1, or ᾱ_0 (`false`).
+    pub set_alpha_to_one: bool,
+}
+
+impl Default for PndmConfig {
+    fn default() -> Self {
+        PndmConfig {
+            spacing: Spacing::Leading,
+            skip_prk_steps: false,
+            set_alpha_to_one: false,
+        }
+    }
+}
+
+/// `LMSDiscreteScheduler`'s options (the final σ is always zero; the order, 4, is a `step`
+/// argument in diffusers that its pipelines never change).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LmsConfig {
+    pub spacing: Spacing,
+    pub use_karras_sigmas: bool,
+}
+
+impl Default for LmsConfig {
+    fn default() -> Self {
+        let g = SigmaGrid::default();
+        LmsConfig {
+            spacing: g.spacing,
+            use_karras_sigmas: g.use_karras_sigmas,
+        }
+    }
+}

@@ -18,7 +18,9 @@ pub mod flowchef;
 pub mod heun;
 pub mod interpreter;
 pub mod lml;
+pub mod lms;
 pub mod mr_sampler;
+pub mod pndm;
 pub mod program;
 pub mod red_diff;
 pub mod residual_shift;
@@ -70,6 +72,8 @@ pub fn build(cfg: &SchedulerConfig, steps: usize) -> Result<Program> {
         SolverConfig::Bdia(c) => bdia::program(c, train, steps),
         SolverConfig::Euler(c) => euler::program(c, train, steps),
         SolverConfig::Heun(c) => heun::program(c, train, steps),
+        SolverConfig::Pndm(c) => pndm::program(c, train, steps),
+        SolverConfig::Lms(c) => lms::program(c, train, steps),
         SolverConfig::DpmSolver(c) => dpm_solver::program(c, train, steps),
         SolverConfig::UniPc(c) => unipc::program(c, train, steps),
         SolverConfig::EvoDiff(c) => evodiff::program(c, train, steps),
