@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 mod checks;
 #[path = "diffuse/eval_inverse.rs"]
 mod eval_inverse;
+#[path = "diffuse/tokenize.rs"]
+mod tokenize;
 
 use checks::{
     check_nchw, commit_json, finite_f32, is_png, json_plan, lambda_min_f64, png_channels,
@@ -45,6 +47,9 @@ enum Command {
     },
     /// Sample images with a diffusers model folder or an analytic model.
     Sample(SampleArgs),
+    /// Print a prompt's CLIP input ids (padded to 77, as Stable Diffusion's text encoder takes
+    /// them) as one JSON array.
+    Tokenize(tokenize::TokenizeArgs),
     /// Run a sampler backwards from images to the states sampling starts from: BDIA-DDIM
     /// (exact: `latents` and `latents_next`) or DDIM (approximate: `latents`). `diffuse sample
     /// --latents` with the same scheduler, steps and model reconstructs the images; another
@@ -456,6 +461,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
     };
     match cli.command {
         Command::Sample(a) => sample(&opts, a)?,
+        Command::Tokenize(a) => tokenize::tokenize(a)?,
         Command::Invert(a) => invert(&opts, a)?,
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,

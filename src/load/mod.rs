@@ -2,6 +2,7 @@
 //! folder layout (`config.json` + `diffusion_pytorch_model.safetensors`, or the `unet/`
 //! subfolder of a pipeline folder with `model_index.json`).
 
+pub mod clip_tokenizer;
 mod config_fields;
 pub mod quant;
 mod random;
