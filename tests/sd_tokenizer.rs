@@ -10,6 +10,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const SD: &str = "tests/golden/sd";
+/// CLIP's split pattern as transformers 5 writes it in tokenizer.json, and as transformers 4 did.
+const CLIP_PATTERN_5: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PATTERN_4: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 struct Golden {
     prompts: Vec<String>,
@@ -138,10 +142,20 @@ fn sd2_pad_token_splits_every_exclamation_mark() {
 #[test]
 fn legacy_configs_match_transformers() {
     let g = golden();
-    for name in ["sd15", "sd21"] {
+    let names: Vec<String> = g
+        .tokenizers
+        .keys()
+        .filter_map(|k| k.strip_prefix("legacy-"))
+        .map(String::from)
+        .collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for name in names {
         let d = scratch(&format!("legacy-{name}"));
         for f in ["tokenizer_config.json", "special_tokens_map.json"] {
-            std::fs::copy(format!("{SD}/tokenizer-legacy/{name}/{f}"), d.join(f)).unwrap();
+            let src = format!("{SD}/tokenizer-legacy/{name}/{f}");
+            if Path::new(&src).is_file() {
+                std::fs::copy(&src, d.join(f)).unwrap();
+            }
         }
         copy_vocab(&d);
         let tok = ClipTokenizer::from_dir(&d).unwrap();
@@ -182,6 +196,10 @@ fn tokenizer_json_folder_matches_vocab_folder() {
         let tj = serde_json::json!({
             "version": "1.0",
             "added_tokens": [added(0, "!"), added(49406, "<|startoftext|>"), added(49407, "<|endoftext|>")],
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": if as_pairs { CLIP_PATTERN_5 } else { CLIP_PATTERN_4 }}, "behavior": "Removed", "invert": true},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
             "model": {"type": "BPE", "dropout": null, "unk_token": "<|endoftext|>", "continuing_subword_prefix": "",
                       "end_of_word_suffix": "</w>", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                       "vocab": vocab, "merges": m},
@@ -199,6 +217,34 @@ fn tokenizer_json_folder_matches_vocab_folder() {
         .unwrap();
         let tok = ClipTokenizer::from_dir(&d).unwrap();
         check_corpus(&tok, &g, "sd2-tiny");
+        // Another text pipeline (no lowercasing, another split pattern) is refused by name.
+        let mut other = tj.clone();
+        other["normalizer"]["normalizers"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        std::fs::write(
+            d.join("tokenizer.json"),
+            serde_json::to_string(&other).unwrap(),
+        )
+        .unwrap();
+        let e = err_text(ClipTokenizer::from_dir(&d));
+        assert!(
+            e.contains("tokenizer.json") && e.contains("normalizer"),
+            "{e}"
+        );
+        let mut other = tj.clone();
+        other["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = serde_json::json!(r"\w+");
+        std::fs::write(
+            d.join("tokenizer.json"),
+            serde_json::to_string(&other).unwrap(),
+        )
+        .unwrap();
+        let e = err_text(ClipTokenizer::from_dir(&d));
+        assert!(
+            e.contains("tokenizer.json") && e.contains("pre_tokenizer"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

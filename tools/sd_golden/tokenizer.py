@@ -1,8 +1,9 @@
 """Part `tokenizer`: transformers' CLIPTokenizer ids of a prompt corpus, for both tiny pipelines'
 tokenizer folders (sd1-tiny: pad `<|endoftext|>`; sd2-tiny: pad `!`) and for two folders with
 the legacy (transformers 4 era) config files of the published SD 1.5 / SD 2.1 tokenizers
-(AddedToken objects with "normalized": true; the same vocab.json/merges.txt), written to
-tests/golden/sd/tokenizer-legacy/{sd15,sd21}/ (configs only: the test copies the vocabulary in).
+(AddedToken objects with "normalized": true; the same vocab.json/merges.txt) and three configs
+that pin transformers' handling of those flags, written to tests/golden/sd/tokenizer-legacy/NAME/
+(configs only: the test copies the vocabulary in).
 Each prompt is tokenised as diffusers' StableDiffusionPipeline calls the tokenizer
 (padding="max_length", max_length=model_max_length, truncation=True) and untruncated.
 -> tests/golden/sd/tokenizer.json
@@ -89,6 +90,25 @@ def legacy_configs(pad):
     return cfg, stm
 
 
+def legacy_variants():
+    """name -> (tokenizer_config, special_tokens_map or None): the SD 1.5 / 2.1 files, and three
+    single-flag configs that pin which `"normalized": true` flags transformers honours (an
+    eos_token's is dropped, an unk_token's or an added_tokens_decoder entry's is kept)."""
+    def added(c, n):
+        return {"__type": "AddedToken", "content": c, "lstrip": False, "normalized": n, "rstrip": False,
+                "single_word": False}
+
+    base = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}
+    plain = {k: v for k, v in added("<|endoftext|>", True).items() if k != "__type"}
+    return {
+        "sd15": legacy_configs("<|endoftext|>"),
+        "sd21": legacy_configs("!"),
+        "eos-normalized": (dict(base, eos_token=added("<|endoftext|>", True)), None),
+        "unk-normalized": (dict(base, unk_token=added("<|endoftext|>", True)), None),
+        "decoder-normalized": (dict(base, eos_token="<|endoftext|>", added_tokens_decoder={"49407": plain}), None),
+    }
+
+
 def run(tok, prompts):
     n = tok.model_max_length
     padded = tok(prompts, padding="max_length", max_length=n, truncation=True).input_ids
@@ -114,14 +134,16 @@ def main():
         out["tokenizers_"][name] = res
     legacy_root = os.path.join(ROOT, "tokenizer-legacy")
     vocab_src = os.path.join(pipe_dir("sd1-tiny"), "tokenizer")
-    for name, pad in [("sd15", "<|endoftext|>"), ("sd21", "!")]:
-        cfg, stm = legacy_configs(pad)
+    for name, (cfg, stm) in legacy_variants().items():
         d = os.path.join(legacy_root, name)
-        os.makedirs(d, exist_ok=True)
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        os.makedirs(d)
         with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
-        with open(os.path.join(d, "special_tokens_map.json"), "w") as f:
-            json.dump(stm, f, indent=2)
+        if stm is not None:
+            with open(os.path.join(d, "special_tokens_map.json"), "w") as f:
+                json.dump(stm, f, indent=2)
         with tempfile.TemporaryDirectory() as tmp:
             for f in os.listdir(d):
                 shutil.copy(os.path.join(d, f), tmp)

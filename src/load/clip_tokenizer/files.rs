@@ -335,6 +335,7 @@ fn read_tokenizer_json(path: &Path, sp: &mut SpecialTokens) -> Result<(Vocab, Me
             .get("vocab")
             .ok_or_else(|| config_err(path, "model.vocab", "missing"))?,
     )?;
+    check_text_pipeline(path, &v)?;
     let list = model
         .get("merges")
         .and_then(Value::as_array)
@@ -371,6 +372,52 @@ fn read_tokenizer_json(path: &Path, sp: &mut SpecialTokens) -> Result<(Vocab, Me
         }
     }
     Ok((vocab, merges))
+}
+
+/// tokenizer.json's normaliser and pre-tokenizer must be CLIP's (NFC, `\s+` → " ", lowercase;
+/// CLIP's split pattern, with or without the special-token alternatives transformers 5 adds,
+/// then byte-level); another text pipeline would change the ids, so it is refused by name.
+fn check_text_pipeline(path: &Path, v: &Value) -> Result<()> {
+    let clip_norm = serde_json::json!([{"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "}, {"type": "Lowercase"}]);
+    if let Some(n) = v.get("normalizer").filter(|n| !n.is_null()) {
+        if n.get("normalizers") != Some(&clip_norm) {
+            return Err(config_err(
+                path,
+                "normalizer",
+                "not CLIP's (NFC, whitespace runs to one space, lowercase)",
+            ));
+        }
+    }
+    if let Some(p) = v.get("pre_tokenizer").filter(|p| !p.is_null()) {
+        let steps = p
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        // transformers 4 wrote the pattern without the two special-token alternatives.
+        let short = super::CLIP_PATTERN
+            .split_once("|'s")
+            .map(|(_, rest)| format!("'s{rest}"));
+        let split_ok = steps.first().is_some_and(|s| {
+            let pat = s.pointer("/pattern/Regex").and_then(Value::as_str);
+            s.get("type").and_then(Value::as_str) == Some("Split")
+                && pat
+                    .is_some_and(|pat| pat == super::CLIP_PATTERN || Some(pat) == short.as_deref())
+                && s.get("invert").and_then(Value::as_bool) == Some(true)
+        });
+        let byte_ok = steps.len() == 2
+            && steps[1].get("type").and_then(Value::as_str) == Some("ByteLevel")
+            && steps[1].get("add_prefix_space").and_then(Value::as_bool) != Some(true)
+            && steps[1].get("use_regex").and_then(Value::as_bool) != Some(false);
+        if !(split_ok && byte_ok) {
+            return Err(config_err(
+                path,
+                "pre_tokenizer",
+                "not CLIP's (its split pattern, then byte-level)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ClipTokenizer {
