@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod classifier;
+pub mod clip_text;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
