@@ -202,14 +202,7 @@ impl AutoencoderKL {
                                 "largest activation of a {h}×{w} {op:?} even in {}-latent tiles",
                                 t.latent
                             ),
-                            got: largest_activation_bytes(
-                                &self.config,
-                                op,
-                                1,
-                                s,
-                                s,
-                                self.dtype,
-                            ),
+                            got: largest_activation_bytes(&self.config, op, 1, s, s, self.dtype),
                             limit: gpu.info().max_storage_binding,
                         });
                     }
@@ -223,7 +216,14 @@ impl AutoencoderKL {
         }
     }
 
-    fn forward(&self, gpu: &Gpu, op: VaeOp, b: usize, h: usize, w: usize) -> Result<Arc<VaeForward>> {
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        op: VaeOp,
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Arc<VaeForward>> {
         let key = (op, b, h, w);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = cache.iter().position(|(k, _)| *k == key) {

@@ -33,7 +33,13 @@ fn resnet_opts(cfg: &AutoencoderKLConfig) -> ResnetOptions {
     }
 }
 
-fn resnet(l: &Loader<'_>, p: &str, cin: usize, cout: usize, o: ResnetOptions) -> Result<ResnetBlock2D> {
+fn resnet(
+    l: &Loader<'_>,
+    p: &str,
+    cin: usize,
+    cout: usize,
+    o: ResnetOptions,
+) -> Result<ResnetBlock2D> {
     ResnetBlock2D::load(l, p, cin, cout, BlockResample::None, o)
 }
 
@@ -51,7 +57,15 @@ impl MidBlock {
         let r0 = resnet(l, &format!("{prefix}.resnets.0"), c, c, o)?;
         let attention = if cfg.mid_block_add_attention {
             let p = format!("{prefix}.attentions.0");
-            Some(AttentionBlock::load(l, &p, c, c, Some(cfg.norm_num_groups), VAE_EPS, 1.0)?)
+            Some(AttentionBlock::load(
+                l,
+                &p,
+                c,
+                c,
+                Some(cfg.norm_num_groups),
+                VAE_EPS,
+                1.0,
+            )?)
         } else {
             None
         };
@@ -85,7 +99,13 @@ impl Encoder {
     pub fn load(l: &Loader<'_>, prefix: &str, cfg: &AutoencoderKLConfig) -> Result<Self> {
         let boc = &cfg.block_out_channels;
         let o = resnet_opts(cfg);
-        let conv_in = l.conv(&format!("{prefix}.conv_in"), cfg.in_channels, boc[0], 3, SAME)?;
+        let conv_in = l.conv(
+            &format!("{prefix}.conv_in"),
+            cfg.in_channels,
+            boc[0],
+            3,
+            SAME,
+        )?;
         let mut down = Vec::new();
         let mut cout = boc[0];
         for (i, &c) in boc.iter().enumerate() {
@@ -105,9 +125,19 @@ impl Encoder {
         }
         let c = boc[boc.len() - 1];
         let mid = MidBlock::load(l, &format!("{prefix}.mid_block"), cfg)?;
-        let conv_norm_out =
-            l.group_norm(&format!("{prefix}.conv_norm_out"), c, cfg.norm_num_groups, VAE_EPS)?;
-        let conv_out = l.conv(&format!("{prefix}.conv_out"), c, 2 * cfg.latent_channels, 3, SAME)?;
+        let conv_norm_out = l.group_norm(
+            &format!("{prefix}.conv_norm_out"),
+            c,
+            cfg.norm_num_groups,
+            VAE_EPS,
+        )?;
+        let conv_out = l.conv(
+            &format!("{prefix}.conv_out"),
+            c,
+            2 * cfg.latent_channels,
+            3,
+            SAME,
+        )?;
         Ok(Encoder {
             conv_in,
             down,
@@ -128,7 +158,9 @@ impl Encoder {
             }
         }
         h = self.mid.forward(g, &h)?;
-        let n = self.conv_norm_out.forward(g, &h, true, "encoder.norm_out")?;
+        let n = self
+            .conv_norm_out
+            .forward(g, &h, true, "encoder.norm_out")?;
         self.conv_out.forward(g, &n, "encoder.conv_out")
     }
 }
@@ -148,7 +180,13 @@ impl Decoder {
         let boc = &cfg.block_out_channels;
         let o = resnet_opts(cfg);
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
-        let conv_in = l.conv(&format!("{prefix}.conv_in"), cfg.latent_channels, rev[0], 3, SAME)?;
+        let conv_in = l.conv(
+            &format!("{prefix}.conv_in"),
+            cfg.latent_channels,
+            rev[0],
+            3,
+            SAME,
+        )?;
         let mid = MidBlock::load(l, &format!("{prefix}.mid_block"), cfg)?;
         let mut up = Vec::new();
         let mut cout = rev[0];
@@ -167,9 +205,19 @@ impl Decoder {
                 .transpose()?;
             up.push((resnets, us));
         }
-        let conv_norm_out =
-            l.group_norm(&format!("{prefix}.conv_norm_out"), boc[0], cfg.norm_num_groups, VAE_EPS)?;
-        let conv_out = l.conv(&format!("{prefix}.conv_out"), boc[0], cfg.out_channels, 3, SAME)?;
+        let conv_norm_out = l.group_norm(
+            &format!("{prefix}.conv_norm_out"),
+            boc[0],
+            cfg.norm_num_groups,
+            VAE_EPS,
+        )?;
+        let conv_out = l.conv(
+            &format!("{prefix}.conv_out"),
+            boc[0],
+            cfg.out_channels,
+            3,
+            SAME,
+        )?;
         Ok(Decoder {
             conv_in,
             mid,
@@ -190,7 +238,9 @@ impl Decoder {
                 h = u.forward(g, &h)?;
             }
         }
-        let n = self.conv_norm_out.forward(g, &h, true, "decoder.norm_out")?;
+        let n = self
+            .conv_norm_out
+            .forward(g, &h, true, "decoder.norm_out")?;
         self.conv_out.forward(g, &n, "decoder.conv_out")
     }
 }

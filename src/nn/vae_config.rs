@@ -125,15 +125,14 @@ impl AutoencoderKLConfig {
         if block_out_channels.len() > 16 {
             return Err(f.err("block_out_channels", "more than 16 resolution levels"));
         }
-        let sample_size = match f.get("sample_size") {
-            Some(Value::Array(_)) => {
-                return Err(f.err(
+        let sample_size =
+            match f.get("sample_size") {
+                Some(Value::Array(_)) => return Err(f.err(
                     "sample_size",
                     "a [height, width] list is not supported (diffusers' tiling needs one integer)",
-                ))
-            }
-            _ => f.int("sample_size", 32, 1..=MAX_WIDTH)?,
-        };
+                )),
+                _ => f.int("sample_size", 32, 1..=MAX_WIDTH)?,
+            };
         let cfg = AutoencoderKLConfig {
             in_channels: f.int("in_channels", 3, 1..=MAX_WIDTH)?,
             out_channels: f.int("out_channels", 3, 1..=MAX_WIDTH)?,

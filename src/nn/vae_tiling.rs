@@ -131,7 +131,11 @@ pub fn blend_h(a: &HostTile, b: &mut HostTile, extent: usize) {
 
 /// Blends each tile with its (already blended) upper then left neighbour, crops every tile to
 /// `row_limit` and concatenates: diffusers' second loop of `tiled_decode`.
-pub fn blend_and_assemble(mut rows: Vec<Vec<HostTile>>, blend: usize, row_limit: usize) -> HostTile {
+pub fn blend_and_assemble(
+    mut rows: Vec<Vec<HostTile>>,
+    blend: usize,
+    row_limit: usize,
+) -> HostTile {
     for i in 0..rows.len() {
         for j in 0..rows[i].len() {
             let mut t = std::mem::take(&mut rows[i][j]);
@@ -147,7 +151,11 @@ pub fn blend_and_assemble(mut rows: Vec<Vec<HostTile>>, blend: usize, row_limit:
     let (b, c) = (rows[0][0].shape[0], rows[0][0].shape[1]);
     let crops: Vec<Vec<HostTile>> = rows
         .iter()
-        .map(|r| r.iter().map(|t| t.crop(0, 0, row_limit, row_limit)).collect())
+        .map(|r| {
+            r.iter()
+                .map(|t| t.crop(0, 0, row_limit, row_limit))
+                .collect()
+        })
         .collect();
     let h: usize = crops.iter().map(|r| r[0].shape[2]).sum();
     let w: usize = crops[0].iter().map(|t| t.shape[3]).sum();
@@ -275,7 +283,16 @@ mod tests {
         let e = tile_grid(VaeOp::Encode, t, 1024, 512).unwrap();
         assert_eq!(e.starts_h, vec![0, 384, 768]);
         assert_eq!((e.blend, e.row_limit, e.tile), (16, 48, 512));
-        assert!(tile_grid(VaeOp::Decode, TileSize { latent: 1, sample: 8 }, 8, 8).is_none());
+        assert!(tile_grid(
+            VaeOp::Decode,
+            TileSize {
+                latent: 1,
+                sample: 8
+            },
+            8,
+            8
+        )
+        .is_none());
     }
 
     #[test]
