@@ -2,6 +2,7 @@
 //! (batch, resolution) and replayed each call.
 
 pub mod attention;
+pub mod autoencoder_kl;
 pub mod classifier;
 pub mod clip_text;
 pub mod config;
@@ -10,6 +11,9 @@ pub mod layers;
 pub mod resnet;
 pub mod unet_2d;
 pub mod unet_2d_blocks;
+pub mod vae;
+pub mod vae_config;
+pub mod vae_tiling;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};
