@@ -307,6 +307,18 @@ fn bad_files_are_named() {
     .unwrap();
     let e = err_text(ClipTokenizer::from_dir(&d));
     assert!(e.contains("merges.txt") && e.contains("line 3"), "{e}");
+    // A merge whose tokens are not in the vocabulary.
+    copy_vocab(&d);
+    std::fs::write(
+        d.join("merges.txt"),
+        "#version: 0.2\ni n\n\u{3b1}\u{3b1} \u{3b2}\n",
+    )
+    .unwrap();
+    let e = err_text(ClipTokenizer::from_dir(&d));
+    assert!(
+        e.contains("merges.txt") && e.contains("merge 2") && e.contains("not in the vocabulary"),
+        "{e}"
+    );
     // Corrupt vocab.json: not JSON, not an object of ids, missing the byte alphabet.
     copy_vocab(&d);
     for (bad, what) in [

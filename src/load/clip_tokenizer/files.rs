@@ -440,7 +440,11 @@ impl ClipTokenizer {
                     return Err(load_err(f, "missing (a CLIP tokenizer folder has vocab.json + merges.txt, or tokenizer.json)"));
                 }
             }
-            (read_vocab_json(&vj)?, read_merges_txt(&mt)?, vj)
+            (
+                read_vocab_json(&vj)?,
+                read_merges_txt(&mt)?,
+                dir.join("vocab.json + merges.txt"),
+            )
         };
         Self::new(vocab, merges, &sp, &source.display().to_string())
     }

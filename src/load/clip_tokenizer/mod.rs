@@ -66,7 +66,8 @@ pub struct Encoding {
 #[derive(Debug)]
 pub struct ClipTokenizer {
     vocab: HashMap<String, u32>,
-    ranks: HashMap<(String, String), u32>,
+    /// (left id, right id) → (rank, merged id).
+    ranks: HashMap<(u32, u32), (u32, u32)>,
     byte_chars: [char; 256],
     clip_split: Regex,
     byte_level_split: Regex,
@@ -75,7 +76,6 @@ pub struct ClipTokenizer {
     bos_id: u32,
     eos_id: u32,
     pad_id: u32,
-    unk_id: Option<u32>,
     model_max_length: usize,
     cache: Mutex<HashMap<String, Vec<u32>>>,
 }
@@ -122,8 +122,17 @@ impl ClipTokenizer {
             }
         }
         let mut ranks = HashMap::with_capacity(merges.len());
-        for (i, m) in merges.into_iter().enumerate() {
-            ranks.entry(m).or_insert(i as u32);
+        for (i, (a, b)) in merges.into_iter().enumerate() {
+            let merged = format!("{a}{b}");
+            let id = |t: &str| {
+                vocab.get(t).copied().ok_or_else(|| Error::Load {
+                    file: source.into(),
+                    reason: format!("merge {} `{a} {b}`: {t:?} is not in the vocabulary", i + 1),
+                })
+            };
+            let key = (id(&a)?, id(&b)?);
+            let value = (i as u32, id(&merged)?);
+            ranks.entry(key).or_insert(value);
         }
         let mut vocab = vocab;
         let mut added: Vec<AddedToken> = Vec::new();
@@ -158,7 +167,6 @@ impl ClipTokenizer {
             bos_id: need("bos_token", &special.bos)?,
             eos_id: need("eos_token", &special.eos)?,
             pad_id: need("pad_token", &special.pad)?,
-            unk_id: special.unk.as_deref().and_then(id),
             model_max_length: special.model_max_length,
             vocab,
             ranks,
@@ -254,41 +262,45 @@ impl ClipTokenizer {
             out.extend_from_slice(ids);
             return;
         }
-        let mut symbols: Vec<String> = word.chars().map(String::from).collect();
-        if let Some(last) = symbols.last_mut() {
-            last.push_str("</w>");
-        }
-        loop {
-            let best = symbols
+        // Symbols as ids (every byte character, with and without `</w>`, is in the vocabulary,
+        // and every merge's result is): merge the lowest-ranked adjacent pair everywhere, left
+        // to right, until no pair has a rank.
+        let n = word.chars().count();
+        let mut ids: Vec<u32> = word
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                let key = if i + 1 == n {
+                    format!("{c}</w>")
+                } else {
+                    c.to_string()
+                };
+                self.vocab[&key]
+            })
+            .collect();
+        while ids.len() > 1 {
+            let best = ids
                 .windows(2)
                 .filter_map(|p| {
                     self.ranks
-                        .get(&(p[0].clone(), p[1].clone()))
-                        .map(|&r| (r, p))
+                        .get(&(p[0], p[1]))
+                        .map(|&(r, m)| (r, p[0], p[1], m))
                 })
-                .min_by_key(|(r, _)| *r);
-            let Some((_, pair)) = best else { break };
-            let (a, b) = (pair[0].clone(), pair[1].clone());
-            let mut merged = Vec::with_capacity(symbols.len());
+                .min_by_key(|t| t.0);
+            let Some((_, a, b, m)) = best else { break };
+            let mut merged = Vec::with_capacity(ids.len());
             let mut i = 0;
-            while i < symbols.len() {
-                if i + 1 < symbols.len() && symbols[i] == a && symbols[i + 1] == b {
-                    merged.push(format!("{a}{b}"));
+            while i < ids.len() {
+                if i + 1 < ids.len() && ids[i] == a && ids[i + 1] == b {
+                    merged.push(m);
                     i += 2;
                 } else {
-                    merged.push(std::mem::take(&mut symbols[i]));
+                    merged.push(ids[i]);
                     i += 1;
                 }
             }
-            symbols = merged;
-            if symbols.len() == 1 {
-                break;
-            }
+            ids = merged;
         }
-        let ids: Vec<u32> = symbols
-            .iter()
-            .filter_map(|s| self.vocab.get(s).copied().or(self.unk_id))
-            .collect();
         out.extend_from_slice(&ids);
         if cache.len() >= CACHE_LIMIT {
             cache.clear();
