@@ -918,6 +918,39 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
         for layout in runnable::<ops::softmax::SoftmaxKernel>(gpu.info(), &77) {
             out.push(softmax_layout(gpu, 12, 77, 0.125, dt, 25, layout)?);
         }
+        out.push(transformer::layer_norm(
+            gpu,
+            &[2, 77, 48],
+            true,
+            true,
+            1e-5,
+            100.0,
+            dt,
+            26,
+        )?);
+        out.push(transformer::geglu(gpu, 9, 40, dt, 27)?);
+        // Cross-attention to 77 text tokens, and CLIP's causal self-attention chunked.
+        for path in [
+            transformer::AttnPath::Gemm { chunk: 16 },
+            transformer::AttnPath::Fused,
+        ] {
+            out.push(transformer::attention(
+                gpu,
+                [2, 16, 77, 2, 40],
+                false,
+                path,
+                dt,
+                28,
+            )?);
+            out.push(transformer::attention(
+                gpu,
+                [1, 20, 20, 2, 64],
+                true,
+                path,
+                dt,
+                29,
+            )?);
+        }
         out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
         out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);
         out.push(concat(gpu, 2, 3, 5, 4, 4, dt, 13)?);

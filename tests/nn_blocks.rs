@@ -489,3 +489,66 @@ fn loads_the_unet_subfolder_of_a_pipeline_folder() {
         .to_string();
     assert!(e.contains("not a diffusers model folder"), "{e}");
 }
+
+/// `sdpa` with a 64 KiB storage-binding cap: the [B·H, L, L] scores of 300-token attention
+/// (1.44 MB in f32) cannot be one binding, so the queries are chunked; the result still matches
+/// the f64 reference (plain and causal, both dtypes) and no activation of the recording holds
+/// the whole score matrix.
+#[test]
+fn sdpa_chunks_queries_when_scores_exceed_a_binding() {
+    let cap = 64u64 << 10;
+    let gpu = common::private_gpu_with(diffuse::GpuOptions {
+        max_binding_override: Some(cap),
+        ..Default::default()
+    });
+    let (b, l, h, d) = (2usize, 300usize, 2usize, 8usize);
+    let mut rng = TestRng(41);
+    for dt in [DType::F32, DType::F16] {
+        for causal in [false, true] {
+            let n = b * l * h * d;
+            let (qv, kv, vv) = (
+                rng.values(n, -1.0, 1.0, dt),
+                rng.values(n, -1.0, 1.0, dt),
+                rng.values(n, -1.0, 1.0, dt),
+            );
+            let up = |name: &str, v: &[f32]| Tensor::from_f32(&gpu, name, &[b, l, h * d], v, dt);
+            let (q, k, v) = (
+                up("q", &qv).unwrap(),
+                up("k", &kv).unwrap(),
+                up("v", &vv).unwrap(),
+            );
+            let mut g = Graph::new(&gpu, dt);
+            let o = diffuse::nn::attention::sdpa(&mut g, &q, &k, &v, h, causal, "o").unwrap();
+            let rec = g.finish(&[&o]).unwrap();
+            let full = Tensor::bytes_for(&[b * h, l, l], dt);
+            assert!(
+                rec.activation_bytes() < full,
+                "activations {} B hold a whole {full} B score matrix",
+                rec.activation_bytes()
+            );
+            rec.submit(&gpu);
+            let got = o.to_vec_f32(&gpu).unwrap();
+            let wd = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+            let scale = 1.0 / (d as f64).sqrt();
+            let want = r::transformer::attention(
+                &wd(&qv),
+                &wd(&kv),
+                &wd(&vv),
+                b,
+                l,
+                l,
+                h,
+                d,
+                scale,
+                causal,
+            );
+            let rel = if dt == DType::F32 { 1e-5 } else { 1e-2 };
+            assert_close(
+                &format!("sdpa chunked L={l} causal={causal} {dt:?}"),
+                &got,
+                &want,
+                rel,
+            );
+        }
+    }
+}

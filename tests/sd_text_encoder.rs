@@ -156,3 +156,47 @@ fn bad_configs_and_ids_are_refused_by_name() {
         .unwrap();
     assert!(e.contains("clip_skip"), "{e}");
 }
+
+/// The key layout transformers 4 saves (every key under `text_model.`, plus the
+/// `embeddings.position_ids` buffer), which real SD checkpoints have, loads and gives the same
+/// hidden states; position ids other than 0..n are refused by name.
+#[test]
+fn transformers4_key_layout_loads() {
+    let prefixed = |name: &str, ids: Vec<f32>| {
+        edited_copy(name, move |ts| {
+            for (n, _) in ts.iter_mut() {
+                *n = format!("text_model.{n}");
+            }
+            let t = HostTensor {
+                shape: vec![1, 77],
+                data: ids.clone(),
+            };
+            ts.push(("text_model.embeddings.position_ids".into(), t));
+        })
+    };
+    let dir = prefixed("tf4", (0..77).map(|i| i as f32).collect());
+    let gpu = common::gpu();
+    let io = Weights::open(&golden("sd1-tiny").join("text_io.safetensors")).unwrap();
+    let ids: Vec<u32> = io
+        .read_f32("input_ids", None)
+        .unwrap()
+        .data
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let want = io.read_f32("last_hidden_state", None).unwrap().data;
+    let model = CLIPTextModel::from_dir(gpu, &dir, DType::F32).unwrap();
+    let got = model
+        .prepare(gpu, ids.len() / 77, 0)
+        .unwrap()
+        .forward_host(gpu, &ids)
+        .unwrap();
+    let e = rel_err(&got, &want);
+    assert!(e <= 1e-4, "text_model. layout: {e:.3e}");
+    let bad = prefixed("tf4-bad", (0..77).map(|i| (76 - i) as f32).collect());
+    let e = load_err(&bad);
+    assert!(e.contains("text_model.embeddings.position_ids"), "{e}");
+    for d in [dir, bad] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}

@@ -173,12 +173,14 @@ impl CLIPTextConfig {
             "quick_gelu" => HiddenAct::QuickGelu,
             "gelu" => HiddenAct::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => HiddenAct::GeluTanh,
-            other => return Err(f.err(
-                "hidden_act",
-                format!(
+            other => {
+                return Err(f.err(
+                    "hidden_act",
+                    format!(
                     "`{other}` is not supported (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)"
                 ),
-            )),
+                ))
+            }
         };
         let big = 1..=1 << 20;
         let c = CLIPTextConfig {
