@@ -260,42 +260,50 @@ fn sd15_full_size_random_weights_runs() {
     let gpu = common::gpu();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd15/unet");
     let cfg = UNet2DConditionConfig::from_file(&dir.join("config.json")).unwrap();
+    // DIFFUSE_SD_LATENT overrides the latent side (64 = 512×512 images).
+    let side: usize = std::env::var("DIFFUSE_SD_LATENT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    // DIFFUSE_SD_DTYPE=f16 or f32 runs one of the two.
+    let only = std::env::var("DIFFUSE_SD_DTYPE").ok();
     for dtype in [DType::F16, DType::F32] {
+        if only
+            .as_deref()
+            .is_some_and(|o| o != format!("{dtype:?}").to_lowercase())
+        {
+            continue;
+        }
         let t0 = std::time::Instant::now();
         let model =
             UNet2DConditionModel::load(gpu, cfg.clone(), &RandomWeights { seed: 15 }, dtype)
                 .unwrap();
         let load_s = t0.elapsed().as_secs_f64();
         let t0 = std::time::Instant::now();
-        let fwd = model.prepare(gpu, 2, 64, 64).unwrap();
+        let fwd = model.prepare(gpu, 2, side, side).unwrap();
         let rec_s = t0.elapsed().as_secs_f64();
-        let n = 2 * 4 * 64 * 64;
+        let n = 2 * 4 * side * side;
         let sample: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
             .collect();
         let ehs: Vec<f32> = (0..2 * 77 * 768)
             .map(|i| ((i * 104729 % 1000) as f32 / 500.0) - 1.0)
             .collect();
-        // The first run compiles the kernels; the second is timed.
-        let y = fwd
-            .forward_host(gpu, &sample, &[999.0, 999.0], &ehs)
-            .unwrap();
+        // One forward (minutes on lavapipe); its time includes compiling the kernels on first
+        // use (seconds).
         let t0 = std::time::Instant::now();
-        let y2 = fwd
+        let y = fwd
             .forward_host(gpu, &sample, &[999.0, 999.0], &ehs)
             .unwrap();
         let fwd_s = t0.elapsed().as_secs_f64();
         assert!(
-            y2.iter().all(|v| v.is_finite()),
+            y.iter().all(|v| v.is_finite()),
             "{dtype:?}: non-finite output"
         );
-        assert_eq!(
-            y, y2,
-            "{dtype:?}: replaying the recording changed the output"
-        );
-        let ymax = y2.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let ymax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(ymax > 0.0, "{dtype:?}: all-zero output");
         println!(
-            "SD 1.5 UNet {dtype:?} 2×4×64×64: load {load_s:.1} s, record {rec_s:.1} s, forward {fwd_s:.1} s, {:.1} GFLOP, {} dispatches, weights {} MiB, activations {} MiB, max|y| {ymax:.3}",
+            "SD 1.5 UNet {dtype:?} 2×4×{side}×{side}: load {load_s:.1} s, record {rec_s:.1} s, forward {fwd_s:.1} s, {:.1} GFLOP, {} dispatches, weights {} MiB, activations {} MiB, max|y| {ymax:.3}",
             fwd.flops as f64 / 1e9,
             fwd.dispatches(),
             model.weight_bytes >> 20,

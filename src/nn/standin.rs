@@ -63,6 +63,13 @@ pub fn sdpa(
     let (b, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     let lk = k.shape()[1];
     let d = inner / heads;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    if lq == lk && d <= ops::attention::DMAX {
+        // Self-attention: the online-softmax kernel never materialises the scores.
+        let out = g.alloc(name, &[b, lq, inner])?;
+        ops::attention::attention_fused(&mut g.rec, q, k, v, &out, heads, scale)?;
+        return Ok(out);
+    }
     let scores = g.alloc(&format!("{name}.scores"), &[b * heads, lq, lk])?;
     let probs = g.alloc(&format!("{name}.probs"), &[b * heads, lq, lk])?;
     let out = g.alloc(name, &[b, lq, inner])?;
@@ -79,7 +86,7 @@ pub fn sdpa(
         b_strides: [lk * inner, d],
         c_strides: [heads * lq * lk, lq * lk],
         trans_b: true,
-        alpha: (1.0 / (d as f64).sqrt()) as f32,
+        alpha: scale,
     };
     ops::gemm::gemm(&mut g.rec, &qk, q, k, None, &scores)?;
     ops::softmax::softmax(&mut g.rec, &scores, &probs, 1.0)?;
