@@ -11,7 +11,8 @@
 //   registers; column n of the accumulator is multiplied by wscale[n] before alpha and bias:
 //   C[m, n] = alpha · wscale[n] · Σ_k A[m, k] · q[n, k] + bias[n] (see load::quant).
 // Batch z (workgroup z) splits as zo = z / batch_inner, zi = z % batch_inner; each operand's
-// offset is zo * s0 + zi * s1 (lets attention address heads inside [B, L, H·d] directly).
+// offset is zo * s0 + zi * s1 (lets attention address heads inside [B, L, H·d] directly), plus
+// a_off / c_off for A and C (a chunk of query rows inside the whole q and output).
 
 #uniform Params  // generated from ops::gemm::Params (src/ops/gemm.rs)
 
@@ -74,9 +75,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         @builtin(local_invocation_index) lid: u32) {
   let zo = wid.z / p.batch_inner;
   let zi = wid.z % p.batch_inner;
-  let ab = zo * p.a_s0 + zi * p.a_s1;
+  let ab = p.a_off + zo * p.a_s0 + zi * p.a_s1;
   let bb = zo * p.b_s0 + zi * p.b_s1;
-  let cb = zo * p.c_s0 + zi * p.c_s1;
+  let cb = p.c_off + zo * p.c_s0 + zi * p.c_s1;
   let m_base = wid.y * 64u;
   let n_base = wid.x * 64u;
   var acc0 = vec4<f32>(0.0);
@@ -126,9 +127,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   if (m0 >= p.m || n0 >= p.n) { return; }
   let zo = wid.z / p.batch_inner;
   let zi = wid.z % p.batch_inner;
-  let ab = zo * p.a_s0 + zi * p.a_s1;
+  let ab = p.a_off + zo * p.a_s0 + zi * p.a_s1;
   let bb = zo * p.b_s0 + zi * p.b_s1;
-  let cb = zo * p.c_s0 + zi * p.c_s1;
+  let cb = p.c_off + zo * p.c_s0 + zi * p.c_s1;
   let mlast = p.m - 1u;
   let nlast = p.n - 1u;
   // Row offsets of A (rows past M are clamped; their results are never stored).

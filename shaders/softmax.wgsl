@@ -1,5 +1,7 @@
 // Row softmax: y[r, :] = softmax(scale · x[r, :]): max, then the sum of shifted exponentials,
-// then the normalised write; f32 statistics. Two layouts:
+// then the normalised write; f32 statistics. With p.causal_rows ≠ 0 (a causal attention mask)
+// row r uses only its first valid(r) = min(cols, r % causal_rows + causal_off + 1) columns and
+// writes 0 to the rest. Three layouts:
 // - default: one workgroup per row, tree reductions in workgroup memory (WG a power of two);
 // - ROW_PER_THREAD: one invocation per row, three serial passes, no barriers — faster where
 //   barriers are expensive and rows are short (CPU adapters such as lavapipe, attention over
@@ -12,6 +14,12 @@
 #tensor 1 x read    // [rows, cols] row-major (e.g. attention scores [B·heads·Lq, Lk])
 #tensor 2 y write   // [rows, cols]
 
+// Columns of row `row` inside the causal mask (all of them without one).
+fn valid_cols(row: u32) -> u32 {
+  if (p.causal_rows == 0u) { return p.cols; }
+  return min(p.cols, row % p.causal_rows + p.causal_off + 1u);
+}
+
 #if SUBGROUP
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -20,14 +28,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = (wid.y * nwg.x + wid.x) * nsg + sid;
   if (row >= p.rows) { return; }  // uniform within the subgroup
   let base = row * p.cols;
+  let nv = valid_cols(row);
   var m = -3.4028235e38;
-  for (var i = sgi; i < p.cols; i = i + sgs) { m = max(m, p.scale * x_ld(base + i)); }
+  for (var i = sgi; i < nv; i = i + sgs) { m = max(m, p.scale * x_ld(base + i)); }
   let mx = subgroupMax(m);
   var s = 0.0;
-  for (var i = sgi; i < p.cols; i = i + sgs) { s += exp(p.scale * x_ld(base + i) - mx); }
+  for (var i = sgi; i < nv; i = i + sgs) { s += exp(p.scale * x_ld(base + i) - mx); }
   let inv = 1.0 / subgroupAdd(s);
   for (var i = sgi; i < p.cols; i = i + sgs) {
-    y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
+    y_st(base + i, select(0.0, exp(p.scale * x_ld(base + i) - mx) * inv, i < nv));
   }
 }
 #else
@@ -38,14 +47,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = (wid.y * nwg.x + wid.x) * ${WG}u + lid;
   if (row >= p.rows) { return; }
   let base = row * p.cols;
+  let nv = valid_cols(row);
   var m = -3.4028235e38;
-  for (var i = 0u; i < p.cols; i = i + 1u) { m = max(m, p.scale * x_ld(base + i)); }
+  for (var i = 0u; i < nv; i = i + 1u) { m = max(m, p.scale * x_ld(base + i)); }
   var s = 0.0;
-  for (var i = 0u; i < p.cols; i = i + 1u) { s += exp(p.scale * x_ld(base + i) - m); }
+  for (var i = 0u; i < nv; i = i + 1u) { s += exp(p.scale * x_ld(base + i) - m); }
   let inv = 1.0 / s;
-  for (var i = 0u; i < p.cols; i = i + 1u) {
+  for (var i = 0u; i < nv; i = i + 1u) {
     y_st(base + i, exp(p.scale * x_ld(base + i) - m) * inv);
   }
+  for (var i = nv; i < p.cols; i = i + 1u) { y_st(base + i, 0.0); }
 }
 #else
 var<workgroup> red: array<f32, ${WG}>;
@@ -70,14 +81,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = wid.y * nwg.x + wid.x;
   if (row >= p.rows) { return; }
   let base = row * p.cols;
+  let nv = valid_cols(row);
   var m = -3.4028235e38;
-  for (var i = lid; i < p.cols; i = i + ${WG}u) { m = max(m, p.scale * x_ld(base + i)); }
+  for (var i = lid; i < nv; i = i + ${WG}u) { m = max(m, p.scale * x_ld(base + i)); }
   let mx = wg_reduce(m, lid, true);
   var s = 0.0;
-  for (var i = lid; i < p.cols; i = i + ${WG}u) { s += exp(p.scale * x_ld(base + i) - mx); }
+  for (var i = lid; i < nv; i = i + ${WG}u) { s += exp(p.scale * x_ld(base + i) - mx); }
   let inv = 1.0 / wg_reduce(s, lid, false);
   for (var i = lid; i < p.cols; i = i + ${WG}u) {
-    y_st(base + i, exp(p.scale * x_ld(base + i) - mx) * inv);
+    y_st(base + i, select(0.0, exp(p.scale * x_ld(base + i) - mx) * inv, i < nv));
   }
 }
 #endif

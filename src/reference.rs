@@ -1,6 +1,8 @@
 //! Plain-Rust CPU references in f64 for every kernel family, used by the kernel tests, the
 //! `diffuse info --self-check` command and benchmarks. Written for clarity, not speed.
 
+pub mod transformer;
+
 use crate::ops::conv2d::Conv2dArgs;
 use crate::ops::elementwise::{Binary, Unary};
 use crate::ops::embedding::TimestepEmbedding;
@@ -38,6 +40,7 @@ pub fn unary(op: Unary, x: f64) -> f64 {
         Unary::GeluTanh => {
             0.5 * x * (1.0 + (0.7978845608028654 * (x + 0.044715 * x * x * x)).tanh())
         }
+        Unary::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
         Unary::Clamp { lo, hi } => x.clamp(lo as f64, hi as f64),
         Unary::Affine { alpha, beta } => alpha as f64 * x + beta as f64,
     }

@@ -552,3 +552,107 @@ fn fir_resampling() {
     }
     assert_checks(&checks);
 }
+
+#[test]
+fn quick_gelu_and_geglu() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(31);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for (i, n) in [1usize, 257, rng.range(2, 5000)].into_iter().enumerate() {
+                checks.push(
+                    sc::unary(gpu, Unary::QuickGelu, n, dt, i % 2 == 1, rng.next_u64()).unwrap(),
+                );
+            }
+            for (rows, f) in [(1, 1), (3, 5), (rng.range(1, 40), rng.range(1, 300))] {
+                checks.push(sc::transformer::geglu(gpu, rows, f, dt, rng.next_u64()).unwrap());
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn layer_norm_random_shapes() {
+    let mut checks = Vec::new();
+    let mut rng = TestRng(32);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            let shapes: Vec<Vec<usize>> = vec![
+                vec![1],
+                vec![3, 7],
+                vec![2, 77, 32],
+                vec![rng.range(1, 3), rng.range(1, 50), rng.range(1, 400)],
+            ];
+            for (i, shape) in shapes.into_iter().enumerate() {
+                // Every affine combination; a large common offset on odd cases (two-pass
+                // statistics) and the CLIP eps.
+                for (w, b) in [(true, true), (false, false), (true, false)] {
+                    let offset = if i % 2 == 1 { 100.0 } else { 0.0 };
+                    checks.push(
+                        sc::transformer::layer_norm(
+                            gpu,
+                            &shape,
+                            w,
+                            b,
+                            1e-5,
+                            offset,
+                            dt,
+                            rng.next_u64(),
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn attention_cross_causal_chunked() {
+    use sc::transformer::AttnPath;
+    let mut checks = Vec::new();
+    let mut rng = TestRng(33);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            // [B, Lq, Lk, H, D]: self-attention, cross-attention (Lq ≠ Lk, CLIP's 77 keys),
+            // D not a multiple of 4, D = 40 / 64 / 160 (SD 1.x and 2.x head dims), a random case.
+            let cases = [
+                [1, 1, 1, 1, 1],
+                [2, 13, 13, 2, 3],
+                [2, 16, 77, 2, 8],
+                [1, 9, 5, 3, 40],
+                [2, 7, 7, 1, 64],
+                [1, 5, 6, 1, 160],
+                [
+                    rng.range(1, 2),
+                    rng.range(1, 40),
+                    rng.range(1, 40),
+                    rng.range(1, 4),
+                    rng.range(1, 70),
+                ],
+            ];
+            for dims in cases {
+                let lq = dims[1];
+                for causal in [false, true] {
+                    if causal && dims[1] != dims[2] {
+                        continue;
+                    }
+                    let seed = rng.next_u64();
+                    // Whole score matrix, chunks of 4 queries (a shorter last chunk), fused.
+                    for path in [
+                        AttnPath::Gemm { chunk: lq },
+                        AttnPath::Gemm { chunk: 4.min(lq) },
+                        AttnPath::Fused,
+                    ] {
+                        checks.push(
+                            sc::transformer::attention(gpu, dims, causal, path, dt, seed).unwrap(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}

@@ -21,6 +21,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gemm_a8", include_str!("../../shaders/gemm_a8.wgsl")),
     ("conv_pack", include_str!("../../shaders/conv_pack.wgsl")),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl")),
+    ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("resample", include_str!("../../shaders/resample.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),

@@ -1,5 +1,6 @@
-//! The leaf layers of diffusers models — `nn.Conv2d`, `nn.Linear`, `nn.GroupNorm` — loaded by
-//! checkpoint key and recorded into a [`Graph`]. Conv and linear weights stored as int8 with
+//! The leaf layers of diffusers models — `nn.Conv2d`, `nn.Linear`, `nn.GroupNorm`,
+//! `nn.LayerNorm` — loaded by checkpoint key and recorded into a [`Graph`]. Conv and linear
+//! weights stored as int8 with
 //! per-channel scales (`load::quant`, W8A32) load into the int8 kernels; with a calibrated
 //! input scale (W8A8) into the kernels that also quantise the input (`ops::conv2d_a8`,
 //! `ops::gemm_a8`).
@@ -164,6 +165,24 @@ impl<'a> Loader<'a> {
         })
     }
 
+    /// `nn.LayerNorm(dim, eps)` at `prefix` (`prefix.weight`, `prefix.bias`).
+    pub fn layer_norm(&self, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: Some(self.tensor(&format!("{prefix}.weight"), &[dim])?),
+            bias: Some(self.tensor(&format!("{prefix}.bias"), &[dim])?),
+            eps: eps as f32,
+        })
+    }
+
+    /// `nn.LayerNorm(dim, eps, elementwise_affine=False)`: no weights to load.
+    pub fn layer_norm_plain(&self, eps: f64) -> LayerNorm {
+        LayerNorm {
+            weight: None,
+            bias: None,
+            eps: eps as f32,
+        }
+    }
+
     /// `nn.GroupNorm(groups, channels, eps)` at `prefix`.
     pub fn group_norm(
         &self,
@@ -309,6 +328,29 @@ impl GroupNorm {
             self.groups,
             self.eps,
             silu,
+        )?;
+        Ok(y)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension (Ba et al., 2016), affine terms optional.
+pub struct LayerNorm {
+    pub weight: Option<Tensor>,
+    pub bias: Option<Tensor>,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// y = LayerNorm(x) as a new activation `name`.
+    pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, name: &str) -> Result<Tensor> {
+        let y = g.alloc(name, x.shape())?;
+        ops::layer_norm::layer_norm(
+            &mut g.rec,
+            x,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            &y,
+            self.eps,
         )?;
         Ok(y)
     }

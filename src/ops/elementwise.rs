@@ -15,6 +15,8 @@ pub enum Unary {
     Gelu,
     /// GELU with the tanh approximation (`approximate="tanh"`).
     GeluTanh,
+    /// x·sigmoid(1.702·x), transformers' `quick_gelu` (OpenAI CLIP's activation).
+    QuickGelu,
     /// clamp(x, lo, hi).
     Clamp { lo: f32, hi: f32 },
     /// alpha·x + beta.
@@ -27,6 +29,7 @@ impl Unary {
             Unary::Silu => "OP_SILU",
             Unary::Gelu => "OP_GELU",
             Unary::GeluTanh => "OP_GELU_TANH",
+            Unary::QuickGelu => "OP_QUICK_GELU",
             Unary::Clamp { .. } => "OP_CLAMP",
             Unary::Affine { .. } => "OP_AFFINE",
         }
@@ -73,6 +76,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
         Unary::Silu,
         Unary::Gelu,
         Unary::GeluTanh,
+        Unary::QuickGelu,
         Unary::Clamp { lo: 0.0, hi: 0.0 },
         Unary::Affine {
             alpha: 0.0,
@@ -89,6 +93,7 @@ pub fn variants(dt: DType) -> Vec<KernelKey> {
     v.push(key("axpby", dt).flag("AXPBY", true));
     v.push(key("modulate", dt).flag("MODULATE", true));
     v.push(key("sample_div", dt).flag("SAMPLE_DIV", true));
+    v.push(key("geglu", dt).flag("GEGLU", true));
     v
 }
 
@@ -346,5 +351,53 @@ pub fn divide_per_sample(rec: &mut Recorder<'_>, x: &Tensor, t: &Tensor) -> Resu
         let g = grid_1d(gpu, OP, (cnt as u64).div_ceil(WG_1D as u64))?;
         rec.dispatch(&k, &p, &[("x", xb), ("t", tb.clone())], g)?;
     }
+    Ok(())
+}
+
+/// y [.., F] = x[.., :F] · gelu(x[.., F:]) for x [.., 2F] (diffusers' `GEGLU`, Shazeer 2020:
+/// `hidden, gate = proj(x).chunk(2, -1)`; exact GELU).
+pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "geglu";
+    nonempty(OP, x)?;
+    same_dtype(OP, x, y)?;
+    let xs = x.shape();
+    let f2 = *xs.last().unwrap_or(&0);
+    let mut want = xs.to_vec();
+    if let Some(l) = want.last_mut() {
+        *l = f2 / 2;
+    }
+    if f2 % 2 != 0 {
+        return Err(shape_err(
+            OP,
+            x,
+            "expected an even last dimension (hidden and gate halves)".into(),
+        ));
+    }
+    if y.shape() != want {
+        return Err(shape_err(
+            OP,
+            y,
+            format!("expected {want:?} (half the last dim of `{}`)", x.name()),
+        ));
+    }
+    if x.shares_storage(y) {
+        return Err(crate::error::Error::Argument {
+            op: OP,
+            arg: "y",
+            reason: format!("`{}` shares storage with the input", y.name()),
+        });
+    }
+    let gpu = rec.gpu();
+    let n = super::u32_param(OP, "elements", y.numel())?;
+    let mut p = params(None, n as usize, 0);
+    p.inner = (f2 / 2) as u32;
+    let g = grid_1d(gpu, OP, (n as u64).div_ceil(WG_1D as u64))?;
+    let k = key("geglu", x.dtype()).flag("GEGLU", true);
+    rec.dispatch(
+        &k,
+        &p,
+        &[("x", x.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)],
+        g,
+    )?;
     Ok(())
 }

@@ -41,7 +41,8 @@ params! {
         lda: u32,
         ldb: u32,
         ldc: u32,
-        _pad0: u32,
+        /// element offset of A's first batch (a chunk of rows inside a larger tensor)
+        a_off: u32,
         a_s0: u32,
         a_s1: u32,
         b_s0: u32,
@@ -49,7 +50,8 @@ params! {
         c_s0: u32,
         c_s1: u32,
         alpha: f32,
-        _pad1: u32,
+        /// element offset of C's first batch
+        c_off: u32,
     }
 }
 
@@ -222,7 +224,23 @@ pub fn gemm_variant(
     c: &Tensor,
     variant: Option<GemmKernel>,
 ) -> Result<()> {
-    gemm_impl(rec, d, a, b, None, bias, c, variant)
+    gemm_impl(rec, d, a, b, None, bias, c, variant, [0, 0])
+}
+
+/// [`gemm`] on A and C starting at element offsets `a_off` and `c_off` of their tensors (every
+/// batch offset is added to them): attention over a chunk of query rows addresses the rows of
+/// q and of the output inside the whole tensors.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_offset(
+    rec: &mut Recorder<'_>,
+    d: &GemmDesc,
+    a: &Tensor,
+    a_off: usize,
+    b: &Tensor,
+    c: &Tensor,
+    c_off: usize,
+) -> Result<()> {
+    gemm_impl(rec, d, a, b, None, None, c, None, [a_off, c_off])
 }
 
 /// W8A32 GEMM: `b` is an `I8` tensor [N, ldb] (C = alpha·A·Bᵀ, `d.trans_b`, shared by every
@@ -240,7 +258,7 @@ pub fn gemm_q8(
     c: &Tensor,
     variant: Option<GemmKernel>,
 ) -> Result<()> {
-    gemm_impl(rec, d, a, b, Some(scale), bias, c, variant)
+    gemm_impl(rec, d, a, b, Some(scale), bias, c, variant, [0, 0])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -253,6 +271,7 @@ fn gemm_impl(
     bias: Option<&Tensor>,
     c: &Tensor,
     variant: Option<GemmKernel>,
+    offs: [usize; 2],
 ) -> Result<()> {
     const OP: &str = "gemm";
     for t in [a, b, c] {
@@ -319,9 +338,9 @@ fn gemm_impl(
     };
     let (brows, bcols) = if d.trans_b { (d.n, d.k) } else { (d.k, d.n) };
     for (t, need) in [
-        (a, reach(d.a_strides, d.m, d.lda, d.k)),
+        (a, offs[0] + reach(d.a_strides, d.m, d.lda, d.k)),
         (b, reach(d.b_strides, brows, d.ldb, bcols)),
-        (c, reach(d.c_strides, d.m, d.ldc, d.n)),
+        (c, offs[1] + reach(d.c_strides, d.m, d.ldc, d.n)),
     ] {
         if need > t.numel() {
             return Err(shape_err(
@@ -342,7 +361,7 @@ fn gemm_impl(
         }
     }
     let gpu = rec.gpu();
-    let vec4 = d.vec4_ok();
+    let vec4 = d.vec4_ok() && offs[0] % 4 == 0;
     let p = Params {
         m: u32_param(OP, "M", d.m)?,
         n: u32_param(OP, "N", d.n)?,
@@ -351,7 +370,7 @@ fn gemm_impl(
         lda: u32_param(OP, "lda", d.lda)?,
         ldb: u32_param(OP, "ldb", d.ldb)?,
         ldc: u32_param(OP, "ldc", d.ldc)?,
-        _pad0: 0,
+        a_off: u32_param(OP, "A offset", offs[0])?,
         a_s0: u32_param(OP, "a stride", d.a_strides[0])?,
         a_s1: u32_param(OP, "a stride", d.a_strides[1])?,
         b_s0: u32_param(OP, "b stride", d.b_strides[0])?,
@@ -359,7 +378,7 @@ fn gemm_impl(
         c_s0: u32_param(OP, "c stride", d.c_strides[0])?,
         c_s1: u32_param(OP, "c stride", d.c_strides[1])?,
         alpha: d.alpha,
-        _pad1: 0,
+        c_off: u32_param(OP, "C offset", offs[1])?,
     };
     let mut binds = vec![
         ("a", a.binding(gpu, OP)?),

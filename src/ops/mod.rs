@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod gemm_a8;
 pub mod group_norm;
 pub mod langevin;
+pub mod layer_norm;
 pub mod reduce;
 pub mod resample;
 pub mod rng;
@@ -45,6 +46,7 @@ pub fn all_variants() -> Vec<KernelKey> {
         v.extend(gemm_a8::variants(dt));
         v.extend(conv_pack::variants(dt));
         v.extend(group_norm::variants(dt));
+        v.extend(layer_norm::variants(dt));
         v.extend(softmax::variants(dt));
         v.extend(resample::variants(dt));
         v.extend(concat::variants(dt));

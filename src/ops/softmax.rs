@@ -101,8 +101,22 @@ params! {
         rows: u32,
         cols: u32,
         scale: f32,
+        /// causal mask: 0 = none; else row r keeps columns j ≤ r % causal_rows + causal_off
+        causal_rows: u32,
+        causal_off: u32,
         _p0: u32,
+        _p1: u32,
+        _p2: u32,
     }
+}
+
+/// A causal mask over the rows of a softmax: the rows are blocks of `rows` consecutive
+/// queries (one block per batch and head) whose first query has index `offset`; query i keeps
+/// the keys j ≤ i (masked entries are written as 0), as CLIP's text encoder masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Causal {
+    pub rows: usize,
+    pub offset: usize,
 }
 
 /// The kernel key.
@@ -131,6 +145,19 @@ pub fn softmax(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor, scale: f32) -> Re
     softmax_variant(rec, x, y, scale, None)
 }
 
+/// [`softmax`] with an optional causal mask ([`Causal`]) and an explicit layout (`None`: the
+/// default or tuned one).
+pub fn softmax_masked(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    scale: f32,
+    causal: Option<Causal>,
+    variant: Option<SoftmaxKernel>,
+) -> Result<()> {
+    softmax_impl(rec, x, y, scale, causal, variant)
+}
+
 /// [`softmax`] in an explicit layout (an error when the adapter cannot run it); `None` as
 /// [`softmax`].
 pub fn softmax_variant(
@@ -140,22 +167,51 @@ pub fn softmax_variant(
     scale: f32,
     variant: Option<SoftmaxKernel>,
 ) -> Result<()> {
+    softmax_impl(rec, x, y, scale, None, variant)
+}
+
+fn softmax_impl(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    scale: f32,
+    causal: Option<Causal>,
+    variant: Option<SoftmaxKernel>,
+) -> Result<()> {
     const OP: &str = "softmax";
     nonempty(OP, x)?;
     same_dtype(OP, x, y)?;
     same_shape(OP, x, y)?;
     let cols = *x.shape().last().unwrap_or(&1);
     let rows = x.numel() / cols;
+    if let Some(c) = causal {
+        if c.rows == 0 || rows % c.rows != 0 {
+            return Err(Error::Argument {
+                op: OP,
+                arg: "causal",
+                reason: format!(
+                    "blocks of {} query rows do not divide the {rows} rows of `{}`",
+                    c.rows,
+                    x.name()
+                ),
+            });
+        }
+    }
     let gpu = rec.gpu();
     let tuning_key = || format!("{:?}|{rows}x{cols}", x.dtype());
     let kernel = select(gpu, variant, &cols, tuning_key, &mut |c| {
-        time_recorded(gpu, &mut |r| softmax_variant(r, x, y, scale, Some(c)))
+        time_recorded(gpu, &mut |r| softmax_impl(r, x, y, scale, causal, Some(c)))
     })?;
+    let (causal_rows, causal_off) = causal.map_or((0, 0), |c| (c.rows, c.offset));
     let p = Params {
         rows: u32_param(OP, "rows", rows)?,
         cols: u32_param(OP, "cols", cols)?,
         scale,
+        causal_rows: u32_param(OP, "causal rows", causal_rows)?,
+        causal_off: u32_param(OP, "causal offset", causal_off)?,
         _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
     let groups = match kernel {
         SoftmaxKernel::Workgroup => rows as u64,
