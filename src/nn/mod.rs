@@ -7,7 +7,6 @@ pub mod config;
 pub mod embeddings;
 pub mod layers;
 pub mod resnet;
-pub mod standin;
 pub mod transformer_2d;
 pub mod unet_2d;
 pub mod unet_2d_blocks;

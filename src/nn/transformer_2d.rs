@@ -5,8 +5,8 @@
 //! LayerNorm → cross-attention to the text (`attn2`) → +; LayerNorm → GEGLU feed-forward
 //! (Shazeer, 2020) → +] → `proj_out` → + input.
 
-use super::layers::{Conv2d, GroupNorm, Linear, Loader};
-use super::standin::{sdpa, LayerNorm, LayerNormLoader};
+use super::attention::sdpa;
+use super::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Loader};
 use super::Graph;
 use crate::error::Result;
 use crate::ops;
@@ -58,8 +58,6 @@ impl CrossAttention {
         let q = self.to_q.forward(g, x, &format!("{name}.q"))?;
         let k = self.to_k.forward(g, ctx, &format!("{name}.k"))?;
         let v = self.to_v.forward(g, ctx, &format!("{name}.v"))?;
-        let (b, lq, inner) = (q.shape()[0], q.shape()[1], q.shape()[2]);
-        g.flops += 4 * (b * lq * k.shape()[1] * inner) as u64; // both attention products
         let o = sdpa(g, &q, &k, &v, self.heads, false, &format!("{name}.heads"))?;
         self.to_out.forward(g, &o, &format!("{name}.out"))
     }
@@ -124,7 +122,7 @@ impl BasicTransformerBlock {
             *last /= 2;
         }
         let gated = g.alloc("tb.ff.geglu", &s)?;
-        super::standin::geglu(g, &p, &gated)?;
+        ops::elementwise::geglu(&mut g.rec, &p, &gated)?;
         let f = self.ff_out.forward(g, &gated, "tb.ff.out")?;
         super::layers::add(g, &f, &h, "tb.h3")
     }
