@@ -340,6 +340,39 @@ fn sd15_full_size_decode(dtype: DType) {
     );
 }
 
+/// SD 1.5's VAE plans at 512×512 (records every forward a plan uses, runs nothing): the
+/// activation high-water mark per recorded forward, f32 and f16, decode and encode.
+#[test]
+#[ignore]
+fn sd15_full_size_plans() {
+    let gpu = common::gpu();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd15/vae/config.json");
+    let cfg = AutoencoderKLConfig::from_file(&path).unwrap();
+    let limit = gpu
+        .info()
+        .max_storage_binding
+        .min(gpu.info().max_buffer_size);
+    for dtype in [DType::F32, DType::F16] {
+        let vae = AutoencoderKL::load(gpu, cfg.clone(), &RandomWeights { seed: 7 }, dtype).unwrap();
+        for (op, n) in [(VaeOp::Decode, 64), (VaeOp::Encode, 512)] {
+            let t0 = std::time::Instant::now();
+            let (plan, bytes) = vae.prepare(gpu, op, 1, n, n).unwrap();
+            let est = largest_activation_bytes(&cfg, op, 1, n, n, dtype);
+            assert_eq!(plan.tile.is_some(), est > limit, "{dtype:?} {op:?}");
+            println!(
+                "SD 1.5 VAE {op:?} 512×512 {dtype:?}: plan {plan:?}, largest untiled tensor {} MiB, \
+                 {} MiB activations per recorded forward, weights {} MiB (recorded in {:.1} s)",
+                est >> 20,
+                bytes >> 20,
+                vae.weight_bytes >> 20,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        vae.clear_cache();
+    }
+}
+
 #[test]
 #[ignore]
 fn sd15_full_size_decode_f32() {

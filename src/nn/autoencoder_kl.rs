@@ -273,6 +273,39 @@ impl AutoencoderKL {
         Ok(f)
     }
 
+    /// Plans `op` on `batch` inputs of `h`×`w` and records (without running) every forward the
+    /// plan uses, so a later call only replays; returns the plan and the largest activation
+    /// bytes one recorded forward holds.
+    pub fn prepare(
+        &self,
+        gpu: &Gpu,
+        op: VaeOp,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(VaePlan, u64)> {
+        let plan = self.plan(gpu, op, batch, h, w)?;
+        let mut shapes = vec![(h, w)];
+        if let Some(t) = plan.tile {
+            if let Some(g) = tile_grid(op, t, h, w) {
+                shapes.clear();
+                for &i in &g.starts_h {
+                    for &j in &g.starts_w {
+                        let s = (g.tile.min(h - i), g.tile.min(w - j));
+                        if !shapes.contains(&s) {
+                            shapes.push(s);
+                        }
+                    }
+                }
+            }
+        }
+        let mut peak = 0;
+        for (th, tw) in shapes {
+            peak = peak.max(self.forward(gpu, op, plan.chunk, th, tw)?.activation_bytes);
+        }
+        Ok((plan, peak))
+    }
+
     fn run(&self, gpu: &Gpu, op: VaeOp, x: &HostTile) -> Result<(HostTile, u64)> {
         let [b, _, h, w] = x.shape;
         let f = self.forward(gpu, op, b, h, w)?;
