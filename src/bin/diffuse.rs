@@ -8,6 +8,8 @@ mod checks;
 mod eval_inverse;
 #[path = "diffuse/tokenize.rs"]
 mod tokenize;
+#[path = "diffuse/txt2img.rs"]
+mod txt2img;
 
 use checks::{
     check_nchw, commit_json, finite_f32, is_png, json_plan, lambda_min_f64, png_channels,
@@ -50,6 +52,9 @@ enum Command {
     /// Print a prompt's CLIP input ids (padded to 77, as Stable Diffusion's text encoder takes
     /// them) as one JSON array.
     Tokenize(tokenize::TokenizeArgs),
+    /// Stable Diffusion 1.x/2.x text-to-image from a diffusers pipeline folder: CLIP text
+    /// encoder, UNet2DConditionModel with classifier-free guidance, any scheduler, VAE decode.
+    Txt2img(txt2img::Txt2ImgArgs),
     /// Run a sampler backwards from images to the states sampling starts from: BDIA-DDIM
     /// (exact: `latents` and `latents_next`) or DDIM (approximate: `latents`). `diffuse sample
     /// --latents` with the same scheduler, steps and model reconstructs the images; another
@@ -462,6 +467,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
     match cli.command {
         Command::Sample(a) => sample(&opts, a)?,
         Command::Tokenize(a) => tokenize::tokenize(a)?,
+        Command::Txt2img(a) => txt2img::txt2img(&opts, a)?,
         Command::Invert(a) => invert(&opts, a)?,
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,

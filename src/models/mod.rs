@@ -6,6 +6,7 @@ pub mod analytic;
 pub mod cfg;
 pub mod conditioned;
 pub mod guided;
+pub mod text_guided;
 pub mod unet;
 
 use crate::error::Result;

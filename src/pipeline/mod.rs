@@ -15,6 +15,7 @@ pub mod inverse;
 pub mod invert;
 pub mod quantize;
 pub mod restore;
+pub mod stable_diffusion;
 
 /// Options of one sampling run.
 #[derive(Debug, Clone, Default)]

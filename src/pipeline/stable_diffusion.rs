@@ -1,0 +1,326 @@
+//! Latent text-to-image with Stable Diffusion 1.x/2.x (Rombach et al., "High-Resolution Image
+//! Synthesis with Latent Diffusion Models", CVPR 2022), as diffusers' `StableDiffusionPipeline`:
+//! prompts → CLIP tokens → text states; classifier-free guidance over [prompts; negative
+//! prompts] in one batch; the scheduler's program over the UNet from x_T = init σ·z; the final
+//! latents ÷ `scaling_factor` → the VAE decoder.
+//!
+//! A pipeline folder is diffusers' layout: `model_index.json`, `unet/`, `vae/`,
+//! `text_encoder/`, `scheduler/scheduler_config.json` and (optionally) `tokenizer/`; the
+//! caller supplies the tokenizer (`load::clip_tokenizer`), so a folder without one can use a
+//! default vocabulary.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::load;
+use crate::load::clip_tokenizer::ClipTokenizer;
+use crate::models::text_guided::TextGuidedUNet;
+use crate::nn::autoencoder_kl::AutoencoderKL;
+use crate::nn::clip_text::{CLIPTextConfig, CLIPTextModel};
+use crate::nn::unet_2d_condition::UNet2DConditionModel;
+use crate::nn::unet_2d_condition_config::UNet2DConditionConfig;
+use crate::nn::vae_config::AutoencoderKLConfig;
+use crate::schedule::config::SchedulerConfig;
+use crate::tensor::DType;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+const OP: &str = "txt2img";
+
+fn arg(arg: &'static str, reason: String) -> Error {
+    Error::Argument {
+        op: OP,
+        arg,
+        reason,
+    }
+}
+
+/// The components a pipeline folder must hold (diffusers' names; `tokenizer/` is optional).
+pub const COMPONENTS: [&str; 4] = ["unet", "vae", "text_encoder", "scheduler"];
+
+/// The host-side facts of a pipeline folder, read and cross-checked before the GPU starts.
+#[derive(Debug, Clone)]
+pub struct PipelineFolder {
+    pub dir: PathBuf,
+    pub unet: UNet2DConditionConfig,
+    pub vae: AutoencoderKLConfig,
+    pub text: CLIPTextConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+impl PipelineFolder {
+    /// Reads `model_index.json` and every component's config; a missing component, a config
+    /// that does not parse, or components that do not fit together (the UNet's
+    /// `cross_attention_dim` ≠ the text encoder's `hidden_size`, latent channels) is an error
+    /// naming the file and field.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let index = dir.join("model_index.json");
+        if !index.is_file() {
+            return Err(Error::Config {
+                file: index.display().to_string(),
+                field: "model_index.json".into(),
+                reason: "not found: a Stable Diffusion model is a diffusers pipeline folder with model_index.json".into(),
+            });
+        }
+        load::read_json(&index)?;
+        for c in COMPONENTS {
+            if !dir.join(c).is_dir() {
+                return Err(Error::Config {
+                    file: dir.join(c).display().to_string(),
+                    field: c.into(),
+                    reason: format!("the pipeline folder has no `{c}` component"),
+                });
+            }
+        }
+        let unet_cfg = dir.join("unet").join(load::CONFIG);
+        let unet = UNet2DConditionConfig::from_file(&unet_cfg)?;
+        let vae = AutoencoderKLConfig::from_file(&dir.join("vae").join(load::CONFIG))?;
+        let text_cfg = dir.join("text_encoder").join(load::CONFIG);
+        let text = CLIPTextConfig::from_file(&text_cfg)?;
+        let scheduler =
+            SchedulerConfig::from_file(&dir.join("scheduler").join(load::SCHEDULER_CONFIG))?;
+        if unet.cross_attention_dim != text.hidden_size {
+            return Err(Error::Config {
+                file: unet_cfg.display().to_string(),
+                field: "cross_attention_dim".into(),
+                reason: format!(
+                    "cross_attention_dim {} does not match the text encoder's hidden_size {} ({})",
+                    unet.cross_attention_dim,
+                    text.hidden_size,
+                    text_cfg.display()
+                ),
+            });
+        }
+        if unet.in_channels != vae.latent_channels || unet.out_channels != vae.latent_channels {
+            return Err(Error::Config {
+                file: unet_cfg.display().to_string(),
+                field: "in_channels".into(),
+                reason: format!(
+                    "in_channels {} / out_channels {} do not match the VAE's latent_channels {}",
+                    unet.in_channels, unet.out_channels, vae.latent_channels
+                ),
+            });
+        }
+        Ok(PipelineFolder {
+            dir: dir.to_path_buf(),
+            unet,
+            vae,
+            text,
+            scheduler,
+        })
+    }
+
+    /// The VAE's spatial factor: 2^(levels − 1) (8 for SD).
+    pub fn vae_scale_factor(&self) -> usize {
+        1 << (self.vae.block_out_channels.len().max(1) - 1)
+    }
+
+    /// Checks a request against the pipeline before any GPU work.
+    pub fn check(&self, r: &Txt2Img) -> Result<()> {
+        if r.prompts.is_empty() {
+            return Err(arg("prompt", "needs at least one prompt".into()));
+        }
+        if let Some(n) = &r.negative_prompts {
+            if n.len() != r.prompts.len() {
+                return Err(arg(
+                    "negative_prompt",
+                    format!(
+                        "{} negative prompts for {} prompts",
+                        n.len(),
+                        r.prompts.len()
+                    ),
+                ));
+            }
+        }
+        if !r.guidance.is_finite() {
+            return Err(arg(
+                "guidance",
+                format!("must be finite (got {})", r.guidance),
+            ));
+        }
+        if r.width == 0 || r.height == 0 || r.width % 8 != 0 || r.height % 8 != 0 {
+            return Err(arg(
+                "size",
+                format!(
+                    "width and height must be positive multiples of 8 (got {}×{})",
+                    r.width, r.height
+                ),
+            ));
+        }
+        let f = self.vae_scale_factor();
+        let (h, w) = (r.height / f, r.width / f);
+        let div = 1usize << (self.unet.block_out_channels.len() - 1);
+        if h % div != 0 || w % div != 0 {
+            return Err(arg(
+                "size",
+                format!(
+                    "{}×{} gives {h}×{w} latents, which this UNet's {} levels cannot take (multiples of {})",
+                    r.width,
+                    r.height,
+                    self.unet.block_out_channels.len(),
+                    div * f
+                ),
+            ));
+        }
+        let b = r.prompts.len();
+        crate::size::elements("batch", &[2 * b, self.unet.in_channels, h, w])?;
+        Ok(())
+    }
+
+    /// The latent shape of a request.
+    pub fn latent_shape(&self, r: &Txt2Img) -> [usize; 4] {
+        let f = self.vae_scale_factor();
+        [
+            r.prompts.len(),
+            self.unet.in_channels,
+            r.height / f,
+            r.width / f,
+        ]
+    }
+}
+
+/// One text-to-image request (diffusers' `StableDiffusionPipeline.__call__` arguments).
+#[derive(Debug, Clone)]
+pub struct Txt2Img {
+    pub prompts: Vec<String>,
+    /// One per prompt; `None` guides away from the empty prompt, as diffusers.
+    pub negative_prompts: Option<Vec<String>>,
+    pub steps: usize,
+    /// Guidance scale w; w ≤ 1 runs without classifier-free guidance (as diffusers).
+    pub guidance: f32,
+    pub width: usize,
+    pub height: usize,
+    pub seed: u64,
+    /// The standard-normal latents [B, C, h, w] (scaled by `init_noise_sigma`); drawn from
+    /// `seed` when `None`.
+    pub noise: Option<Vec<f32>>,
+    /// CLIP layers to skip from the end (diffusers' `clip_skip`).
+    pub clip_skip: Option<usize>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Txt2ImgOutput {
+    /// The final latents (diffusers' `output_type="latent"`), f32 [B, C, h, w].
+    pub latents: Vec<f32>,
+    pub latent_shape: [usize; 4],
+    /// The VAE output in model range (about [−1, 1]), f32 [B, 3, H, W].
+    pub image: Vec<f32>,
+    pub image_shape: [usize; 4],
+    /// Prompts (index; negative prompts after the prompts) cut at the tokenizer's 77 tokens.
+    pub truncated: Vec<usize>,
+}
+
+/// A loaded pipeline.
+pub struct StableDiffusion {
+    pub folder: PipelineFolder,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: CLIPTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub dtype: DType,
+}
+
+impl StableDiffusion {
+    /// Loads every component of the folder: the UNet and text encoder in `dtype`, the VAE in
+    /// f32 when its config says `force_upcast` (SD's VAE overflows f16 activations), else in
+    /// `dtype`. `tokenizer`: the folder's (`ClipTokenizer::from_dir(dir/tokenizer)`) or another.
+    pub fn load(
+        gpu: &Gpu,
+        folder: PipelineFolder,
+        tokenizer: ClipTokenizer,
+        dtype: DType,
+    ) -> Result<Self> {
+        let dir = folder.dir.clone();
+        let text_encoder = CLIPTextModel::from_dir(gpu, &dir.join("text_encoder"), dtype)?;
+        let unet = UNet2DConditionModel::from_dir(gpu, &dir.join("unet"), dtype)?;
+        let vae_dtype = if folder.vae.force_upcast {
+            DType::F32
+        } else {
+            dtype
+        };
+        let vae = AutoencoderKL::from_dir(gpu, &dir.join("vae"), vae_dtype)?;
+        Ok(StableDiffusion {
+            folder,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            dtype,
+        })
+    }
+
+    /// Text states of `texts`: [texts, 77, hidden] as f32, and the indices cut at 77 tokens.
+    pub fn encode_text(
+        &self,
+        gpu: &Gpu,
+        texts: &[String],
+        clip_skip: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        let mut ids = Vec::new();
+        let mut truncated = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            let e = self.tokenizer.encode_padded(t);
+            if e.truncated > 0 {
+                truncated.push(i);
+            }
+            ids.extend(e.input_ids);
+        }
+        let fwd = self
+            .text_encoder
+            .prepare(gpu, texts.len(), clip_skip.unwrap_or(0))?;
+        Ok((fwd.forward_host(gpu, &ids)?, truncated))
+    }
+
+    /// Runs a request: `progress(step, total)` may cancel between steps.
+    pub fn txt2img(
+        &self,
+        gpu: &Gpu,
+        scheduler: &SchedulerConfig,
+        r: &Txt2Img,
+        progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<Txt2ImgOutput> {
+        self.folder.check(r)?;
+        let [b, c, h, w] = self.folder.latent_shape(r);
+        let guided = r.guidance > 1.0;
+        let mut texts = r.prompts.clone();
+        if guided {
+            match &r.negative_prompts {
+                Some(n) => texts.extend(n.iter().cloned()),
+                None => texts.extend(std::iter::repeat_n(String::new(), b)),
+            }
+        }
+        let (states, truncated) = self.encode_text(gpu, &texts, r.clip_skip)?;
+        let rows = if guided { 2 * b } else { b };
+        let forward = self.unet.prepare(gpu, rows, h, w)?;
+        let mut model = TextGuidedUNet::new(
+            gpu,
+            forward,
+            scheduler.train.prediction,
+            &states,
+            guided.then_some(r.guidance),
+        )?;
+        let opts = super::SampleOptions {
+            steps: r.steps,
+            seed: r.seed,
+            noise: r.noise.clone(),
+        };
+        let latents = super::sample_controlled(gpu, &mut model, scheduler, &opts, progress)?;
+        drop(model);
+        let inv = (1.0 / self.vae.scaling_factor()) as f32;
+        let scaled: Vec<f32> = latents.iter().map(|v| v * inv).collect();
+        let (image, image_shape) = self.vae.decode_host(gpu, &scaled, &[b, c, h, w])?;
+        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
+            return Err(arg(
+                "output",
+                format!("the VAE produced a non-finite value at flat index {i}"),
+            ));
+        }
+        Ok(Txt2ImgOutput {
+            latents,
+            latent_shape: [b, c, h, w],
+            image,
+            image_shape,
+            truncated,
+        })
+    }
+}
