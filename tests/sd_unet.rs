@@ -265,7 +265,8 @@ fn sd15_full_size_random_weights_runs() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
-    // DIFFUSE_SD_DTYPE=f16 or f32 runs one of the two.
+    // DIFFUSE_SD_DTYPE=f16 or f32 runs one of the two; DIFFUSE_SD_RECORD_ONLY=1 only loads
+    // and records.
     let only = std::env::var("DIFFUSE_SD_DTYPE").ok();
     for dtype in [DType::F16, DType::F32] {
         if only
@@ -282,6 +283,16 @@ fn sd15_full_size_random_weights_runs() {
         let t0 = std::time::Instant::now();
         let fwd = model.prepare(gpu, 2, side, side).unwrap();
         let rec_s = t0.elapsed().as_secs_f64();
+        if std::env::var_os("DIFFUSE_SD_RECORD_ONLY").is_some() {
+            println!(
+                "SD 1.5 UNet {dtype:?} 2×4×{side}×{side}: load {load_s:.1} s, record {rec_s:.1} s, {:.1} GFLOP, {} dispatches, weights {} MiB, activations {} MiB (not run)",
+                fwd.flops as f64 / 1e9,
+                fwd.dispatches(),
+                model.weight_bytes >> 20,
+                fwd.activation_bytes >> 20
+            );
+            continue;
+        }
         let n = 2 * 4 * side * side;
         let sample: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
