@@ -13,6 +13,16 @@ pub fn write_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: Option<usi
 
 /// The PNG bytes of [`write_grid`]'s grid.
 pub fn encode_grid(data: &[f32], shape: [usize; 4], cols: Option<usize>) -> Result<Vec<u8>> {
+    encode(data, shape, cols, 2)
+}
+
+/// The PNG bytes of one image as it is (no gutter) when N = 1, else of [`encode_grid`]'s grid
+/// (what `diffuse txt2img` writes: a 512×512 prompt gives a 512×512 PNG).
+pub fn encode_images(data: &[f32], shape: [usize; 4]) -> Result<Vec<u8>> {
+    encode(data, shape, None, if shape[0] == 1 { 0 } else { 2 })
+}
+
+fn encode(data: &[f32], shape: [usize; 4], cols: Option<usize>, gap: usize) -> Result<Vec<u8>> {
     let [n, c, h, w] = shape;
     let fail = |reason: String| Error::Argument {
         op: "PNG grid",
@@ -32,7 +42,6 @@ pub fn encode_grid(data: &[f32], shape: [usize; 4], cols: Option<usize>) -> Resu
         .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)
         .max(1);
     let rows = n.div_ceil(cols);
-    let gap = 2;
     let side = |k: usize, s: usize| {
         k.checked_mul(s + gap)
             .and_then(|v| v.checked_add(gap))

@@ -150,7 +150,7 @@ pub(crate) fn txt2img(opts: &GpuOptions, a: Txt2ImgArgs) -> Result<(), Error> {
     }
     plan.write(
         png,
-        &diffuse::image_io::encode_grid(&out.image, out.image_shape, None)?,
+        &diffuse::image_io::encode_images(&out.image, out.image_shape)?,
     )?;
     plan.commit()?;
     eprintln!(
