@@ -86,6 +86,28 @@ impl Conditioning {
         })
     }
 
+    /// Sinusoidal time conditioning alone (`Timesteps(channels, flip_sin_to_cos, freq_shift)`
+    /// → `time_embedding`), as `UNet2DConditionModel` without class or addition embeddings.
+    pub fn positional(
+        l: &Loader<'_>,
+        channels: usize,
+        time_embed_dim: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+    ) -> Result<Self> {
+        Ok(Conditioning {
+            proj: TimeProj::Positional(Sinusoid {
+                flip_sin_to_cos,
+                downscale_freq_shift: freq_shift as f32,
+                scale: 1.0,
+                max_period: 10000.0,
+            }),
+            proj_dim: channels,
+            time_embedding: Mlp::load(l, "time_embedding", channels, time_embed_dim)?,
+            class: None,
+        })
+    }
+
     fn project(&self, g: &mut Graph<'_>, t: &Tensor, name: &str) -> Result<Tensor> {
         let n = t.shape()[0];
         let y = g.alloc(name, &[n, self.proj_dim])?;

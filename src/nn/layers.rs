@@ -130,6 +130,15 @@ impl<'a> Loader<'a> {
 
     /// `nn.Linear(fin, fout)` at `prefix` (with bias).
     pub fn linear(&self, prefix: &str, fin: usize, fout: usize) -> Result<Linear> {
+        self.linear_with(prefix, fin, fout, true)
+    }
+
+    /// `nn.Linear(fin, fout, bias=False)` at `prefix`.
+    pub fn linear_no_bias(&self, prefix: &str, fin: usize, fout: usize) -> Result<Linear> {
+        self.linear_with(prefix, fin, fout, false)
+    }
+
+    fn linear_with(&self, prefix: &str, fin: usize, fout: usize, bias: bool) -> Result<Linear> {
         let wname = format!("{prefix}.weight");
         let f4 = fin.div_ceil(4) * 4;
         let (weight, scale, input_scale) = match self.int8(
@@ -146,7 +155,11 @@ impl<'a> Loader<'a> {
             weight,
             scale,
             input_scale,
-            bias: Some(self.tensor(&format!("{prefix}.bias"), &[fout])?),
+            bias: if bias {
+                Some(self.tensor(&format!("{prefix}.bias"), &[fout])?)
+            } else {
+                None
+            },
             fout,
         })
     }

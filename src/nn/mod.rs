@@ -7,8 +7,13 @@ pub mod config;
 pub mod embeddings;
 pub mod layers;
 pub mod resnet;
+pub mod standin;
+pub mod transformer_2d;
 pub mod unet_2d;
 pub mod unet_2d_blocks;
+pub mod unet_2d_condition;
+pub mod unet_2d_condition_blocks;
+pub mod unet_2d_condition_config;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};
