@@ -2,6 +2,7 @@
 //! (batch, resolution) and replayed each call.
 
 pub mod attention;
+pub mod autoencoder_kl;
 pub mod classifier;
 pub mod config;
 pub mod embeddings;
@@ -14,6 +15,9 @@ pub mod unet_2d_blocks;
 pub mod unet_2d_condition;
 pub mod unet_2d_condition_blocks;
 pub mod unet_2d_condition_config;
+pub mod vae;
+pub mod vae_config;
+pub mod vae_tiling;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};

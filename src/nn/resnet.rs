@@ -61,7 +61,8 @@ pub struct ResnetOptions {
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Linear,
+    /// None when `temb_channels` is 0 (diffusers' `temb_channels=None`, the VAE's blocks).
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
@@ -88,11 +89,9 @@ impl ResnetBlock2D {
         Ok(ResnetBlock2D {
             norm1: l.group_norm(&format!("{prefix}.norm1"), cin, opts.groups, opts.eps)?,
             conv1: l.conv(&format!("{prefix}.conv1"), cin, cout, 3, same)?,
-            time_emb_proj: l.linear(
-                &format!("{prefix}.time_emb_proj"),
-                opts.temb_channels,
-                proj,
-            )?,
+            time_emb_proj: (opts.temb_channels > 0)
+                .then(|| l.linear(&format!("{prefix}.time_emb_proj"), opts.temb_channels, proj))
+                .transpose()?,
             norm2: l.group_norm(&format!("{prefix}.norm2"), cout, opts.groups_out, opts.eps)?,
             conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, same)?,
             conv_shortcut: if cin != cout || opts.force_shortcut {
@@ -122,6 +121,21 @@ impl ResnetBlock2D {
 
     /// `x` is not consumed; `temb_act` is SiLU(time embedding) [N, temb_channels].
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
+        self.forward_with(g, x, Some(temb_act))
+    }
+
+    /// The block without a time embedding (loaded with `temb_channels` 0, as the VAE's):
+    /// conv1 → norm2 directly.
+    pub fn forward_no_temb(&self, g: &mut Graph<'_>, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(g, x, None)
+    }
+
+    fn forward_with(
+        &self,
+        g: &mut Graph<'_>,
+        x: &Tensor,
+        temb_act: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let mut h = self.norm1.forward(g, x, true, "resnet.h")?;
         let mut input = x.clone();
         if matches!(self.resample, BlockResample::FirDown | BlockResample::FirUp) {
@@ -145,7 +159,22 @@ impl ResnetBlock2D {
             input = resample(g, x, "resnet.input")?;
             h = resample(g, &h, "resnet.h")?;
         }
-        let t = self.time_emb_proj.forward(g, temb_act, "resnet.temb")?;
+        let temb = match (&self.time_emb_proj, temb_act) {
+            (Some(p), Some(t)) => Some(p.forward(g, t, "resnet.temb")?),
+            _ => None,
+        };
+        let Some(t) = temb else {
+            if self.opts.scale_shift {
+                return Err(crate::error::Error::Argument {
+                    op: "ResnetBlock2D",
+                    arg: "temb",
+                    reason: "resnet_time_scale_shift `scale_shift` needs a time embedding".into(),
+                });
+            }
+            let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
+            let h2 = self.norm2.forward(g, &h1, true, "resnet.norm2")?;
+            return self.finish(g, &h2, input);
+        };
         let n = t.shape()[0];
         let h2 = if self.opts.scale_shift {
             let h1 = self.conv1.forward(g, &h, "resnet.conv1")?;
@@ -164,6 +193,11 @@ impl ResnetBlock2D {
             let with_t = self.conv1.forward_fused(g, &h, "resnet.h_temb", epi)?;
             self.norm2.forward(g, &with_t, true, "resnet.norm2")?
         };
+        self.finish(g, &h2, input)
+    }
+
+    /// conv2 of `h2` plus the (projected) `input`, scaled.
+    fn finish(&self, g: &mut Graph<'_>, h2: &Tensor, input: Tensor) -> Result<Tensor> {
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(g, &input, "resnet.shortcut")?,
             None => input,
@@ -174,7 +208,7 @@ impl ResnetBlock2D {
             residual: Some(&shortcut),
             scale: (1.0 / self.opts.output_scale_factor) as f32,
         };
-        self.conv2.forward_fused(g, &h2, "resnet.out", epi)
+        self.conv2.forward_fused(g, h2, "resnet.out", epi)
     }
 }
 
