@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "pipeline"]
+PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "single_file", "pipeline"]
 
 
 def main(argv):
