@@ -51,8 +51,9 @@ impl Source {
         }
     }
 
-    /// The original tensor's shape when the parameter has shape `want` (`squeezed_ok`: a
-    /// [`Take::Squeeze`] source may also be stored already squeezed).
+    /// The shapes the original tensor may have when the parameter has shape `want`, the
+    /// canonical one first (a [`Take::Squeeze`] source may also be stored already squeezed,
+    /// as diffusers' `conv_attn_to_linear` accepts).
     pub fn original_shapes(&self, want: &[usize]) -> Vec<Vec<usize>> {
         match self.take {
             Take::Whole => vec![want.to_vec()],

@@ -12,6 +12,23 @@
 //! the three components, [`SingleFile::check_all_used`] accounts for every key of the file:
 //! known-unused groups ([`keymap::known_unused`]) are ignored by name, anything else is an
 //! error naming the key.
+//!
+//! ```ignore
+//! let sf = SingleFile::open(&file)?;
+//! let dir = match config { Some(d) => d, None => sf.default_config_dir()? };
+//! let ucfg = UNet2DConditionConfig::from_file(&dir.join("unet/config.json"))?;
+//! let layout = UNetLayout {
+//!     layers_per_block: ucfg.layers_per_block.clone(),
+//!     up_cross_attention: ucfg.up_block_types.iter()
+//!         .map(|t| matches!(t, CrossUpBlockType::CrossAttnUpBlock2D)).collect(),
+//! };
+//! let unet = UNet2DConditionModel::load(gpu, ucfg, &sf.unet(layout), dtype)?;
+//! let vcfg = AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?;
+//! let vae = AutoencoderKL::load(gpu, vcfg.clone(), &sf.vae(vcfg.block_out_channels.len()), dtype)?;
+//! let tcfg = CLIPTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
+//! let text = CLIPTextModel::load(gpu, tcfg.clone(), &sf.text_encoder(tcfg.num_hidden_layers), "", dtype)?;
+//! sf.check_all_used()?;
+//! ```
 
 pub mod keymap;
 
