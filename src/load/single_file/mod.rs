@@ -51,6 +51,16 @@ pub enum SdVersion {
     V2,
 }
 
+impl SdVersion {
+    /// The name of its shipped config folder under `assets/configs/`.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            SdVersion::V1 => "sd15",
+            SdVersion::V2 => "sd21",
+        }
+    }
+}
+
 /// The key diffusers reads the cross-attention width from (`CHECKPOINT_KEY_NAMES["v2"]`).
 const CROSS_ATTN_TO_K: &str =
     "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
@@ -230,13 +240,13 @@ impl SingleFile {
 
     /// The shipped diffusers pipeline config folder (without weights) of the version the keys
     /// identify: `assets/configs/sd15` (runwayml/stable-diffusion-v1-5) or `assets/configs/sd21`
-    /// (stabilityai/stable-diffusion-2-1, v-prediction) in this source tree. An error naming
-    /// the file and what was found when the keys identify neither.
+    /// (stabilityai/stable-diffusion-2-1, v-prediction, as diffusers also picks for any v2 file)
+    /// in this source tree (a relocated binary resolves [`SdVersion::config_name`] itself). An
+    /// error naming the file and what was found when the keys identify neither.
     pub fn default_config_dir(&self) -> Result<PathBuf> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/configs");
         match self.version {
-            Some(SdVersion::V1) => Ok(root.join("sd15")),
-            Some(SdVersion::V2) => Ok(root.join("sd21")),
+            Some(v) => Ok(root.join(v.config_name())),
             None => {
                 let s = |k: &str| {
                     self.weights
