@@ -11,6 +11,9 @@ Parts (default: all, in this order), each a module of `tools/sd_golden/`:
   text       CLIPTextModel hidden states                  -> tests/golden/sd/<pipe>/text_io.safetensors
   unet       UNet2DConditionModel forwards                -> tests/golden/sd/<pipe>/unet_io.safetensors
   vae        AutoencoderKL decode/encode                  -> tests/golden/sd/<pipe>/vae_io.safetensors
+  single_file  original-layout (LDM) single-file keymaps, asked of diffusers' converters and
+             verified with from_single_file; also full SD 1.5/2.1 from assets/configs (meta)
+                                                          -> tests/golden/sd/single_file/<name>.json
   pipeline   a 10-step StableDiffusionPipeline run        -> tests/golden/sd/<pipe>/pipeline_io.safetensors
 
 The tokenizer vocabulary is the real CLIP BPE (open_clip's `bpe_simple_vocab_16e6.txt.gz`, MIT,
@@ -22,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "pipeline"]
+PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "single_file", "pipeline"]
 
 
 def main(argv):

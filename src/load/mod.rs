@@ -7,6 +7,7 @@ mod config_fields;
 pub mod quant;
 mod random;
 mod safetensors_file;
+pub mod single_file;
 
 pub use config_fields::ConfigFields;
 pub use random::RandomWeights;
