@@ -559,3 +559,50 @@ fn shipped_configs_parse_and_match_the_published_architectures() {
         assert_eq!(tk["pad_token"].as_str(), Some(pad));
     }
 }
+
+/// The whole text-to-image pipeline from a single file with the folder's configs
+/// (`StableDiffusion::load_single_file`, what `diffuse txt2img --model FILE --config DIR` runs)
+/// reproduces diffusers' run of the folder (the golden `noguide` case of tools/sd_golden/pipeline.py).
+#[test]
+fn txt2img_from_a_single_file_matches_diffusers() {
+    use diffuse::load::clip_tokenizer::ClipTokenizer;
+    use diffuse::pipeline::stable_diffusion::{PipelineFolder, StableDiffusion, Txt2Img};
+    let gpu = common::gpu();
+    for name in TINY {
+        let dir = config_dir(name);
+        let path = write(
+            &build_from_golden(name),
+            &format!("{name}-pipe.safetensors"),
+        );
+        let sf = SingleFile::open(&path).unwrap();
+        let folder = PipelineFolder::read(&dir).unwrap();
+        let sched = folder.scheduler.clone();
+        let tok = ClipTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
+        let sd = StableDiffusion::load_single_file(gpu, folder, &sf, tok, DType::F32).unwrap();
+        let io = Weights::open(&dir.join("pipeline_io.safetensors")).unwrap();
+        let req = Txt2Img {
+            prompts: vec!["a red cube".into()],
+            negative_prompts: None,
+            steps: 10,
+            guidance: 1.0,
+            width: 48,
+            height: 32,
+            seed: 0,
+            noise: Some(io.read_f32("noguide.noise", None).unwrap().data),
+            clip_skip: None,
+        };
+        let out = sd
+            .txt2img(
+                gpu,
+                &sched,
+                &req,
+                |_, _| std::ops::ControlFlow::Continue(()),
+            )
+            .unwrap();
+        let want = io.read_f32("noguide.latents", None).unwrap();
+        let m = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(&out.latents, &want.data);
+        println!("{name}: txt2img from the single file: latents max|Δ| {d:.3e} of max {m:.3}");
+        assert!(d <= 1e-3 * m, "{name}: {d}");
+    }
+}

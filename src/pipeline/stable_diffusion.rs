@@ -13,11 +13,13 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
 use crate::load::clip_tokenizer::ClipTokenizer;
+use crate::load::single_file::keymap::UNetLayout;
+use crate::load::single_file::SingleFile;
 use crate::models::text_guided::TextGuidedUNet;
 use crate::nn::autoencoder_kl::AutoencoderKL;
 use crate::nn::clip_text::{CLIPTextConfig, CLIPTextModel};
 use crate::nn::unet_2d_condition::UNet2DConditionModel;
-use crate::nn::unet_2d_condition_config::UNet2DConditionConfig;
+use crate::nn::unet_2d_condition_config::{CrossUpBlockType, UNet2DConditionConfig};
 use crate::nn::vae_config::AutoencoderKLConfig;
 use crate::schedule::config::SchedulerConfig;
 use crate::tensor::DType;
@@ -239,6 +241,51 @@ impl StableDiffusion {
             dtype
         };
         let vae = AutoencoderKL::from_dir(gpu, &dir.join("vae"), vae_dtype)?;
+        Ok(StableDiffusion {
+            folder,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            dtype,
+        })
+    }
+
+    /// Loads the components from an original-layout single-file checkpoint
+    /// ([`load::single_file`]) with the configs of `folder` (a pipeline folder without weights,
+    /// e.g. `assets/configs/sd15`); every key of the file must be accounted for.
+    pub fn load_single_file(
+        gpu: &Gpu,
+        folder: PipelineFolder,
+        file: &SingleFile,
+        tokenizer: ClipTokenizer,
+        dtype: DType,
+    ) -> Result<Self> {
+        let layout = UNetLayout {
+            layers_per_block: folder.unet.layers_per_block.clone(),
+            up_cross_attention: folder
+                .unet
+                .up_block_types
+                .iter()
+                .map(|t| matches!(t, CrossUpBlockType::CrossAttnUpBlock2D))
+                .collect(),
+        };
+        let text_encoder = CLIPTextModel::load(
+            gpu,
+            folder.text.clone(),
+            &file.text_encoder(folder.text.num_hidden_layers),
+            "",
+            dtype,
+        )?;
+        let unet = UNet2DConditionModel::load(gpu, folder.unet.clone(), &file.unet(layout), dtype)?;
+        let vae_dtype = if folder.vae.force_upcast {
+            DType::F32
+        } else {
+            dtype
+        };
+        let blocks = folder.vae.block_out_channels.len();
+        let vae = AutoencoderKL::load(gpu, folder.vae.clone(), &file.vae(blocks), vae_dtype)?;
+        file.check_all_used()?;
         Ok(StableDiffusion {
             folder,
             tokenizer,

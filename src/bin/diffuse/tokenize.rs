@@ -5,7 +5,9 @@
 
 use super::arg_error;
 use clap::Args;
-use diffuse::load::clip_tokenizer::{resolve_tokenizer_dir, ClipTokenizer, SpecialTokens};
+use diffuse::load::clip_tokenizer::{
+    read_special_tokens, resolve_tokenizer_dir, ClipTokenizer, SpecialTokens,
+};
 use diffuse::Error;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,15 @@ pub(crate) struct TokenizeArgs {
 /// The built-in CLIP vocabulary with CLIP's special tokens and `pad` as the pad token
 /// (`<|endoftext|>` in SD 1.x tokenizers, `!` in SD 2.x ones).
 pub(crate) fn default_tokenizer(pad: &str) -> Result<ClipTokenizer, Error> {
+    let special = SpecialTokens {
+        pad: pad.into(),
+        ..SpecialTokens::default()
+    };
+    default_vocabulary(&special)
+}
+
+/// The built-in CLIP vocabulary with the given special tokens.
+fn default_vocabulary(special: &SpecialTokens) -> Result<ClipTokenizer, Error> {
     let mut text = String::new();
     flate2::read::GzDecoder::new(DEFAULT_BPE_GZ)
         .read_to_string(&mut text)
@@ -39,11 +50,7 @@ pub(crate) fn default_tokenizer(pad: &str) -> Result<ClipTokenizer, Error> {
             file: DEFAULT_BPE_NAME.into(),
             reason: e.to_string(),
         })?;
-    let special = SpecialTokens {
-        pad: pad.into(),
-        ..SpecialTokens::default()
-    };
-    ClipTokenizer::from_clip_bpe_merges(&text, &special, DEFAULT_BPE_NAME)
+    ClipTokenizer::from_clip_bpe_merges(&text, special, DEFAULT_BPE_NAME)
 }
 
 /// The tokenizer of a Stable Diffusion run: `--tokenizer DIR` when given, else `model`'s
@@ -76,6 +83,11 @@ pub(crate) fn load_tokenizer(
         .then(|| resolve_tokenizer_dir(model))
         .flatten()
     {
+        // A config-only tokenizer folder (the shipped `assets/configs/*/tokenizer/`: special
+        // tokens, no vocabulary) takes the built-in vocabulary with its special tokens.
+        Some(dir) if !dir.join("vocab.json").is_file() && !dir.join("tokenizer.json").is_file() => {
+            default_vocabulary(&read_special_tokens(&dir)?)
+        }
         Some(dir) => ClipTokenizer::from_dir(&dir),
         None => {
             log::info!(

@@ -3,6 +3,7 @@
 use super::checks::finite_f32;
 use super::progress_bar;
 use clap::Args;
+use diffuse::load::single_file::SingleFile;
 use diffuse::load::HostTensor;
 use diffuse::output::OutputPlan;
 use diffuse::pipeline::stable_diffusion::{PipelineFolder, StableDiffusion, Txt2Img};
@@ -14,9 +15,14 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub(crate) struct Txt2ImgArgs {
     /// A diffusers Stable Diffusion pipeline folder (model_index.json, unet/, vae/,
-    /// text_encoder/, tokenizer/, scheduler/).
+    /// text_encoder/, tokenizer/, scheduler/), or an original-layout single-file checkpoint
+    /// (.safetensors with model.diffusion_model.*, first_stage_model.*, cond_stage_model.*).
     #[arg(long)]
     model: PathBuf,
+    /// For a single-file --model: the pipeline folder without weights whose configs to use
+    /// (default: assets/configs/sd15 or sd21, as the file's keys identify the version).
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long)]
     prompt: String,
     /// What to guide away from (default: the empty prompt).
@@ -82,8 +88,25 @@ pub(crate) fn txt2img(opts: &GpuOptions, a: Txt2ImgArgs) -> Result<(), Error> {
     if a.batch == 0 {
         return Err(arg("--batch", "must be at least 1".into()));
     }
-    let folder = PipelineFolder::read(&a.model)?;
-    let tokenizer = super::tokenize::load_tokenizer("txt2img", &a.model, a.tokenizer.as_deref())?;
+    let single = if a.model.is_file() {
+        Some(SingleFile::open(&a.model)?)
+    } else {
+        if a.config.is_some() {
+            return Err(arg(
+                "--config",
+                "only a single-file --model takes a config folder".into(),
+            ));
+        }
+        None
+    };
+    let config_dir = match (&single, &a.config) {
+        (Some(_), Some(c)) => c.clone(),
+        (Some(sf), None) => sf.default_config_dir()?,
+        (None, _) => a.model.clone(),
+    };
+    let folder = PipelineFolder::read(&config_dir)?;
+    let tokenizer =
+        super::tokenize::load_tokenizer("txt2img", &config_dir, a.tokenizer.as_deref())?;
     let scheduler = match (&a.scheduler, &a.scheduler_config) {
         (_, Some(p)) => SchedulerConfig::from_file(p)?,
         (Some(name), None) => SchedulerConfig::named(name, Some(&folder.scheduler))?,
@@ -113,7 +136,10 @@ pub(crate) fn txt2img(opts: &GpuOptions, a: Txt2ImgArgs) -> Result<(), Error> {
     let png = plan.file("--out", &a.out)?;
     let raw = a.raw.as_ref().map(|r| plan.file("--raw", r)).transpose()?;
     let gpu = Gpu::new(opts)?;
-    let sd = StableDiffusion::load(&gpu, folder, tokenizer, a.dtype)?;
+    let sd = match &single {
+        Some(sf) => StableDiffusion::load_single_file(&gpu, folder, sf, tokenizer, a.dtype)?,
+        None => StableDiffusion::load(&gpu, folder, tokenizer, a.dtype)?,
+    };
     let bar = progress_bar(a.steps as u64, scheduler.kind().class_name(), "steps");
     let t0 = std::time::Instant::now();
     let out = sd
