@@ -128,3 +128,68 @@ fn folder_errors_name_the_component() {
     assert!(e.contains("cross_attention_dim"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Full-size Stable Diffusion 1.5 (the shipped `assets/configs/sd15`, random weights,
+/// `load::RandomWeights`) end to end: 2 PLMS steps of txt2img with guidance at 512×512 (set
+/// `DIFFUSE_SD_SIZE` for another size, `DIFFUSE_SD_DTYPE=f16|f32`), on lavapipe within its
+/// binding limits (the VAE tiles itself). Minutes to hours on a CPU adapter, so ignored in CI:
+/// `cargo test --release --test sd_pipeline sd15_full_size -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sd15_full_size_random_weights_two_steps() {
+    use diffuse::load::RandomWeights;
+    use diffuse::pipeline::stable_diffusion::ComponentSources;
+    let size: usize = std::env::var("DIFFUSE_SD_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let dtype = match std::env::var("DIFFUSE_SD_DTYPE").as_deref() {
+        Ok("f32") => DType::F32,
+        _ => DType::F16,
+    };
+    let gpu = common::gpu();
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd15");
+    let folder = PipelineFolder::read(&cfg).unwrap();
+    let sched = folder.scheduler.clone();
+    let tok = ClipTokenizer::from_dir(&dir("sd1-tiny").join("tokenizer")).unwrap();
+    let t0 = std::time::Instant::now();
+    let (u, v, t) = (
+        RandomWeights { seed: 1 },
+        RandomWeights { seed: 2 },
+        RandomWeights { seed: 3 },
+    );
+    let sources = ComponentSources {
+        unet: &u,
+        vae: &v,
+        text_encoder: &t,
+    };
+    let sd = StableDiffusion::load_from(gpu, folder, sources, tok, dtype).unwrap();
+    let load = t0.elapsed().as_secs_f64();
+    let req = Txt2Img {
+        prompts: vec!["a photograph of an astronaut riding a horse".into()],
+        negative_prompts: None,
+        steps: 2,
+        guidance: 7.5,
+        width: size,
+        height: size,
+        seed: 0,
+        noise: None,
+        clip_skip: None,
+    };
+    let t1 = std::time::Instant::now();
+    let mut steps = Vec::new();
+    let out = sd
+        .txt2img(gpu, &sched, &req, |i, _| {
+            steps.push(t1.elapsed().as_secs_f64());
+            let _ = i;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    let total = t1.elapsed().as_secs_f64();
+    assert!(out.image.iter().all(|v| v.is_finite()));
+    assert_eq!(out.image_shape, [1, 3, size, size]);
+    println!(
+        "SD 1.5 {dtype:?} {size}×{size}: load {load:.1} s, progress marks {steps:?} s, total {total:.1} s (2 steps + VAE), VAE plan {:?}",
+        sd.vae.last_run()
+    );
+}

@@ -12,6 +12,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
+use crate::load::WeightSource;
 use crate::load::clip_tokenizer::ClipTokenizer;
 use crate::load::single_file::keymap::UNetLayout;
 use crate::load::single_file::SingleFile;
@@ -212,6 +213,13 @@ pub struct Txt2ImgOutput {
     pub truncated: Vec<usize>,
 }
 
+/// Where the three networks' weights come from.
+pub struct ComponentSources<'a> {
+    pub unet: &'a dyn WeightSource,
+    pub vae: &'a dyn WeightSource,
+    pub text_encoder: &'a dyn WeightSource,
+}
+
 /// A loaded pipeline.
 pub struct StableDiffusion {
     pub folder: PipelineFolder,
@@ -270,22 +278,43 @@ impl StableDiffusion {
                 .map(|t| matches!(t, CrossUpBlockType::CrossAttnUpBlock2D))
                 .collect(),
         };
-        let text_encoder = CLIPTextModel::load(
+        let text = file.text_encoder(folder.text.num_hidden_layers);
+        let unet = file.unet(layout);
+        let vae = file.vae(folder.vae.block_out_channels.len());
+        let sd = Self::load_from(
             gpu,
-            folder.text.clone(),
-            &file.text_encoder(folder.text.num_hidden_layers),
-            "",
+            folder,
+            ComponentSources {
+                unet: &unet,
+                vae: &vae,
+                text_encoder: &text,
+            },
+            tokenizer,
             dtype,
         )?;
-        let unet = UNet2DConditionModel::load(gpu, folder.unet.clone(), &file.unet(layout), dtype)?;
+        file.check_all_used()?;
+        Ok(sd)
+    }
+
+    /// Builds the three networks from the folder's configs and the given weight sources (a
+    /// single file's components, or [`load::RandomWeights`] for full-size runs without a
+    /// checkpoint).
+    pub fn load_from(
+        gpu: &Gpu,
+        folder: PipelineFolder,
+        sources: ComponentSources<'_>,
+        tokenizer: ClipTokenizer,
+        dtype: DType,
+    ) -> Result<Self> {
+        let text_encoder =
+            CLIPTextModel::load(gpu, folder.text.clone(), sources.text_encoder, "", dtype)?;
+        let unet = UNet2DConditionModel::load(gpu, folder.unet.clone(), sources.unet, dtype)?;
         let vae_dtype = if folder.vae.force_upcast {
             DType::F32
         } else {
             dtype
         };
-        let blocks = folder.vae.block_out_channels.len();
-        let vae = AutoencoderKL::load(gpu, folder.vae.clone(), &file.vae(blocks), vae_dtype)?;
-        file.check_all_used()?;
+        let vae = AutoencoderKL::load(gpu, folder.vae.clone(), sources.vae, vae_dtype)?;
         Ok(StableDiffusion {
             folder,
             tokenizer,
