@@ -195,8 +195,10 @@ fn automatic_tiling_under_a_small_binding_limit() {
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
 }
 
-/// The estimate is the largest binding: a binding limit of exactly the estimate runs the
-/// untiled forward, one 4 KiB below it fails with TooLarge.
+/// The estimate bounds the largest binding: a binding limit of exactly the estimate runs the
+/// untiled forward; for decoding, whose largest tensor is a feature map, it is tight (4 KiB
+/// below fails with TooLarge). Encoding's estimate is set by the mid-block attention scores,
+/// which `sdpa` chunks over queries, so there it is only an upper bound.
 #[test]
 fn activation_estimate_is_the_largest_binding() {
     let cfg = AutoencoderKLConfig::from_file(&dir("sd1-tiny").join("vae/config.json")).unwrap();
@@ -205,7 +207,11 @@ fn activation_estimate_is_the_largest_binding() {
         (VaeOp::Encode, [1, 3, 32, 32]),
     ] {
         let est = largest_activation_bytes(&cfg, op, 1, shape[2], shape[3], DType::F32);
+        let tight = op == VaeOp::Decode;
         for (cap, ok) in [(est, true), (est - 4096, false)] {
+            if !ok && !tight {
+                continue;
+            }
             let gpu = common::private_gpu_with(GpuOptions {
                 max_binding_override: Some(cap),
                 ..Default::default()

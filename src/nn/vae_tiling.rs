@@ -191,8 +191,10 @@ fn down2(s: usize) -> usize {
 
 /// Bytes of the largest single activation of an untiled `op` on `batch` inputs of `h`×`w`
 /// (latent size for decode, image size for encode), `dtype` storage: the largest feature map
-/// of any block, or the attention score matrix [B, L, L] of the mid block (one head; the
-/// GEMM–softmax–GEMM path materialises it).
+/// of any block, or the attention score matrix [B, L, L] of the mid block (one head). Since
+/// `nn::attention::sdpa` chunks the scores over queries when they do not fit one binding, the
+/// score term is conservative: where it dominates (encoding), the estimate is an upper bound
+/// and tiling starts a little earlier than strictly needed (and matches diffusers' tile size).
 pub fn largest_activation_bytes(
     cfg: &AutoencoderKLConfig,
     op: VaeOp,
