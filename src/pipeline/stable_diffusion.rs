@@ -12,10 +12,10 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
-use crate::load::WeightSource;
 use crate::load::clip_tokenizer::ClipTokenizer;
 use crate::load::single_file::keymap::UNetLayout;
 use crate::load::single_file::SingleFile;
+use crate::load::WeightSource;
 use crate::models::text_guided::TextGuidedUNet;
 use crate::nn::autoencoder_kl::AutoencoderKL;
 use crate::nn::clip_text::{CLIPTextConfig, CLIPTextModel};
