@@ -95,6 +95,7 @@ fn bad_input_is_named_and_writes_nothing() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--width", "36", "--height", "32"], "--width/--height"),
         (vec!["--batch", "0"], "--batch"),
+        (vec!["--batch", "4000000000000"], "--batch"),
         (vec!["--steps", "0"], "--steps"),
         (vec!["--scheduler", "no-such"], "no-such"),
         (vec!["--tokenizer", "/nonexistent"], "--tokenizer"),

@@ -164,9 +164,26 @@ impl PipelineFolder {
                 ),
             ));
         }
-        let b = r.prompts.len();
-        crate::size::elements("batch", &[2 * b, self.unet.in_channels, h, w])?;
-        Ok(())
+        self.check_batch(r.prompts.len(), r.width, r.height)
+    }
+
+    /// Whether `batch` images of `width`×`height` fit the host buffers of a run (the guided
+    /// latents [2B, C, h, w] and the image [B, 3, H, W], f32), checked before anything is
+    /// sized from the batch: an absurd batch is named as the batch, not an allocation failure.
+    pub fn check_batch(&self, batch: usize, width: usize, height: usize) -> Result<()> {
+        let f = self.vae_scale_factor();
+        let c = self.unet.in_channels;
+        let fits = crate::size::mul("batch", batch, 2)
+            .and_then(|b2| crate::size::elements("batch", &[b2, c, height / f, width / f]))
+            .and_then(|n| crate::size::host_alloc("batch", n, 4))
+            .and_then(|_| crate::size::elements("batch", &[batch, 3, height, width]))
+            .and_then(|n| crate::size::host_alloc("batch", n, 4));
+        fits.map(drop).map_err(|e| {
+            arg(
+                "batch",
+                format!("{batch} images of {width}×{height} are too large ({e})"),
+            )
+        })
     }
 
     /// The latent shape of a request.

@@ -115,13 +115,17 @@ pub(crate) fn txt2img(opts: &GpuOptions, a: Txt2ImgArgs) -> Result<(), Error> {
     diffuse::schedule::check_steps(a.steps, scheduler.train.num_train_timesteps)?;
     let f = folder.vae_scale_factor();
     let (sh, sw) = folder.unet.sample_size.unwrap_or((64, 64));
+    let (width, height) = (a.width.unwrap_or(sw * f), a.height.unwrap_or(sh * f));
+    folder
+        .check_batch(a.batch, width, height)
+        .map_err(size_flags)?;
     let req = Txt2Img {
         prompts: vec![a.prompt.clone(); a.batch],
         negative_prompts: a.negative_prompt.as_ref().map(|n| vec![n.clone(); a.batch]),
         steps: a.steps,
         guidance: a.guidance,
-        width: a.width.unwrap_or(sw * f),
-        height: a.height.unwrap_or(sh * f),
+        width,
+        height,
         seed: a.seed,
         noise: None,
         clip_skip: a.clip_skip,
@@ -205,6 +209,7 @@ fn size_flags(e: Error) -> Error {
             arg: match arg {
                 "size" => "--width/--height",
                 "prompt" => "--prompt",
+                "batch" => "--batch",
                 "negative_prompt" => "--negative-prompt",
                 "guidance" => "--guidance",
                 "steps" => "--steps",
