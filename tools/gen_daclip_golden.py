@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Goldens of issue 18 (DA-CLIP universal image restoration) from the OFFICIAL code of
+grrrute/mr-sampler (see tools/daclip_golden/common.py for the checkout):
+
+    /work/venv/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
+
+Each part writes under tests/golden/daclip/<part>/.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from daclip_golden.common import load_official, repo_arg  # noqa: E402
+
+PARTS = {
+    "unet": "daclip_golden.unet",
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    repo_arg(ap)
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    a = ap.parse_args()
+    parts = [p for p in a.parts.split(",") if p]
+    for p in parts:
+        if p not in PARTS:
+            sys.exit(f"unknown part {p!r} (known: {', '.join(PARTS)})")
+    off = load_official(a.official)
+    import importlib
+    for p in parts:
+        importlib.import_module(PARTS[p]).run(off)
+
+
+if __name__ == "__main__":
+    main()
