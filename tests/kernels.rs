@@ -420,7 +420,11 @@ fn resample_and_concat() {
                 ([1, 2, 17, 33], 32, 48),
                 ([1, 2, 5, 3], 9, 5),
                 ([2, 3, 32, 32], 20, 28),
-                ([1, rng.range(1, 5), rng.range(2, 12), rng.range(2, 12)], 0, 0),
+                (
+                    [1, rng.range(1, 5), rng.range(2, 12), rng.range(2, 12)],
+                    0,
+                    0,
+                ),
             ] {
                 let (ho, wo) = if ho == 0 {
                     (rng.range(1, 2 * xs[2] - 1), rng.range(1, 2 * xs[3] - 1))

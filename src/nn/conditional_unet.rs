@@ -15,7 +15,7 @@
 //! `ResBlock`s each on cat([x, skip]), the attention and the up-sampling; `final_res_block` on
 //! cat([x, init_conv output]); `final_conv`; the crop back to H×W.
 
-use super::conditional_unet_blocks::{same, ResBlock, Resample, ResidualAttention};
+use super::conditional_unet_blocks::{same, ChannelNormEps, ResBlock, Resample, ResidualAttention};
 use super::conditional_unet_config::ConditionalUNetConfig;
 use super::layers::{Conv2d, Linear, Loader};
 use super::Graph;
@@ -50,6 +50,8 @@ struct Prompt {
 pub struct ConditionalUNet {
     pub config: ConditionalUNetConfig,
     pub dtype: DType,
+    /// The channel LayerNorm's eps rule the network was loaded with.
+    pub norm_eps: ChannelNormEps,
     init_conv: Conv2d,
     time1: Linear,
     time2: Linear,
@@ -78,12 +80,24 @@ impl ConditionalUNet {
     }
 
     /// Builds the network from a parsed config and a weight source (a checkpoint, or
-    /// [`load::RandomWeights`]).
+    /// [`load::RandomWeights`]), with the float32 network's channel-norm eps
+    /// ([`ChannelNormEps::Float32`]).
     pub fn load(
         gpu: &Gpu,
         config: ConditionalUNetConfig,
         weights: &dyn WeightSource,
         dtype: DType,
+    ) -> Result<Self> {
+        Self::load_with(gpu, config, weights, dtype, ChannelNormEps::default())
+    }
+
+    /// [`ConditionalUNet::load`] with a choice of the channel LayerNorm's eps rule.
+    pub fn load_with(
+        gpu: &Gpu,
+        config: ConditionalUNetConfig,
+        weights: &dyn WeightSource,
+        dtype: DType,
+        eps: ChannelNormEps,
     ) -> Result<Self> {
         let l = Loader::new(gpu, weights, dtype);
         let c = &config;
@@ -107,7 +121,7 @@ impl ConditionalUNet {
             downs.push(Level {
                 block1: ResBlock::load(&l, &format!("{p}.0"), din, din, td)?,
                 block2: ResBlock::load(&l, &format!("{p}.1"), din, din, td)?,
-                attn: ResidualAttention::load(&l, &format!("{p}.2"), din, spatial)?,
+                attn: ResidualAttention::load(&l, &format!("{p}.2"), din, spatial, eps)?,
                 resample: if i + 1 < depth {
                     Resample::down(&l, &format!("{p}.3"), din, dout)?
                 } else {
@@ -127,7 +141,7 @@ impl ConditionalUNet {
             ups.push(Level {
                 block1: ResBlock::load(&l, &format!("{p}.0"), dout + din, dout, td)?,
                 block2: ResBlock::load(&l, &format!("{p}.1"), dout + din, dout, td)?,
-                attn: ResidualAttention::load(&l, &format!("{p}.2"), dout, spatial)?,
+                attn: ResidualAttention::load(&l, &format!("{p}.2"), dout, spatial, eps)?,
                 resample: if i != 0 {
                     Resample::up(&l, &format!("{p}.3"), dout, din)?
                 } else {
@@ -142,7 +156,7 @@ impl ConditionalUNet {
             prompt,
             downs,
             mid1: ResBlock::load(&l, "mid_block1", mid, mid, td)?,
-            mid_attn: ResidualAttention::load(&l, "mid_attn", mid, mid_spatial)?,
+            mid_attn: ResidualAttention::load(&l, "mid_attn", mid, mid_spatial, eps)?,
             mid2: ResBlock::load(&l, "mid_block2", mid, mid, td)?,
             ups,
             final_res: ResBlock::load(&l, "final_res_block", 2 * nf, nf, td)?,
@@ -150,6 +164,7 @@ impl ConditionalUNet {
             weight_bytes: 0,
             config,
             dtype,
+            norm_eps: eps,
         };
         Ok(ConditionalUNet {
             weight_bytes: l.bytes.get(),
@@ -172,7 +187,11 @@ impl ConditionalUNet {
         image_context: bool,
     ) -> Result<ConditionalUNetForward> {
         let c = &self.config;
-        let arg = |arg: &'static str, reason: String| Error::Argument { op: OP, arg, reason };
+        let arg = |arg: &'static str, reason: String| Error::Argument {
+            op: OP,
+            arg,
+            reason,
+        };
         if batch == 0 {
             return Err(arg("batch", "must be at least 1".into()));
         }
@@ -408,8 +427,18 @@ impl ConditionalUNetForward {
     ) -> Result<Vec<f32>> {
         self.xt.write_f32(gpu, xt)?;
         self.cond.write_f32(gpu, cond)?;
-        write_context(gpu, "text_context", self.text_context.as_ref(), text_context)?;
-        write_context(gpu, "image_context", self.image_context.as_ref(), image_context)?;
+        write_context(
+            gpu,
+            "text_context",
+            self.text_context.as_ref(),
+            text_context,
+        )?;
+        write_context(
+            gpu,
+            "image_context",
+            self.image_context.as_ref(),
+            image_context,
+        )?;
         self.run(gpu, time)?;
         self.output.to_vec_f32(gpu)
     }

@@ -125,7 +125,12 @@ pub fn reflect_pad(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()>
         return Err(shape_err(
             OP,
             y,
-            format!("expected [{}, {}, Ho, Wo] (the batch and channels of `{}`)", s[0], s[1], x.name()),
+            format!(
+                "expected [{}, {}, Ho, Wo] (the batch and channels of `{}`)",
+                s[0],
+                s[1],
+                x.name()
+            ),
         ));
     }
     for (i, dim) in [(2, "height"), (3, "width")] {

@@ -14,7 +14,9 @@ Written per case to tests/golden/daclip/unet/<case>/:
   config.json                           the engine's unet/config.json for this instance
   diffusion_pytorch_model.safetensors   the official state-dict keys, F16
   io.safetensors                        per run R: R.xt, R.cond, R.time, [R.text_context],
-                                        [R.image_context], R.output (F32)
+                                        [R.image_context], R.output (F32), and R.output_half:
+                                        the same module under float16 autocast, whose
+                                        channel LayerNorm eps is 1e-3
 """
 import json
 import os
@@ -80,8 +82,15 @@ def forward_runs(net, args, runs, gen, io):
             io[f"{rname}.image_context"] = kw["image_context"]
         with torch.no_grad():
             y = net(xt, cond, time, **kw)
+            # The same module under float16 autocast (`.half()` cannot run it: the sinusoidal
+            # embedding promotes to float32): the channel LayerNorm sees float16 inputs and
+            # takes eps 1e-3 instead of 1e-5 (the dtype quirk of module_util.LayerNorm).
+            with torch.autocast("cpu", dtype=torch.float16):
+                yh = net(xt, cond, time, **kw).float()
         io[f"{rname}.output"] = y
+        io[f"{rname}.output_half"] = yh
         print(f"unet {rname}: {tuple(y.shape)} max|y| {y.abs().max():.3f}, "
+              f"float16 module vs float32: max|Δ| {(yh - y).abs().max() / y.abs().max():.2e}·max|y|, "
               f"{sum(p.numel() for p in net.parameters())} parameters")
 
 
