@@ -118,6 +118,57 @@ fn f16_with_the_dtype_eps_rule_matches_the_official_module_under_f16_autocast() 
     println!("worst f16 (eps by dtype) vs autocast: {w:.3e}·max|y|");
 }
 
+/// The sampler's view: μ and the contexts written once by `DaclipUNet`, x_t written into
+/// `Denoiser::input`, the network run at `ModelTime::t` (the official sampler's float
+/// timestep), the output the official noise prediction.
+#[test]
+fn the_denoiser_passes_model_time_t_to_the_network() {
+    use diffuse::models::daclip_unet::DaclipUNet;
+    use diffuse::models::{Denoiser, Prediction};
+    use diffuse::schedule::ModelTime;
+    let gpu = common::gpu();
+    let dir = golden("both4");
+    let model = ConditionalUNet::from_dir(gpu, &dir, DType::F32).unwrap();
+    let io = Weights::open(&dir.join("io.safetensors")).unwrap();
+    let read = |k: &str| io.read_f32(&format!("odd.{k}"), None).unwrap();
+    let (xt, cond, time, want) = (read("xt"), read("cond"), read("time"), read("output"));
+    let (text, image) = (read("text_context"), read("image_context"));
+    let s = &xt.shape;
+    let fwd = model.prepare(gpu, 1, s[2], s[3], true, true).unwrap();
+    let e = DaclipUNet::new(
+        gpu,
+        model.prepare(gpu, 1, s[2], s[3], true, true).unwrap(),
+        &cond.data,
+        None,
+        Some(&image.data),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("text_context"), "{e}");
+    let mut den =
+        DaclipUNet::new(gpu, fwd, &cond.data, Some(&text.data), Some(&image.data)).unwrap();
+    assert_eq!(den.prediction(), Prediction::Epsilon);
+    den.input().write_f32(gpu, &xt.data).unwrap();
+    let t = ModelTime {
+        t: time.data[0] as f64,
+        alpha: 0.5,
+        sigma: 0.5,
+    };
+    den.run(gpu, t).unwrap();
+    let got = den.output().to_vec_f32(gpu).unwrap();
+    let ymax = want.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want.data)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    println!(
+        "DaclipUNet at t = {}: max|Δ| {:.3e}·max|y|",
+        t.t,
+        worst / ymax
+    );
+    assert!(worst <= 1e-4 * ymax);
+}
+
 fn base_config() -> Value {
     diffuse::load::read_json(&golden("both4").join("config.json")).unwrap()
 }
