@@ -340,7 +340,8 @@ fn bad_sizes_contexts_and_inputs_are_refused() {
 /// The released network's shape (nf 64, ch_mult [1, 2, 4, 8], context 512, both contexts) with
 /// random weights at 256×256, batch 1, f32 and f16: seconds per forward (one NFE) and the
 /// activation high-water mark. DIFFUSE_DACLIP_SIDE overrides the side, DIFFUSE_DACLIP_DTYPE
-/// (f16 or f32) runs one dtype:
+/// (f16 or f32) runs one dtype, DIFFUSE_DACLIP_PROFILE=1 adds a per-dispatch profile (seconds
+/// by kernel family):
 /// `cargo test --release --test daclip_unet -- --ignored --nocapture`.
 #[test]
 #[ignore]

@@ -433,6 +433,15 @@ fn resample_and_concat() {
                 };
                 checks.push(sc::reflect_pad(gpu, xs, ho, wo, dt, rng.next_u64()).unwrap());
             }
+            // A padding as large as the dimension cannot be reflected (torch refuses it too).
+            let x = diffuse::Tensor::zeros(gpu, "x", &[1, 1, 4, 5], dt).unwrap();
+            for (ho, wo) in [(8, 5), (4, 10)] {
+                let y = diffuse::Tensor::zeros(gpu, "y_too_big", &[1, 1, ho, wo], dt).unwrap();
+                let e = gpu
+                    .run(|rec| diffuse::ops::resample::reflect_pad(rec, &x, &y))
+                    .unwrap_err();
+                assert!(e.to_string().contains("y_too_big"), "{e}");
+            }
             for (n, ca, cb, h, w) in [
                 (1, 1, 1, 1, 1),
                 (2, 3, 5, 4, 4),
