@@ -396,6 +396,31 @@ fn full_size_random_weights_seconds_per_nfe() {
             y.iter().chain(&y2).all(|v| v.is_finite()),
             "{dtype:?}: non-finite"
         );
+        if std::env::var_os("DIFFUSE_DACLIP_PROFILE").is_some() {
+            let times = fwd.profile(gpu).unwrap();
+            let total: f64 = times.iter().map(|t| t.seconds).sum();
+            let mut by: Vec<(String, f64, usize)> = Vec::new();
+            for t in &times {
+                match by.iter_mut().find(|b| b.0 == t.label) {
+                    Some(b) => {
+                        b.1 += t.seconds;
+                        b.2 += 1
+                    }
+                    None => by.push((t.label.clone(), t.seconds, 1)),
+                }
+            }
+            by.sort_by(|a, b| b.1.total_cmp(&a.1));
+            println!(
+                "profile {dtype:?}: {total:.2} s in {} dispatches",
+                times.len()
+            );
+            for (label, sec, count) in by.iter().take(14) {
+                println!(
+                    "  {sec:8.2} s {:5.1} % ×{count:3} {label}",
+                    100.0 * sec / total
+                );
+            }
+        }
         println!(
             "ConditionalUNet full size {dtype:?} 1×3×{side}×{side}: {nfe_s:.2} s per NFE (first run {first_s:.2} s), load {load_s:.1} s, {:.1} GFLOP, {} dispatches, weights {} MiB, activations {} MiB",
             fwd.flops as f64 / 1e9,
