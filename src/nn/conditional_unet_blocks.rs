@@ -236,7 +236,7 @@ impl LinearAttention {
 /// `proj_out`, self-attention, cross-attention, GEGLU feed-forward, three LayerNorms, and
 /// its own `+ x_in`).
 pub enum Attention {
-    Linear(LinearAttention),
+    Linear(Box<LinearAttention>),
     Spatial(Box<Transformer2DModel>),
 }
 
@@ -259,7 +259,7 @@ impl ResidualAttention {
     ) -> Result<Self> {
         let inner = format!("{prefix}.fn.fn");
         let attn = match spatial {
-            None => Attention::Linear(LinearAttention::load(l, &inner, dim, eps)?),
+            None => Attention::Linear(Box::new(LinearAttention::load(l, &inner, dim, eps)?)),
             Some(context_dim) => {
                 let o = TransformerOptions {
                     heads: dim / HEAD_CHANNELS,
