@@ -143,9 +143,48 @@ impl ResBlock {
 /// context[d, e] = Σₙ k[d, n] v[e, n]; out[e, n] = Σ_d context[d, e] q[d, n]; then `to_out`
 /// = 1×1 conv (bias) + channel LayerNorm. Both scalings are folded into the context GEMM.
 pub struct LinearAttention {
-    to_qkv: Conv2d,
+    /// `to_qkv` split by output rows into its q, k and v thirds (three 1×1 convs): no
+    /// [N, 384, H, W] tensor exists, so a 512×512 image fits a 128 MiB storage binding in f32.
+    to_q: Conv2d,
+    to_k: Conv2d,
+    to_v: Conv2d,
     to_out: Conv2d,
     norm: ChannelNorm,
+}
+
+/// Rows [start, start + count) of a loaded 1×1 conv weight [C, cin, 1, 1] as their own
+/// bias-free conv (with the packed copy CPU adapters read), named `name`.
+fn conv_rows(l: &Loader<'_>, w: &Tensor, start: usize, count: usize, name: &str) -> Result<Conv2d> {
+    let s = w.shape().to_vec();
+    let part = Tensor::empty(l.gpu, name, &[count, s[1], 1, 1], l.dtype)?;
+    let (whole, rows) = (
+        w.reshape(&[1, s[0], s[1], 1])?,
+        part.reshape(&[1, count, s[1], 1])?,
+    );
+    l.gpu
+        .run(|rec| ops::concat::slice_channels(rec, &whole, start, &rows))?;
+    let packed = if l.gpu.info().device_type == wgpu::DeviceType::Cpu {
+        let shape = ops::conv_pack::packed_shape(part.shape());
+        let t = Tensor::empty(l.gpu, &format!("{name}.packed"), &shape, l.dtype)?;
+        l.gpu
+            .run(|rec| ops::conv_pack::pack_weights(rec, &part, &t))?;
+        Some(t)
+    } else {
+        None
+    };
+    let bytes = part.storage_bytes() + packed.as_ref().map_or(0, |p| p.storage_bytes());
+    l.bytes.set(l.bytes.get() + bytes);
+    Ok(Conv2d {
+        name: name.to_string(),
+        weight: part,
+        packed,
+        scale: None,
+        input_scale: None,
+        bias: None,
+        args: same(1),
+        cout: count,
+        k: 1,
+    })
 }
 
 /// Heads of `LinearAttention` (its defaults `heads=4, dim_head=32`).
@@ -154,8 +193,14 @@ pub const LINEAR_HEADS: usize = 4;
 impl LinearAttention {
     pub fn load(l: &Loader<'_>, prefix: &str, dim: usize, eps: ChannelNormEps) -> Result<Self> {
         let hidden = LINEAR_HEADS * HEAD_CHANNELS;
+        let name = format!("{prefix}.to_qkv.weight");
+        let w = l.tensor(&name, &[3 * hidden, dim, 1, 1])?;
+        // Loader::tensor counted the whole weight; the thirds are counted instead.
+        l.bytes.set(l.bytes.get() - w.storage_bytes());
         Ok(LinearAttention {
-            to_qkv: l.conv_no_bias(&format!("{prefix}.to_qkv"), dim, 3 * hidden, 1, same(1))?,
+            to_q: conv_rows(l, &w, 0, hidden, &format!("{prefix}.to_qkv.q"))?,
+            to_k: conv_rows(l, &w, hidden, hidden, &format!("{prefix}.to_qkv.k"))?,
+            to_v: conv_rows(l, &w, 2 * hidden, hidden, &format!("{prefix}.to_qkv.v"))?,
             to_out: l.conv(&format!("{prefix}.to_out.0"), hidden, dim, 1, same(1))?,
             norm: ChannelNorm::load(l, &format!("{prefix}.to_out.1"), dim, eps)?,
         })
@@ -166,10 +211,8 @@ impl LinearAttention {
         let (n, l) = (s[0], s[2] * s[3]);
         let (heads, d) = (LINEAR_HEADS, HEAD_CHANNELS);
         let hidden = heads * d;
-        let qkv = self.to_qkv.forward(g, x, "linattn.qkv")?;
         // q: [N·heads, d, L] → softmax over d (via [N·heads, L, d]) → back.
-        let q = g.alloc("linattn.q", &[n, hidden, s[2], s[3]])?;
-        ops::concat::slice_channels(&mut g.rec, &qkv, 0, &q)?;
+        let q = self.to_q.forward(g, x, "linattn.q")?;
         let qt = g.alloc("linattn.q_t", &[n * heads, l, d])?;
         ops::transpose::transpose(&mut g.rec, &q, &qt, n * heads, d, l)?;
         let qts = g.alloc("linattn.q_t_softmax", &[n * heads, l, d])?;
@@ -177,16 +220,11 @@ impl LinearAttention {
         let qs = g.alloc("linattn.q_softmax", &[n * heads, d, l])?;
         ops::transpose::transpose(&mut g.rec, &qts, &qs, n * heads, l, d)?;
         // k: softmax over the positions.
-        let k = g.alloc("linattn.k", &[n * hidden, l])?;
-        ops::concat::slice_channels(
-            &mut g.rec,
-            &qkv,
-            hidden,
-            &k.reshape(&[n, hidden, s[2], s[3]])?,
-        )?;
+        let k = self.to_k.forward(g, x, "linattn.k")?;
         let ks = g.alloc("linattn.k_softmax", &[n * hidden, l])?;
-        ops::softmax::softmax(&mut g.rec, &k, &ks, 1.0)?;
-        // contextᵀ[e, d] = Σₙ v[e, n] k[d, n] · scale / L, v read inside qkv.
+        ops::softmax::softmax(&mut g.rec, &k.reshape(&[n * hidden, l])?, &ks, 1.0)?;
+        let v = self.to_v.forward(g, x, "linattn.v")?;
+        // contextᵀ[e, d] = Σₙ v[e, n] k[d, n] · scale / L.
         let ctx = g.alloc("linattn.context", &[n * heads, d, d])?;
         let scale = 1.0 / ((d as f64).sqrt() * l as f64);
         let dc = GemmDesc {
@@ -198,14 +236,14 @@ impl LinearAttention {
             lda: l,
             ldb: l,
             ldc: d,
-            a_strides: [3 * hidden * l, d * l],
+            a_strides: [hidden * l, d * l],
             b_strides: [hidden * l, d * l],
             c_strides: [heads * d * d, d * d],
             trans_b: true,
             alpha: scale as f32,
         };
         g.flops += 2 * (n * heads * d * d * l) as u64;
-        ops::gemm::gemm_offset(&mut g.rec, &dc, &qkv, 2 * hidden * l, &ks, &ctx, 0)?;
+        ops::gemm::gemm(&mut g.rec, &dc, &v, &ks, None, &ctx)?;
         // out[e, n] = Σ_d contextᵀ[e, d] q[d, n].
         let out = g.alloc("linattn.out", &[n, hidden, s[2], s[3]])?;
         let dout = GemmDesc {
