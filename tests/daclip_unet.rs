@@ -340,7 +340,8 @@ fn bad_sizes_contexts_and_inputs_are_refused() {
 /// The released network's shape (nf 64, ch_mult [1, 2, 4, 8], context 512, both contexts) with
 /// random weights at 256×256, batch 1, f32 and f16: seconds per forward (one NFE) and the
 /// activation high-water mark. DIFFUSE_DACLIP_SIDE overrides the side, DIFFUSE_DACLIP_DTYPE
-/// (f16 or f32) runs one dtype, DIFFUSE_DACLIP_PROFILE=1 adds a per-dispatch profile (seconds
+/// (f16 or f32) runs one dtype, DIFFUSE_DACLIP_RECORD_ONLY=1 only loads and records,
+/// DIFFUSE_DACLIP_PROFILE=1 adds a per-dispatch profile (seconds
 /// by kernel family):
 /// `cargo test --release --test daclip_unet -- --ignored --nocapture`.
 #[test]
@@ -372,6 +373,16 @@ fn full_size_random_weights_seconds_per_nfe() {
             ConditionalUNet::load(gpu, cfg.clone(), &RandomWeights { seed: 18 }, dtype).unwrap();
         let load_s = t0.elapsed().as_secs_f64();
         let fwd = model.prepare(gpu, 1, side, side, true, true).unwrap();
+        if std::env::var_os("DIFFUSE_DACLIP_RECORD_ONLY").is_some() {
+            println!(
+                "ConditionalUNet full size {dtype:?} 1×3×{side}×{side}: recorded (not run), {:.1} GFLOP, {} dispatches, weights {} MiB, activations {} MiB",
+                fwd.flops as f64 / 1e9,
+                fwd.dispatches(),
+                model.weight_bytes >> 20,
+                fwd.activation_bytes >> 20
+            );
+            continue;
+        }
         let n = 3 * side * side;
         let xt: Vec<f32> = (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
