@@ -62,10 +62,7 @@ impl Img2Img {
         let f = folder.vae_scale_factor();
         let [n, _, h, w] = self.image_shape;
         let c = folder.unet.in_channels;
-        (
-            [self.prompts.len(), c, h / f, w / f],
-            [n, c, h / f, w / f],
-        )
+        ([self.prompts.len(), c, h / f, w / f], [n, c, h / f, w / f])
     }
 }
 
@@ -103,14 +100,15 @@ impl PipelineFolder {
             ));
         }
         self.check_size(OP, w, h)?;
-        self.check_batch(r.prompts.len(), w, h).map_err(|e| match e {
-            Error::Argument { arg, reason, .. } => Error::Argument {
-                op: OP,
-                arg,
-                reason,
-            },
-            e => e,
-        })?;
+        self.check_batch(r.prompts.len(), w, h)
+            .map_err(|e| match e {
+                Error::Argument { arg, reason, .. } => Error::Argument {
+                    op: OP,
+                    arg,
+                    reason,
+                },
+                e => e,
+            })?;
         let (run, enc) = r.latent_shapes(self);
         for (name, v, shape) in [
             ("noise", &r.noise, run),

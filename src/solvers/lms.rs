@@ -47,7 +47,12 @@ pub fn program_from(
     };
     let (t, sigma) = super::sigma_timesteps(&grid, train, steps)?;
     let init = super::euler_init_sigma(cfg.spacing, &sigma);
-    Ok(on_grid_from(train.prediction, &Grid { t, sigma }, init, begin))
+    Ok(on_grid_from(
+        train.prediction,
+        &Grid { t, sigma },
+        init,
+        begin,
+    ))
 }
 
 /// ∫ over [σ_i, σ_{i+1}] of the Lagrange basis polynomial that is 1 at σ_{i−j} and 0 at the
@@ -96,9 +101,8 @@ fn on_grid_from(prediction: Prediction, grid: &Grid, init_sigma: f64, begin: usi
         let order = (i + 1).min(ORDER);
         let mut update = vec![(Buf::X, 1.0)];
         let have = (i - begin + 1).min(ORDER);
-        update.extend(
-            (0..order.min(have)).map(|j| (slot(i - j), coefficient(sigmas, order, i, j))),
-        );
+        update
+            .extend((0..order.min(have)).map(|j| (slot(i - j), coefficient(sigmas, order, i, j))));
         prog.push(vec![
             model_input(Buf::X, time.alpha),
             Op::Model(time),

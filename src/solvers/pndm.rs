@@ -257,7 +257,11 @@ fn prk_timesteps(ts: &[i64], h: i64) -> Vec<i64> {
     let mut tiled: Vec<i64> = last4.iter().flat_map(|&t| [t, t + h]).collect();
     tiled.pop();
     let doubled: Vec<i64> = tiled.iter().flat_map(|&t| [t, t]).collect();
-    doubled[1..doubled.len() - 1].iter().rev().copied().collect()
+    doubled[1..doubled.len() - 1]
+        .iter()
+        .rev()
+        .copied()
+        .collect()
 }
 
 /// One pseudo Runge–Kutta evaluation (`step_prk`) at timestep `t`, the `counter`-th of the run:

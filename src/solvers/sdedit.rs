@@ -83,8 +83,8 @@ pub fn start(cfg: &SchedulerConfig, steps: usize, t_start: usize) -> Result<Star
             op: "img2img",
             arg: "strength",
             reason: format!(
-                "strength × {steps} steps leaves no denoising step for {} (diffusers returns \
-                 an empty batch); raise the strength or the steps",
+                "the strength keeps none of the {steps} steps of {} (cut at step {t_start}; \
+                 diffusers returns an empty batch); raise the strength or the steps",
                 cfg.kind().class_name()
             ),
         });

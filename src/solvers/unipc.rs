@@ -111,7 +111,12 @@ pub fn program_from(
     }
     sigma.push(0.0);
     t.push(0.0);
-    Ok(on_grid_from(cfg, train.prediction, &Grid { t, sigma }, begin))
+    Ok(on_grid_from(
+        cfg,
+        train.prediction,
+        &Grid { t, sigma },
+        begin,
+    ))
 }
 
 /// UniPC over `grid` for a network predicting `prediction`; the state is VP, x_T = z.

@@ -46,12 +46,8 @@ fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4]), Error> {
     if !path.is_file() {
         return Err(input_error(path, "no such file".into()));
     }
-    let (data, shape) = diffuse::image_io::read_png(path).map_err(|e| {
-        input_error(
-            path,
-            format!("not an image the engine can read ({e})"),
-        )
-    })?;
+    let (data, shape) = diffuse::image_io::read_png(path)
+        .map_err(|e| input_error(path, format!("not an image the engine can read ({e})")))?;
     diffuse::image_io::to_channels(data, shape, 3)
 }
 
@@ -118,8 +114,8 @@ pub(crate) fn img2img(opts: &GpuOptions, t: Img2ImgArgs) -> Result<(), Error> {
     }
     let t_start = diffuse::solvers::sdedit::t_start(a.steps, t.strength).map_err(flags)?;
     // Refuses a scheduler that cannot start mid-schedule, or no step left, before the GPU.
-    let started = diffuse::solvers::sdedit::start(&prep.scheduler, a.steps, t_start)
-        .map_err(flags)?;
+    let started =
+        diffuse::solvers::sdedit::start(&prep.scheduler, a.steps, t_start).map_err(flags)?;
     let kept = started.program.steps.len();
     let (gpu, sd) = prep.load(a, opts)?;
     let scheduler = prep.scheduler.clone();

@@ -143,7 +143,11 @@ impl SdArgs {
         diffuse::schedule::check_steps(self.steps, scheduler.train.num_train_timesteps)?;
         let mut plan = OutputPlan::new();
         let png = plan.file("--out", &self.out)?;
-        let raw = self.raw.as_ref().map(|r| plan.file("--raw", r)).transpose()?;
+        let raw = self
+            .raw
+            .as_ref()
+            .map(|r| plan.file("--raw", r))
+            .transpose()?;
         Ok(Prepared {
             folder,
             scheduler,
@@ -168,7 +172,11 @@ impl SdArgs {
 
 impl Prepared {
     /// Starts the GPU and loads the networks.
-    pub(crate) fn load(&mut self, a: &SdArgs, opts: &GpuOptions) -> Result<(Gpu, StableDiffusion), Error> {
+    pub(crate) fn load(
+        &mut self,
+        a: &SdArgs,
+        opts: &GpuOptions,
+    ) -> Result<(Gpu, StableDiffusion), Error> {
         let gpu = Gpu::new(opts)?;
         let folder = self.folder.clone();
         let tok = self.tokenizer.take().ok_or_else(|| Error::Argument {
@@ -288,6 +296,7 @@ pub(crate) fn flag_of(arg: &'static str, size: &'static str) -> &'static str {
         "strength" => "--strength",
         "image" => "--input",
         "noise" | "encoder_noise" => "--noise",
+        "scheduler" => "--scheduler",
         other => other,
     }
 }
