@@ -10,7 +10,7 @@ mod common;
 
 use diffuse::load::clip_tokenizer::ClipTokenizer;
 use diffuse::load::Weights;
-use diffuse::pipeline::img2img::Img2Img;
+use diffuse::pipeline::img2img::{preprocess, Img2Img};
 use diffuse::pipeline::stable_diffusion::{PipelineFolder, StableDiffusion};
 use diffuse::schedule::config::SchedulerConfig;
 use diffuse::DType;
@@ -54,15 +54,25 @@ fn load(pipe: &str, dtype: DType) -> (StableDiffusion, Weights, serde_json::Valu
     (sd, io, cases)
 }
 
+/// The case's input picture through the engine's own reading and diffusers' preprocessing rule.
+fn picture(case: &serde_json::Value) -> (Vec<f32>, [usize; 4]) {
+    let file = match case["input"].as_str() {
+        Some("odd") => "img2img_input_odd.png",
+        _ => "img2img_input.png",
+    };
+    let img = diffuse::image_io::read_rgb8(&root().join(file)).unwrap();
+    // The tiny VAE's factor is 2 (two levels): diffusers rounds the sides to multiples of 2.
+    preprocess(&img, 2).unwrap()
+}
+
 fn request(io: &Weights, case: &serde_json::Value) -> Img2Img {
     let name = case["name"].as_str().unwrap();
-    let input = io.read_f32("input", None).unwrap();
-    let s = &input.shape;
+    let (image, image_shape) = picture(case);
     Img2Img {
         prompts: strings(&case["prompt"]).unwrap(),
         negative_prompts: strings(&case["negative_prompt"]),
-        image: input.data.clone(),
-        image_shape: [s[0], s[1], s[2], s[3]],
+        image,
+        image_shape,
         strength: case["strength"].as_f64().unwrap(),
         steps: case["steps"].as_u64().unwrap() as usize,
         guidance: case["guidance"].as_f64().unwrap() as f32,
@@ -133,17 +143,45 @@ fn sd_tiny_img2img_f16_within_1e2() {
     run_pipe("sd2-tiny", DType::F16, 1e-2);
 }
 
-/// The PNG reader gives the input exactly as diffusers' `VaeImageProcessor.preprocess` hands
-/// it to the VAE (x/255·2 − 1).
+/// The pictures read and preprocessed exactly as diffusers' `VaeImageProcessor.preprocess`
+/// hands them to the VAE (x/255·2 − 1; the 52×37 one rounded down to 52×36 — the tiny VAE's
+/// factor is 2 — and resized with Pillow's Lanczos, bit for bit); the float PNG reader agrees on the 8-bit picture.
 #[test]
-fn input_png_reads_as_diffusers_preprocesses_it() {
-    let (img, shape) = diffuse::image_io::read_png(&root().join("img2img_input.png")).unwrap();
+fn input_pictures_preprocess_as_diffusers() {
     let io = Weights::open(&root().join("sd1-tiny/img2img_io.safetensors")).unwrap();
+    for (tensor, input) in [("input", "main"), ("input_odd", "odd")] {
+        let want = io.read_f32(tensor, None).unwrap();
+        let (img, shape) = picture(&serde_json::json!({ "input": input }));
+        assert_eq!(shape.to_vec(), want.shape);
+        let (d, _) = worst(&img, &want.data);
+        println!("{tensor}: max|Δ| {d:.3e}");
+        assert_eq!(d, 0.0, "{tensor}");
+    }
+    let (img, _) = diffuse::image_io::read_png(&root().join("img2img_input.png")).unwrap();
     let want = io.read_f32("input", None).unwrap();
-    assert_eq!(shape.to_vec(), want.shape);
     let (d, _) = worst(&img, &want.data);
-    println!("input: max|Δ| {d:.3e}");
     assert!(d <= 1e-6, "{d}");
+}
+
+/// The Lanczos resampler equals Pillow's `resize(…, LANCZOS)` bit for bit on both axes, down
+/// (52×37 → 40×24) and up (→ 61×45).
+#[test]
+fn lanczos_resize_is_pillows() {
+    let io = Weights::open(&root().join("sd1-tiny/img2img_io.safetensors")).unwrap();
+    let img = diffuse::image_io::read_rgb8(&root().join("img2img_input_odd.png")).unwrap();
+    for (w, h) in [(40, 24), (61, 45)] {
+        let want = io.read_f32(&format!("pil_lanczos_{w}x{h}"), None).unwrap();
+        assert_eq!(want.shape, vec![h, w, 3]);
+        let got = diffuse::resample::lanczos_resize(&img, w, h).unwrap();
+        let differ = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .filter(|(g, w)| **g as f32 != **w)
+            .count();
+        println!("lanczos {w}×{h}: {differ} of {} samples differ", want.data.len());
+        assert_eq!(differ, 0, "{w}×{h}");
+    }
 }
 
 /// Bad requests are errors naming the field before any GPU work.
@@ -169,7 +207,7 @@ fn bad_requests_name_the_field() {
     let sched = folder.scheduler.clone();
     let e = diffuse::solvers::sdedit::start(&sched, 10, 10).unwrap_err();
     assert!(e.to_string().contains("strength"), "{e}");
-    // An input whose size is not a multiple of 8.
+    // An input whose latents (÷ 2) the UNet's two levels cannot take (15×20).
     let r = Img2Img {
         image: vec![0.0; 3 * 30 * 40],
         image_shape: [1, 3, 30, 40],

@@ -13,6 +13,7 @@
 use super::stable_diffusion::{PipelineFolder, StableDiffusion, TextRequest, Txt2ImgOutput};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::resample::{self, Image8};
 use crate::schedule::config::SchedulerConfig;
 use crate::solvers::sdedit;
 use std::ops::ControlFlow;
@@ -30,6 +31,30 @@ fn arg(arg: &'static str, reason: String) -> Error {
     }
 }
 
+/// diffusers' `VaeImageProcessor.preprocess` of an 8-bit RGB picture: width and height rounded
+/// down to multiples of `factor` (the VAE's scale factor), Pillow's Lanczos resize when that
+/// changes them ([`crate::resample`], bit-exact), then x/255·2 − 1 in f32 as [1, 3, H, W].
+pub fn preprocess(img: &Image8, factor: usize) -> Result<(Vec<f32>, [usize; 4])> {
+    let (w, h) = (img.width - img.width % factor, img.height - img.height % factor);
+    if img.channels != 3 || w == 0 || h == 0 {
+        return Err(arg(
+            "image",
+            format!(
+                "a {}×{} picture with {} channels: need RGB, at least {factor}×{factor}",
+                img.width, img.height, img.channels
+            ),
+        ));
+    }
+    let img = resample::lanczos_resize(img, w, h)?;
+    let mut out = vec![0f32; 3 * h * w];
+    for (i, px) in img.data.chunks_exact(3).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            out[c * h * w + i] = 2.0 * (v as f32 / 255.0) - 1.0;
+        }
+    }
+    Ok((out, [1, 3, h, w]))
+}
+
 /// One image-to-image request (diffusers' `StableDiffusionImg2ImgPipeline.__call__`).
 #[derive(Debug, Clone)]
 pub struct Img2Img {
@@ -37,7 +62,7 @@ pub struct Img2Img {
     /// One per prompt; `None` guides away from the empty prompt, as diffusers.
     pub negative_prompts: Option<Vec<String>>,
     /// The input images [n, 3, H, W] in model range [−1, 1] (diffusers' `VaeImageProcessor`:
-    /// x/255·2 − 1), H and W multiples of 8; n divides the number of prompts (the encoded
+    /// x/255·2 − 1, [`preprocess`]), H and W multiples of the VAE's factor; n divides the number of prompts (the encoded
     /// batch is repeated, as diffusers).
     pub image: Vec<f32>,
     pub image_shape: [usize; 4],
@@ -99,7 +124,7 @@ impl PipelineFolder {
                 ),
             ));
         }
-        self.check_size(OP, w, h)?;
+        self.check_latent_size(OP, w, h)?;
         self.check_batch(r.prompts.len(), w, h)
             .map_err(|e| match e {
                 Error::Argument { arg, reason, .. } => Error::Argument {

@@ -154,17 +154,36 @@ impl PipelineFolder {
     /// An image size of a request of `op`: multiples of 8 whose latents the UNet's levels
     /// can take (the error's field is `size`).
     pub(crate) fn check_size(&self, op: &'static str, width: usize, height: usize) -> Result<()> {
+        if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+            return Err(Error::Argument {
+                op,
+                arg: "size",
+                reason: format!(
+                    "width and height must be positive multiples of 8 (got {width}×{height})"
+                ),
+            });
+        }
+        self.check_latent_size(op, width, height)
+    }
+
+    /// An image size whose latents (÷ the VAE's factor, exactly) the UNet's levels can take.
+    pub(crate) fn check_latent_size(
+        &self,
+        op: &'static str,
+        width: usize,
+        height: usize,
+    ) -> Result<()> {
         let arg = |reason: String| Error::Argument {
             op,
             arg: "size",
             reason,
         };
-        if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+        let f = self.vae_scale_factor();
+        if width == 0 || height == 0 || width % f != 0 || height % f != 0 {
             return Err(arg(format!(
-                "width and height must be positive multiples of 8 (got {width}×{height})"
+                "width and height must be positive multiples of the VAE's factor {f} (got {width}×{height})"
             )));
         }
-        let f = self.vae_scale_factor();
         let (h, w) = (height / f, width / f);
         let div = 1usize << (self.unet.block_out_channels.len() - 1);
         if h % div != 0 || w % div != 0 {

@@ -5,7 +5,7 @@ use super::progress_bar;
 use super::txt2img::{flag_of, SdArgs};
 use clap::Args;
 use diffuse::load::Weights;
-use diffuse::pipeline::img2img::Img2Img;
+use diffuse::pipeline::img2img::{preprocess, Img2Img};
 use diffuse::{Error, GpuOptions};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,9 @@ pub(crate) struct Img2ImgArgs {
     #[command(flatten)]
     sd: SdArgs,
     /// The picture to start from (PNG or another format the `image` crate reads; gray is
-    /// repeated to RGB, alpha dropped, as diffusers' `load_image`). Width and height must be
-    /// multiples of 8 (and of the UNet's own factor) — the output has the input's size.
+    /// repeated to RGB, alpha dropped, as diffusers' `load_image`). Sides that are not
+    /// multiples of 8 are rounded down and the picture Lanczos-resized, as diffusers'
+    /// VaeImageProcessor; the resulting latent size must suit the UNet's levels.
     #[arg(long)]
     input: PathBuf,
     /// How much of the schedule to run, in [0, 1]: noise is added at the first of the last
@@ -41,14 +42,23 @@ fn input_error(path: &Path, reason: String) -> Error {
     }
 }
 
-/// The input picture as [1, 3, H, W] in [−1, 1].
-fn read_input(path: &Path) -> Result<(Vec<f32>, [usize; 4]), Error> {
+/// The input picture as diffusers' `VaeImageProcessor` gives it to the VAE: [1, 3, H, W] in
+/// [−1, 1], sides rounded down to multiples of `factor` (Lanczos-resized when they change).
+fn read_input(path: &Path, factor: usize) -> Result<(Vec<f32>, [usize; 4]), Error> {
     if !path.is_file() {
         return Err(input_error(path, "no such file".into()));
     }
-    let (data, shape) = diffuse::image_io::read_png(path)
-        .map_err(|e| input_error(path, format!("not an image the engine can read ({e})")))?;
-    diffuse::image_io::to_channels(data, shape, 3)
+    let img = diffuse::image_io::read_rgb8(path).map_err(|e| {
+        input_error(path, format!("not an image the engine can read ({e})"))
+    })?;
+    let (data, shape) = preprocess(&img, factor).map_err(|e| input_error(path, e.to_string()))?;
+    if (shape[3], shape[2]) != (img.width, img.height) {
+        eprintln!(
+            "note: --input {}×{} resized to {}×{} (multiples of {factor}, Lanczos, as diffusers)",
+            img.width, img.height, shape[3], shape[2]
+        );
+    }
+    Ok((data, shape))
 }
 
 fn flags(e: Error) -> Error {
@@ -76,20 +86,9 @@ pub(crate) fn img2img(opts: &GpuOptions, t: Img2ImgArgs) -> Result<(), Error> {
         }));
     }
     let mut prep = a.prepare(OP)?;
-    let (image, image_shape) = read_input(&t.input)?;
     let f = prep.folder.vae_scale_factor();
+    let (image, image_shape) = read_input(&t.input, f)?;
     let [_, _, h, w] = image_shape;
-    if h % f != 0 || w % f != 0 {
-        return Err(input_error(
-            &t.input,
-            format!(
-                "{w}×{h} is not a multiple of the VAE's factor {f}; diffusers' \
-                 VaeImageProcessor would Lanczos-resize it to {}×{} — resize it first",
-                w - w % f,
-                h - h % f
-            ),
-        ));
-    }
     let mut req = Img2Img {
         prompts: a.prompts(),
         negative_prompts: a.negative_prompts(),
