@@ -179,7 +179,10 @@ fn lanczos_resize_is_pillows() {
             .zip(&want.data)
             .filter(|(g, w)| **g as f32 != **w)
             .count();
-        println!("lanczos {w}×{h}: {differ} of {} samples differ", want.data.len());
+        println!(
+            "lanczos {w}×{h}: {differ} of {} samples differ",
+            want.data.len()
+        );
         assert_eq!(differ, 0, "{w}×{h}");
     }
 }

@@ -35,7 +35,10 @@ fn arg(arg: &'static str, reason: String) -> Error {
 /// down to multiples of `factor` (the VAE's scale factor), Pillow's Lanczos resize when that
 /// changes them ([`crate::resample`], bit-exact), then x/255·2 − 1 in f32 as [1, 3, H, W].
 pub fn preprocess(img: &Image8, factor: usize) -> Result<(Vec<f32>, [usize; 4])> {
-    let (w, h) = (img.width - img.width % factor, img.height - img.height % factor);
+    let (w, h) = (
+        img.width - img.width % factor,
+        img.height - img.height % factor,
+    );
     if img.channels != 3 || w == 0 || h == 0 {
         return Err(arg(
             "image",

@@ -48,9 +48,8 @@ fn read_input(path: &Path, factor: usize) -> Result<(Vec<f32>, [usize; 4]), Erro
     if !path.is_file() {
         return Err(input_error(path, "no such file".into()));
     }
-    let img = diffuse::image_io::read_rgb8(path).map_err(|e| {
-        input_error(path, format!("not an image the engine can read ({e})"))
-    })?;
+    let img = diffuse::image_io::read_rgb8(path)
+        .map_err(|e| input_error(path, format!("not an image the engine can read ({e})")))?;
     let (data, shape) = preprocess(&img, factor).map_err(|e| input_error(path, e.to_string()))?;
     if (shape[3], shape[2]) != (img.width, img.height) {
         eprintln!(
