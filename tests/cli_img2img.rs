@@ -126,6 +126,10 @@ fn bad_input_is_named_and_writes_nothing() {
         (vec!["--input", &odd], "--input"),
         (vec!["--input", INPUT, "--scheduler", "bdia"], "scheduler"),
         (vec!["--input", INPUT, "--batch", "0"], "--batch"),
+        (
+            vec!["--input", INPUT, "--batch", "4000000000000"],
+            "--batch",
+        ),
         (vec!["--input", INPUT, "--steps", "0"], "--steps"),
     ];
     for (extra, want) in cases {

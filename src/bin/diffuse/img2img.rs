@@ -88,6 +88,17 @@ pub(crate) fn img2img(opts: &GpuOptions, t: Img2ImgArgs) -> Result<(), Error> {
     let f = prep.folder.vae_scale_factor();
     let (image, image_shape) = read_input(&t.input, f)?;
     let [_, _, h, w] = image_shape;
+    // Before anything is sized from --batch (the prompt list included).
+    prep.folder
+        .check_batch(a.batch, w, h)
+        .map_err(|e| match e {
+            Error::Argument { reason, .. } => Error::Argument {
+                op: OP,
+                arg: "--batch",
+                reason,
+            },
+            e => e,
+        })?;
     let mut req = Img2Img {
         prompts: a.prompts(),
         negative_prompts: a.negative_prompts(),
