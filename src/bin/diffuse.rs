@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 mod checks;
 #[path = "diffuse/eval_inverse.rs"]
 mod eval_inverse;
+#[path = "diffuse/img2img.rs"]
+mod img2img;
 #[path = "diffuse/tokenize.rs"]
 mod tokenize;
 #[path = "diffuse/txt2img.rs"]
@@ -55,6 +57,10 @@ enum Command {
     /// Stable Diffusion 1.x/2.x text-to-image from a diffusers pipeline folder: CLIP text
     /// encoder, UNet2DConditionModel with classifier-free guidance, any scheduler, VAE decode.
     Txt2img(txt2img::Txt2ImgArgs),
+    /// Stable Diffusion 1.x/2.x image-to-image (SDEdit, as diffusers'
+    /// StableDiffusionImg2ImgPipeline): the input picture is VAE-encoded, noised to the
+    /// --strength point of the schedule and denoised from there with the prompt.
+    Img2img(img2img::Img2ImgArgs),
     /// Run a sampler backwards from images to the states sampling starts from: BDIA-DDIM
     /// (exact: `latents` and `latents_next`) or DDIM (approximate: `latents`). `diffuse sample
     /// --latents` with the same scheduler, steps and model reconstructs the images; another
@@ -468,6 +474,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         Command::Sample(a) => sample(&opts, a)?,
         Command::Tokenize(a) => tokenize::tokenize(a)?,
         Command::Txt2img(a) => txt2img::txt2img(&opts, a)?,
+        Command::Img2img(a) => img2img::img2img(&opts, a)?,
         Command::Invert(a) => invert(&opts, a)?,
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,
