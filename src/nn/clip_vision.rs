@@ -235,13 +235,7 @@ impl VisionTransformer {
         // cat([class_embedding + zeros(B, 1, W), patches], dim=1) + positional_embedding.
         let zeros = Tensor::zeros(g.gpu(), &n("class_zeros"), &[b, 1, w], g.dtype)?;
         let cls = g.alloc(&n("class_token"), &[b, 1, w])?;
-        ops::elementwise::binary(
-            &mut g.rec,
-            Binary::Add,
-            &zeros,
-            &self.class_embedding,
-            &cls,
-        )?;
+        ops::elementwise::binary(&mut g.rec, Binary::Add, &zeros, &self.class_embedding, &cls)?;
         let cat = g.alloc(&n("tokens"), &[b, l, w, 1])?;
         let cls = cls.reshape(&[b, 1, w, 1])?;
         ops::concat::concat_channels(&mut g.rec, &cls, &tokens_t, &cat)?;
@@ -284,7 +278,15 @@ impl VisionTransformer {
             ops::concat::slice_channels(&mut g.rec, &qkv, j * w, &t)?;
             parts.push(t.reshape(&sh)?);
         }
-        let a = sdpa(g, &parts[0], &parts[1], &parts[2], c.heads(), false, &n("attn"))?;
+        let a = sdpa(
+            g,
+            &parts[0],
+            &parts[1],
+            &parts[2],
+            c.heads(),
+            false,
+            &n("attn"),
+        )?;
         let o = blk.out_proj.forward(g, &a, &n("attn_out"))?;
         let o = scale(g, o, blk.ls_1.as_ref(), &n("ls_1"))?;
         let x = add(g, x, &o, &n("residual1"))?;

@@ -155,7 +155,10 @@ impl DaClipConfig {
             }
         }
         if vf.get("layers").is_some_and(|l| l.is_array()) {
-            return Err(vf.err("layers", "a ResNet tower (a list of layers) is not supported"));
+            return Err(vf.err(
+                "layers",
+                "a ResNet tower (a list of layers) is not supported",
+            ));
         }
         let vision = CLIPVisionCfg {
             image_size: size_field(&vf, "image_size", 224)?,
@@ -172,13 +175,19 @@ impl DaClipConfig {
         if vision.width % vision.head_width != 0 {
             return Err(vf.err(
                 "head_width",
-                format!("{} does not divide width {}", vision.head_width, vision.width),
+                format!(
+                    "{} does not divide width {}",
+                    vision.head_width, vision.width
+                ),
             ));
         }
         if vision.patch_size > vision.image_size {
             return Err(vf.err(
                 "patch_size",
-                format!("{} is larger than image_size {}", vision.patch_size, vision.image_size),
+                format!(
+                    "{} is larger than image_size {}",
+                    vision.patch_size, vision.image_size
+                ),
             ));
         }
         if vision.mlp_width() == 0 {
@@ -188,8 +197,18 @@ impl DaClipConfig {
             embed_dim: f.int("embed_dim", 512, 1..=1 << 16)?,
             vision,
             quick_gelu: f.bool("quick_gelu", false)?,
-            image_mean: rgb_triple(&f, "image_mean", super::clip_transform::CLIP_MEAN, Domain::FINITE)?,
-            image_std: rgb_triple(&f, "image_std", super::clip_transform::CLIP_STD, Domain::POSITIVE)?,
+            image_mean: rgb_triple(
+                &f,
+                "image_mean",
+                super::clip_transform::CLIP_MEAN,
+                Domain::FINITE,
+            )?,
+            image_std: rgb_triple(
+                &f,
+                "image_std",
+                super::clip_transform::CLIP_STD,
+                Domain::POSITIVE,
+            )?,
         })
     }
 
@@ -306,7 +325,10 @@ impl DaClip {
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let f = self.forward_for(gpu, batch)?;
         f.run(gpu, pixel_values)?;
-        Ok((f.image_features.to_vec_f32(gpu)?, f.degra_features.to_vec_f32(gpu)?))
+        Ok((
+            f.image_features.to_vec_f32(gpu)?,
+            f.degra_features.to_vec_f32(gpu)?,
+        ))
     }
 
     /// The official `clip_transform` of one RGB uint8 image [h, w, 3] (a PNG's bytes): f32
@@ -318,7 +340,13 @@ impl DaClip {
 
     /// `clip_transform` of N RGB images in [0, 1] stored [N, 3, h, w] (the restoration network's
     /// layout), quantised as the official `(img * 255).astype(uint8)`: f32 [N, 3, S, S].
-    pub fn preprocess_unit_nchw(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+    pub fn preprocess_unit_nchw(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<f32>> {
         let len = crate::size::elements("images", &[n, 3, h, w])?;
         if x.len() != len {
             return Err(Error::HostLength {
@@ -380,5 +408,10 @@ impl ImageForward {
         self.pixel_values.write_f32(gpu, pixel_values)?;
         self.recording.submit(gpu);
         Ok(())
+    }
+
+    /// Replays the recorded forward with a timestamp per dispatch ([`Recording::profile`]).
+    pub fn profile(&self, gpu: &Gpu) -> Result<Vec<crate::gpu::DispatchTime>> {
+        self.recording.profile(gpu)
     }
 }
