@@ -443,6 +443,20 @@ fn bad_images_are_named() {
     assert!(e.contains("empty"), "{e}");
     let gpu = common::gpu();
     let model = DaClip::from_dir(gpu, &golden().join("tiny"), DType::F32).unwrap();
+    for ch in [1, 2] {
+        let e = model
+            .preprocess_channels(&vec![9u8; 30 * 20 * ch], 30, 20, ch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image") && e.contains("RGB"), "{ch}: {e}");
+    }
+    // RGBA: the alpha channel is dropped, as the official reader does.
+    let rgba: Vec<u8> = (0..30 * 20 * 4).map(|i| (i * 13 % 256) as u8).collect();
+    let rgb: Vec<u8> = rgba.chunks(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    assert_eq!(
+        model.preprocess_channels(&rgba, 30, 20, 4).unwrap(),
+        model.preprocess_u8(&rgb, 30, 20).unwrap()
+    );
     // [N, 3, h, w] in [0, 1]: a 4-channel buffer is refused by length, NaN by value.
     let e = model
         .preprocess_unit_nchw(&vec![0.5; 4 * 8 * 8], 1, 8, 8)
@@ -475,4 +489,12 @@ fn bad_images_are_named() {
         model.preprocess_unit_nchw(&unit, 1, h, w).unwrap(),
         model.preprocess_u8(&img, h, w).unwrap()
     );
+}
+
+/// The encoder can move to (and be shared with) a worker thread, like the other models.
+#[test]
+fn daclip_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<DaClip>();
+    check::<diffuse::nn::daclip::ImageForward>();
 }

@@ -16,8 +16,10 @@
 use super::pil_resample::resize_bicubic_u8;
 use crate::error::{Error, Result};
 
-/// OpenAI CLIP's normalisation (`OPENAI_DATASET_MEAN`/`STD`, the values `clip_transform` uses).
+/// OpenAI CLIP's normalisation (`OPENAI_DATASET_MEAN`/`STD`, the values `clip_transform` uses),
+/// written as the official decimals; f32 rounds them as `torch.as_tensor(…, float32)` does.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// torchvision's `Resize(R)` output size (h, w) for an h×w image: the shorter side becomes R, the
@@ -103,6 +105,29 @@ pub fn clip_transform_u8(
 ) -> Result<Vec<f32>> {
     let crop = resize_center_crop(img, h, w, res)?;
     Ok(to_normalized_tensor(&crop, res, mean, std))
+}
+
+/// An interleaved 8-bit image [h, w, channels] as the RGB bytes the official dataset path feeds
+/// `clip_transform`: 3 channels as they are, 4 without the alpha channel (`util.read_img` keeps
+/// `img[:, :, :3]`); anything else (grey, grey + alpha) is an error naming the image — the
+/// official path fails on those too (PIL cannot build an image from [h, w, 1] bytes).
+pub fn rgb_bytes(img: &[u8], h: usize, w: usize, channels: usize) -> Result<Vec<u8>> {
+    if channels != 3 && channels != 4 {
+        return Err(image_err(format!(
+            "{channels} channel(s); DA-CLIP's preprocessing needs an RGB (or RGBA) image"
+        )));
+    }
+    let n = crate::size::elements("image", &[h, w, channels])?;
+    if img.len() != n {
+        return Err(image_err(format!(
+            "{} values for a {h}×{w} image of {channels} channels ({n} expected)",
+            img.len()
+        )));
+    }
+    Ok(img
+        .chunks_exact(channels)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect())
 }
 
 /// A float RGB image in [0, 1] to bytes as `(np_image * 255).astype(np.uint8)` does for the

@@ -5,17 +5,24 @@
 //! `ControlTransformer`) gives the degradation features and per-block hidden states, and the CLIP
 //! tower `visual` run with those hidden states added (in reverse block order,
 //! [`super::clip_vision`]) gives the image features. Unnormalised (`normalize=False`, as the
-//! restoration code calls it).
+//! restoration code calls it). The official `test.py` runs it under `torch.cuda.amp.autocast()`
+//! (f16 GEMMs and convs, f32 LayerNorm/softmax), so the released pipeline's own features carry
+//! ~1e-3 relative rounding; the goldens are the f32 forward, which the f32 model here matches to
+//! ~1e-6·max and the f16 one (f16 storage, f32 arithmetic) to ~1.6e-3·max.
 //!
 //! The converted folder's `daclip/` holds `config.json` (open_clip's model config: `embed_dim`,
 //! `vision_cfg` with `CLIPVisionCfg`'s field names, `quick_gelu`, `image_mean`, `image_std`) and
 //! `model.safetensors` (the official state-dict keys `visual.*` and `visual_control.*`; every
 //! tensor must be used).
 //!
-//! Use: [`DaClip::from_dir`], then [`DaClip::encode_image`] on preprocessed pixels
-//! ([`DaClip::preprocess_u8`] / [`DaClip::preprocess_unit_nchw`], the official `clip_transform`)
-//! or [`DaClip::prepare`] for a recorded [`ImageForward`] whose output tensors other recordings
-//! can bind.
+//! Use (the restore pipeline): [`DaClip::from_dir`] on the model folder (or `daclip/`);
+//! [`DaClipConfig::check_context_dim`] against the UNet's `context_dim`; per image, the official
+//! `clip_transform` on the host — [`DaClip::preprocess_channels`] (decoded PNG bytes, RGB or
+//! RGBA) or [`DaClip::preprocess_unit_nchw`] ([N, 3, h, w] in [0, 1]) — then either
+//! [`DaClip::encode_image`] (host f32 [N, embed_dim] × 2 back) or [`DaClip::forward_for`] +
+//! [`ImageForward::run`], whose `image_features` / `degra_features` tensors another recording
+//! (the UNet's `image_context` / `text_context` inputs) may bind or copy. One recording per batch
+//! size, kept by the model.
 
 use super::clip_transform::{clip_transform_u8, quantize_unit};
 use super::clip_vision::{CLIPVisionCfg, VisionTransformer};
@@ -336,6 +343,19 @@ impl DaClip {
     pub fn preprocess_u8(&self, img: &[u8], h: usize, w: usize) -> Result<Vec<f32>> {
         let c = &self.config;
         clip_transform_u8(img, h, w, self.resolution(), c.image_mean, c.image_std)
+    }
+
+    /// [`DaClip::preprocess_u8`] of an interleaved 8-bit image with `channels` channels (a decoded
+    /// PNG): RGBA drops alpha as the official reader does; grey is an error naming the image.
+    pub fn preprocess_channels(
+        &self,
+        img: &[u8],
+        h: usize,
+        w: usize,
+        channels: usize,
+    ) -> Result<Vec<f32>> {
+        let rgb = super::clip_transform::rgb_bytes(img, h, w, channels)?;
+        self.preprocess_u8(&rgb, h, w)
     }
 
     /// `clip_transform` of N RGB images in [0, 1] stored [N, 3, h, w] (the restoration network's
