@@ -20,7 +20,14 @@ Writes tests/golden/daclip/clip/:
       [3, 48, 48]: the whole official `clip_transform(·, resolution=48)` output of `pre.e`); the
       encoder inputs are `ToTensor`+`Normalize` of the crops of `a` and `b` (checked here to equal
       `clip_transform` to 1e-6, and again against `pre.e.output` by the Rust test).
-  cases.json  the preprocessing cases (name, input size, resolution R) and the library versions.
+  cases.json  the preprocessing cases (name, input size, resolution R), the library versions and
+      the official full-size `visual.*`/`visual_control.*` keys with their shapes (the Rust test
+      checks that its loader reads exactly these).
+
+`check_control_order` runs the official tiny model with hooks and asserts that the main tower's
+block i receives the controller's hidden state of block L−i (reverse order, `control.pop()`).
+The PIL bytes depend on the Pillow version: Pillow 13 runs the vertical pass first when the height
+shrinks by more than twice the width (python-pillow/Pillow#9549; case `j`); older Pillows do not.
 
 The full-size weights are too large to store (~350 MB), so both this script and the Rust test
 generate them from a formula (`hashed_weight`): element i of tensor NAME is
