@@ -143,3 +143,21 @@ pub fn quantize_unit(img: &[f32]) -> Result<Vec<u8>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{center_crop_offsets, resized_size};
+
+    #[test]
+    fn torchvision_sizes_and_offsets() {
+        // int(224 * long / short), the short side to 224.
+        assert_eq!(resized_size(301, 229, 224), (294, 224));
+        assert_eq!(resized_size(97, 131, 224), (224, 302));
+        assert_eq!(resized_size(1, 1, 224), (224, 224));
+        assert_eq!(resized_size(480, 50, 48), (460, 48));
+        // int(round((s − 224) / 2)), ties to even as Python's round.
+        assert_eq!(center_crop_offsets(294, 224, 224), (35, 0));
+        assert_eq!(center_crop_offsets(225, 224, 224), (0, 0));
+        assert_eq!(center_crop_offsets(227, 302, 224), (2, 39));
+    }
+}
