@@ -34,10 +34,9 @@ generate them from a formula (`hashed_weight`): element i of tensor NAME is
     scale(NAME) · u,  u = 2·(splitmix64_mix(fnv1a64(NAME) + (i + 1)·0x9E3779B97F4A7C15) >> 11)/2^53 − 1
 computed in f64 and rounded to f32, with scale(NAME) by the rules in `hashed_scale`.
 
-Stubs: the official `ControlTransformer.__init__` calls `.cuda()` on its zero modules
-unconditionally; on this CPU-only machine `nn.Module.cuda` is the identity while the model is built
-(every tensor stays on the CPU; nothing else differs). `cv2` is an empty module when not installed
-(`data/util.py` imports it at the top; `clip_transform` does not use it).
+Stubs: those of `common.load_official` (among them `nn.Module.cuda` as the identity without CUDA:
+the official `ControlTransformer.__init__` calls `.cuda()` on its zero modules); `cv2` is an empty
+module when not installed (`data/util.py` imports it at the top; `clip_transform` does not use it).
 
 Colour order: the official datasets (`data/LQGT_dataset.py`, `MD_dataset.py`) read BGR with cv2
 (`util.read_img`: float32 /255), swap to RGB (`img[:, :, [2, 1, 0]]`) and then call
@@ -124,20 +123,8 @@ def hashed_weight(name, shape):
     return torch.from_numpy(v.astype(np.float32).reshape(shape))
 
 
-class _NoCuda:
-    """`nn.Module.cuda` as the identity while the official model is built (see the docstring)."""
-
-    def __enter__(self):
-        self.saved = torch.nn.Module.cuda
-        torch.nn.Module.cuda = lambda m, *a, **k: m
-
-    def __exit__(self, *exc):
-        torch.nn.Module.cuda = self.saved
-
-
 def build(oc, name):
-    with _NoCuda():
-        model = oc.create_model(name, pretrained=None, precision="fp32", device="cpu")
+    model = oc.create_model(name, pretrained=None, precision="fp32", device="cpu")
     model.eval()
     return model
 
