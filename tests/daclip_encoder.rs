@@ -1,5 +1,5 @@
 //! The DA-CLIP image encoder (`nn::daclip`) and its preprocessing (`nn::clip_transform`,
-//! `nn::pil_resample`) against the official code (goldens from `tools/gen_daclip_golden.py
+//! `resample`) against the official code (goldens from `tools/gen_daclip_golden.py
 //! --parts clip`): Pillow's bicubic Resize + CenterCrop byte for byte, the whole
 //! `clip_transform` to 1e-6, `encode_image(x, control=True)` of a reduced random model and of
 //! the real ViT-B/32 shape (hashed weights, regenerated here) within 1e-4·max (f32) and

@@ -1,7 +1,7 @@
 //! CLIP image preprocessing as DA-CLIP's official `data/util.py` `clip_transform` does it
 //! (grrrute/mr-sampler, universal-image-restoration): `Image.fromarray((img * 255).astype(uint8))`,
 //! then torchvision's `Resize(R, BICUBIC)` (shorter side to R, the longer to ⌊R·long/short⌋, by
-//! Pillow's 8-bit resampling, [`super::pil_resample`]), `CenterCrop(R)` (offsets
+//! Pillow's 8-bit resampling, [`crate::resample`]), `CenterCrop(R)` (offsets
 //! `int(round((size − R) / 2))`, Python's ties-to-even), `ToTensor` (u8 / 255 in f32) and
 //! `Normalize(mean, std)` (`(x − mean) / std` in f32), giving [3, R, R].
 //!
@@ -13,8 +13,8 @@
 //! `astype(uint8)` does (f32 multiply by 255, truncation; values outside [0, 1] clamp,
 //! [`quantize_unit`]).
 
-use super::pil_resample::resize_bicubic_u8;
 use crate::error::{Error, Result};
+use crate::resample::resize_bicubic_u8;
 
 /// OpenAI CLIP's normalisation (`OPENAI_DATASET_MEAN`/`STD`, the values `clip_transform` uses),
 /// written as the official decimals; f32 rounds them as `torch.as_tensor(…, float32)` does.

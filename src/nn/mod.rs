@@ -11,7 +11,6 @@ pub mod config;
 pub mod daclip;
 pub mod embeddings;
 pub mod layers;
-pub mod pil_resample;
 pub mod resnet;
 pub mod transformer_2d;
 pub mod unet_2d;
