@@ -37,12 +37,9 @@ Written (the folder `diffuse restore --model DIR` reads; ARCHITECTURE.md "DA-CLI
   T 100, max_sigma 50 (/255), eps 0.005, cosine, and mrsampler.yml's `sampler:` block).
 The folder is written to DIR.tmp-… and renamed into place, so a failed conversion leaves nothing.
 
-Non-numerical stub: `open_clip/transformer.py` `ControlTransformer` calls `.cuda()` on its zero
-modules at construction; on a machine without CUDA that call is made the identity while the
-model is built (the weights are loaded onto the CPU afterwards either way).
+Stubs: those of tools/daclip_golden/common.py `load_official` (none on a numerical path).
 """
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -223,20 +220,6 @@ def infer_daclip_config(sd, quick_gelu=False):
             "quick_gelu": quick_gelu}
 
 
-@contextlib.contextmanager
-def _cuda_is_identity():
-    """`ControlTransformer.__init__` calls `.cuda()`; without CUDA make it the identity."""
-    if torch.cuda.is_available():
-        yield
-        return
-    saved = torch.nn.Module.cuda
-    torch.nn.Module.cuda = lambda self, *a, **kw: self
-    try:
-        yield
-    finally:
-        torch.nn.Module.cuda = saved
-
-
 def official_daclip(off, model_cfg, pretrained=None, name=None):
     """The official DaCLIP for `model_cfg` — registered in the official factory (a `daclip_…`
     name: its DaCLIP(CLIP(**cfg)) branch) — loaded from `pretrained` as test.py does, or with the
@@ -248,11 +231,10 @@ def official_daclip(off, model_cfg, pretrained=None, name=None):
         with open(path, "w") as f:
             json.dump(model_cfg, f)
         factory.add_model_config(path)
-    with _cuda_is_identity():
-        if pretrained is None:
-            model = factory.create_model(name)
-        else:
-            model, _ = off.open_clip.create_model_from_pretrained(name, pretrained=pretrained)
+    if pretrained is None:
+        model = factory.create_model(name)
+    else:
+        model, _ = off.open_clip.create_model_from_pretrained(name, pretrained=pretrained)
     return model.eval()
 
 
@@ -335,6 +317,12 @@ def write_folder(out, unet, unet_cfg, daclip, daclip_cfg, dtype=torch.float32, s
             "quick_gelu": daclip_cfg["quick_gelu"], "image_mean": CLIP_MEAN, "image_std": CLIP_STD})
         save("daclip", "model.safetensors", daclip_tensors(daclip))
         dump("scheduler", "scheduler_config.json", scheduler_config(sampler=sampler))
+        mask = os.umask(0)
+        os.umask(mask)
+        for d, _, files in os.walk(tmp):  # mkdtemp makes 0700; the usual modes instead
+            os.chmod(d, 0o777 & ~mask)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o666 & ~mask)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.rename(tmp, out)
