@@ -10,6 +10,7 @@ Each part lives in tools/daclip_golden/<part>.py (a `generate(official)` functio
 under tests/golden/daclip/. Parts:
 - sampler: the converter round trip into tests/golden/daclip/tiny/ and a full 10-step MR Sampler
   restoration (tests/golden/daclip/sampler/).
+- manifests: the official state-dict layouts (names, shapes) of several configurations.
 """
 import argparse
 import importlib
@@ -21,6 +22,7 @@ from daclip_golden.common import load_official, repo_arg  # noqa: E402
 
 PARTS = [
     "sampler",
+    "manifests",
 ]
 
 

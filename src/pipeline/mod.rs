@@ -10,6 +10,8 @@ use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
 pub mod calibrate;
+pub mod daclip_folder;
+pub mod daclip_tensors;
 pub mod generate;
 pub mod inverse;
 pub mod invert;
