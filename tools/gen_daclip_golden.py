@@ -4,7 +4,9 @@ grrrute/mr-sampler (see tools/daclip_golden/common.py for the checkout):
 
     /work/venv/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
 
-Each part writes under tests/golden/daclip/<part>/.
+Each part writes under tests/golden/daclip/<part>/; `sampler` also writes tiny/ (the converter
+round trip: official checkpoint files → tools/convert_daclip.py) and `manifests` writes
+manifests.json (the official state-dict layouts).
 """
 import argparse
 import os

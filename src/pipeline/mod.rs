@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 
 pub mod calibrate;
 pub mod daclip_folder;
+pub mod daclip_restore;
 pub mod daclip_tensors;
 pub mod generate;
 pub mod inverse;

@@ -31,7 +31,7 @@ VISIONS = [
 ]
 
 
-def generate(off):
+def run(off):
     unets = []
     for u in UNETS:
         args = dict(u, context_dim=u["context_dim"] or 512)
