@@ -20,6 +20,7 @@ PARTS = {
     "unet": "daclip_golden.unet",
     "sampler": "daclip_golden.sampler",
     "manifests": "daclip_golden.manifests",
+    "clip": "daclip_golden.clip",
 }
 
 
@@ -35,7 +36,11 @@ def main():
     off = load_official(a.official)
     import importlib
     for p in parts:
-        importlib.import_module(PARTS[p]).run(off)
+        mod = importlib.import_module(PARTS[p])
+        if hasattr(mod, "run"):
+            mod.run(off)
+        else:  # parts written as main(args) (clip)
+            mod.main(a)
 
 
 if __name__ == "__main__":
