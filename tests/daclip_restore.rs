@@ -132,3 +132,29 @@ fn first_network_evaluation_matches_the_official_one() {
     let f16_rel = first_evaluation(DType::F16);
     assert!(f16_rel <= 1e-2, "f16: {f16_rel:.3e}");
 }
+
+/// The engine's contexts of the golden PNG (the official clip_transform on the host, the
+/// DA-CLIP towers on the GPU) against the official `encode_image(clip_transform(img),
+/// control=True)`.
+#[test]
+fn contexts_of_the_png_match_the_official_ones() {
+    let gpu = common::gpu();
+    let r = DaclipRestorer::load(gpu, &golden().join("tiny"), &options(DType::F32)).unwrap();
+    let io = Weights::open(&golden().join("sampler/io.safetensors")).unwrap();
+    let ex = Weights::open(&golden().join("sampler/expected.safetensors")).unwrap();
+    let mu = io.read_f32("mu", None).unwrap();
+    let c = r.contexts(gpu, &mu.data, &mu.shape).unwrap();
+    for (name, got) in [("image_context", &c.image), ("degra_context", &c.degra)] {
+        let want = ex.read_f32(name, None).unwrap().data;
+        let scale = max_abs(&want);
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+        eprintln!(
+            "{name}: max|Δ| {err:.3e}, max {scale:.4}, rel {:.3e}",
+            err / scale
+        );
+        assert!(err <= 1e-4 * scale, "{name}: rel {:.3e}", err / scale);
+    }
+}

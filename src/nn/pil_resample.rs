@@ -203,11 +203,19 @@ mod tests {
 
     #[test]
     fn constant_images_stay_constant_and_same_size_is_identity() {
-        for (h, w, oh, ow) in [(1, 1, 7, 5), (40, 9, 3, 31), (13, 13, 13, 2), (5, 90, 60, 4)] {
+        for (h, w, oh, ow) in [
+            (1, 1, 7, 5),
+            (40, 9, 3, 31),
+            (13, 13, 13, 2),
+            (5, 90, 60, 4),
+        ] {
             for c in [0u8, 1, 77, 254, 255] {
                 let img = vec![c; h * w * 3];
                 let out = resize_bicubic_u8(&img, h, w, 3, oh, ow).unwrap();
-                assert!(out.iter().all(|&v| v == c), "{h}×{w} → {oh}×{ow}, value {c}");
+                assert!(
+                    out.iter().all(|&v| v == c),
+                    "{h}×{w} → {oh}×{ow}, value {c}"
+                );
             }
         }
         let img: Vec<u8> = (0..6 * 4 * 3).map(|i| (i * 37 % 256) as u8).collect();

@@ -14,6 +14,7 @@ use crate::gpu::Gpu;
 use crate::models::daclip_unet::DaclipUNet;
 use crate::models::Prediction;
 use crate::nn::conditional_unet::ConditionalUNet;
+use crate::nn::daclip::DaClip;
 use crate::schedule::mrs::MrsOptions;
 use crate::solvers::executor::Executor;
 use crate::solvers::program::Program;
@@ -40,6 +41,7 @@ pub struct Contexts {
 pub struct DaclipRestorer {
     pub folder: DaclipFolder,
     unet: ConditionalUNet,
+    encoder: DaClip,
     program: Program,
     mrs: Option<MrsOptions>,
 }
@@ -70,14 +72,20 @@ impl DaclipRestorer {
         Ok(folder)
     }
 
-    /// Checks, builds the program, loads the UNet.
+    /// Checks, builds the program, loads the UNet and the DA-CLIP encoder.
     pub fn load(gpu: &Gpu, dir: &Path, o: &RestoreOptions) -> Result<Self> {
         let folder = Self::check(dir, o)?;
         let (program, mrs, _) = Restorer::program_at(&folder.scheduler_config, o)?;
         let unet = ConditionalUNet::from_dir(gpu, &folder.unet_dir, o.dtype)?;
+        let encoder = DaClip::from_dir(gpu, &folder.daclip_dir, o.dtype)?;
+        encoder.config.check_context_dim(
+            unet.config.context_dim.unwrap_or(encoder.config.embed_dim),
+            "unet/config.json context_dim",
+        )?;
         Ok(DaclipRestorer {
             folder,
             unet,
+            encoder,
             program,
             mrs,
         })
@@ -102,6 +110,29 @@ impl DaclipRestorer {
     /// The width of the contexts the network takes (`context_dim`; 0 without a context path).
     pub fn context_dim(&self) -> usize {
         self.unet.config.context_dim.unwrap_or(0)
+    }
+
+    /// The DA-CLIP contexts of the batch μ ([N, 3, H, W] on the [0, 1] scale), as test.py
+    /// computes them: `encode_image(clip_transform(img), control=True)` (the official
+    /// `(img·255).astype(uint8)` quantisation, bicubic resize of the shorter side, centre crop,
+    /// CLIP mean/std), once per image.
+    pub fn contexts(&self, gpu: &Gpu, mu: &[f32], shape: &[usize]) -> Result<Contexts> {
+        if shape.len() != 4 || shape[1] != 3 {
+            return Err(rarg(
+                "condition",
+                format!("DA-CLIP encodes RGB images [N, 3, H, W], not {shape:?}"),
+            ));
+        }
+        let (lo, hi) = self.folder.sample_range;
+        let unit: Vec<f32> = mu
+            .iter()
+            .map(|v| ((*v as f64 - lo) / (hi - lo)) as f32)
+            .collect();
+        let px = self
+            .encoder
+            .preprocess_unit_nchw(&unit, shape[0], shape[2], shape[3])?;
+        let (image, degra) = self.encoder.encode_image(gpu, &px, shape[0])?;
+        Ok(Contexts { image, degra })
     }
 
     /// Restores the batch μ ([N, in_nc, H, W] on the folder's `sample_range` scale, any H×W)
