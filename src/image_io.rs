@@ -172,6 +172,27 @@ pub fn to_channels(
     }
 }
 
+/// Reads an 8-bit RGB PNG as its bytes (HWC, RGB) and (height, width): the input of models
+/// that take RGB photos as they are (DA-CLIP restoration). Any other colour type (gray, alpha,
+/// 16-bit, palette expanded to those) is an error naming the file and the type.
+pub fn read_rgb8_png(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let fail = |reason: String| Error::Load {
+        file: path.display().to_string(),
+        reason,
+    };
+    let img = image::open(path).map_err(|e| fail(e.to_string()))?;
+    match img {
+        image::DynamicImage::ImageRgb8(rgb) => {
+            let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+            Ok((rgb.into_raw(), h, w))
+        }
+        other => Err(fail(format!(
+            "the image is {:?}; this model restores 8-bit RGB images (convert it to RGB first)",
+            other.color()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{read_png, to_channels};

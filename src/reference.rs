@@ -251,6 +251,21 @@ pub fn upsample_nearest(x: &[f64], planes: usize, h: usize, w: usize, f: usize) 
     y
 }
 
+/// [planes, H, W] → [planes, Ho, Wo]: reflected past the right/bottom edges
+/// (`F.pad(.., "reflect")`, Ho < 2H) or cropped to the top-left corner (Ho ≤ H).
+pub fn reflect_pad(x: &[f64], planes: usize, h: usize, w: usize, ho: usize, wo: usize) -> Vec<f64> {
+    let r = |i: usize, n: usize| if i < n { i } else { 2 * (n - 1) - i };
+    let mut y = Vec::with_capacity(planes * ho * wo);
+    for p in 0..planes {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                y.push(x[(p * h + r(oy, h)) * w + r(ox, w)]);
+            }
+        }
+    }
+    y
+}
+
 /// 2×2 stride-2 average pooling of [planes, H, W].
 pub fn avg_pool2x(x: &[f64], planes: usize, h: usize, w: usize) -> Vec<f64> {
     let mut y = Vec::with_capacity(x.len() / 4);

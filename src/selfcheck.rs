@@ -612,6 +612,31 @@ pub fn resample(
     ))
 }
 
+/// Reflect padding (or cropping) of x [N, C, H, W] to [N, C, Ho, Wo] (`F.pad(.., "reflect")`
+/// on the right/bottom edges; `x[.., :Ho, :Wo]`).
+pub fn reflect_pad(
+    gpu: &Gpu,
+    xs: [usize; 4],
+    ho: usize,
+    wo: usize,
+    dt: DType,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = TestRng(seed);
+    let xv = rng.values(xs.iter().product(), -1.0, 1.0, dt);
+    let x = upload(gpu, "x", &xs, &xv, dt)?;
+    let want = r::reflect_pad(&widen(&xv), xs[0] * xs[1], xs[2], xs[3], ho, wo);
+    let y = Tensor::empty(gpu, "y", &[xs[0], xs[1], ho, wo], dt)?;
+    gpu.run(|rec| ops::resample::reflect_pad(rec, &x, &y))?;
+    Ok(check(
+        format!("reflect_pad {xs:?} -> {ho}x{wo} {dt:?}"),
+        &y.to_vec_f32(gpu)?,
+        &want,
+        0.0,
+        0.0,
+    ))
+}
+
 /// cat([a, b], dim=1).
 #[allow(clippy::too_many_arguments)]
 pub fn concat(
@@ -953,6 +978,7 @@ pub fn battery(gpu: &Gpu) -> Result<Vec<Check>> {
         }
         out.push(resample(gpu, [2, 3, 5, 7], Some(2), dt, 11)?);
         out.push(resample(gpu, [2, 3, 6, 8], None, dt, 12)?);
+        out.push(reflect_pad(gpu, [2, 3, 20, 28], 32, 32, dt, 13)?);
         out.push(concat(gpu, 2, 3, 5, 4, 4, dt, 13)?);
         out.push(embedding(
             gpu,

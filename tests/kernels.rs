@@ -413,6 +413,35 @@ fn resample_and_concat() {
             ] {
                 checks.push(sc::resample(gpu, xs, None, dt, rng.next_u64()).unwrap());
             }
+            // Reflect padding to multiples of 2^depth (ConditionalUNet), and the crop back.
+            for (xs, ho, wo) in [
+                ([1, 1, 1, 1], 1, 1),
+                ([2, 3, 20, 28], 32, 32),
+                ([1, 2, 17, 33], 32, 48),
+                ([1, 2, 5, 3], 9, 5),
+                ([2, 3, 32, 32], 20, 28),
+                (
+                    [1, rng.range(1, 5), rng.range(2, 12), rng.range(2, 12)],
+                    0,
+                    0,
+                ),
+            ] {
+                let (ho, wo) = if ho == 0 {
+                    (rng.range(1, 2 * xs[2] - 1), rng.range(1, 2 * xs[3] - 1))
+                } else {
+                    (ho, wo)
+                };
+                checks.push(sc::reflect_pad(gpu, xs, ho, wo, dt, rng.next_u64()).unwrap());
+            }
+            // A padding as large as the dimension cannot be reflected (torch refuses it too).
+            let x = diffuse::Tensor::zeros(gpu, "x", &[1, 1, 4, 5], dt).unwrap();
+            for (ho, wo) in [(8, 5), (4, 10)] {
+                let y = diffuse::Tensor::zeros(gpu, "y_too_big", &[1, 1, ho, wo], dt).unwrap();
+                let e = gpu
+                    .run(|rec| diffuse::ops::resample::reflect_pad(rec, &x, &y))
+                    .unwrap_err();
+                assert!(e.to_string().contains("y_too_big"), "{e}");
+            }
             for (n, ca, cb, h, w) in [
                 (1, 1, 1, 1, 1),
                 (2, 3, 5, 4, 4),

@@ -1,41 +1,46 @@
 #!/usr/bin/env python3
-"""Goldens for issue 18 (DA-CLIP universal image restoration) produced by the official code of
-grrrute/mr-sampler (offline, by hand; never in CI):
+"""Goldens of issue 18 (DA-CLIP universal image restoration) from the OFFICIAL code of
+grrrute/mr-sampler (see tools/daclip_golden/common.py for the checkout):
 
-    git clone https://github.com/grrrute/mr-sampler /tmp/mr-sampler
-    git -C /tmp/mr-sampler checkout 896764cfa1f4ad979a81493a7a468d238aad07de
-    v/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler [--parts clip ...]
+    /work/venv/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
 
-(or MR_SAMPLER_REPO=/tmp/mr-sampler). Needs torch, torchvision, Pillow, safetensors, numpy.
-Parts, each a module of `tools/daclip_golden/` with a `main(args)`, write under tests/golden/daclip/:
-  clip   the DA-CLIP image encoder (`DaCLIP.encode_image(x, control=True)`) and the official
-         `clip_transform` preprocessing (see tools/daclip_golden/clip.py)
+Each part writes under tests/golden/daclip/<part>/; `sampler` also writes tiny/ (the converter
+round trip: official checkpoint files → tools/convert_daclip.py) and `manifests` writes
+manifests.json (the official state-dict layouts).
 """
 import argparse
-import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from daclip_golden.common import repo_arg  # noqa: E402
+from daclip_golden.common import load_official, repo_arg  # noqa: E402
 
-PARTS = [
-    "clip",
-]
+PARTS = {
+    "unet": "daclip_golden.unet",
+    "sampler": "daclip_golden.sampler",
+    "manifests": "daclip_golden.manifests",
+    "clip": "daclip_golden.clip",
+}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     repo_arg(ap)
-    ap.add_argument("--parts", nargs="+", default=PARTS, help=f"parts to write (default: all: {' '.join(PARTS)})")
-    args = ap.parse_args()
-    for p in args.parts:
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    a = ap.parse_args()
+    parts = [p for p in a.parts.split(",") if p]
+    for p in parts:
         if p not in PARTS:
-            sys.exit(f"unknown part {p!r}; parts: {' '.join(PARTS)}")
-    for p in args.parts:
-        print(f"[gen_daclip_golden] {p}", flush=True)
-        importlib.import_module(f"daclip_golden.{p}").main(args)
+            sys.exit(f"unknown part {p!r} (known: {', '.join(PARTS)})")
+    off = load_official(a.official)
+    import importlib
+    for p in parts:
+        mod = importlib.import_module(PARTS[p])
+        if hasattr(mod, "run"):
+            mod.run(off)
+        else:  # parts written as main(args) (clip)
+            mod.main(a)
 
 
 if __name__ == "__main__":

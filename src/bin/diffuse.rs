@@ -902,6 +902,9 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 
 /// `diffuse restore`: everything is validated before the first model evaluation.
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
+    if diffuse::pipeline::daclip_folder::is_daclip_folder(&a.r.model) {
+        return restore_daclip(opts, a);
+    }
     let (mu, shape) = read_condition(&a.input)?;
     let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let mut o = a.r.options();
@@ -939,6 +942,89 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
         restorer.nfe(),
+        a.r.sampler,
+        gpu.info().name
+    );
+    Ok(())
+}
+
+/// `diffuse restore` on a converted DA-CLIP folder (`model_index.json`
+/// `DaclipRestorationPipeline`): the folder, its tensors, the sampler options, the input (an
+/// 8-bit RGB PNG, or safetensors `sample` [N, 3, H, W] on the folder's `sample_range`) and the
+/// outputs are checked before the GPU starts; the two DA-CLIP contexts are computed once; the
+/// PNG maps `sample_range` to [0, 255] (clamped), `--raw` holds the unclipped final sample.
+fn restore_daclip(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
+    use diffuse::pipeline::daclip_restore::DaclipRestorer;
+    let mut o = a.r.options();
+    o.mrs.step_noise = a.step_noise.is_some();
+    let folder = DaclipRestorer::check(&a.r.model, &o)?;
+    let (lo, hi) = folder.sample_range;
+    let (mu, shape) = if is_png(&a.input) {
+        let (bytes, h, w) = diffuse::image_io::read_rgb8_png(&a.input)?;
+        let mut mu = vec![0f32; 3 * h * w];
+        for (p, px) in bytes.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                mu[c * h * w + p] = (lo + (hi - lo) * px[c] as f64 / 255.0) as f32;
+            }
+        }
+        (mu, vec![1, 3, h, w])
+    } else {
+        read_condition(&a.input)?
+    };
+    if shape[1] != folder.unet.in_nc || shape[1] != 3 {
+        return Err(input_error(
+            &a.input,
+            format!(
+                "{} channels; this DA-CLIP model restores RGB images ({} channels)",
+                shape[1], folder.unet.in_nc
+            ),
+        ));
+    }
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
+    let noise = a
+        .noise
+        .as_ref()
+        .map(|p| generate::read_noise(p, &shape))
+        .transpose()?;
+    let gpu = Gpu::new(opts)?;
+    let r = DaclipRestorer::load(&gpu, &a.r.model, &o)?;
+    let step_noise = a
+        .step_noise
+        .as_ref()
+        .map(|p| {
+            let want = [&[r.steps()][..], &shape[..]].concat();
+            generate::read_noise(p, &want).map_err(|e| Error::Argument {
+                op: "restore",
+                arg: "step_noise",
+                reason: format!(
+                    "{}: {e} (expected `sample` of shape {want:?}: one draw per step)",
+                    p.display()
+                ),
+            })
+        })
+        .transpose()?;
+    let contexts = r.contexts(&gpu, &mu, &shape)?;
+    let bar = progress_bar(r.steps() as u64, &a.r.sampler, "steps");
+    let x = r.restore(
+        &gpu,
+        &mu,
+        &shape,
+        &contexts,
+        a.r.seed,
+        noise.as_deref(),
+        step_noise.as_deref(),
+        |i, _| bar.set_position(i as u64),
+    )?;
+    bar.finish_and_clear();
+    let png: Vec<f32> = x
+        .iter()
+        .map(|v| (2.0 * (*v as f64 - lo) / (hi - lo) - 1.0) as f32)
+        .collect();
+    outputs.commit_images(&x, &png, &shape)?;
+    eprintln!(
+        "wrote {} ({} NFE of {} on {}, DA-CLIP)",
+        a.out.display(),
+        r.nfe(),
         a.r.sampler,
         gpu.info().name
     );

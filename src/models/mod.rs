@@ -5,6 +5,7 @@
 pub mod analytic;
 pub mod cfg;
 pub mod conditioned;
+pub mod daclip_unet;
 pub mod guided;
 pub mod text_guided;
 pub mod unet;

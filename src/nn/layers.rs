@@ -76,6 +76,37 @@ impl<'a> Loader<'a> {
         k: usize,
         args: Conv2dArgs,
     ) -> Result<Conv2d> {
+        self.conv_with(prefix, cin, cout, k, args, true)
+    }
+
+    /// `nn.Conv2d(.., bias=False)` at `prefix`.
+    pub fn conv_no_bias(
+        &self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        args: Conv2dArgs,
+    ) -> Result<Conv2d> {
+        self.conv_with(prefix, cin, cout, k, args, false)
+    }
+
+    fn conv_with(
+        &self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        args: Conv2dArgs,
+        bias: bool,
+    ) -> Result<Conv2d> {
+        let load_bias = || -> Result<Option<Tensor>> {
+            if bias {
+                Ok(Some(self.tensor(&format!("{prefix}.bias"), &[cout])?))
+            } else {
+                Ok(None)
+            }
+        };
         let wname = format!("{prefix}.weight");
         let shape = [cout, cin, k, k];
         let psh = ops::conv_pack::packed_shape(&shape);
@@ -92,7 +123,7 @@ impl<'a> Loader<'a> {
                 packed: None,
                 scale: Some(scale),
                 input_scale,
-                bias: Some(self.tensor(&format!("{prefix}.bias"), &[cout])?),
+                bias: load_bias()?,
                 args,
                 cout,
                 k,
@@ -122,7 +153,7 @@ impl<'a> Loader<'a> {
             packed,
             scale: None,
             input_scale: None,
-            bias: Some(self.tensor(&format!("{prefix}.bias"), &[cout])?),
+            bias: load_bias()?,
             args,
             cout,
             k,

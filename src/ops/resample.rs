@@ -1,5 +1,6 @@
-//! Nearest-neighbour upsampling and 2×2 average pooling over NCHW (`shaders/resample.wgsl`),
-//! as diffusers' `Upsample2D` (interpolate, nearest) and `Downsample2D` without conv.
+//! Nearest-neighbour upsampling, 2×2 average pooling and reflect padding/cropping over NCHW
+//! (`shaders/resample.wgsl`), as diffusers' `Upsample2D` (interpolate, nearest) and
+//! `Downsample2D` without conv, and `F.pad(.., mode="reflect")` on the right/bottom edges.
 
 use super::{grid_1d, nonempty, rank, same_dtype, shape_err, u32_param, WG_1D};
 use crate::error::{Error, Result};
@@ -32,7 +33,11 @@ fn key(dt: DType, define: &str) -> KernelKey {
 
 /// All variants (for validation).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
-    vec![key(dt, "UPSAMPLE_NEAREST"), key(dt, "AVG_POOL")]
+    vec![
+        key(dt, "UPSAMPLE_NEAREST"),
+        key(dt, "AVG_POOL"),
+        key(dt, "REFLECT"),
+    ]
 }
 
 fn launch(
@@ -106,4 +111,46 @@ pub fn avg_pool2x(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()> 
         return Err(shape_err(OP, y, format!("expected {want:?}")));
     }
     launch(rec, OP, "AVG_POOL", x, y, 2)
+}
+
+/// y [N, C, Ho, Wo] = x [N, C, H, W] reflected past its right and bottom edges
+/// (`F.pad(x, (0, Wo − W, 0, Ho − H), "reflect")`, the edge row/column not repeated) or, where
+/// Ho ≤ H and Wo ≤ W, cropped to its top-left `x[.., :Ho, :Wo]`. As torch, a padding must be
+/// smaller than the dimension it reflects (Ho < 2H, Wo < 2W).
+pub fn reflect_pad(rec: &mut Recorder<'_>, x: &Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "reflect_pad";
+    check(OP, x, y)?;
+    let (s, ys) = (x.shape(), y.shape());
+    if ys[0] != s[0] || ys[1] != s[1] {
+        return Err(shape_err(
+            OP,
+            y,
+            format!(
+                "expected [{}, {}, Ho, Wo] (the batch and channels of `{}`)",
+                s[0],
+                s[1],
+                x.name()
+            ),
+        ));
+    }
+    for (i, dim) in [(2, "height"), (3, "width")] {
+        if ys[i] == 0 || ys[i] >= 2 * s[i] || (ys[i] > s[i] && s[i] < 2) {
+            return Err(shape_err(
+                OP,
+                y,
+                format!(
+                    "{dim} {} cannot be reflected from {} (padding must be smaller than the input {dim})",
+                    ys[i], s[i]
+                ),
+            ));
+        }
+    }
+    if x.shares_storage(y) {
+        return Err(Error::Argument {
+            op: OP,
+            arg: "y",
+            reason: format!("`{}` shares storage with the input", y.name()),
+        });
+    }
+    launch(rec, OP, "REFLECT", x, y, 1)
 }

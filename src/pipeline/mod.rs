@@ -10,6 +10,9 @@ use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
 pub mod calibrate;
+pub mod daclip_folder;
+pub mod daclip_restore;
+pub mod daclip_tensors;
 pub mod generate;
 pub mod img2img;
 pub mod inverse;
