@@ -113,6 +113,22 @@ pub fn read_png(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
     }
 }
 
+/// Reads a picture as 8-bit RGB (gray repeated, alpha dropped, 16-bit samples rounded to 8
+/// bits), as diffusers' `load_image` (`PIL.Image.convert("RGB")`) gives it for 8-bit files.
+pub fn read_rgb8(path: &Path) -> Result<crate::resample::Image8> {
+    let img = image::open(path).map_err(|e| Error::Load {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let rgb = img.to_rgb8();
+    Ok(crate::resample::Image8 {
+        width: rgb.width() as usize,
+        height: rgb.height() as usize,
+        channels: 3,
+        data: rgb.into_raw(),
+    })
+}
+
 /// Rec. 709 luma weights (the `image` crate's RGB → gray conversion).
 const LUMA: [f32; 3] = [0.2126, 0.7152, 0.0722];
 
@@ -153,6 +169,27 @@ pub fn to_channels(
             arg: "channels",
             reason: format!("cannot convert {a}-channel images to the model's {b} channels"),
         }),
+    }
+}
+
+/// Reads an 8-bit RGB PNG as its bytes (HWC, RGB) and (height, width): the input of models
+/// that take RGB photos as they are (DA-CLIP restoration). Any other colour type (gray, alpha,
+/// 16-bit, palette expanded to those) is an error naming the file and the type.
+pub fn read_rgb8_png(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let fail = |reason: String| Error::Load {
+        file: path.display().to_string(),
+        reason,
+    };
+    let img = image::open(path).map_err(|e| fail(e.to_string()))?;
+    match img {
+        image::DynamicImage::ImageRgb8(rgb) => {
+            let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+            Ok((rgb.into_raw(), h, w))
+        }
+        other => Err(fail(format!(
+            "the image is {:?}; this model restores 8-bit RGB images (convert it to RGB first)",
+            other.color()
+        ))),
     }
 }
 

@@ -40,6 +40,7 @@ pub mod ops;
 pub mod output;
 pub mod pipeline;
 pub mod reference;
+pub mod resample;
 pub mod schedule;
 #[cfg(feature = "selfcheck")]
 pub mod selfcheck;

@@ -4,7 +4,9 @@ grrrute/mr-sampler (see tools/daclip_golden/common.py for the checkout):
 
     /work/venv/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
 
-Each part writes under tests/golden/daclip/<part>/.
+Each part writes under tests/golden/daclip/<part>/; `sampler` also writes tiny/ (the converter
+round trip: official checkpoint files → tools/convert_daclip.py) and `manifests` writes
+manifests.json (the official state-dict layouts).
 """
 import argparse
 import os
@@ -16,6 +18,9 @@ from daclip_golden.common import load_official, repo_arg  # noqa: E402
 
 PARTS = {
     "unet": "daclip_golden.unet",
+    "sampler": "daclip_golden.sampler",
+    "manifests": "daclip_golden.manifests",
+    "clip": "daclip_golden.clip",
 }
 
 
@@ -31,7 +36,11 @@ def main():
     off = load_official(a.official)
     import importlib
     for p in parts:
-        importlib.import_module(PARTS[p]).run(off)
+        mod = importlib.import_module(PARTS[p])
+        if hasattr(mod, "run"):
+            mod.run(off)
+        else:  # parts written as main(args) (clip)
+            mod.main(a)
 
 
 if __name__ == "__main__":

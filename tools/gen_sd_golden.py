@@ -15,6 +15,8 @@ Parts (default: all, in this order), each a module of `tools/sd_golden/`:
              verified with from_single_file; also full SD 1.5/2.1 from assets/configs (meta)
                                                           -> tests/golden/sd/single_file/<name>.json
   pipeline   a 10-step StableDiffusionPipeline run        -> tests/golden/sd/<pipe>/pipeline_io.safetensors
+  img2img    StableDiffusionImg2ImgPipeline runs (schedulers x strengths, a non-square input)
+                                                          -> tests/golden/sd/<pipe>/img2img_io.safetensors
 
 The tokenizer vocabulary is the real CLIP BPE (open_clip's `bpe_simple_vocab_16e6.txt.gz`, MIT,
 from the `open_clip_torch` wheel), written as transformers' vocab.json + merges.txt.
@@ -25,7 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "single_file", "pipeline"]
+PARTS = ["pipelines", "tokenizer", "text", "unet", "vae", "single_file", "pipeline", "img2img"]
 
 
 def main(argv):

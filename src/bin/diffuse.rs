@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 mod checks;
 #[path = "diffuse/eval_inverse.rs"]
 mod eval_inverse;
+#[path = "diffuse/img2img.rs"]
+mod img2img;
 #[path = "diffuse/tokenize.rs"]
 mod tokenize;
 #[path = "diffuse/txt2img.rs"]
@@ -55,6 +57,10 @@ enum Command {
     /// Stable Diffusion 1.x/2.x text-to-image from a diffusers pipeline folder: CLIP text
     /// encoder, UNet2DConditionModel with classifier-free guidance, any scheduler, VAE decode.
     Txt2img(txt2img::Txt2ImgArgs),
+    /// Stable Diffusion 1.x/2.x image-to-image (SDEdit, as diffusers'
+    /// StableDiffusionImg2ImgPipeline): the input picture is VAE-encoded, noised to the
+    /// --strength point of the schedule and denoised from there with the prompt.
+    Img2img(img2img::Img2ImgArgs),
     /// Run a sampler backwards from images to the states sampling starts from: BDIA-DDIM
     /// (exact: `latents` and `latents_next`) or DDIM (approximate: `latents`). `diffuse sample
     /// --latents` with the same scheduler, steps and model reconstructs the images; another
@@ -468,6 +474,7 @@ fn run(cli: Cli) -> Result<ExitCode, diffuse::Error> {
         Command::Sample(a) => sample(&opts, a)?,
         Command::Tokenize(a) => tokenize::tokenize(a)?,
         Command::Txt2img(a) => txt2img::txt2img(&opts, a)?,
+        Command::Img2img(a) => img2img::img2img(&opts, a)?,
         Command::Invert(a) => invert(&opts, a)?,
         Command::Restore(a) => restore(&opts, a)?,
         Command::Eval(a) => eval(&opts, a)?,
@@ -895,6 +902,9 @@ fn read_condition(input: &Path) -> Result<(Vec<f32>, Vec<usize>), Error> {
 
 /// `diffuse restore`: everything is validated before the first model evaluation.
 fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
+    if diffuse::pipeline::daclip_folder::is_daclip_folder(&a.r.model) {
+        return restore_daclip(opts, a);
+    }
     let (mu, shape) = read_condition(&a.input)?;
     let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
     let mut o = a.r.options();
@@ -932,6 +942,89 @@ fn restore(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
         "wrote {} ({} NFE of {} on {})",
         a.out.display(),
         restorer.nfe(),
+        a.r.sampler,
+        gpu.info().name
+    );
+    Ok(())
+}
+
+/// `diffuse restore` on a converted DA-CLIP folder (`model_index.json`
+/// `DaclipRestorationPipeline`): the folder, its tensors, the sampler options, the input (an
+/// 8-bit RGB PNG, or safetensors `sample` [N, 3, H, W] on the folder's `sample_range`) and the
+/// outputs are checked before the GPU starts; the two DA-CLIP contexts are computed once; the
+/// PNG maps `sample_range` to [0, 255] (clamped), `--raw` holds the unclipped final sample.
+fn restore_daclip(opts: &GpuOptions, a: RestoreArgs) -> Result<(), Error> {
+    use diffuse::pipeline::daclip_restore::DaclipRestorer;
+    let mut o = a.r.options();
+    o.mrs.step_noise = a.step_noise.is_some();
+    let folder = DaclipRestorer::check(&a.r.model, &o)?;
+    let (lo, hi) = folder.sample_range;
+    let (mu, shape) = if is_png(&a.input) {
+        let (bytes, h, w) = diffuse::image_io::read_rgb8_png(&a.input)?;
+        let mut mu = vec![0f32; 3 * h * w];
+        for (p, px) in bytes.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                mu[c * h * w + p] = (lo + (hi - lo) * px[c] as f64 / 255.0) as f32;
+            }
+        }
+        (mu, vec![1, 3, h, w])
+    } else {
+        read_condition(&a.input)?
+    };
+    if shape[1] != folder.unet.in_nc || shape[1] != 3 {
+        return Err(input_error(
+            &a.input,
+            format!(
+                "{} channels; this DA-CLIP model restores RGB images ({} channels)",
+                shape[1], folder.unet.in_nc
+            ),
+        ));
+    }
+    let outputs = SampleOutputs::plan(&a.out, a.raw.as_deref())?;
+    let noise = a
+        .noise
+        .as_ref()
+        .map(|p| generate::read_noise(p, &shape))
+        .transpose()?;
+    let gpu = Gpu::new(opts)?;
+    let r = DaclipRestorer::load(&gpu, &a.r.model, &o)?;
+    let step_noise = a
+        .step_noise
+        .as_ref()
+        .map(|p| {
+            let want = [&[r.steps()][..], &shape[..]].concat();
+            generate::read_noise(p, &want).map_err(|e| Error::Argument {
+                op: "restore",
+                arg: "step_noise",
+                reason: format!(
+                    "{}: {e} (expected `sample` of shape {want:?}: one draw per step)",
+                    p.display()
+                ),
+            })
+        })
+        .transpose()?;
+    let contexts = r.contexts(&gpu, &mu, &shape)?;
+    let bar = progress_bar(r.steps() as u64, &a.r.sampler, "steps");
+    let x = r.restore(
+        &gpu,
+        &mu,
+        &shape,
+        &contexts,
+        a.r.seed,
+        noise.as_deref(),
+        step_noise.as_deref(),
+        |i, _| bar.set_position(i as u64),
+    )?;
+    bar.finish_and_clear();
+    let png: Vec<f32> = x
+        .iter()
+        .map(|v| (2.0 * (*v as f64 - lo) / (hi - lo) - 1.0) as f32)
+        .collect();
+    outputs.commit_images(&x, &png, &shape)?;
+    eprintln!(
+        "wrote {} ({} NFE of {} on {}, DA-CLIP)",
+        a.out.display(),
+        r.nfe(),
         a.r.sampler,
         gpu.info().name
     );

@@ -10,7 +10,11 @@ use crate::solvers::{self, executor::Executor};
 use std::ops::ControlFlow;
 
 pub mod calibrate;
+pub mod daclip_folder;
+pub mod daclip_restore;
+pub mod daclip_tensors;
 pub mod generate;
+pub mod img2img;
 pub mod inverse;
 pub mod invert;
 pub mod quantize;
@@ -53,7 +57,19 @@ pub fn sample_controlled(
     progress: impl FnMut(usize, usize) -> ControlFlow<()>,
 ) -> Result<Vec<f32>> {
     let program = solvers::build(cfg, opts.steps)?;
-    let exec = Executor::new(gpu, model, &program, opts.seed, opts.noise.is_some())?;
+    sample_program(gpu, model, &program, opts, progress)
+}
+
+/// [`sample_controlled`] of a program already built (e.g. one started mid-schedule,
+/// `solvers::sdedit`); `opts.steps` is not used.
+pub fn sample_program(
+    gpu: &Gpu,
+    model: &mut dyn Denoiser,
+    program: &solvers::program::Program,
+    opts: &SampleOptions,
+    progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<Vec<f32>> {
+    let exec = Executor::new(gpu, model, program, opts.seed, opts.noise.is_some())?;
     if let Some(z) = &opts.noise {
         if z.len() != model.input().numel() {
             return Err(Error::HostLength {

@@ -175,7 +175,16 @@ impl Restorer {
         o: &RestoreOptions,
     ) -> Result<(Program, Option<MrsOptions>, Prediction)> {
         let dir = load::resolve_model_dir(model, "unet")?;
-        let cfg_path = dir.join(load::SCHEDULER_CONFIG);
+        Self::program_at(&dir.join(load::SCHEDULER_CONFIG), o)
+    }
+
+    /// The sampler program of the process in `cfg_path` (a `scheduler_config.json`) with the
+    /// options applied: the MR Sampler's effective options and the model's parameterisation.
+    pub fn program_at(
+        cfg_path: &Path,
+        o: &RestoreOptions,
+    ) -> Result<(Program, Option<MrsOptions>, Prediction)> {
+        let cfg_path = cfg_path.to_path_buf();
         if !cfg_path.is_file() {
             return Err(Error::Load {
                 file: cfg_path.display().to_string(),

@@ -23,6 +23,7 @@ use crate::nn::unet_2d_condition::UNet2DConditionModel;
 use crate::nn::unet_2d_condition_config::{CrossUpBlockType, UNet2DConditionConfig};
 use crate::nn::vae_config::AutoencoderKLConfig;
 use crate::schedule::config::SchedulerConfig;
+use crate::solvers::program::Program;
 use crate::tensor::DType;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -119,52 +120,80 @@ impl PipelineFolder {
 
     /// Checks a request against the pipeline before any GPU work.
     pub fn check(&self, r: &Txt2Img) -> Result<()> {
-        if r.prompts.is_empty() {
+        self.check_text(OP, &r.prompts, r.negative_prompts.as_deref(), r.guidance)?;
+        self.check_size(OP, r.width, r.height)?;
+        self.check_batch(r.prompts.len(), r.width, r.height)
+    }
+
+    /// The prompts, negative prompts and guidance scale of a request of `op`.
+    pub(crate) fn check_text(
+        &self,
+        op: &'static str,
+        prompts: &[String],
+        negative_prompts: Option<&[String]>,
+        guidance: f32,
+    ) -> Result<()> {
+        let arg = |arg: &'static str, reason: String| Error::Argument { op, arg, reason };
+        if prompts.is_empty() {
             return Err(arg("prompt", "needs at least one prompt".into()));
         }
-        if let Some(n) = &r.negative_prompts {
-            if n.len() != r.prompts.len() {
+        if let Some(n) = negative_prompts {
+            if n.len() != prompts.len() {
                 return Err(arg(
                     "negative_prompt",
-                    format!(
-                        "{} negative prompts for {} prompts",
-                        n.len(),
-                        r.prompts.len()
-                    ),
+                    format!("{} negative prompts for {} prompts", n.len(), prompts.len()),
                 ));
             }
         }
-        if !r.guidance.is_finite() {
-            return Err(arg(
-                "guidance",
-                format!("must be finite (got {})", r.guidance),
-            ));
+        if !guidance.is_finite() {
+            return Err(arg("guidance", format!("must be finite (got {guidance})")));
         }
-        if r.width == 0 || r.height == 0 || r.width % 8 != 0 || r.height % 8 != 0 {
-            return Err(arg(
-                "size",
-                format!(
-                    "width and height must be positive multiples of 8 (got {}×{})",
-                    r.width, r.height
+        Ok(())
+    }
+
+    /// An image size of a request of `op`: multiples of 8 whose latents the UNet's levels
+    /// can take (the error's field is `size`).
+    pub(crate) fn check_size(&self, op: &'static str, width: usize, height: usize) -> Result<()> {
+        if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+            return Err(Error::Argument {
+                op,
+                arg: "size",
+                reason: format!(
+                    "width and height must be positive multiples of 8 (got {width}×{height})"
                 ),
-            ));
+            });
         }
+        self.check_latent_size(op, width, height)
+    }
+
+    /// An image size whose latents (÷ the VAE's factor, exactly) the UNet's levels can take.
+    pub(crate) fn check_latent_size(
+        &self,
+        op: &'static str,
+        width: usize,
+        height: usize,
+    ) -> Result<()> {
+        let arg = |reason: String| Error::Argument {
+            op,
+            arg: "size",
+            reason,
+        };
         let f = self.vae_scale_factor();
-        let (h, w) = (r.height / f, r.width / f);
+        if width == 0 || height == 0 || width % f != 0 || height % f != 0 {
+            return Err(arg(format!(
+                "width and height must be positive multiples of the VAE's factor {f} (got {width}×{height})"
+            )));
+        }
+        let (h, w) = (height / f, width / f);
         let div = 1usize << (self.unet.block_out_channels.len() - 1);
         if h % div != 0 || w % div != 0 {
-            return Err(arg(
-                "size",
-                format!(
-                    "{}×{} gives {h}×{w} latents, which this UNet's {} levels cannot take (multiples of {})",
-                    r.width,
-                    r.height,
-                    self.unet.block_out_channels.len(),
-                    div * f
-                ),
-            ));
+            return Err(arg(format!(
+                "{width}×{height} gives {h}×{w} latents, which this UNet's {} levels cannot take (multiples of {})",
+                self.unet.block_out_channels.len(),
+                div * f
+            )));
         }
-        self.check_batch(r.prompts.len(), r.width, r.height)
+        Ok(())
     }
 
     /// Whether `batch` images of `width`×`height` fit the host buffers of a run (the guided
@@ -374,40 +403,21 @@ impl StableDiffusion {
     ) -> Result<Txt2ImgOutput> {
         self.folder.check(r)?;
         let [b, c, h, w] = self.folder.latent_shape(r);
-        let guided = r.guidance > 1.0;
-        let mut texts = r.prompts.clone();
-        if guided {
-            match &r.negative_prompts {
-                Some(n) => texts.extend(n.iter().cloned()),
-                None => texts.extend(std::iter::repeat_n(String::new(), b)),
-            }
-        }
-        let (states, truncated) = self.encode_text(gpu, &texts, r.clip_skip)?;
-        let rows = if guided { 2 * b } else { b };
-        let forward = self.unet.prepare(gpu, rows, h, w)?;
-        let mut model = TextGuidedUNet::new(
-            gpu,
-            forward,
-            scheduler.train.prediction,
-            &states,
-            guided.then_some(r.guidance),
-        )?;
+        let text = TextRequest {
+            prompts: &r.prompts,
+            negative_prompts: r.negative_prompts.as_deref(),
+            guidance: r.guidance,
+            clip_skip: r.clip_skip,
+        };
+        let program = crate::solvers::build(scheduler, r.steps)?;
         let opts = super::SampleOptions {
             steps: r.steps,
             seed: r.seed,
             noise: r.noise.clone(),
         };
-        let latents = super::sample_controlled(gpu, &mut model, scheduler, &opts, progress)?;
-        drop(model);
-        let inv = (1.0 / self.vae.scaling_factor()) as f32;
-        let scaled: Vec<f32> = latents.iter().map(|v| v * inv).collect();
-        let (image, image_shape) = self.vae.decode_host(gpu, &scaled, &[b, c, h, w])?;
-        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
-            return Err(arg(
-                "output",
-                format!("the VAE produced a non-finite value at flat index {i}"),
-            ));
-        }
+        let (latents, truncated) =
+            self.denoise(gpu, scheduler, &text, &program, (h, w), &opts, progress)?;
+        let (image, image_shape) = self.decode_latents(gpu, &latents, [b, c, h, w], OP)?;
         Ok(Txt2ImgOutput {
             latents,
             latent_shape: [b, c, h, w],
@@ -416,4 +426,71 @@ impl StableDiffusion {
             truncated,
         })
     }
+
+    /// The denoising loop shared by txt2img and img2img: encodes [prompts; negative prompts]
+    /// once, wraps the UNet in classifier-free guidance and runs `program` from the start
+    /// state of `opts` (`noise` uploaded, scaled by the program's `init_sigma`, or drawn from
+    /// `seed`). Returns the final latents and the prompts cut at 77 tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn denoise(
+        &self,
+        gpu: &Gpu,
+        scheduler: &SchedulerConfig,
+        text: &TextRequest<'_>,
+        program: &Program,
+        (h, w): (usize, usize),
+        opts: &super::SampleOptions,
+        progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        let b = text.prompts.len();
+        let guided = text.guidance > 1.0;
+        let mut texts = text.prompts.to_vec();
+        if guided {
+            match text.negative_prompts {
+                Some(n) => texts.extend(n.iter().cloned()),
+                None => texts.extend(std::iter::repeat_n(String::new(), b)),
+            }
+        }
+        let (states, truncated) = self.encode_text(gpu, &texts, text.clip_skip)?;
+        let rows = if guided { 2 * b } else { b };
+        let forward = self.unet.prepare(gpu, rows, h, w)?;
+        let mut model = TextGuidedUNet::new(
+            gpu,
+            forward,
+            scheduler.train.prediction,
+            &states,
+            guided.then_some(text.guidance),
+        )?;
+        let latents = super::sample_program(gpu, &mut model, program, opts, progress)?;
+        Ok((latents, truncated))
+    }
+
+    /// Final latents ÷ `scaling_factor` → the VAE decoder; a non-finite output is an error.
+    pub(crate) fn decode_latents(
+        &self,
+        gpu: &Gpu,
+        latents: &[f32],
+        shape: [usize; 4],
+        op: &'static str,
+    ) -> Result<(Vec<f32>, [usize; 4])> {
+        let inv = (1.0 / self.vae.scaling_factor()) as f32;
+        let scaled: Vec<f32> = latents.iter().map(|v| v * inv).collect();
+        let (image, image_shape) = self.vae.decode_host(gpu, &scaled, &shape)?;
+        if let Some(i) = image.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Argument {
+                op,
+                arg: "output",
+                reason: format!("the VAE produced a non-finite value at flat index {i}"),
+            });
+        }
+        Ok((image, image_shape))
+    }
+}
+
+/// The text side of a request.
+pub(crate) struct TextRequest<'a> {
+    pub prompts: &'a [String],
+    pub negative_prompts: Option<&'a [String]>,
+    pub guidance: f32,
+    pub clip_skip: Option<usize>,
 }

@@ -112,9 +112,33 @@ fn alpha_sigma(s: f64) -> (f64, f64, f64) {
 }
 
 pub fn program(cfg: &DpmSolverConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    program_from(cfg, train, steps, 0)
+}
+
+/// [`program`] started at step `begin` (diffusers' `set_begin_index`, for img2img): the steps
+/// before it are dropped and the history starts empty there (`lower_order_nums` = 0), while
+/// the final-step rules still count the whole grid.
+pub fn program_from(
+    cfg: &DpmSolverConfig,
+    train: &TrainingSchedule,
+    steps: usize,
+    begin: usize,
+) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
     let (t, sigma) = timesteps(cfg, train, steps)?;
-    on_grid(cfg, train.prediction, &super::Grid { t, sigma })
+    let pts = points(&super::Grid { t, sigma });
+    on_points_from(cfg, train.prediction, &pts, &[(Buf::X, 1.0)], begin)
+}
+
+fn points(grid: &super::Grid) -> Vec<ModelTime> {
+    grid.t
+        .iter()
+        .zip(&grid.sigma)
+        .map(|(&t, &s)| {
+            let (alpha, sigma, _) = alpha_sigma(s);
+            ModelTime { t, alpha, sigma }
+        })
+        .collect()
 }
 
 /// DPM-Solver(++) over `grid` with the order, algorithm, solver type and final-step rules of
@@ -124,16 +148,7 @@ pub fn on_grid(
     prediction: Prediction,
     grid: &super::Grid,
 ) -> Result<Program> {
-    let pts: Vec<ModelTime> = grid
-        .t
-        .iter()
-        .zip(&grid.sigma)
-        .map(|(&t, &s)| {
-            let (alpha, sigma, _) = alpha_sigma(s);
-            ModelTime { t, alpha, sigma }
-        })
-        .collect();
-    on_points(cfg, prediction, &pts, &[(Buf::X, 1.0)])
+    on_points(cfg, prediction, &points(grid), &[(Buf::X, 1.0)])
 }
 
 /// DPM-Solver(++) over explicit marginal points x = α·x0 + σ·ε (any α, σ, e.g. the
@@ -144,6 +159,17 @@ pub fn on_points(
     prediction: Prediction,
     pts: &[ModelTime],
     model_in: &[(Buf, f64)],
+) -> Result<Program> {
+    on_points_from(cfg, prediction, pts, model_in, 0)
+}
+
+/// [`on_points`] from step `begin` on, with an empty history there.
+fn on_points_from(
+    cfg: &DpmSolverConfig,
+    prediction: Prediction,
+    pts: &[ModelTime],
+    model_in: &[(Buf, f64)],
+    begin: usize,
 ) -> Result<Program> {
     let lam = |p: &ModelTime| p.alpha.ln() - p.sigma.ln();
     let point = |p: &ModelTime| (p.alpha, p.sigma, lam(p));
@@ -167,7 +193,7 @@ pub fn on_points(
     let order = cfg.solver_order;
     let mut prog = Vec::new();
     let mut lower_order_nums = 0usize;
-    for i in 0..n {
+    for i in begin..n {
         let (a_s, s_s, l_s) = point(&pts[i]);
         let (a_t, s_t, l_t) = point(&pts[i + 1]);
         let time = pts[i];

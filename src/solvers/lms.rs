@@ -18,6 +18,20 @@ use crate::schedule::options::{LmsConfig, SigmaGrid};
 pub const ORDER: usize = 4;
 
 pub fn program(cfg: &LmsConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    program_from(cfg, train, steps, 0)
+}
+
+/// [`program`] started at step `begin` (diffusers' `set_begin_index`, for img2img). diffusers
+/// keeps its order rule on the step index, `order = min(step_index + 1, 4)`, while the
+/// derivative list starts empty at the cut, and `zip` pairs the first coefficients of that
+/// order with the derivatives there are: so step i uses the Lagrange coefficients of order
+/// min(i + 1, 4) for its min(i − begin + 1, 4) newest derivatives (not a lower-order rule).
+pub fn program_from(
+    cfg: &LmsConfig,
+    train: &TrainingSchedule,
+    steps: usize,
+    begin: usize,
+) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
     SolverConfig::Lms(*cfg)
         .check_prediction(train.prediction)
@@ -33,7 +47,12 @@ pub fn program(cfg: &LmsConfig, train: &TrainingSchedule, steps: usize) -> Resul
     };
     let (t, sigma) = super::sigma_timesteps(&grid, train, steps)?;
     let init = super::euler_init_sigma(cfg.spacing, &sigma);
-    Ok(on_grid(train.prediction, &Grid { t, sigma }, init))
+    Ok(on_grid_from(
+        train.prediction,
+        &Grid { t, sigma },
+        init,
+        begin,
+    ))
 }
 
 /// ∫ over [σ_i, σ_{i+1}] of the Lagrange basis polynomial that is 1 at σ_{i−j} and 0 at the
@@ -65,9 +84,14 @@ pub fn coefficient(sigmas: &[f64], order: usize, i: usize, j: usize) -> f64 {
 /// LMS over `grid`; the state is x/α, x_T = init_sigma·z. Slots 0..4 hold the derivatives as a
 /// ring.
 pub fn on_grid(prediction: Prediction, grid: &Grid, init_sigma: f64) -> Program {
+    on_grid_from(prediction, grid, init_sigma, 0)
+}
+
+/// [`on_grid`] from step `begin` on (see [`program_from`]).
+fn on_grid_from(prediction: Prediction, grid: &Grid, init_sigma: f64, begin: usize) -> Program {
     let (ts, sigmas) = (&grid.t, &grid.sigma);
     let mut prog = Vec::new();
-    for i in 0..grid.steps() {
+    for i in begin..grid.steps() {
         let s = sigmas[i];
         let time = super::sigma_time(ts[i], s);
         let x0 = x0_terms(prediction, Buf::X, time.alpha, time);
@@ -76,7 +100,9 @@ pub fn on_grid(prediction: Prediction, grid: &Grid, init_sigma: f64) -> Program 
         let d = combine(&[(1.0 / s, &[(Buf::X, 1.0)]), (-1.0 / s, &x0)]);
         let order = (i + 1).min(ORDER);
         let mut update = vec![(Buf::X, 1.0)];
-        update.extend((0..order).map(|j| (slot(i - j), coefficient(sigmas, order, i, j))));
+        let have = (i - begin + 1).min(ORDER);
+        update
+            .extend((0..order.min(have)).map(|j| (slot(i - j), coefficient(sigmas, order, i, j))));
         prog.push(vec![
             model_input(Buf::X, time.alpha),
             Op::Model(time),

@@ -25,6 +25,7 @@ pub mod program;
 pub mod red_diff;
 pub mod residual_shift;
 pub mod score_sde;
+pub mod sdedit;
 pub mod unipc;
 
 use crate::error::Result;

@@ -125,6 +125,21 @@ fn timesteps(cfg: &PndmConfig, train: &TrainingSchedule, steps: usize) -> Result
 }
 
 pub fn program(cfg: &PndmConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    program_from(cfg, train, steps, 0)
+}
+
+/// [`program`] over diffusers' `timesteps` list (`prk_timesteps` + `plms_timesteps`) cut at
+/// entry `begin`, as img2img runs it: a fresh scheduler (counter 0, empty history) stepped over
+/// the remaining entries. The machine is counter-driven, so the cut entries are treated as the
+/// start: the first 12 evaluations are PRK steps (whose transfers start from `prk_timesteps`
+/// by counter), and with `skip_prk_steps` the first two are the two-evaluation start (the
+/// second entry standing for the first one's second evaluation).
+pub fn program_from(
+    cfg: &PndmConfig,
+    train: &TrainingSchedule,
+    steps: usize,
+    begin: usize,
+) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
     let solver = crate::schedule::config::SolverConfig::Pndm(*cfg);
     solver
@@ -161,8 +176,8 @@ pub fn program(cfg: &PndmConfig, train: &TrainingSchedule, steps: usize) -> Resu
     let n = ts.len();
     let t_train = train.num_train_timesteps as i64;
     let stride = t_train / steps as i64;
-    let mut prog: Vec<Vec<Op>> = Vec::new();
-    let (plms, mut counter) = if cfg.skip_prk_steps {
+    let h = stride / 2;
+    let (prk_ts, plms): (Vec<i64>, Vec<i64>) = if cfg.skip_prk_steps {
         // t_{n−1}, t_{n−2}, t_{n−2}, t_{n−3}, …, t_0.
         let mut p: Vec<i64> = ts[..n - 1].to_vec();
         if n >= 2 {
@@ -170,13 +185,25 @@ pub fn program(cfg: &PndmConfig, train: &TrainingSchedule, steps: usize) -> Resu
         }
         p.push(ts[n - 1]);
         p.reverse();
-        (p, 0)
+        (Vec::new(), p)
     } else {
-        prk(&mut s, &ts, t_train / steps as i64 / 2, &mut prog)?;
-        (ts[..n - 3].iter().rev().copied().collect(), 12)
+        (
+            prk_timesteps(&ts, h),
+            ts[..n - 3].iter().rev().copied().collect(),
+        )
     };
+    let all: Vec<i64> = prk_ts.iter().chain(&plms).copied().collect();
+    let evals = all.get(begin..).unwrap_or(&[]);
+    let mut prog: Vec<Vec<Op>> = Vec::new();
     let mut group = Vec::new();
-    for t in plms {
+    for (counter, &t) in evals.iter().enumerate() {
+        if counter < prk_ts.len() {
+            prk_step(&mut s, counter, t, &prk_ts, h, &mut group)?;
+            if counter % 4 == 3 {
+                prog.push(std::mem::take(&mut group));
+            }
+            continue;
+        }
         let mut ops = s.evaluate(t)?;
         let (mut tt, mut prev) = (t, t - stride);
         if counter != 1 {
@@ -213,50 +240,57 @@ pub fn program(cfg: &PndmConfig, train: &TrainingSchedule, steps: usize) -> Resu
         ops.push(s.transfer(sample, tt, prev, &m)?);
         group.extend(ops);
         // The skip-PRK start's two evaluations make one step (t_{n−1} → t_{n−2}).
-        if !(counter == 0 && cfg.skip_prk_steps && n >= 2) {
+        if !(counter == 0 && cfg.skip_prk_steps && evals.len() >= 2) {
             prog.push(std::mem::take(&mut group));
         }
-        counter += 1;
+    }
+    if !group.is_empty() {
+        prog.push(group);
     }
     Ok(Program::new(1.0, ETS + 2, prog))
 }
 
-/// The three pseudo Runge–Kutta steps over the last four timesteps (`step_prk`), each of four
-/// evaluations, as diffusers lays them out: d, c+h, c+h, c; c, b+h, b+h, b; b, a+h, a+h, a
-/// (h = T/N/2).
-fn prk(s: &mut Pndm, ts: &[i64], h: i64, prog: &mut Vec<Vec<Op>>) -> Result<()> {
+/// diffusers' `prk_timesteps` over the last four timesteps, as it lays them out: d, c+h, c+h,
+/// c; c, b+h, b+h, b; b, a+h, a+h, a (h = T/N/2).
+fn prk_timesteps(ts: &[i64], h: i64) -> Vec<i64> {
     let last4 = &ts[ts.len() - 4..];
     let mut tiled: Vec<i64> = last4.iter().flat_map(|&t| [t, t + h]).collect();
     tiled.pop();
     let doubled: Vec<i64> = tiled.iter().flat_map(|&t| [t, t]).collect();
-    let prk: Vec<i64> = doubled[1..doubled.len() - 1]
+    doubled[1..doubled.len() - 1]
         .iter()
         .rev()
         .copied()
-        .collect();
-    let mut group = Vec::new();
-    for (counter, &t) in prk.iter().enumerate() {
-        let mut ops = s.evaluate(t)?;
-        let prev = if counter % 2 == 1 { t } else { t - h };
-        let start = prk[counter / 4 * 4];
-        let m: Terms = match counter % 4 {
-            0 => {
-                ops.push(lin(ACC, vec![(Buf::ModelOut, 1.0 / 6.0)]));
-                s.push_ets(&mut ops);
-                ops.push(lin(CUR, vec![(Buf::X, 1.0)]));
-                vec![(Buf::ModelOut, 1.0)]
-            }
-            1 | 2 => {
-                ops.push(lin(ACC, vec![(ACC, 1.0), (Buf::ModelOut, 1.0 / 3.0)]));
-                vec![(Buf::ModelOut, 1.0)]
-            }
-            _ => vec![(ACC, 1.0), (Buf::ModelOut, 1.0 / 6.0)],
-        };
-        ops.push(s.transfer(CUR, start, prev, &m)?);
-        group.extend(ops);
-        if counter % 4 == 3 {
-            prog.push(std::mem::take(&mut group));
+        .collect()
+}
+
+/// One pseudo Runge–Kutta evaluation (`step_prk`) at timestep `t`, the `counter`-th of the run:
+/// the transfer starts from the Runge–Kutta step's first sample at `prk_timesteps[counter/4·4]`.
+fn prk_step(
+    s: &mut Pndm,
+    counter: usize,
+    t: i64,
+    prk: &[i64],
+    h: i64,
+    group: &mut Vec<Op>,
+) -> Result<()> {
+    let mut ops = s.evaluate(t)?;
+    let prev = if counter % 2 == 1 { t } else { t - h };
+    let start = prk[counter / 4 * 4];
+    let m: Terms = match counter % 4 {
+        0 => {
+            ops.push(lin(ACC, vec![(Buf::ModelOut, 1.0 / 6.0)]));
+            s.push_ets(&mut ops);
+            ops.push(lin(CUR, vec![(Buf::X, 1.0)]));
+            vec![(Buf::ModelOut, 1.0)]
         }
-    }
+        1 | 2 => {
+            ops.push(lin(ACC, vec![(ACC, 1.0), (Buf::ModelOut, 1.0 / 3.0)]));
+            vec![(Buf::ModelOut, 1.0)]
+        }
+        _ => vec![(ACC, 1.0), (Buf::ModelOut, 1.0 / 6.0)],
+    };
+    ops.push(s.transfer(CUR, start, prev, &m)?);
+    group.extend(ops);
     Ok(())
 }

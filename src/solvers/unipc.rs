@@ -59,6 +59,18 @@ fn coefficients(hh: f64, order: usize, bh1: bool) -> (f64, f64, Vec<f64>) {
 }
 
 pub fn program(cfg: &UniPcConfig, train: &TrainingSchedule, steps: usize) -> Result<Program> {
+    program_from(cfg, train, steps, 0)
+}
+
+/// [`program`] started at step `begin` (diffusers' `set_begin_index`, for img2img): the history
+/// starts empty there and the first step has no corrector (`last_sample` is None), while
+/// `lower_order_final` still counts the whole grid.
+pub fn program_from(
+    cfg: &UniPcConfig,
+    train: &TrainingSchedule,
+    steps: usize,
+    begin: usize,
+) -> Result<Program> {
     check_steps(steps, train.num_train_timesteps)?;
     let vp = train.vp()?;
     let t_train = train.num_train_timesteps;
@@ -99,12 +111,22 @@ pub fn program(cfg: &UniPcConfig, train: &TrainingSchedule, steps: usize) -> Res
     }
     sigma.push(0.0);
     t.push(0.0);
-    Ok(on_grid(cfg, train.prediction, &Grid { t, sigma }))
+    Ok(on_grid_from(
+        cfg,
+        train.prediction,
+        &Grid { t, sigma },
+        begin,
+    ))
 }
 
 /// UniPC over `grid` for a network predicting `prediction`; the state is VP, x_T = z.
 /// Slots 0–3: history ring; slot 4: last sample.
 pub fn on_grid(cfg: &UniPcConfig, prediction: Prediction, grid: &Grid) -> Program {
+    on_grid_from(cfg, prediction, grid, 0)
+}
+
+/// [`on_grid`] from step `begin` on.
+fn on_grid_from(cfg: &UniPcConfig, prediction: Prediction, grid: &Grid, begin: usize) -> Program {
     let n = grid.steps();
     let order = cfg.solver_order;
     let x0 = cfg.predict_x0;
@@ -114,7 +136,7 @@ pub fn on_grid(cfg: &UniPcConfig, prediction: Prediction, grid: &Grid) -> Progra
     let mut prog = Vec::new();
     let mut lower_order_nums = 0usize;
     let mut prev_order = 0usize;
-    for i in 0..n {
+    for i in begin..n {
         let (a_s, s_s, _) = alpha_sigma(grid.sigma[i]);
         let time = ModelTime {
             t: grid.t[i],
@@ -132,7 +154,7 @@ pub fn on_grid(cfg: &UniPcConfig, prediction: Prediction, grid: &Grid) -> Progra
             lin(hist(i), conv),
         ];
         // UniC: x_i ← corrected from x_{i−1} (slot 4) with m_i, using the previous step's order.
-        if i > 0 && !cfg.disable_corrector.contains(&(i - 1)) {
+        if i > begin && !cfg.disable_corrector.contains(&(i - 1)) {
             let (a_t, s_t, l_t) = alpha_sigma(grid.sigma[i]);
             let (a_0, s_0, l_0) = alpha_sigma(grid.sigma[i - 1]);
             let h = l_t - l_0;

@@ -11,7 +11,10 @@ What is stubbed, and why no sampling or network path touches it:
 - the `utils` package's `__init__.py` is not executed (image helpers, cv2); `utils.sde_utils` and
   `utils.sampler` are loaded as submodules of a bare package;
 - `cv2` is an empty module when not installed (imported at the top of sde_utils/sampler for image
-  saving only); `np.int` is set to `int` when missing (an annotation in sampler.py).
+  saving only); `np.int` is set to `int` when missing (an annotation in sampler.py);
+- on a machine without CUDA, `nn.Module.cuda()` returns the module unchanged: the official
+  `ControlTransformer.__init__` moves its zero modules with `.cuda()` (device placement only; every
+  golden runs on the CPU).
 The official `open_clip` package (the DA-CLIP one, in `universal-image-restoration/open_clip`) is
 imported as is; it shadows the pip `open_clip` name, so it is put first on `sys.path`.
 """
@@ -66,6 +69,9 @@ def load_official(repo):
             sys.modules[name] = types.ModuleType(name)
     if not hasattr(np, "int"):
         np.int = int
+    import torch
+    if not torch.cuda.is_available():
+        torch.nn.Module.cuda = lambda self, *a, **kw: self
 
     # The network: models.modules as a bare package (relative imports inside it work).
     _bare_package("models", os.path.join(sde_dir, "models"))

@@ -101,6 +101,30 @@ impl SampleOutputs {
     }
 }
 
+impl SampleOutputs {
+    /// Writes `--raw` (`sample` = `x` as is) and the PNG of `png_x` (already on [−1, 1]) with
+    /// no gutter for one image, and renames both into place only when both were written.
+    pub(crate) fn commit_images(
+        mut self,
+        x: &[f32],
+        png_x: &[f32],
+        shape: &[usize],
+    ) -> Result<(), Error> {
+        if let Some(r) = self.raw {
+            let t = HostTensor {
+                shape: shape.to_vec(),
+                data: x.to_vec(),
+            };
+            self.plan
+                .write(r, &diffuse::load::f32_tensors_bytes(&[("sample", &t)])?)?;
+        }
+        let png =
+            diffuse::image_io::encode_images(png_x, [shape[0], shape[1], shape[2], shape[3]])?;
+        self.plan.write(self.png, &png)?;
+        self.plan.commit()
+    }
+}
+
 /// A `--json` report output, validated and reserved before any work.
 pub(crate) fn json_plan(json: Option<&Path>) -> Result<(OutputPlan, Option<usize>), Error> {
     let mut plan = OutputPlan::new();
