@@ -8,7 +8,7 @@
 //! network's `cond` and the process mean).
 
 use super::daclip_folder::DaclipFolder;
-use super::restore::{RestoreOptions, Restorer};
+use super::restore::{check_step_noise, run_conditioned, RestoreOptions, Restorer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::daclip_unet::DaclipUNet;
@@ -16,7 +16,6 @@ use crate::models::Prediction;
 use crate::nn::conditional_unet::ConditionalUNet;
 use crate::nn::daclip::DaClip;
 use crate::schedule::mrs::MrsOptions;
-use crate::solvers::executor::Executor;
 use crate::solvers::program::Program;
 use crate::tensor::{DType, Tensor};
 use std::path::Path;
@@ -196,27 +195,7 @@ impl DaclipRestorer {
                 ));
             }
         }
-        let draws = self.program.step_noise_draws();
-        let step_noise =
-            match step_noise {
-                Some(z) if z.len() == self.steps() * len => Some(&z[..draws * len]),
-                Some(z) => {
-                    return Err(rarg(
-                        "step_noise",
-                        format!(
-                            "{} values for [{}, {shape:?}] (one draw per step)",
-                            z.len(),
-                            self.steps()
-                        ),
-                    ))
-                }
-                None if draws > 0 => return Err(rarg(
-                    "step_noise",
-                    "this sampler was built to read supplied per-step draws but none were given"
-                        .into(),
-                )),
-                None => None,
-            };
+        let step_noise = check_step_noise(&self.program, self.steps(), step_noise, shape)?;
         let (degra, image) = (c.degra(), c.image());
         let fwd = self.unet.prepare(gpu, n, h, w, degra, image)?;
         let mut model = DaclipUNet::new(
@@ -227,35 +206,15 @@ impl DaclipRestorer {
             image.then_some(&contexts.image[..]),
         )?;
         let cond_state = Tensor::from_f32(gpu, "mu", shape, mu, DType::F32)?;
-        let exec = Executor::with_condition(
+        run_conditioned(
             gpu,
-            &model,
             &self.program,
+            &mut model,
+            &cond_state,
             seed,
-            noise.is_some(),
-            Some(&cond_state),
-        )?;
-        if let Some(z) = noise {
-            if z.len() != len {
-                return Err(Error::HostLength {
-                    tensor: "noise".into(),
-                    got: z.len(),
-                    want: len,
-                    shape: shape.to_vec(),
-                });
-            }
-            exec.set_noise(gpu, z)?;
-        }
-        if let Some(z) = step_noise {
-            exec.set_step_noise(gpu, z)?;
-        }
-        let x = exec.run(gpu, &mut model, progress)?.to_vec_f32(gpu)?;
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(rarg(
-                "output",
-                format!("non-finite value at flat index {i}; nothing written"),
-            ));
-        }
-        Ok(x)
+            noise,
+            step_noise,
+            progress,
+        )
     }
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::load;
 use crate::models::conditioned::ConditionedUNet;
-use crate::models::Prediction;
+use crate::models::{Denoiser, Prediction};
 use crate::nn::unet_2d::UNet2DModel;
 use crate::schedule::mrs::MrsOptions;
 use crate::schedule::restoration::{MrConfig, ResidualConfig};
@@ -385,27 +385,7 @@ impl Restorer {
         progress: impl FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
         self.check_condition(shape)?;
-        let draws = self.program.step_noise_draws();
-        let step_noise =
-            match step_noise {
-                Some(z) if z.len() == self.steps() * mu.len() => Some(&z[..draws * mu.len()]),
-                Some(z) => {
-                    return Err(rarg(
-                        "step_noise",
-                        format!(
-                            "{} values for shape {:?} (one draw per step)",
-                            z.len(),
-                            self.step_noise_shape(shape)
-                        ),
-                    ))
-                }
-                None if draws > 0 => return Err(rarg(
-                    "step_noise",
-                    "this sampler was built to read supplied per-step draws but none were given"
-                        .into(),
-                )),
-                None => None,
-            };
+        let step_noise = check_step_noise(&self.program, self.steps(), step_noise, shape)?;
         if let Some(i) = mu.iter().position(|v| !v.is_finite()) {
             return Err(rarg(
                 "condition",
@@ -420,35 +400,82 @@ impl Restorer {
         if self.two_heads {
             model = model.two_heads(gpu)?;
         }
-        let exec = Executor::with_condition(
+        run_conditioned(
             gpu,
-            &model,
             &self.program,
+            &mut model,
+            &cond_state,
             seed,
-            noise.is_some(),
-            Some(&cond_state),
-        )?;
-        if let Some(z) = noise {
-            if z.len() != mu.len() {
-                return Err(Error::HostLength {
-                    tensor: "noise".into(),
-                    got: z.len(),
-                    want: mu.len(),
-                    shape: shape.to_vec(),
-                });
-            }
-            exec.set_noise(gpu, z)?;
-        }
-        if let Some(z) = step_noise {
-            exec.set_step_noise(gpu, z)?;
-        }
-        let x = exec.run(gpu, &mut model, progress)?.to_vec_f32(gpu)?;
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(rarg(
-                "output",
-                format!("non-finite value at flat index {i}; nothing written"),
-            ));
-        }
-        Ok(x)
+            noise,
+            step_noise,
+            progress,
+        )
     }
+}
+
+/// The supplied per-step draws ([steps, N, C, H, W] flat) cut to what `program` reads; an error
+/// naming `step_noise` when their length is wrong or the program needs draws none were given.
+pub(super) fn check_step_noise<'a>(
+    program: &Program,
+    steps: usize,
+    step_noise: Option<&'a [f32]>,
+    shape: &[usize],
+) -> Result<Option<&'a [f32]>> {
+    let len: usize = shape.iter().product();
+    let draws = program.step_noise_draws();
+    match step_noise {
+        Some(z) if z.len() == steps * len => Ok(Some(&z[..draws * len])),
+        Some(z) => Err(rarg(
+            "step_noise",
+            format!(
+                "{} values for shape {:?} (one draw per step)",
+                z.len(),
+                [&[steps][..], shape].concat()
+            ),
+        )),
+        None if draws > 0 => Err(rarg(
+            "step_noise",
+            "this sampler was built to read supplied per-step draws but none were given".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The sampling run every conditioned restorer shares: `program` on `model` with μ (`cond`, f32
+/// state) as the process condition, the prior draw (`noise`, from `seed` when `None`) and the
+/// checked per-step draws; the final sample read back, any non-finite value an error.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_conditioned(
+    gpu: &Gpu,
+    program: &Program,
+    model: &mut dyn Denoiser,
+    cond: &Tensor,
+    seed: u64,
+    noise: Option<&[f32]>,
+    step_noise: Option<&[f32]>,
+    progress: impl FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let exec = Executor::with_condition(gpu, &*model, program, seed, noise.is_some(), Some(cond))?;
+    if let Some(z) = noise {
+        if z.len() != cond.numel() {
+            return Err(Error::HostLength {
+                tensor: "noise".into(),
+                got: z.len(),
+                want: cond.numel(),
+                shape: cond.shape().to_vec(),
+            });
+        }
+        exec.set_noise(gpu, z)?;
+    }
+    if let Some(z) = step_noise {
+        exec.set_step_noise(gpu, z)?;
+    }
+    let x = exec.run(gpu, model, progress)?.to_vec_f32(gpu)?;
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(rarg(
+            "output",
+            format!("non-finite value at flat index {i}; nothing written"),
+        ));
+    }
+    Ok(x)
 }
