@@ -5,7 +5,7 @@ paper, Li et al. arXiv 2502.07856, evaluates on) into one model folder for `diff
 
     git clone https://github.com/grrrute/mr-sampler /tmp/mr-sampler
     git -C /tmp/mr-sampler checkout 896764cfa1f4ad979a81493a7a468d238aad07de
-    /work/venv/bin/python tools/convert_daclip.py --official /tmp/mr-sampler \\
+    python tools/convert_daclip.py --official /tmp/mr-sampler \\
         --ir-checkpoint universal-ir.pth --daclip-checkpoint daclip_ViT-B-32.pt --out DIR
 
 Both files are read as the official code reads them, and loaded into the official modules with

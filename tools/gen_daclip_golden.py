@@ -2,7 +2,7 @@
 """Goldens of issue 18 (DA-CLIP universal image restoration) from the OFFICIAL code of
 grrrute/mr-sampler (see tools/daclip_golden/common.py for the checkout):
 
-    /work/venv/bin/python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
+    python tools/gen_daclip_golden.py --official /tmp/mr-sampler --parts unet
 
 Each part writes under tests/golden/daclip/<part>/; `sampler` also writes tiny/ (the converter
 round trip: official checkpoint files → tools/convert_daclip.py) and `manifests` writes

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks tools/convert_daclip.py on random-weight official modules (offline, by hand; never in CI):
 
-    /work/venv/bin/python tools/daclip_golden/convert_check.py --official /tmp/mr-sampler [--full]
+    python tools/daclip_golden/convert_check.py --official /tmp/mr-sampler [--full]
 
 For each setting (reduced: ConditionalUNet nf 32 (the official constructor divides by nf // 32 heads: nf ≥ 32), ch_mult [1,2,4,8] and variants without either
 context; DA-CLIP ViT width 128, 2 layers, patch 32 at 224; --full adds the released shapes: nf 64
