@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures the quality tables of README.md with `diffuse eval` / `diffuse eval-restore` on the
 # shipped models (by hand; hours on a CPU-only machine; never in CI). One JSON per cell in $OUT.
-#   tools/eval_tables.sh gen|lml|flow|cond|restore|inverse|table [OUT=eval-results]
+#   tools/eval_tables.sh gen|lml|flow|cond|restore|inverse|quant|table [OUT=eval-results]
 # `table` prints the README's markdown tables from the JSON reports in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,6 +99,24 @@ inverse)
         $BIN eval-inverse --model "$model" --operator "$op" --method "$m" --steps "$k" \
           --num-samples "$NI" --seed 0 --json "$f" 2>/dev/null
       done
+    done
+  done ;;
+quant)
+  # PTQ4DM rows (issue 16) at DDIM 50 NFE: f32, f16, W8A32, W8A8 (NDTC and uniform calibration, 64
+  # samples, seed 0) on fmnist-ddpm (200 samples) and fmnist-cond (NC=100 samples, no guidance).
+  q() { [ -d "$OUT/$1" ] || $BIN quantize --model "$2" --out "$OUT/$1" "${@:3}" >/dev/null; }
+  for m in ddpm cond; do
+    n=$N; [ $m = cond ] && n=${NC:-100}
+    q "$m-w8a32" "assets/fmnist-$m" --weights int8
+    q "$m-w8a8-nd" "assets/fmnist-$m" --weights int8 --activations int8 --calibration nd --calibration-samples 64 --seed 0
+    q "$m-w8a8-uniform" "assets/fmnist-$m" --weights int8 --activations int8 --calibration uniform --calibration-samples 64 --seed 0
+    for cell in f32:assets/fmnist-$m f16:assets/fmnist-$m w8a32:$OUT/$m-w8a32 w8a8-nd:$OUT/$m-w8a8-nd \
+                w8a8-uniform:$OUT/$m-w8a8-uniform; do
+      k=${cell%%:*}; dir=${cell#*:}
+      f="$OUT/quant-$m-$k-ddim50.json"; [ -f "$f" ] && continue
+      d=(); [ "$k" = f16 ] && d=(--dtype f16)
+      $BIN eval --model "$dir" --scheduler ddim --steps 50 --num-samples "$n" --batch 100 --seed 0 "${d[@]}" \
+        --json "$f" 2>/dev/null
     done
   done ;;
 table)
