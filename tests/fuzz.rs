@@ -1,5 +1,6 @@
 //! Bounded-time fuzzing of every reader a user's file reaches: safetensors, `config.json`,
-//! `scheduler_config.json` (all three readers), IDX test sets and PNG inputs. Each test first
+//! `scheduler_config.json` (all three readers), IDX test sets, PNG inputs, CLIP tokenizer
+//! folders and Stable Diffusion component configs. Each test first
 //! replays its corpus (`tests/fuzz/<target>/`: seeds plus every crash ever found, kept as
 //! regression cases), then mutates the corpus for `DIFFUSE_FUZZ_SECS` seconds (default 60) with
 //! a deterministic, seeded havoc mutator (`DIFFUSE_FUZZ_SEED`, default 0) that knows the
@@ -314,6 +315,16 @@ fn fuzz_idx() {
 #[test]
 fn fuzz_png() {
     fuzz("png");
+}
+
+#[test]
+fn fuzz_tokenizer() {
+    fuzz("tokenizer");
+}
+
+#[test]
+fn fuzz_sd_config() {
+    fuzz("sd_config");
 }
 
 #[test]

@@ -176,20 +176,40 @@ fn sd15_full_size_random_weights_two_steps() {
         noise: None,
         clip_skip: None,
     };
+    // Model evaluations per step of the folder's scheduler (PLMS: 2 + 1 for 2 steps).
+    let program = diffuse::solvers::build(&sched, req.steps).unwrap();
+    let nfe: Vec<usize> = program
+        .steps
+        .iter()
+        .map(|s| {
+            s.iter()
+                .filter(|o| matches!(o, diffuse::solvers::program::Op::Model(_)))
+                .count()
+        })
+        .collect();
     let t1 = std::time::Instant::now();
-    let mut steps = Vec::new();
+    let mut marks = Vec::new();
     let out = sd
-        .txt2img(gpu, &sched, &req, |i, _| {
-            steps.push(t1.elapsed().as_secs_f64());
-            let _ = i;
+        .txt2img(gpu, &sched, &req, |_, _| {
+            // Wait for everything submitted, so each mark is the end of a step on the GPU
+            // (the pipeline itself keeps one step in flight).
+            let _ = gpu.device().poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            });
+            marks.push(t1.elapsed().as_secs_f64());
             ControlFlow::Continue(())
         })
         .unwrap();
     let total = t1.elapsed().as_secs_f64();
     assert!(out.image.iter().all(|v| v.is_finite()));
     assert_eq!(out.image_shape, [1, 3, size, size]);
+    let last = marks.last().copied().unwrap_or(0.0);
     println!(
-        "SD 1.5 {dtype:?} {size}×{size}: load {load:.1} s, progress marks {steps:?} s, total {total:.1} s (2 steps + VAE), VAE plan {:?}",
+        "SD 1.5 {dtype:?} {size}×{size}: load {load:.1} s; steps end at {marks:.1?} s \
+         (model evaluations per step {nfe:?}; the first includes the text encoder and recording); \
+         VAE decode + readback {:.1} s; total {total:.1} s; VAE plan {:?}",
+        total - last,
         sd.vae.last_run()
     );
 }

@@ -113,6 +113,8 @@ quant)
     for cell in f32:assets/fmnist-$m f16:assets/fmnist-$m w8a32:$OUT/$m-w8a32 w8a8-nd:$OUT/$m-w8a8-nd \
                 w8a8-uniform:$OUT/$m-w8a8-uniform; do
       k=${cell%%:*}; dir=${cell#*:}
+      # ONLY=pattern restricts the cells, named model:weights (e.g. ONLY='cond:*').
+      [ -n "${ONLY:-}" ] && [[ $m:$k != $ONLY ]] && continue
       f="$OUT/quant-$m-$k-ddim50.json"; [ -f "$f" ] && continue
       d=(); [ "$k" = f16 ] && d=(--dtype f16)
       $BIN eval --model "$dir" --scheduler ddim --steps 50 --num-samples "$n" --batch 100 --seed 0 "${d[@]}" \

@@ -148,9 +148,70 @@ def png_seeds():
         png(28, 28, 0, 8, [rng.integers(0, 256, 28, dtype=np.uint8).tobytes() for _ in range(28)]))
 
 
+def bytes_to_unicode():
+    """GPT-2's byte → printable character table (as the engine's `bytes_to_unicode`)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tokenizer_seeds():
+    """Small CLIP BPE folders, NUL-joined as the `tokenizer` target splits them: vocab.json,
+    merges.txt, tokenizer_config.json, special_tokens_map.json[, tokenizer.json]."""
+    chars = bytes_to_unicode()
+    merges = [("a", "b"), ("ab", "c</w>"), ("c", "a"), ("ca", "t</w>"), ("o", "g</w>"), ("d", "og</w>")]
+    tokens = chars + [c + "</w>" for c in chars] + [a + b for a, b in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    merges_txt = "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n"
+    sd1 = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+           "unk_token": "<|endoftext|>", "model_max_length": 77, "tokenizer_class": "CLIPTokenizer"}
+    sd2 = dict(sd1, pad_token="!")
+    special = {k: sd1[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    j = lambda o: json.dumps(o, ensure_ascii=False).encode()
+    parts = [j(vocab), merges_txt.encode(), j(sd1), j(special)]
+    put("tokenizer", "sd1", b"\0".join(parts))
+    put("tokenizer", "sd2-pad", b"\0".join([j(vocab), merges_txt.encode(), j(sd2), j(dict(special, pad_token="!"))]))
+    tj = {"version": "1.0",
+          "added_tokens": [{"id": vocab[t], "content": t, "single_word": False, "lstrip": False,
+                            "rstrip": False, "normalized": False, "special": True}
+                           for t in ("<|startoftext|>", "<|endoftext|>")],
+          "normalizer": {"type": "Sequence", "normalizers": [
+              {"type": "NFC"}, {"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "},
+              {"type": "Lowercase"}]},
+          "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+              {"type": "Split", "pattern": {"Regex": CLIP_PATTERN}, "behavior": "Removed", "invert": True},
+              {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<|endoftext|>",
+                    "continuing_subword_prefix": "", "end_of_word_suffix": "</w>",
+                    "fuse_unk": False, "vocab": vocab, "merges": [f"{a} {b}" for a, b in merges]}}
+    put("tokenizer", "tokenizer-json", b"\0".join([b"", b"", j(sd1), j(special), j(tj)]))
+
+
+# The engine's CLIP_PATTERN (src/load/clip_tokenizer/mod.rs).
+CLIP_PATTERN = (r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"
+                r"|[^\s\p{L}\p{N}]+")
+
+
+def sd_config_seeds():
+    for v in ("sd15", "sd21"):
+        for c in ("unet", "vae", "text_encoder"):
+            copy_json("sd_config", f"assets/configs/{v}/{c}/config.json", f"{v}-{c}.json")
+    for c in ("unet", "vae", "text_encoder"):
+        copy_json("sd_config", f"tests/golden/sd/sd2-tiny/{c}/config.json", f"sd2-tiny-{c}.json")
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
     idx_seeds()
     png_seeds()
+    tokenizer_seeds()
+    sd_config_seeds()
     print("seed corpus written under", FUZZ)

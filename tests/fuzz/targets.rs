@@ -13,6 +13,8 @@ pub const TARGETS: &[&str] = &[
     "scheduler_config",
     "idx",
     "png",
+    "tokenizer",
+    "sd_config",
 ];
 
 /// Runs target `name` on `data`.
@@ -23,6 +25,8 @@ pub fn run_target(name: &str, data: &[u8]) {
         "scheduler_config" => fuzz_scheduler_config(data),
         "idx" => fuzz_idx(data),
         "png" => fuzz_png(data),
+        "tokenizer" => fuzz_tokenizer(data),
+        "sd_config" => fuzz_sd_config(data),
         other => panic!("unknown fuzz target `{other}`"),
     }
 }
@@ -148,4 +152,58 @@ pub fn fuzz_png(data: &[u8]) {
             "PNG values vs shape"
         );
     }
+}
+
+/// A CLIP tokenizer folder (`txt2img --tokenizer DIR`, a pipeline's `tokenizer/`): the input is
+/// split at NUL bytes into `vocab.json`, `merges.txt`, `tokenizer_config.json`,
+/// `special_tokens_map.json` and, when there is a fifth part, `tokenizer.json` (which the reader
+/// then prefers). A tokenizer that loads must encode any prompt, long words included.
+pub fn fuzz_tokenizer(data: &[u8]) {
+    const FILES: [&str; 5] = [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.json",
+    ];
+    let dir = scratch_dir().join("tokenizer");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    for (name, part) in FILES.iter().zip(data.split(|&b| b == 0)) {
+        std::fs::write(dir.join(name), part).expect("scratch write");
+    }
+    let Ok(tok) = diffuse::load::clip_tokenizer::ClipTokenizer::from_dir(&dir) else {
+        return;
+    };
+    let long = "ab".repeat(2000);
+    for prompt in [
+        "",
+        "a photo of a cat!",
+        "<|endoftext|> x <|startoftext|>",
+        "ΟΔΟΣ 123 ß",
+        &long,
+    ] {
+        let e = tok.encode_padded(prompt);
+        assert_eq!(
+            e.input_ids.len(),
+            tok.model_max_length().max(2),
+            "padded length"
+        );
+        let _ = tok.encode(prompt);
+    }
+}
+
+/// The component configs of a Stable Diffusion pipeline folder: the same bytes as
+/// `unet/config.json` (UNet2DConditionModel), `vae/config.json` (AutoencoderKL) and
+/// `text_encoder/config.json` (CLIPTextModel), with the sizes derived from each.
+pub fn fuzz_sd_config(data: &[u8]) {
+    let path = scratch("json", data);
+    if let Ok(u) = diffuse::nn::unet_2d_condition_config::UNet2DConditionConfig::from_file(&path) {
+        let _ = u.time_embed_dim();
+    }
+    if let Ok(v) = diffuse::nn::vae_config::AutoencoderKLConfig::from_file(&path) {
+        let _ = v.downscale();
+        let _ = v.tile_latent_min_size();
+    }
+    let _ = diffuse::nn::clip_text::CLIPTextConfig::from_file(&path);
 }

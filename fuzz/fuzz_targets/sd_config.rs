@@ -1,0 +1,8 @@
+//! cargo-fuzz target `sd_config` (body shared with tests/fuzz.rs).
+#![no_main]
+
+include!("../../tests/fuzz/targets.rs");
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    run_target("sd_config", data);
+});
