@@ -8,7 +8,9 @@
 // FOURIER — Gaussian Fourier features (Song et al., Score SDE; diffusers
 //   `GaussianFourierProjection`): arg = (t' · w_k · 2) · π with t' = ln t when LOG,
 //   out = [sin, cos] (or [cos, sin] with flip).
-// LOOKUP — class embedding (`nn.Embedding`): y[n, :] = table[label[n], :].
+// LOOKUP — embedding (`nn.Embedding`): y[n, :] = table[label[n], :]; the binding holds table
+//   rows row0 .. row0 + rows (a large table is bound in row ranges, one dispatch each), and a
+//   label outside them is left to the dispatch that holds its row.
 // One invocation per output element.
 
 #uniform Params  // generated from ops::embedding::Params (src/ops/embedding.rs)
@@ -40,7 +42,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = i / p.dim;
   let j = i % p.dim;
 #if LOOKUP
-  y_st(i, table_ld(u32(label_ld(row)) * p.dim + j));
+  let l = u32(label_ld(row));
+  if (l < p.row0 || l - p.row0 >= p.rows) { return; }
+  y_st(i, table_ld((l - p.row0) * p.dim + j));
 #else
   if (j >= 2u * p.half) { y_st(i, 0.0); return; }
   let second = j >= p.half;

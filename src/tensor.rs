@@ -360,6 +360,60 @@ impl Tensor {
         })
     }
 
+    /// Splits a tensor of rank ≥ 1 into ranges of its first dimension ("rows") that each fit
+    /// one binding with an aligned offset. Returns (first row, rows, binding) per range; an
+    /// error naming the tensor when one row alone exceeds the binding limit.
+    pub fn row_chunk_bindings(
+        &self,
+        gpu: &Gpu,
+        op: &'static str,
+    ) -> Result<Vec<(usize, usize, Binding)>> {
+        if self.storage_bytes() <= gpu.max_binding() {
+            let rows = self.shape.first().copied().unwrap_or(1);
+            return Ok(vec![(0, rows, self.binding(gpu, op)?)]);
+        }
+        let esz = self.dtype.size() as u64;
+        let rows = self.shape[0];
+        let row_bytes = (self.numel() / rows.max(1)) as u64 * esz;
+        let align = gpu.storage_offset_alignment().max(16);
+        // Rows per range: a multiple of the rows that make the offset aligned.
+        let mut gcd = (row_bytes.max(1), align);
+        while gcd.1 != 0 {
+            gcd = (gcd.1, gcd.0 % gcd.1);
+        }
+        let step = align / gcd.0;
+        let per = gpu.max_binding() / row_bytes.max(1) / step * step;
+        if per == 0 {
+            return Err(Error::TooLarge {
+                op,
+                what: format!(
+                    "tensor `{}` {:?}: {step} row(s) of {row_bytes} bytes for one storage binding",
+                    self.name, self.shape
+                ),
+                got: step * row_bytes,
+                limit: gpu.max_binding(),
+            });
+        }
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        while start < rows {
+            let n = (per as usize).min(rows - start);
+            let offset = start as u64 * row_bytes;
+            let size = (n as u64 * row_bytes).div_ceil(16) * 16;
+            out.push((
+                start,
+                n,
+                Binding {
+                    alloc: self.alloc.clone(),
+                    offset,
+                    size: size.min(self.alloc.capacity() - offset),
+                },
+            ));
+            start += n;
+        }
+        Ok(out)
+    }
+
     /// Splits the tensor into element ranges that each fit one binding, honouring the
     /// storage-offset alignment. Returns (first element, element count, binding) per chunk.
     pub fn chunk_bindings(&self, gpu: &Gpu) -> Vec<(usize, usize, Binding)> {

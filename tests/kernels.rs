@@ -551,6 +551,30 @@ fn fourier_lookup_transpose() {
     assert_checks(&checks);
 }
 
+/// A table larger than one binding (4 KiB here; CLIP's f32 token embedding on lavapipe) is
+/// looked up in aligned row ranges, one dispatch each: the same rows as the CPU gather.
+#[test]
+fn lookup_of_a_table_split_over_bindings() {
+    let gpu = common::gpu_small_bindings();
+    let mut checks = Vec::new();
+    let mut rng = TestRng(12);
+    for dt in DTYPES {
+        for (rows, dim) in [
+            (300, 24),
+            (1000, 7),
+            (rng.range(200, 900), rng.range(3, 60)),
+        ] {
+            checks.push(sc::lookup(gpu, 8, rows, dim, dt, rng.next_u64()).unwrap());
+        }
+    }
+    assert_checks(&checks);
+    // One row that does not fit a binding is refused by name.
+    let err = sc::lookup(gpu, 1, 2, 2048, DType::F32, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("class_embedding.weight"), "{err}");
+}
+
 #[test]
 fn fir_resampling() {
     let mut checks = Vec::new();

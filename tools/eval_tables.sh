@@ -52,7 +52,8 @@ cond)
   done ;;
 flow)
   # The rectified-flow model: flow-euler at NFE 5/10/20/50, flow-heun (2·steps − 1 NFE).
-  for cell in flow-euler:5 flow-euler:10 flow-euler:20 flow-euler:50 flow-heun:3 flow-heun:5 flow-heun:10; do
+  for cell in flow-euler:5 flow-euler:10 flow-euler:20 flow-euler:50 flow-heun:3 flow-heun:5 flow-heun:10 flow-heun:25; do
+    [ -n "${ONLY:-}" ] && [[ $cell != $ONLY ]] && continue
     s=${cell%%:*}; k=${cell##*:}
     f="$OUT/flow-$s-$k.json"; [ -f "$f" ] && continue
     $BIN eval --model assets/fmnist-flow --scheduler "$s" --steps "$k" --num-samples "$N" \

@@ -47,7 +47,13 @@ params! {
         /// downscale_freq_shift
         shift: f32,
         scale: f32,
+        /// LOOKUP: the first table row in this dispatch's binding
+        row0: u32,
+        /// LOOKUP: rows in this dispatch's binding (labels outside are left to another)
+        rows: u32,
         _p0: u32,
+        _p1: u32,
+        _p2: u32,
     }
 }
 
@@ -118,7 +124,11 @@ pub fn timestep_embedding(
         neg_log_max_period: -(e.max_period as f64).ln() as f32,
         shift: e.downscale_freq_shift,
         scale: e.scale,
+        row0: 0,
+        rows: 0,
         _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
     let binds = [("t", t.binding(gpu, OP)?), ("y", y.binding(gpu, OP)?)];
@@ -160,7 +170,11 @@ pub fn fourier_projection(
         neg_log_max_period: 0.0,
         shift: 0.0,
         scale: 1.0,
+        row0: 0,
+        rows: 0,
         _p0: 0,
+        _p1: 0,
+        _p2: 0,
     };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
     let binds = [
@@ -172,8 +186,10 @@ pub fn fourier_projection(
     Ok(())
 }
 
-/// Class embedding (`nn.Embedding`): y[n, :] = table[label[n], :]. `labels` is f32 [N] holding
-/// small integers; the caller validates them against the table's rows before writing.
+/// Embedding lookup (`nn.Embedding`): y[n, :] = table[label[n], :]. `labels` is f32 [N] holding
+/// small integers; the caller validates them against the table's rows before writing. A table
+/// larger than one storage binding (CLIP's f32 token embedding, 49408 × 768 = 145 MiB) is bound
+/// in row ranges, one dispatch each; every dispatch writes the rows whose label it holds.
 pub fn embedding_lookup(
     rec: &mut Recorder<'_>,
     labels: &Tensor,
@@ -195,22 +211,27 @@ pub fn embedding_lookup(
         ));
     }
     let gpu = rec.gpu();
-    let p = Params {
-        n: u32_param(OP, "output elements", y.numel())?,
-        dim: dim as u32,
-        half: 0,
-        flip: 0,
-        neg_log_max_period: 0.0,
-        shift: 0.0,
-        scale: 0.0,
-        _p0: 0,
-    };
     let g = grid_1d(gpu, OP, (y.numel() as u64).div_ceil(WG_1D as u64))?;
-    let binds = [
-        ("label", labels.binding(gpu, OP)?),
-        ("table", table.binding(gpu, OP)?),
-        ("y", y.binding(gpu, OP)?),
-    ];
-    rec.dispatch(&lookup_key(y.dtype()), &p, &binds, g)?;
+    let chunks = table.row_chunk_bindings(gpu, OP)?;
+    let lb = labels.binding(gpu, OP)?;
+    let yb = y.binding(gpu, OP)?;
+    for (row0, rows, tb) in chunks {
+        let p = Params {
+            n: u32_param(OP, "output elements", y.numel())?,
+            dim: dim as u32,
+            half: 0,
+            flip: 0,
+            neg_log_max_period: 0.0,
+            shift: 0.0,
+            scale: 0.0,
+            row0: u32_param(OP, "table rows", row0)?,
+            rows: u32_param(OP, "table rows", rows)?,
+            _p0: 0,
+            _p1: 0,
+            _p2: 0,
+        };
+        let binds = [("label", lb.clone()), ("table", tb), ("y", yb.clone())];
+        rec.dispatch(&lookup_key(y.dtype()), &p, &binds, g)?;
+    }
     Ok(())
 }
