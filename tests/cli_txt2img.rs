@@ -100,6 +100,9 @@ fn bad_input_is_named_and_writes_nothing() {
         (vec!["--scheduler", "no-such"], "no-such"),
         (vec!["--tokenizer", "/nonexistent"], "--tokenizer"),
         (vec!["--guidance", "nan"], "--guidance"),
+        // Past the text encoder's depth (the tiny pipeline's CLIP has 2 layers): refused
+        // before the GPU starts.
+        (vec!["--clip-skip", "3"], "--clip-skip"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["--model", PIPE, "--prompt", "x", "--out", o];

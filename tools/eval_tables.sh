@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-eval-results}
 mkdir -p "$OUT"
-BIN=target/release/diffuse
+BIN=${BIN:-target/release/diffuse}
 REAL=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 N=${N:-200}
 case "${1:-gen}" in

@@ -98,7 +98,13 @@ impl PipelineFolder {
     /// Checks an img2img request before any GPU work: prompts, guidance, strength, the image's
     /// size and batch, the given draws' lengths.
     pub fn check_img2img(&self, r: &Img2Img) -> Result<()> {
-        self.check_text(OP, &r.prompts, r.negative_prompts.as_deref(), r.guidance)?;
+        self.check_text(
+            OP,
+            &r.prompts,
+            r.negative_prompts.as_deref(),
+            r.guidance,
+            r.clip_skip,
+        )?;
         sdedit::t_start(r.steps, r.strength)?;
         let [n, c, h, w] = r.image_shape;
         if c != self.vae.in_channels || n == 0 {

@@ -120,18 +120,25 @@ impl PipelineFolder {
 
     /// Checks a request against the pipeline before any GPU work.
     pub fn check(&self, r: &Txt2Img) -> Result<()> {
-        self.check_text(OP, &r.prompts, r.negative_prompts.as_deref(), r.guidance)?;
+        self.check_text(
+            OP,
+            &r.prompts,
+            r.negative_prompts.as_deref(),
+            r.guidance,
+            r.clip_skip,
+        )?;
         self.check_size(OP, r.width, r.height)?;
         self.check_batch(r.prompts.len(), r.width, r.height)
     }
 
-    /// The prompts, negative prompts and guidance scale of a request of `op`.
+    /// The prompts, negative prompts, guidance scale and `clip_skip` of a request of `op`.
     pub(crate) fn check_text(
         &self,
         op: &'static str,
         prompts: &[String],
         negative_prompts: Option<&[String]>,
         guidance: f32,
+        clip_skip: Option<usize>,
     ) -> Result<()> {
         let arg = |arg: &'static str, reason: String| Error::Argument { op, arg, reason };
         if prompts.is_empty() {
@@ -147,6 +154,16 @@ impl PipelineFolder {
         }
         if !guidance.is_finite() {
             return Err(arg("guidance", format!("must be finite (got {guidance})")));
+        }
+        let layers = self.text.num_hidden_layers;
+        if clip_skip.is_some_and(|k| k > layers) {
+            return Err(arg(
+                "clip_skip",
+                format!(
+                    "{} is more than the text encoder's {layers} layers",
+                    clip_skip.unwrap_or(0)
+                ),
+            ));
         }
         Ok(())
     }

@@ -297,6 +297,7 @@ pub(crate) fn flag_of(arg: &'static str, size: &'static str) -> &'static str {
         "image" => "--input",
         "noise" | "encoder_noise" => "--noise",
         "scheduler" => "--scheduler",
+        "clip_skip" => "--clip-skip",
         other => other,
     }
 }
