@@ -196,6 +196,20 @@ if res:
     r0 = res[0]
     print(f"\nPSNR dB / SSIM over {r0['pairs']} held-out pairs; the degraded input itself: "
           f"{r0['psnr_input']:.2f} dB / {r0['ssim_input']:.3f}.")
+quant = load("quant-*.json")
+if quant:
+    print("\n**PTQ4DM — FID-FMNIST (class accuracy) at DDIM 50 NFE**\n")
+    print("| weights | fmnist-ddpm | fmnist-cond |\n|---|---|---|")
+    files = sorted(glob.glob(os.path.join(out, "quant-*.json")))
+    by = {os.path.basename(f)[len("quant-"):-len("-ddim50.json")]: q for f, q in zip(files, quant)}
+    for k in ["f32", "f16", "w8a32", "w8a8-uniform", "w8a8-nd"]:
+        cells = []
+        for m in ["ddpm", "cond"]:
+            q = by.get(f"{m}-{k}")
+            acc = q.get("class_accuracy") if q else None
+            cells.append("–" if not q else f"{q['fid_fmnist']:.3f}"
+                         + (f" ({100 * acc:.1f} %)" if acc is not None else ""))
+        print(f"| {k} | " + " | ".join(cells) + " |")
 inv = load("inverse-*.json")
 if inv:
     ops = [o for o in ["sr4", "inpaint-box", "mri4x", "sr2", "inpaint-random", "blur-gauss", "blur-box"]
