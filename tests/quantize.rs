@@ -156,6 +156,19 @@ fn bad_input_names_the_field_exits_1_and_writes_nothing() {
             vec!["--activations", "int8", "--calibration", "log"],
             "--calibration",
         ),
+        (
+            vec!["--activations", "int8", "--calibration-steps", "0"],
+            "--calibration-steps",
+        ),
+        (
+            vec![
+                "--activations",
+                "int8",
+                "--calibration-scheduler",
+                "no-such",
+            ],
+            "--calibration-scheduler",
+        ),
     ] {
         let mut a = vec!["quantize", "--model", ms, "--out", os];
         a.extend(args);

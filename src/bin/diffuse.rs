@@ -367,6 +367,13 @@ struct QuantizeArgs {
     calibration_samples: usize,
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
+    /// The sampler whose trajectories are recorded for the calibration (a --scheduler name on
+    /// the model's training schedule): calibrate on the sampler you will run.
+    #[arg(long, default_value = "dpm-solver++")]
+    calibration_scheduler: String,
+    /// Steps of that sampler (at least 1).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
+    calibration_steps: usize,
 }
 
 #[derive(Args)]
@@ -549,10 +556,23 @@ fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
         calibration,
         calibration_samples: a.calibration_samples,
         seed: a.seed,
+        calibration_scheduler: a.calibration_scheduler.clone(),
+        calibration_steps: a.calibration_steps,
     };
     // Int8 activations are calibrated on the GPU; refuse bad input before opening it.
     if o.calibration_samples < 1 {
         return Err(bad("--calibration-samples", "must be at least 1".into()));
+    }
+    if o.calibration_steps < 1 {
+        return Err(bad("--calibration-steps", "must be at least 1".into()));
+    }
+    if activations == Activations::Int8 {
+        diffuse::pipeline::generate::resolve_scheduler(
+            &a.model.to_string_lossy(),
+            Some(&a.calibration_scheduler),
+            None,
+        )
+        .map_err(|e| bad("--calibration-scheduler", e.to_string()))?;
     }
     let gpu = match activations {
         Activations::Int8 if !a.out.exists() => Some(Gpu::new(opts)?),
@@ -565,6 +585,7 @@ fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
                 "weights" => "--weights",
                 "activations" => "--activations",
                 "calibration_samples" => "--calibration-samples",
+                "calibration_steps" => "--calibration-steps",
                 "out" => "--out",
                 o => o,
             },
@@ -585,11 +606,13 @@ fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
     );
     if activations == Activations::Int8 {
         println!(
-            "int8 activations: {} layer input ranges calibrated on {} inputs ({} time steps, \
-             seed {})",
+            "int8 activations: {} layer input ranges calibrated on {} inputs ({} time steps of \
+             {} {} steps, seed {})",
             r.input_ranges.len(),
             a.calibration_samples,
             a.calibration,
+            a.calibration_scheduler,
+            a.calibration_steps,
             a.seed
         );
     }

@@ -19,8 +19,10 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The sampler whose trajectories the calibration inputs come from (`--scheduler` name) and its
-/// steps: DPM-Solver++ (2M) at 20, the engine's default few-step sampler.
+/// The default sampler whose trajectories the calibration inputs come from (`--scheduler` name)
+/// and its steps: DPM-Solver++ (2M) at 20, the engine's default few-step sampler. PTQ4DM
+/// calibrates on the sampler the model will run; `calibration_scheduler`/`calibration_steps`
+/// choose it.
 pub const CALIBRATION_SAMPLER: &str = "dpm-solver++";
 pub const CALIBRATION_STEPS: usize = 20;
 /// Trajectories per sampler batch during calibration.
@@ -36,6 +38,10 @@ pub struct QuantizeOptions {
     /// Calibration inputs (≥ 1; used with int8 activations).
     pub calibration_samples: usize,
     pub seed: u64,
+    /// The sampler (`--scheduler` name) whose trajectories are recorded.
+    pub calibration_scheduler: String,
+    /// Its steps (≥ 1).
+    pub calibration_steps: usize,
 }
 
 impl Default for QuantizeOptions {
@@ -46,6 +52,8 @@ impl Default for QuantizeOptions {
             calibration: Calibration::Nd,
             calibration_samples: 256,
             seed: 0,
+            calibration_scheduler: CALIBRATION_SAMPLER.into(),
+            calibration_steps: CALIBRATION_STEPS,
         }
     }
 }
@@ -91,6 +99,9 @@ pub fn quantize_folder(
     if o.calibration_samples < 1 {
         return Err(arg("must be at least 1".into(), "calibration_samples"));
     }
+    if o.calibration_steps < 1 {
+        return Err(arg("must be at least 1".into(), "calibration_steps"));
+    }
     let dir = load::resolve_model_dir(model, "unet")?;
     let cfg_path = dir.join(load::CONFIG);
     let mut cfg = load::read_json(&cfg_path)?;
@@ -115,7 +126,7 @@ pub fn quantize_folder(
         (Activations::Int8, Some(gpu)) => {
             let sched = super::generate::resolve_scheduler(
                 &model.to_string_lossy(),
-                Some(CALIBRATION_SAMPLER),
+                Some(&o.calibration_scheduler),
                 None,
             )?;
             let ranges = calibrate(gpu, &dir, &sched, o)?;
@@ -124,7 +135,7 @@ pub fn quantize_folder(
                 samples: o.calibration_samples,
                 seed: o.seed,
                 sampler: sched.kind().class_name().into(),
-                steps: CALIBRATION_STEPS,
+                steps: o.calibration_steps,
                 range: "absmax".into(),
             };
             (ranges, Some(info))
@@ -237,14 +248,14 @@ fn calibrate(
     let ks = super::calibrate::step_indices(
         o.calibration,
         o.calibration_samples,
-        CALIBRATION_STEPS,
+        o.calibration_steps,
         o.seed,
     );
     let set = super::calibrate::collect(
         gpu,
         &model,
         sched,
-        CALIBRATION_STEPS,
+        o.calibration_steps,
         &ks,
         o.seed,
         CALIBRATION_BATCH,
