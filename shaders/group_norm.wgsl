@@ -6,13 +6,25 @@
 //
 // Defines: SILU (apply x·sigmoid(x) to the normalised output); SUBGROUP (reduce within
 // subgroups first: one barrier round instead of log2(WG)). WG must be a power of two.
+//
+// Banded GroupNorm (a tensor too large for one binding, held as row bands: ops::group_norm_banded):
+// STATS writes one band's partial statistics over its interior rows (the window win0..win0+winlen
+// of every channel's H·W) into slot `slot`; SHARED normalises with the statistics of all `slots`
+// bands, merged by Chan et al.'s pairwise rule, instead of its own.
 
 #uniform Params  // generated from ops::group_norm::Params (src/ops/group_norm.rs)
 
 #tensor 1 x read      // [N, C, H, W]
+#if STATS
+#tensor 2 stats rw f32  // [T, N·G, 4]: per band and (sample, group) (mean, M2, count, 0)
+#else
 #tensor 2 gamma read  // [C] scale (diffusers `norm.weight`)
 #tensor 3 beta read   // [C] shift (diffusers `norm.bias`)
 #tensor 4 y write     // [N, C, H, W]
+#if SHARED
+#tensor 5 stats read f32  // [T, N·G, 4] as written by STATS
+#endif
+#endif
 
 var<workgroup> red: array<vec2<f32>, ${WG}>;
 
@@ -60,6 +72,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let g = ng % p.groups;
   let base = (n * p.c + g * cpg) * p.hw;
   let len = cpg * p.hw;
+#if STATS
+  // The band's interior rows only: channel by channel, the contiguous window of its H·W.
+  let shift = x_ld(base + p.win0);
+  var acc = vec2<f32>(0.0);
+  for (var ch = 0u; ch < cpg; ch = ch + 1u) {
+    let b = base + ch * p.hw + p.win0;
+    for (var i = lid; i < p.winlen; i = i + ${WG}u) {
+      let d = x_ld(b + i) - shift;
+      acc += vec2<f32>(d, d * d);
+    }
+  }
+  let cnt = f32(cpg * p.winlen);
+  let t = wg_sum(acc, lid, sgi, sid, nsg);
+  if (lid == 0u) {
+    let o = (p.slot * p.count + ng) * 4u;
+    stats_st(o, shift + t.x / cnt);
+    stats_st(o + 1u, max(t.y - t.x * t.x / cnt, 0.0));
+    stats_st(o + 2u, cnt);
+    stats_st(o + 3u, 0.0);
+  }
+}
+#else
+#if SHARED
+  // Merge the bands' (mean, M2, count) one at a time (Chan, Golub & LeVeque, 1979).
+  var cnt = 0.0;
+  var mean = 0.0;
+  var m2 = 0.0;
+  for (var s = 0u; s < p.slots; s = s + 1u) {
+    let o = (s * p.count + ng) * 4u;
+    let nt = stats_ld(o + 2u);
+    let tot = cnt + nt;
+    let d = stats_ld(o) - mean;
+    mean += d * (nt / tot);
+    m2 += stats_ld(o + 1u) + d * d * (cnt * nt / tot);
+    cnt = tot;
+  }
+  let inv = inverseSqrt(m2 / cnt + p.eps);
+#else
   let shift = x_ld(base);
   var acc = vec2<f32>(0.0);
   for (var i = lid; i < len; i = i + ${WG}u) {
@@ -69,6 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let t = wg_sum(acc, lid, sgi, sid, nsg) / f32(len);
   let mean = shift + t.x;
   let inv = inverseSqrt(max(t.y - t.x * t.x, 0.0) + p.eps);
+#endif
   // Flat walk with the channel tracked incrementally (no division per element).
   var ch = g * cpg + lid / p.hw;
   var r = lid % p.hw;
@@ -83,3 +134,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     while (r >= p.hw) { r = r - p.hw; ch = ch + 1u; }
   }
 }
+#endif

@@ -11,6 +11,7 @@
 //! and Fourier features 2e-6 + 3e-7·max|arg|; lookup and transpose exact; FIR 1e-6; reductions 1e-6·L + 1e-5 rel; normal draws 2e-5 vs f64 Box–Muller on
 //! the same Philox words.
 
+pub mod bands;
 pub mod transformer;
 
 use crate::error::Result;

@@ -367,6 +367,45 @@ fn group_norm_random_shapes() {
     assert_checks(&checks);
 }
 
+/// Row windows (zero fill outside the source, nearest ×2, zero_rows) and GroupNorm over row
+/// bands with merged statistics equal to GroupNorm of the whole tensor — including a large
+/// common offset (each band's sums are shifted by its own first element) and one-row bands.
+#[test]
+fn row_bands_and_banded_group_norm() {
+    use diffuse::selfcheck::bands;
+    let mut checks = Vec::new();
+    let mut rng = TestRng(21);
+    for gpu in gpus() {
+        for dt in DTYPES {
+            for (xs, src, f, hd, d0, rows) in [
+                ([1, 3, 5, 7], Some(-1), 1, 7, 0, 7),
+                ([2, 2, 4, 3], Some(1), 2, 10, 0, 10),
+                ([1, 1, 3, 5], Some(2), 1, 4, 3, 1),
+                ([1, 4, 2, 9], None, 1, 6, 2, 3),
+            ] {
+                checks.push(
+                    bands::copy_rows(gpu, xs, src, f, hd, d0, rows, dt, rng.next_u64()).unwrap(),
+                );
+            }
+            for (i, (xs, g, t)) in [
+                ([1, 4, 6, 5], 2, 2),
+                ([2, 6, 7, 3], 3, 7),
+                ([1, 32, 16, 16], 32, 3),
+                ([2, 8, rng.range(4, 20), rng.range(1, 30)], 4, 4),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let offset = if i % 2 == 1 { 100.0 } else { 0.5 };
+                let c =
+                    bands::group_norm_banded(gpu, xs, g, t, i % 2 == 0, offset, dt, rng.next_u64());
+                checks.push(c.unwrap());
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
 #[test]
 fn softmax_random_shapes() {
     let mut checks = Vec::new();

@@ -24,6 +24,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layer_norm", include_str!("../../shaders/layer_norm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("resample", include_str!("../../shaders/resample.wgsl")),
+    ("rows", include_str!("../../shaders/rows.wgsl")),
     ("concat", include_str!("../../shaders/concat.wgsl")),
     ("slice", include_str!("../../shaders/slice.wgsl")),
     ("transpose", include_str!("../../shaders/transpose.wgsl")),

@@ -2,11 +2,14 @@
 //! "High-Resolution Image Synthesis with Latent Diffusion Models", 2022), the Stable Diffusion
 //! subset: loaded from a diffusers folder, each forward recorded once per input shape and
 //! replayed. When an untiled forward's largest activation would exceed the adapter's binding or
-//! buffer limit, the batch is split and then the image tiled as diffusers' `enable_tiling()`
-//! does ([`super::vae_tiling`]), automatically.
+//! buffer limit, the batch is split; then a decode runs in exact row bands
+//! ([`super::vae_bands`]: the untiled result to rounding), and an encode (or a decode too large
+//! for bands) is tiled as diffusers' `enable_tiling()` does ([`super::vae_tiling`]),
+//! automatically.
 
 use super::layers::{Conv2d, Loader};
 use super::vae::{Decoder, Encoder};
+use super::vae_bands::{band_count, banded_activation_bytes};
 use super::vae_config::AutoencoderKLConfig;
 use super::vae_tiling::{
     blend_and_assemble, largest_activation_bytes, tile_grid, HostTile, TileSize, VaeOp,
@@ -23,9 +26,14 @@ use std::sync::{Arc, Mutex};
 /// How decode/encode choose tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tiling {
-    /// Untiled when the largest activation fits the adapter's limits; else per-sample, then
-    /// tiles of diffusers' size (from `sample_size`), halved until one tile fits (the default).
+    /// Untiled when the largest activation fits the adapter's limits; else per-sample; then a
+    /// decode in the fewest exact row bands that fit, and an encode (or a decode no band count
+    /// fits) in tiles of diffusers' size (from `sample_size`), halved until one tile fits (the
+    /// default).
     Auto,
+    /// Decode in this many exact row bands (2 to the latent height; 0 or 1: as
+    /// [`Tiling::Auto`]); encode as [`Tiling::Auto`].
+    Bands(usize),
     /// Never tile (a forward too large for the adapter is an error naming the tensor).
     Never,
     /// Tile exactly as diffusers with `enable_tiling()` and these tile sizes: only inputs
@@ -38,8 +46,10 @@ pub enum Tiling {
 pub struct VaePlan {
     /// Samples per recorded forward.
     pub chunk: usize,
-    /// `None`: whole images.
+    /// `None`: whole images (or row bands).
     pub tile: Option<TileSize>,
+    /// Row bands of an exact banded decode (1: none).
+    pub bands: usize,
 }
 
 /// A recorded forward of one input shape.
@@ -50,7 +60,8 @@ struct VaeForward {
     activation_bytes: u64,
 }
 
-type Key = (VaeOp, usize, usize, usize);
+/// (op, batch, height, width, bands).
+type Key = (VaeOp, usize, usize, usize, usize);
 
 /// Recorded forwards kept for reuse (a tiled call uses up to four tile shapes per chunk).
 const CACHE: usize = 6;
@@ -156,15 +167,40 @@ impl AutoencoderKL {
             VaeOp::Decode => h > t.latent || w > t.latent,
             VaeOp::Encode => h > t.sample || w > t.sample,
         };
+        let whole = |chunk| VaePlan {
+            chunk,
+            tile: None,
+            bands: 1,
+        };
+        let info = gpu.info();
+        let limit = info.max_storage_binding.min(info.max_buffer_size);
+        let banded = |t: usize| {
+            let chunk = (1..=batch)
+                .rev()
+                .find(|&k| banded_activation_bytes(&self.config, k, h, w, t, self.dtype) <= limit)
+                .unwrap_or(1);
+            VaePlan {
+                chunk,
+                tile: None,
+                bands: t,
+            }
+        };
         match self.tiling {
-            Tiling::Never => Ok(VaePlan {
-                chunk: batch,
-                tile: None,
-            }),
-            Tiling::Force(t) if !larger(t) => Ok(VaePlan {
-                chunk: chunk_for(h, w),
-                tile: None,
-            }),
+            Tiling::Never => Ok(whole(batch)),
+            Tiling::Bands(t) if op == VaeOp::Decode && t > 1 => {
+                if t > h {
+                    return Err(Error::Argument {
+                        op: "AutoencoderKL",
+                        arg: "bands",
+                        reason: format!("{t} row bands for {h} latent rows"),
+                    });
+                }
+                Ok(banded(t))
+            }
+            Tiling::Bands(_) | Tiling::Auto if self.fits(gpu, op, 1, h, w) => {
+                Ok(whole(chunk_for(h, w)))
+            }
+            Tiling::Force(t) if !larger(t) => Ok(whole(chunk_for(h, w))),
             Tiling::Force(t) => {
                 let s = match op {
                     VaeOp::Decode => t.latent,
@@ -173,13 +209,15 @@ impl AutoencoderKL {
                 Ok(VaePlan {
                     chunk: chunk_for(s, s),
                     tile: Some(t),
+                    bands: 1,
                 })
             }
-            Tiling::Auto if self.fits(gpu, op, 1, h, w) => Ok(VaePlan {
-                chunk: chunk_for(h, w),
-                tile: None,
-            }),
-            Tiling::Auto => {
+            Tiling::Bands(_) | Tiling::Auto => {
+                if op == VaeOp::Decode {
+                    if let Some(t) = band_count(&self.config, 1, h, w, self.dtype, limit) {
+                        return Ok(banded(t));
+                    }
+                }
                 let mut t = TileSize {
                     latent: self.config.tile_latent_min_size(),
                     sample: self.config.sample_size,
@@ -193,6 +231,7 @@ impl AutoencoderKL {
                         return Ok(VaePlan {
                             chunk: chunk_for(s, s),
                             tile: Some(t),
+                            bands: 1,
                         });
                     }
                     if t.latent < 8 {
@@ -203,7 +242,7 @@ impl AutoencoderKL {
                                 t.latent
                             ),
                             got: largest_activation_bytes(&self.config, op, 1, s, s, self.dtype),
-                            limit: gpu.info().max_storage_binding,
+                            limit,
                         });
                     }
                     // Halve the tile (multiples of 4 latents keep diffusers' crop exact).
@@ -223,8 +262,9 @@ impl AutoencoderKL {
         b: usize,
         h: usize,
         w: usize,
+        bands: usize,
     ) -> Result<Arc<VaeForward>> {
-        let key = (op, b, h, w);
+        let key = (op, b, h, w, bands);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
             let e = cache.remove(i);
@@ -249,7 +289,11 @@ impl AutoencoderKL {
                     Some(c) => c.forward(&mut g, &input, "post_quant_conv")?,
                     None => input.clone(),
                 };
-                self.decoder.forward(&mut g, &z)?
+                if bands > 1 {
+                    self.decoder.forward_banded(&mut g, &z, bands)?
+                } else {
+                    self.decoder.forward(&mut g, &z)?
+                }
             }
             VaeOp::Encode => {
                 let m = self.encoder.forward(&mut g, &input)?;
@@ -301,14 +345,15 @@ impl AutoencoderKL {
         }
         let mut peak = 0;
         for (th, tw) in shapes {
-            peak = peak.max(self.forward(gpu, op, plan.chunk, th, tw)?.activation_bytes);
+            let f = self.forward(gpu, op, plan.chunk, th, tw, plan.bands)?;
+            peak = peak.max(f.activation_bytes);
         }
         Ok((plan, peak))
     }
 
-    fn run(&self, gpu: &Gpu, op: VaeOp, x: &HostTile) -> Result<(HostTile, u64)> {
+    fn run(&self, gpu: &Gpu, op: VaeOp, x: &HostTile, bands: usize) -> Result<(HostTile, u64)> {
         let [b, _, h, w] = x.shape;
-        let f = self.forward(gpu, op, b, h, w)?;
+        let f = self.forward(gpu, op, b, h, w, bands)?;
         f.input.write_f32(gpu, &x.data)?;
         f.recording.submit(gpu);
         let data = f.output.to_vec_f32(gpu)?;
@@ -336,7 +381,7 @@ impl AutoencoderKL {
                 data: x.data[n0 * per..(n0 + k) * per].to_vec(),
             };
             let Some(t) = plan.tile else {
-                let (y, a) = self.run(gpu, op, &sub)?;
+                let (y, a) = self.run(gpu, op, &sub, plan.bands)?;
                 peak = peak.max(a);
                 parts.push(y);
                 continue;
@@ -350,7 +395,7 @@ impl AutoencoderKL {
             for &i in &grid.starts_h {
                 let mut row = Vec::new();
                 for &j in &grid.starts_w {
-                    let (y, a) = self.run(gpu, op, &sub.crop(i, j, grid.tile, grid.tile))?;
+                    let (y, a) = self.run(gpu, op, &sub.crop(i, j, grid.tile, grid.tile), 1)?;
                     peak = peak.max(a);
                     row.push(y);
                 }

@@ -22,6 +22,7 @@ pub mod unet_2d_condition;
 pub mod unet_2d_condition_blocks;
 pub mod unet_2d_condition_config;
 pub mod vae;
+pub mod vae_bands;
 pub mod vae_config;
 pub mod vae_tiling;
 

@@ -56,6 +56,15 @@ pub struct ResnetOptions {
     pub output_scale_factor: f64,
 }
 
+/// The layers of a plain residual block ([`ResnetBlock2D::plain_layers`]).
+pub struct PlainLayers<'a> {
+    pub norm1: &'a GroupNorm,
+    pub conv1: &'a Conv2d,
+    pub norm2: &'a GroupNorm,
+    pub conv2: &'a Conv2d,
+    pub conv_shortcut: Option<&'a Conv2d>,
+}
+
 /// `ResnetBlock2D`: norm1 → SiLU → conv1 → + time projection → norm2 → SiLU → conv2, plus the
 /// (1×1-projected) input, divided by `output_scale_factor`.
 pub struct ResnetBlock2D {
@@ -112,6 +121,23 @@ impl ResnetBlock2D {
             resample,
             opts,
             out_channels: cout,
+        })
+    }
+
+    /// (norm1, conv1, norm2, conv2, conv_shortcut) of a block that is only those — no time
+    /// embedding, no resampling, output scale 1 (the VAE's) — for drivers that run the layers
+    /// piecewise (`nn::vae_bands`); None for any other block.
+    pub fn plain_layers(&self) -> Option<PlainLayers<'_>> {
+        let plain = self.time_emb_proj.is_none()
+            && self.resample == BlockResample::None
+            && !self.opts.scale_shift
+            && self.opts.output_scale_factor == 1.0;
+        plain.then_some(PlainLayers {
+            norm1: &self.norm1,
+            conv1: &self.conv1,
+            norm2: &self.norm2,
+            conv2: &self.conv2,
+            conv_shortcut: self.conv_shortcut.as_ref(),
         })
     }
 
@@ -250,6 +276,11 @@ impl Upsample2D {
         Ok(Upsample2D {
             conv: l.conv(&format!("{prefix}.conv"), channels, channels, 3, args)?,
         })
+    }
+
+    /// The 3×3 conv after the nearest ×2.
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
     }
 
     pub fn forward(&self, g: &mut Graph<'_>, x: &Tensor) -> Result<Tensor> {

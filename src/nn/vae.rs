@@ -6,6 +6,7 @@
 use super::attention::AttentionBlock;
 use super::layers::{Conv2d, GroupNorm, Loader};
 use super::resnet::{BlockResample, Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
+use super::vae_bands::Bands;
 use super::vae_config::AutoencoderKLConfig;
 use super::Graph;
 use crate::error::Result;
@@ -242,5 +243,26 @@ impl Decoder {
             .conv_norm_out
             .forward(g, &h, true, "decoder.norm_out")?;
         self.conv_out.forward(g, &n, "decoder.conv_out")
+    }
+
+    /// [`Decoder::forward`] with everything after the mid block run in `bands` row bands
+    /// ([`super::vae_bands`]): the same output to rounding, no tensor larger than one band.
+    pub fn forward_banded(&self, g: &mut Graph<'_>, z: &Tensor, bands: usize) -> Result<Tensor> {
+        let mut h = self.conv_in.forward(g, z, "decoder.conv_in")?;
+        h = self.mid.forward(g, &h)?;
+        let mut b = Bands::split(g, &h, bands)?;
+        drop(h);
+        for (resnets, us) in &self.up {
+            for r in resnets {
+                b = b.resnet(g, r)?;
+            }
+            if let Some(u) = us {
+                b = b.upsample(g, u)?;
+            }
+        }
+        let n = b.group_norm(g, &self.conv_norm_out, true)?;
+        drop(b);
+        let y = n.conv(g, &self.conv_out, None, "decoder.conv_out")?;
+        y.join(g, "decoder.out")
     }
 }

@@ -12,7 +12,7 @@ pub const WG: u32 = 256;
 
 params! {
     /// `#uniform Params` of `shaders/group_norm.wgsl`.
-    struct Params {
+    pub(crate) struct Params {
         /// channels
         c: u32,
         /// H·W
@@ -22,9 +22,45 @@ params! {
         /// N·G workgroups that do work
         count: u32,
         eps: f32,
+        /// STATS: first element of the band's interior in each channel's H·W
+        win0: u32,
+        /// STATS: elements of that interior per channel
+        winlen: u32,
+        /// STATS: the band's slot in `stats`
+        slot: u32,
+        /// SHARED: bands in `stats`
+        slots: u32,
         _p0: u32,
         _p1: u32,
         _p2: u32,
+    }
+}
+
+impl Params {
+    /// The parameters of a banded pass (`ops::group_norm_banded`): (win0, winlen, slot,
+    /// slots) as the STATS / SHARED kernels read them.
+    pub(crate) fn banded(
+        c: u32,
+        hw: u32,
+        groups: u32,
+        count: u32,
+        eps: f32,
+        [win0, winlen, slot, slots]: [u32; 4],
+    ) -> Self {
+        Params {
+            c,
+            hw,
+            groups,
+            count,
+            eps,
+            win0,
+            winlen,
+            slot,
+            slots,
+            _p0: 0,
+            _p1: 0,
+            _p2: 0,
+        }
     }
 }
 
@@ -111,13 +147,16 @@ pub fn default_variant(info: &GpuInfo) -> GroupNormKernel {
     }
 }
 
-/// All kernel keys (for validation): every [`GroupNormKernel`], with and without SiLU.
+/// All kernel keys (for validation): every [`GroupNormKernel`], with and without SiLU, and
+/// the banded ones (`ops::group_norm_banded`).
 pub fn variants(dt: DType) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for k in GroupNormKernel::all() {
         for silu in [false, true] {
             v.push(key(dt, silu, k));
+            v.push(key(dt, silu, k).flag("SHARED", true));
         }
+        v.push(key(dt, false, k).flag("STATS", true));
     }
     v
 }
@@ -198,6 +237,10 @@ pub fn group_norm_variant(
         groups: groups as u32,
         count: u32_param(OP, "N·groups", count)?,
         eps,
+        win0: 0,
+        winlen: 0,
+        slot: 0,
+        slots: 0,
         _p0: 0,
         _p1: 0,
         _p2: 0,
