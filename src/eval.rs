@@ -482,6 +482,9 @@ pub struct InverseReport {
     pub nfe: usize,
     pub method: InverseScores,
     pub pinv: Option<InverseScores>,
+    /// The blurred measurement itself taken as the estimate (x̂ = y; the blurs, whose y is an
+    /// image of the clean images' shape and which have no A†), None for other operators.
+    pub measurement: Option<InverseScores>,
     pub seconds: f64,
 }
 
@@ -594,11 +597,16 @@ pub fn evaluate_inverse(
     } else {
         None
     };
+    let measurement = match op.taps() {
+        Some(_) => Some(score_inverse(&op, &y, clean, &y, shape)?),
+        None => None,
+    };
     Ok(InverseReport {
         images: n,
         nfe: opts.steps.unwrap_or(opts.method.default_steps()),
         method,
         pinv,
+        measurement,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -1,7 +1,8 @@
 //! `diffuse eval-inverse` end to end on the shipped `assets/fmnist-ddpm` and the default test
 //! set: the pinv report is the PSNR of A†y against the clean images computed here on the host
-//! (sr4: nearest upsampling of the block means), and bad input names the flag, exits 1 and
-//! writes no report.
+//! (sr4: nearest upsampling of the block means), the blurs' baseline is the PSNR of the
+//! blurred measurement itself (blur-box: the zero-padded 9×9 mean), and bad input names the
+//! flag, exits 1 and writes no report.
 
 use diffuse::load::{read_json, Weights};
 use diffuse::metrics::psnr;
@@ -29,6 +30,65 @@ fn scratch() -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+fn clean(k: usize) -> Vec<f32> {
+    Weights::open(&PathBuf::from(ROOT).join("assets/fmnist-sr4/testset.safetensors"))
+        .unwrap()
+        .read_f32("clean", None)
+        .unwrap()
+        .data[..k * 784]
+        .to_vec()
+}
+
+/// blur-box has no A†: the report has no `pinv` but the measurement itself as the baseline.
+#[test]
+fn blur_reports_the_measurement_as_its_baseline() {
+    let d = scratch();
+    let json = d.join("blur.json");
+    let model = format!("{ROOT}/assets/fmnist-ddpm");
+    let args = [
+        "eval-inverse",
+        "--model",
+        &model,
+        "--operator",
+        "blur-box",
+        "--method",
+        "dds",
+        "--steps",
+        "2",
+        "--num-samples",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let (code, out, err) = diffuse(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("blurred measurement"), "{out}");
+    let r = read_json(&json).unwrap();
+    assert!(r["pinv"].is_null(), "{r}");
+    let x = clean(2);
+    let mut want = 0.0;
+    for img in x.chunks(784) {
+        let y: Vec<f32> = (0..784)
+            .map(|e| {
+                let (i, j) = ((e / 28) as isize, (e % 28) as isize);
+                let mut s = 0.0f64;
+                for a in -4..=4isize {
+                    for b in -4..=4isize {
+                        let (u, v) = (i + a, j + b);
+                        if (0..28).contains(&u) && (0..28).contains(&v) {
+                            s += img[(u * 28 + v) as usize] as f64;
+                        }
+                    }
+                }
+                (s / 81.0) as f32
+            })
+            .collect();
+        want += psnr(&y, img) / 2.0;
+    }
+    let got = r["measurement"]["psnr"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-3, "{got} vs {want}");
 }
 
 #[test]

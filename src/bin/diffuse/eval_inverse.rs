@@ -101,6 +101,12 @@ pub(crate) fn eval_inverse(opts: &GpuOptions, a: EvalInverseArgs) -> Result<(), 
         ),
         None => println!("pinv: `{}` has no closed-form A†", operator.name()),
     }
+    if let Some(m) = &rep.measurement {
+        println!(
+            "the blurred measurement itself (x̂ = y): PSNR {:.2} dB, SSIM {:.4}, ‖A(x̂) − y‖/‖y‖ {:.4}",
+            m.psnr, m.ssim, m.consistency
+        );
+    }
     println!("{:.1} s on {} ({:?})", rep.seconds, info.name, info.backend);
     let scores = |s: &diffuse::eval::InverseScores| serde_json::json!({"psnr": s.psnr, "ssim": s.ssim, "consistency": s.consistency});
     let v = serde_json::json!({
@@ -108,6 +114,7 @@ pub(crate) fn eval_inverse(opts: &GpuOptions, a: EvalInverseArgs) -> Result<(), 
         "operator_seed": a.operator_seed, "sigma_y": a.sigma_y, "seed": a.seed,
         "nfe": rep.nfe, "images": rep.images, "testset": a.testset,
         "result": scores(&rep.method), "pinv": rep.pinv.as_ref().map(scores),
+        "measurement": rep.measurement.as_ref().map(scores),
         "seconds": rep.seconds, "adapter": info.name,
         "backend": format!("{:?}", info.backend),
         "driver": format!("{} {}", info.driver, info.driver_info),
