@@ -430,6 +430,53 @@ fn sd15_full_size_plans() {
     }
 }
 
+/// SD 1.5's VAE decode at 512×512 in f32 both ways, in one run: exact row bands (the automatic
+/// plan) and diffusers' blended tiles of 32 latents (the previous plan), with their times and
+/// how far apart their images are. Run:
+/// `cargo test --release --test sd_vae sd15_bands_vs_tiles -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sd15_bands_vs_tiles() {
+    let gpu = common::gpu();
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/configs/sd15/vae/config.json");
+    let cfg = AutoencoderKLConfig::from_file(&path).unwrap();
+    let z: Vec<f32> = (0..4 * 64 * 64)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut vae = AutoencoderKL::load(gpu, cfg, &RandomWeights { seed: 7 }, DType::F32).unwrap();
+    let mut runs = Vec::new();
+    for tiling in [
+        Tiling::Auto,
+        Tiling::Force(TileSize {
+            latent: 32,
+            sample: 256,
+        }),
+    ] {
+        vae.tiling = tiling;
+        let t0 = std::time::Instant::now();
+        let (y, _) = vae.decode_host(gpu, &z, &[1, 4, 64, 64]).unwrap();
+        let dt = t0.elapsed().as_secs_f64();
+        let (plan, bytes) = vae.last_run().unwrap();
+        println!(
+            "{tiling:?}: {dt:.1} s, plan {plan:?}, {} MiB activations per recorded forward",
+            bytes >> 20
+        );
+        vae.clear_cache();
+        runs.push((y, dt));
+    }
+    let ymax = runs[0].0.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gap = runs[0]
+        .0
+        .iter()
+        .zip(&runs[1].0)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    println!(
+        "bands / tiles time: {:.2}; max|bands − tiles| {gap:.3} (max|y| {ymax:.3})",
+        runs[0].1 / runs[1].1
+    );
+}
+
 #[test]
 #[ignore]
 fn sd15_full_size_decode_f32() {
