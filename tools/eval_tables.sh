@@ -101,6 +101,13 @@ inverse)
           --num-samples "$NI" --seed 0 --json "$f" 2>/dev/null
       done
     done
+  done
+  # The blurs have no A†: their baseline is the blurred measurement itself (the report's
+  # `measurement`, the same whatever the method; a 2-step DDS is the cheapest run that has it).
+  for op in blur-gauss blur-box; do
+    f="$OUT/measurement-$op.json"; [ -f "$f" ] && continue
+    $BIN eval-inverse --model assets/fmnist-ddpm --operator "$op" --method dds --steps 2 \
+      --num-samples "$NI" --seed 0 --json "$f" 2>/dev/null
   done ;;
 quant)
   # PTQ4DM rows (issue 16) at DDIM 50 NFE: f32, f16, W8A32, W8A8 (NDTC and uniform calibration, 64
@@ -221,6 +228,9 @@ if inv:
     cell = lambda s: f"{s['psnr']:.2f} / {s['ssim']:.3f} [{s['consistency']:.3f}]"
     pin = {r["operator"]: r["pinv"] for r in inv if r.get("pinv")}
     print("| pinv | – | " + " | ".join(cell(pin[o]) if o in pin else "–" for o in ops) + " |")
+    meas = {r["operator"]: r["measurement"] for r in inv + load("measurement-*.json") if r.get("measurement")}
+    if meas:
+        print("| y itself (blurs) | – | " + " | ".join(cell(meas[o]) if o in meas else "–" for o in ops) + " |")
     for m in ["dds", "red-diff", "flowchef"]:
         for n in nfes:
             rs = {r["operator"]: r for r in inv if r["method"] == m and r["nfe"] == n}
