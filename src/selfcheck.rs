@@ -490,17 +490,7 @@ pub fn group_norm_variant(
     variant: Option<ops::group_norm::GroupNormKernel>,
     offset: f32,
 ) -> Result<Check> {
-    let mut rng = TestRng(seed);
-    let n: usize = xs.iter().product();
-    // An offset and scale per sample so mean and variance matter.
-    let xv = rng.values(n, -1.0, 1.0, dt);
-    let xv: Vec<f32> = xv
-        .iter()
-        .map(|v| 3.0 * v + offset)
-        .map(|v| if dt == DType::F16 { round_f16(v) } else { v })
-        .collect();
-    let gv = rng.values(xs[1], 0.5, 1.5, dt);
-    let bv = rng.values(xs[1], -0.5, 0.5, dt);
+    let (xv, gv, bv) = group_norm_inputs(&mut TestRng(seed), xs, dt, offset);
     let x = upload(gpu, "x", &xs, &xv, dt)?;
     let g = upload(gpu, "gamma", &[xs[1]], &gv, dt)?;
     let b = upload(gpu, "beta", &[xs[1]], &bv, dt)?;
@@ -509,17 +499,7 @@ pub fn group_norm_variant(
     gpu.run(|rec| {
         ops::group_norm::group_norm_variant(rec, &x, &g, &b, &y, groups, eps, silu, variant)
     })?;
-    let want = r::group_norm(
-        &widen(&xv),
-        xs[0],
-        xs[1],
-        xs[2] * xs[3],
-        &widen(&gv),
-        &widen(&bv),
-        groups,
-        eps as f64,
-        silu,
-    );
+    let want = group_norm_want(xs, &xv, &gv, &bv, groups, eps, silu);
     Ok(check(
         format!(
             "group_norm {xs:?} G={groups} silu={silu} {} offset {offset} {dt:?}",
@@ -530,6 +510,49 @@ pub fn group_norm_variant(
         2e-5,
         out_rtol(dt, 2e-5),
     ))
+}
+
+/// GroupNorm test inputs: x = 3·U(−1, 1) + `offset` (an offset so the mean matters; rounded
+/// to f16 where stored so), gamma in [0.5, 1.5], beta in [−0.5, 0.5].
+fn group_norm_inputs(
+    rng: &mut TestRng,
+    xs: [usize; 4],
+    dt: DType,
+    offset: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n: usize = xs.iter().product();
+    let xv: Vec<f32> = rng
+        .values(n, -1.0, 1.0, dt)
+        .iter()
+        .map(|v| 3.0 * v + offset)
+        .map(|v| if dt == DType::F16 { round_f16(v) } else { v })
+        .collect();
+    let gv = rng.values(xs[1], 0.5, 1.5, dt);
+    let bv = rng.values(xs[1], -0.5, 0.5, dt);
+    (xv, gv, bv)
+}
+
+/// `torch.nn.GroupNorm` (+ SiLU) of the inputs in f64.
+fn group_norm_want(
+    xs: [usize; 4],
+    xv: &[f32],
+    gv: &[f32],
+    bv: &[f32],
+    groups: usize,
+    eps: f32,
+    silu: bool,
+) -> Vec<f64> {
+    r::group_norm(
+        &widen(xv),
+        xs[0],
+        xs[1],
+        xs[2] * xs[3],
+        &widen(gv),
+        &widen(bv),
+        groups,
+        eps as f64,
+        silu,
+    )
 }
 
 /// softmax(scale · x) over rows of `cols`, in the adapter's default layout.

@@ -3,11 +3,10 @@
 //! (GroupNorm with statistics merged over bands), which together must equal GroupNorm of the
 //! whole tensor. Tolerances as GroupNorm's (2e-5, plus the f16 output rounding); copies exact.
 
-use super::{check, out_rtol, upload, widen, Check, TestRng};
+use super::{check, group_norm_inputs, group_norm_want, out_rtol, upload, widen, Check, TestRng};
 use crate::error::Result;
 use crate::nn::vae_bands::partition;
 use crate::ops;
-use crate::reference as r;
 use crate::{DType, Gpu, Tensor};
 
 /// `copy_rows(x, src_row0, factor, y, dst_row0, rows)` on random x [N, C, H, W] into a random
@@ -78,22 +77,8 @@ pub fn group_norm_banded(
     dt: DType,
     seed: u64,
 ) -> Result<Check> {
-    let mut rng = TestRng(seed);
     let [n, c, h, w] = xs;
-    let xv: Vec<f32> = rng
-        .values(n * c * h * w, -1.0, 1.0, dt)
-        .iter()
-        .map(|v| 3.0 * v + offset)
-        .map(|v| {
-            if dt == DType::F16 {
-                half::f16::from_f32(v).to_f32()
-            } else {
-                v
-            }
-        })
-        .collect();
-    let gv = rng.values(c, 0.5, 1.5, dt);
-    let bv = rng.values(c, -0.5, 0.5, dt);
+    let (xv, gv, bv) = group_norm_inputs(&mut TestRng(seed), xs, dt, offset);
     let x = upload(gpu, "x", &xs, &xv, dt)?;
     let gamma = upload(gpu, "gamma", &[c], &gv, dt)?;
     let beta = upload(gpu, "beta", &[c], &bv, dt)?;
@@ -127,17 +112,7 @@ pub fn group_norm_banded(
         }
         Ok(())
     })?;
-    let want = r::group_norm(
-        &widen(&xv),
-        n,
-        c,
-        h * w,
-        &widen(&gv),
-        &widen(&bv),
-        groups,
-        eps as f64,
-        silu,
-    );
+    let want = group_norm_want(xs, &xv, &gv, &bv, groups, eps, silu);
     Ok(check(
         format!("group_norm_banded {xs:?} G={groups} in {bands} bands silu={silu} offset {offset} {dt:?}"),
         &y.to_vec_f32(gpu)?,
