@@ -132,7 +132,8 @@ fn folder_errors_name_the_component() {
 /// Full-size Stable Diffusion 1.5 (the shipped `assets/configs/sd15`, random weights,
 /// `load::RandomWeights`) end to end: 2 PLMS steps of txt2img with guidance at 512×512 (set
 /// `DIFFUSE_SD_SIZE` for another size, `DIFFUSE_SD_DTYPE=f16|f32`), on lavapipe within its
-/// binding limits (the VAE tiles itself). Minutes to hours on a CPU adapter, so ignored in CI:
+/// binding limits (the VAE decodes in row bands where needed). Minutes to hours on a CPU
+/// adapter, so ignored in CI:
 /// `cargo test --release --test sd_pipeline sd15_full_size -- --ignored --nocapture`.
 #[test]
 #[ignore]
