@@ -169,6 +169,10 @@ fn bad_input_names_the_field_exits_1_and_writes_nothing() {
             ],
             "--calibration-scheduler",
         ),
+        (
+            vec!["--activations", "int8", "--activation-range", "l3"],
+            "--activation-range",
+        ),
     ] {
         let mut a = vec!["quantize", "--model", ms, "--out", os];
         a.extend(args);
@@ -285,6 +289,61 @@ fn rewrite_weights(d: &Path, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<u8>) 
     let bytes = safetensors::serialize(views, None).unwrap();
     drop(w);
     std::fs::write(d.join(load::WEIGHTS), bytes).unwrap();
+}
+
+/// `--activation-range mse` on the same calibration inputs as absmax: every layer's range is
+/// one of the candidate fractions 1 − i/100 (i < 80) of the absmax range, most clip below it,
+/// and the config records the method.
+#[test]
+fn mse_ranges_are_clipped_absmax_ranges() {
+    let dir = scratch("mse");
+    let ms = model();
+    let mut scales = Vec::new();
+    for range in ["absmax", "mse"] {
+        let out = dir.join(range);
+        let (code, err) = diffuse(&[
+            "quantize",
+            "--model",
+            ms.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--activations",
+            "int8",
+            "--calibration-samples",
+            "4",
+            "--activation-range",
+            range,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let cfg = load::read_json(&out.join(load::CONFIG)).unwrap();
+        assert_eq!(cfg["quantization_config"]["calibration"]["range"], range);
+        let w = Weights::open(&out.join(load::WEIGHTS)).unwrap();
+        let mut s = std::collections::BTreeMap::new();
+        for name in w
+            .names()
+            .into_iter()
+            .filter(|n| n.ends_with(".input_scale"))
+        {
+            s.insert(name.clone(), w.read_f32(&name, Some(&[1])).unwrap().data[0]);
+        }
+        scales.push(s);
+    }
+    assert_eq!(scales[0].len(), scales[1].len());
+    let mut clipped = 0;
+    for (name, &a) in &scales[0] {
+        let r = scales[1][name] as f64 / a as f64;
+        let i = ((1.0 - r) * 100.0).round();
+        assert!(
+            (0.0..80.0).contains(&i) && (r - (1.0 - i / 100.0)).abs() < 1e-5,
+            "{name}: mse range {r} of absmax is not a candidate fraction"
+        );
+        clipped += (i > 0.0) as usize;
+    }
+    assert!(
+        2 * clipped > scales[0].len(),
+        "only {clipped} of {} ranges clipped",
+        scales[0].len()
+    );
 }
 
 #[test]

@@ -374,6 +374,10 @@ struct QuantizeArgs {
     /// Steps of that sampler (at least 1).
     #[arg(long, allow_negative_numbers = true, default_value_t = 20)]
     calibration_steps: usize,
+    /// How each layer's int8 input range is fitted to the calibration inputs: absmax (their
+    /// max |x|) or mse (the clipping range of least squared quantization error).
+    #[arg(long, default_value = "absmax")]
+    activation_range: String,
 }
 
 #[derive(Args)]
@@ -534,6 +538,7 @@ fn input_error(input: &Path, reason: String) -> Error {
 /// `diffuse forward`: validates everything before computing, writes the output atomically.
 fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
     use diffuse::load::quant::Activations;
+    use diffuse::pipeline::calibrate::RangeMethod;
     use diffuse::pipeline::quantize::{quantize_folder, Calibration, QuantizeOptions};
     let bad = |arg: &'static str, reason: String| Error::Argument {
         op: "quantize",
@@ -550,8 +555,19 @@ fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
         "uniform" => Calibration::Uniform,
         o => return Err(bad("--calibration", format!("unknown `{o}` (nd|uniform)"))),
     };
+    let activation_range = match a.activation_range.as_str() {
+        "absmax" => RangeMethod::AbsMax,
+        "mse" => RangeMethod::Mse,
+        o => {
+            return Err(bad(
+                "--activation-range",
+                format!("unknown `{o}` (absmax|mse)"),
+            ))
+        }
+    };
     let o = QuantizeOptions {
         weights: a.weights,
+        activation_range,
         activations,
         calibration,
         calibration_samples: a.calibration_samples,
@@ -606,9 +622,10 @@ fn quantize(opts: &GpuOptions, a: QuantizeArgs) -> Result<(), Error> {
     );
     if activations == Activations::Int8 {
         println!(
-            "int8 activations: {} layer input ranges calibrated on {} inputs ({} time steps of \
-             {} {} steps, seed {})",
+            "int8 activations: {} layer input ranges ({}) calibrated on {} inputs ({} time steps \
+             of {} {} steps, seed {})",
             r.input_ranges.len(),
+            a.activation_range,
             a.calibration_samples,
             a.calibration,
             a.calibration_scheduler,

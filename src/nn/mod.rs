@@ -42,6 +42,9 @@ pub struct Graph<'g> {
     /// also records max |input| per sample into an f32 [N] tensor, listed here with the
     /// layer's checkpoint prefix in recording order.
     pub observe: Option<Vec<(String, Tensor)>>,
+    /// With `observe`: keep an f32 copy of every layer input itself instead of its max |x|
+    /// (the MSE range search of `pipeline::calibrate` needs the values).
+    pub observe_values: bool,
 }
 
 impl<'g> Graph<'g> {
@@ -51,6 +54,7 @@ impl<'g> Graph<'g> {
             dtype,
             flops: 0,
             observe: None,
+            observe_values: false,
         }
     }
 
@@ -60,14 +64,30 @@ impl<'g> Graph<'g> {
         if self.observe.is_none() {
             return Ok(());
         }
-        let n = x.shape()[0];
-        let t = Tensor::zeros(
-            self.rec.gpu(),
-            &format!("{layer}.input_absmax"),
-            &[n],
-            DType::F32,
-        )?;
-        crate::ops::reduce::reduce(&mut self.rec, crate::ops::reduce::Reduce::AbsMax, x, &t)?;
+        let t = if self.observe_values {
+            let t = Tensor::zeros(
+                self.rec.gpu(),
+                &format!("{layer}.input"),
+                x.shape(),
+                x.dtype(),
+            )?;
+            let copy = crate::ops::elementwise::Unary::Affine {
+                alpha: 1.0,
+                beta: 0.0,
+            };
+            crate::ops::elementwise::unary(&mut self.rec, copy, x, &t)?;
+            t
+        } else {
+            let n = x.shape()[0];
+            let t = Tensor::zeros(
+                self.rec.gpu(),
+                &format!("{layer}.input_absmax"),
+                &[n],
+                DType::F32,
+            )?;
+            crate::ops::reduce::reduce(&mut self.rec, crate::ops::reduce::Reduce::AbsMax, x, &t)?;
+            t
+        };
         if let Some(o) = self.observe.as_mut() {
             o.push((layer.to_string(), t));
         }

@@ -247,20 +247,22 @@ impl UNet2DModel {
         height: usize,
         width: usize,
     ) -> Result<UNetForward> {
-        Ok(self.prepare_with(gpu, batch, height, width, false)?.0)
+        Ok(self.prepare_with(gpu, batch, height, width, None)?.0)
     }
 
     /// [`UNet2DModel::prepare`] that also records, for activation calibration, max |input| per
     /// sample of every conv and linear layer: (layer prefix, f32 [batch]) in recording order,
-    /// rewritten by each run.
+    /// rewritten by each run. With `values`, a copy of each input itself instead (same shape
+    /// as the input, in the model dtype).
     pub fn prepare_observed(
         &self,
         gpu: &Gpu,
         batch: usize,
         height: usize,
         width: usize,
+        values: bool,
     ) -> Result<(UNetForward, Vec<(String, Tensor)>)> {
-        let (f, o) = self.prepare_with(gpu, batch, height, width, true)?;
+        let (f, o) = self.prepare_with(gpu, batch, height, width, Some(values))?;
         Ok((f, o.unwrap_or_default()))
     }
 
@@ -270,7 +272,7 @@ impl UNet2DModel {
         batch: usize,
         height: usize,
         width: usize,
-        observe: bool,
+        observe: Option<bool>,
     ) -> Result<(UNetForward, Option<Observed>)> {
         let cfg = &self.config;
         let levels = cfg.block_out_channels.len() as u32 - 1;
@@ -305,8 +307,9 @@ impl UNet2DModel {
             None
         };
         let mut g = Graph::new(gpu, self.dtype);
-        if observe {
+        if let Some(values) = observe {
             g.observe = Some(Vec::new());
+            g.observe_values = values;
         }
         let temb = self
             .conditioning

@@ -42,6 +42,8 @@ pub struct QuantizeOptions {
     pub calibration_scheduler: String,
     /// Its steps (≥ 1).
     pub calibration_steps: usize,
+    /// How each layer's input range is fitted to the calibration inputs.
+    pub activation_range: super::calibrate::RangeMethod,
 }
 
 impl Default for QuantizeOptions {
@@ -54,6 +56,7 @@ impl Default for QuantizeOptions {
             seed: 0,
             calibration_scheduler: CALIBRATION_SAMPLER.into(),
             calibration_steps: CALIBRATION_STEPS,
+            activation_range: super::calibrate::RangeMethod::AbsMax,
         }
     }
 }
@@ -136,7 +139,7 @@ pub fn quantize_folder(
                 seed: o.seed,
                 sampler: sched.kind().class_name().into(),
                 steps: o.calibration_steps,
-                range: "absmax".into(),
+                range: o.activation_range.name().into(),
             };
             (ranges, Some(info))
         }
@@ -260,7 +263,7 @@ fn calibrate(
         o.seed,
         CALIBRATION_BATCH,
     )?;
-    super::calibrate::input_ranges(gpu, &model, &set, CALIBRATION_BATCH)
+    super::calibrate::input_ranges(gpu, &model, &set, CALIBRATION_BATCH, o.activation_range)
 }
 
 fn write_err(out: &Path, reason: String) -> Error {
