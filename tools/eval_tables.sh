@@ -110,16 +110,18 @@ inverse)
       --num-samples "$NI" --seed 0 --json "$f" 2>/dev/null
   done ;;
 quant)
-  # PTQ4DM rows (issue 16) at DDIM 50 NFE: f32, f16, W8A32, W8A8 (NDTC and uniform calibration, 64
-  # samples, seed 0) on fmnist-ddpm (200 samples) and fmnist-cond (NC=100 samples, no guidance).
+  # PTQ4DM rows (issue 16) at DDIM 50 NFE: f32, f16, W8A32, W8A8 (NDTC and uniform calibration,
+  # and NDTC with MSE-fitted ranges; 64 samples, seed 0) on fmnist-ddpm (200 samples) and
+  # fmnist-cond (NC=100 samples, no guidance).
   q() { [ -d "$OUT/$1" ] || $BIN quantize --model "$2" --out "$OUT/$1" "${@:3}" >/dev/null; }
   for m in ddpm cond; do
     n=$N; [ $m = cond ] && n=${NC:-100}
     q "$m-w8a32" "assets/fmnist-$m" --weights int8
     q "$m-w8a8-nd" "assets/fmnist-$m" --weights int8 --activations int8 --calibration nd --calibration-samples 64 --seed 0
     q "$m-w8a8-uniform" "assets/fmnist-$m" --weights int8 --activations int8 --calibration uniform --calibration-samples 64 --seed 0
+    q "$m-w8a8-nd-mse" "assets/fmnist-$m" --weights int8 --activations int8 --calibration nd --calibration-samples 64 --seed 0 --activation-range mse
     for cell in f32:assets/fmnist-$m f16:assets/fmnist-$m w8a32:$OUT/$m-w8a32 w8a8-nd:$OUT/$m-w8a8-nd \
-                w8a8-uniform:$OUT/$m-w8a8-uniform; do
+                w8a8-uniform:$OUT/$m-w8a8-uniform w8a8-nd-mse:$OUT/$m-w8a8-nd-mse; do
       k=${cell%%:*}; dir=${cell#*:}
       # ONLY=pattern restricts the cells, named model:weights (e.g. ONLY='cond:*').
       [ -n "${ONLY:-}" ] && [[ $m:$k != $ONLY ]] && continue
@@ -207,9 +209,10 @@ quant = load("quant-*.json")
 if quant:
     print("\n**PTQ4DM — FID-FMNIST (class accuracy) at DDIM 50 NFE**\n")
     print("| weights | fmnist-ddpm | fmnist-cond |\n|---|---|---|")
-    files = sorted(glob.glob(os.path.join(out, "quant-*.json")))
+    files = sorted(glob.glob(os.path.join(out, "quant-*-ddim50.json")))
+    quant = [json.load(open(f)) for f in files]
     by = {os.path.basename(f)[len("quant-"):-len("-ddim50.json")]: q for f, q in zip(files, quant)}
-    for k in ["f32", "f16", "w8a32", "w8a8-uniform", "w8a8-nd"]:
+    for k in ["f32", "f16", "w8a32", "w8a8-uniform", "w8a8-nd", "w8a8-nd-mse"]:
         cells = []
         for m in ["ddpm", "cond"]:
             q = by.get(f"{m}-{k}")
