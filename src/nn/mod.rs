@@ -42,8 +42,8 @@ pub struct Graph<'g> {
     /// also records max |input| per sample into an f32 [N] tensor, listed here with the
     /// layer's checkpoint prefix in recording order.
     pub observe: Option<Vec<(String, Tensor)>>,
-    /// With `observe`: keep an f32 copy of every layer input itself instead of its max |x|
-    /// (the MSE range search of `pipeline::calibrate` needs the values).
+    /// With `observe`: keep a copy of every layer input itself (model dtype) instead of its
+    /// max |x| (the MSE range search of `pipeline::calibrate` needs the values).
     pub observe_values: bool,
 }
 

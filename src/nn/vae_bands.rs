@@ -11,10 +11,9 @@
 //!   ([`crate::ops::group_norm_banded`]) before normalising any of them;
 //! - nearest ×2 upsampling writes the bands of the doubled image directly.
 //!
-//! The bands together compute the untiled decoder to rounding, and no tensor is larger than one
-//! band. (Lockstep tiling with shared normalisation statistics is what memory-bounded
-//! implementations of large-image VAE decoding do; this is its one-dimensional, halo-exchange
-//! form.)
+//! The bands together compute the untiled decoder to rounding, and no tensor after the mid block
+//! is larger than one band. Peak memory is the untiled decode's (every band of a stage is alive
+//! at once); what shrinks is the largest single binding.
 
 use super::layers::{Conv2d, GroupNorm};
 use super::resnet::{ResnetBlock2D, Upsample2D};

@@ -37,9 +37,9 @@ params! {
 }
 
 impl Params {
-    /// The parameters of a banded pass (`ops::group_norm_banded`): (win0, winlen, slot,
-    /// slots) as the STATS / SHARED kernels read them.
-    pub(crate) fn banded(
+    /// The parameters; `[win0, winlen, slot, slots]` are read only by the banded passes
+    /// (`ops::group_norm_banded`: STATS / SHARED), zeros otherwise.
+    pub(crate) fn new(
         c: u32,
         hw: u32,
         groups: u32,
@@ -231,20 +231,14 @@ pub fn group_norm_variant(
     }
     let gpu = rec.gpu();
     let count = n * groups;
-    let p = Params {
-        c: c as u32,
-        hw: u32_param(OP, "H·W", hw)?,
-        groups: groups as u32,
-        count: u32_param(OP, "N·groups", count)?,
+    let p = Params::new(
+        c as u32,
+        u32_param(OP, "H·W", hw)?,
+        groups as u32,
+        u32_param(OP, "N·groups", count)?,
         eps,
-        win0: 0,
-        winlen: 0,
-        slot: 0,
-        slots: 0,
-        _p0: 0,
-        _p1: 0,
-        _p2: 0,
-    };
+        [0; 4],
+    );
     let binds = [
         ("x", x.binding(gpu, OP)?),
         ("gamma", gamma.binding(gpu, OP)?),

@@ -71,7 +71,7 @@ pub fn group_norm_stats(
         });
     }
     let gpu = rec.gpu();
-    let p = Params::banded(
+    let p = Params::new(
         c as u32,
         u32_param(OP, "H·W", hw)?,
         groups as u32,
@@ -131,7 +131,7 @@ pub fn group_norm_shared(
     let count = n * groups;
     let slots = check_stats(OP, stats, count)?;
     let gpu = rec.gpu();
-    let p = Params::banded(
+    let p = Params::new(
         c as u32,
         u32_param(OP, "H·W", hw)?,
         groups as u32,
